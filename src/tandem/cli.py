@@ -1,0 +1,119 @@
+"""The `tandem` command line: one command per config class, every option generated from its typed fields.
+
+`tandem CMD --config run.yaml --lr 3e-4` loads the YAML, then applies the flags; `tandem CMD --help`
+lists every option with its help text and default.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from pydantic import BaseModel, ValidationError
+
+from tandem.config import load_config
+
+app = typer.Typer(
+    help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
+    "on the built-in default task.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _cli_type(annotation: Any) -> Any:
+    """The type typer should parse a field as; pydantic validates the value afterwards."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _cli_type(inner[0]) if len(inner) == 1 else str
+    if origin is typing.Literal:
+        return str
+    return annotation
+
+
+def _option(name: str, field) -> inspect.Parameter:
+    kind = _cli_type(field.annotation)
+    flag = "--" + name.replace("_", "-")
+    if kind is bool:
+        flag = f"{flag}/--no-{name.replace('_', '-')}"
+    choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
+    help_text = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
+    help_text += f"  [default: {field.default}]"
+    option = typer.Option(None, flag, help=help_text, show_default=False)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+
+
+def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], Any], help: str) -> None:
+    """Register `tandem NAME`, whose options are the fields of `config_class`, calling `run(config)`."""
+
+    def command(**values: Any) -> None:
+        config_file = values.pop("config")
+        try:
+            config = load_config(config_class, config_file, **values)
+        except ValidationError as error:
+            lines = [f"  --{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors()]
+            typer.echo(f"tandem {name}: invalid options\n" + "\n".join(lines), err=True)
+            raise typer.Exit(2) from None
+        run(config)
+
+    parameters = [
+        inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+            default=typer.Option(None, "--config", help="YAML file of options; flags given here override it."),
+        )
+    ]
+    parameters += [_option(field_name, field) for field_name, field in config_class.model_fields.items()]
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__doc__ = help
+    app.command(name, help=help)(command)
+
+
+def _register() -> None:
+    from tandem.pipeline import QuickstartConfig, run_quickstart
+    from tandem.trainers.pretrain import PretrainConfig, run_pretrain
+    from tandem.trainers.rm import RMConfig, run_rm
+    from tandem.trainers.sft import SFTConfig, run_sft
+
+    def report(result) -> None:
+        typer.echo(f"model saved to {result.model_dir} after {result.steps} steps in {result.seconds:.1f}s")
+        for key, value in result.metrics.items():
+            typer.echo(f"  {key}: {value:.4f}")
+
+    add_command(
+        "quickstart", QuickstartConfig, run_quickstart,
+        "The whole pipeline on a built-in task: pretrain -> SFT -> reward model, with a report of each stage.",
+    )
+    add_command("pretrain", PretrainConfig, lambda c: report(run_pretrain(c)),
+                "Next-token pre-training of a new tiny model (or a given one) on a task corpus or your text data.")
+    add_command("sft", SFTConfig, lambda c: report(run_sft(c)),
+                "Supervised fine-tuning (loss on completion tokens only), optionally with LoRA.")
+    add_command("rm", RMConfig, lambda c: report(run_rm(c)),
+                "Train a scalar reward model on preference pairs with the Bradley-Terry loss.")
+
+
+_register()
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List the built-in tasks."""
+    from tandem.tasks import TASKS
+
+    for task_name, task_class in TASKS.items():
+        summary = (task_class.__doc__ or "").strip().splitlines()[0] if task_class.__doc__ else ""
+        typer.echo(f"{task_name:12s} {summary}")
+
+
+def main() -> None:
+    app(prog_name="tandem")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Typed, validated configs: one pydantic model per command, loadable from YAML and overridable by flags.
+
+Precedence: the model's defaults < the YAML file given with `--config` < flags on the command line.
+The same objects drive the Python API (`SFTConfig(model=..., data=...)`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class TrainConfig(BaseModel):
+    """Options every training command shares (the one training loop reads these)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    out: Path = Field(Path("runs/run"), description="Run directory: config, metrics, checkpoints and the final model.")
+    seed: int = Field(0, description="Seed for data order, initialisation and sampling.")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides --epochs when set.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
+    batch_size: int = Field(32, ge=1, description="Global batch size: examples per optimizer step, over all processes.")
+    micro_batch_size: int = Field(
+        32, ge=1, description="Examples per forward pass and process; gradient accumulation makes up the rest."
+    )
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of steps with linear learning-rate warm-up.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate decay after warm-up.")
+    max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm to this value (none: no clipping).")
+    mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
+        "auto", description="Autocast precision; auto picks bf16 where the hardware has it (AMX/AVX512-BF16 CPUs, Ampere+ GPUs)."
+    )
+    max_length: int = Field(256, ge=8, description="Longest sequence in tokens (prompt + completion).")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at the end).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many recent checkpoints to keep.")
+    log_every: int = Field(10, ge=1, description="Write metrics every N steps.")
+    resume: bool = Field(False, description="Continue from the last checkpoint in --out.")
+    progress: bool = Field(True, description="Show a progress bar.")
+
+    @model_validator(mode="after")
+    def _micro_fits_batch(self) -> TrainConfig:
+        if self.micro_batch_size > self.batch_size:
+            self.__dict__["micro_batch_size"] = self.batch_size
+        return self
+
+
+def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
+    """Build `cls` from its defaults, then the YAML file at `path`, then `overrides` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        with open(path, encoding="utf-8") as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of option names to values, got {type(loaded).__name__}")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def save_config(config: BaseModel, path: Path) -> None:
+    """Write the resolved config as YAML (what the run actually used)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

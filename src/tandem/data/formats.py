@@ -1,0 +1,319 @@
+"""The data formats, named and shaped as in TRL so users' files just work, validated and reduced to plain text.
+
+| format              | fields                                           | normalised to                       |
+|---------------------|--------------------------------------------------|-------------------------------------|
+| `text`              | text                                             | {text}                              |
+| `prompt_only`       | prompt                                           | {prompt}                            |
+| `prompt_completion` | prompt, completion                               | {prompt, completion}                |
+| `messages`          | messages (trains on the final assistant turn)    | {prompt, completion}                |
+| `preference`        | [prompt,] chosen, rejected (implicit prompt)     | {prompt, chosen, rejected}          |
+| `unpaired`          | prompt, completion, label: bool (KTO)            | {prompt, completion, label}         |
+
+Prompts and responses are strings, or lists of chat messages ``{"role", "content"}`` (conversational);
+conversational records are rendered with the tokenizer's chat template:
+``prompt = template(prompt_messages, add_generation_prompt=True)`` and the response is the rest of
+``template(prompt_messages + response_messages)``, which must start with the prompt. Fields a format does
+not use (an ``answer`` a verifier checks, say) are carried through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from tandem.data.errors import DataError, type_name
+from tandem.data.io import Record, read_records, records_from_dicts
+
+ALLOWED_ROLES = ("system", "user", "assistant", "tool")
+SFT_FORMATS = frozenset({"prompt_completion", "messages"})
+
+Messages = list[dict[str, Any]]
+Piece = str | Messages  # a prompt or a response: plain text or chat messages
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """A named data format: the fields that identify it, all the fields it reads, and its normaliser."""
+
+    name: str
+    required: tuple[str, ...]
+    fields: tuple[str, ...]
+    normalise: Callable[[Record, PreTrainedTokenizerBase | None], dict[str, Any]]
+
+
+def _piece(record: Record, field: str, allow_empty: bool = True) -> Piece:
+    """The value of `field`, checked to be a string or a well-formed list of chat messages."""
+    if field not in record.data:
+        raise record.error(f"missing field '{field}'", field)
+    value = record.data[field]
+    if isinstance(value, str):
+        pass
+    elif isinstance(value, list):
+        for index, message in enumerate(value):
+            _check_message(record, f"{field}[{index}]", message)
+    else:
+        raise record.error(f"expected a string or a list of messages, got {type_name(value)}", field)
+    if not allow_empty and len(value) == 0:
+        raise record.error("must not be empty", field)
+    return value
+
+
+def _check_message(record: Record, field: str, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise record.error(f"expected a message object with 'role' and 'content', got {type_name(message)}", field)
+    role = message.get("role")
+    if role not in ALLOWED_ROLES:
+        allowed = ", ".join(ALLOWED_ROLES)
+        raise record.error(f"unknown role {role!r}; allowed roles: {allowed}", f"{field}.role")
+    if message.get("content") is None:
+        raise record.error("message without content", f"{field}.content")
+    if not isinstance(message["content"], str):
+        raise record.error(f"expected string content, got {type_name(message['content'])}", f"{field}.content")
+
+
+def _render(record: Record, tokenizer: PreTrainedTokenizerBase | None, messages: Messages, field: str, **kwargs) -> str:
+    if tokenizer is None:
+        raise ValueError("conversational data needs a tokenizer (with a chat template) to render it")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as error:  # templates raise their own errors (e.g. roles that do not alternate)
+        raise record.error(f"could not apply the chat template: {error}", field) from None
+
+
+def _split_conversation(
+    record: Record, tokenizer: PreTrainedTokenizerBase | None, prompt: Messages, response: Messages, field: str
+) -> tuple[str, str]:
+    """Render prompt and prompt+response with the chat template; the response text is what the prompt leaves."""
+    prompt_text = _render(record, tokenizer, prompt, field, add_generation_prompt=True)
+    full_text = _render(record, tokenizer, prompt + response, field)
+    if not full_text.startswith(prompt_text):
+        raise record.error("the chat template does not render the prompt as the start of the full conversation", field)
+    response_text = full_text[len(prompt_text) :]
+    if not response_text:
+        raise record.error("renders to empty text with the chat template", field)
+    return prompt_text, response_text
+
+
+def _prompt_and_responses(
+    record: Record, tokenizer: PreTrainedTokenizerBase | None, prompt: Piece, responses: dict[str, Piece]
+) -> dict[str, str]:
+    """Reduce a prompt and its responses (all plain text, or all messages) to {"prompt": ..., field: text, ...}."""
+    normalised: dict[str, str] = {}
+    for field, response in responses.items():
+        if len(response) == 0:
+            raise record.error("must not be empty", field)
+        if isinstance(response, str) != isinstance(prompt, str):
+            kind = "a string" if isinstance(prompt, str) else "a list of messages"
+            raise record.error(f"expected {kind} like the prompt, got {type_name(response)}", field)
+        if isinstance(prompt, str):
+            normalised["prompt"], normalised[field] = prompt, response
+        else:
+            normalised["prompt"], normalised[field] = _split_conversation(record, tokenizer, prompt, response, field)
+    return normalised
+
+
+def shared_text_prefix(first: str, second: str) -> str:
+    """The longest common prefix of two strings, cut back to before its last whitespace (so responses start a word)."""
+    common = os.path.commonprefix([first, second])
+    cut = max((index for index, char in enumerate(common) if char.isspace()), default=0)
+    return common[:cut]
+
+
+def shared_leading_messages(first: Messages, second: Messages) -> Messages:
+    """The messages two conversations start with in common."""
+    count = 0
+    while count < min(len(first), len(second)) and first[count] == second[count]:
+        count += 1
+    return first[:count]
+
+
+def _text(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    text = record.data.get("text")
+    if not isinstance(text, str):
+        raise record.error(f"expected a string, got {type_name(text)}", "text")
+    if not text:
+        raise record.error("must not be empty", "text")
+    return {"text": text}
+
+
+def _prompt_only(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    prompt = _piece(record, "prompt", allow_empty=False)
+    if isinstance(prompt, list):
+        return {"prompt": _render(record, tokenizer, prompt, "prompt", add_generation_prompt=True)}
+    return {"prompt": prompt}
+
+
+def _prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    prompt = _piece(record, "prompt")
+    completion = _piece(record, "completion", allow_empty=False)
+    return _prompt_and_responses(record, tokenizer, prompt, {"completion": completion})
+
+
+def _messages(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    messages = _piece(record, "messages", allow_empty=False)
+    if isinstance(messages, str):
+        raise record.error("expected a list of messages, got str", "messages")
+    last = len(messages) - 1
+    if messages[last]["role"] != "assistant":
+        message = f"the last message must be from the assistant (it is the training target), got {messages[last]['role']!r}"
+        raise record.error(message, f"messages[{last}].role")
+    prompt, completion = _split_conversation(record, tokenizer, messages[:last], messages[last:], "messages")
+    return {"prompt": prompt, "completion": completion}
+
+
+def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    chosen = _piece(record, "chosen", allow_empty=False)
+    rejected = _piece(record, "rejected", allow_empty=False)
+    if "prompt" in record.data:
+        prompt = _piece(record, "prompt")
+    elif isinstance(chosen, str) and isinstance(rejected, str):
+        prompt = shared_text_prefix(chosen, rejected)
+        if not prompt:
+            raise record.error("no 'prompt' and chosen/rejected share no common prefix to infer it from", "prompt")
+        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        prompt = shared_leading_messages(chosen, rejected)
+        if not prompt:
+            raise record.error("no 'prompt' and chosen/rejected share no leading messages to infer it from", "prompt")
+        chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
+    else:
+        raise record.error(f"expected {type_name(chosen)} like 'chosen', got {type_name(rejected)}", "rejected")
+    normalised = _prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
+    if normalised["chosen"] == normalised["rejected"]:
+        raise record.error("'chosen' and 'rejected' are identical", "rejected")
+    return normalised
+
+
+def _unpaired(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
+    label = record.data.get("label")
+    if not isinstance(label, bool):
+        raise record.error(f"expected a bool (true = desirable), got {type_name(label)}", "label")
+    return {**_prompt_completion(record, tokenizer), "label": label}
+
+
+# In detection order: a record is in the first format whose required fields it has.
+FORMATS: dict[str, RecordFormat] = {
+    spec.name: spec
+    for spec in [
+        RecordFormat("messages", ("messages",), ("messages",), _messages),
+        RecordFormat("preference", ("chosen", "rejected"), ("prompt", "chosen", "rejected"), _preference),
+        RecordFormat("unpaired", ("prompt", "completion", "label"), ("prompt", "completion", "label"), _unpaired),
+        RecordFormat("prompt_completion", ("prompt", "completion"), ("prompt", "completion"), _prompt_completion),
+        RecordFormat("prompt_only", ("prompt",), ("prompt",), _prompt_only),
+        RecordFormat("text", ("text",), ("text",), _text),
+    ]
+}
+
+
+def _first_match(data: Mapping[str, Any], names: Iterable[str]) -> str | None:
+    return next((name for name in names if all(field in data for field in FORMATS[name].required)), None)
+
+
+def detect_format(record: Record | Mapping[str, Any]) -> str:
+    """The name of the format a record is in, judged by its fields (see `FORMATS` for the order)."""
+    data = record.data if isinstance(record, Record) else record
+    name = _first_match(data, FORMATS)
+    if name is None:
+        message = f"cannot tell the data format from the fields {sorted(data)}; known formats: {', '.join(FORMATS)}"
+        raise record.error(message) if isinstance(record, Record) else DataError(message)
+    return name
+
+
+def _wrong_format_error(record: Record, expected: list[str]) -> DataError:
+    """Say which field is missing for the closest expected format, and which format the record looks like."""
+    def distance(name: str) -> tuple[int, int]:  # fewest missing fields, then most fields in common
+        return sum(f not in record.data for f in FORMATS[name].required), -sum(f in record.data for f in FORMATS[name].fields)
+
+    closest = min(expected, key=distance)
+    missing = next(field for field in FORMATS[closest].required if field not in record.data)
+    wanted = " or ".join(f"'{name}'" for name in expected)
+    detected = _first_match(record.data, FORMATS)
+    fields = ", ".join(sorted(record.data))
+    if detected is None:
+        return record.error(f"missing field '{missing}' (expected {wanted} data; fields found: {fields})", missing)
+    message = f"expected {wanted} data, but this record is in the '{detected}' format (fields: {fields})"
+    return record.error(f"{message}; missing field '{missing}'", missing)
+
+
+def _check_prompt_length(record: Record, prompt: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    field = next((name for name in ("prompt", "messages", "chosen") if name in record.data), "prompt")
+    if length > max_length:
+        raise record.error(f"the prompt is {length} tokens, longer than max_length={max_length}", field)
+    if length == max_length:
+        raise record.error(f"the prompt is {length} tokens and leaves no room for a response in max_length={max_length}", field)
+
+
+def normalise_record(
+    record: Record, expected: Sequence[str], tokenizer: PreTrainedTokenizerBase | None, max_length: int | None = None
+) -> dict[str, Any]:
+    """Validate one record against the expected formats and reduce it to plain text (plus its unused fields)."""
+    name = _first_match(record.data, expected)
+    if name is None:
+        raise _wrong_format_error(record, list(expected))
+    normalised = FORMATS[name].normalise(record, tokenizer)
+    if max_length is not None and "prompt" in normalised:
+        _check_prompt_length(record, normalised["prompt"], tokenizer, max_length)
+    extra = {key: value for key, value in record.data.items() if key not in FORMATS[name].fields}
+    return {**extra, **normalised}
+
+
+def _expected_names(expected: str | Iterable[str]) -> list[str]:
+    wanted = {expected} if isinstance(expected, str) else set(expected)
+    unknown = wanted - set(FORMATS)
+    if unknown or not wanted:
+        raise ValueError(f"unknown data format(s) {sorted(unknown)}; known: {', '.join(FORMATS)}")
+    return [name for name in FORMATS if name in wanted]  # registry order keeps detection deterministic
+
+
+def validate(
+    records: Sequence[Record],
+    expected: str | Iterable[str],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    max_length: int | None = None,
+) -> list[dict[str, Any]]:
+    """Check every record and return them normalised to plain text; raise before any training if any is bad.
+
+    Args:
+        records: from `read_records` or `records_from_dicts`.
+        expected: the format name(s) the command accepts, e.g. `SFT_FORMATS` or ``"preference"``.
+        tokenizer: renders conversational records with its chat template and measures prompts; may be
+            None only for plain-text data without `max_length`.
+        max_length: if given, a prompt must be shorter than this many tokens (room must be left for a response).
+
+    Raises:
+        DataError: for the first bad record, saying how many records failed in total.
+    """
+    names = _expected_names(expected)
+    if max_length is not None and tokenizer is None:
+        raise ValueError("max_length is measured in tokens, so validate needs a tokenizer")
+    normalised, errors = [], []
+    for record in records:
+        try:
+            normalised.append(normalise_record(record, names, tokenizer, max_length))
+        except DataError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0].with_failure_count(len(errors), len(records))
+    return normalised
+
+
+def load_examples(
+    source: str | os.PathLike | Sequence[dict[str, Any]],
+    expected: str | Iterable[str],
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    max_length: int | None = None,
+    split: str = "train",
+) -> list[dict[str, Any]]:
+    """Read a data file/folder (or take in-memory rows) and `validate` it: the one call a trainer needs."""
+    if isinstance(source, (str, os.PathLike)):
+        records = read_records(source, split=split)
+    else:
+        records = records_from_dicts(source, source="<rows>")
+    return validate(records, expected, tokenizer, max_length=max_length)

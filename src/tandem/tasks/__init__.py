@@ -1,0 +1,14 @@
+"""Built-in tasks: self-generated data and a deterministic gold reward, offline and seed-reproducible.
+
+    from tandem.tasks import get_task
+    task = get_task("sentiment", negative_fraction=0.1)
+    pairs = task.preference_pairs(1000, seed=0, label_noise=0.1)
+
+`TASKS` maps each registered name to its class; `register_task(name)` adds one.
+"""
+
+from tandem.tasks.base import TASKS, Task, get_task, register_task
+from tandem.tasks.arithmetic import ArithmeticTask
+from tandem.tasks.sentiment import SentimentTask
+
+__all__ = ["TASKS", "Task", "get_task", "register_task", "ArithmeticTask", "SentimentTask"]

@@ -1,0 +1,318 @@
+"""The one training loop every trainer shares.
+
+Device placement, mixed precision and multi-process wrapping (accelerate), gradient accumulation,
+AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and
+TensorBoard when installed), a progress bar, and atomic checkpoints with exact resume live here.
+A trainer says only what is its own: how examples become a batch (`collate`), what one unit of
+loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`).
+
+Data order is a pure function of (seed, step): each optimizer step takes the next `batch_size`
+indices of a seeded permutation of the data and splits them across processes and micro-batches.
+Resuming therefore needs no sampler state, and a run on N processes sees the same global batches as
+a run on one. Losses are sums divided by the number of units (tokens, pairs) in the whole global
+batch, so gradients are the same with or without accumulation and across data-parallel shards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from tandem.config import TrainConfig, save_config
+from tandem.evaluation import gold_eval
+from tandem.models.loading import load_weights, save_model
+from tandem.trainers.checkpoint import (
+    atomic_directory,
+    latest_checkpoint,
+    load_training_state,
+    mark_latest,
+    save_training_state,
+)
+
+
+@dataclass
+class LossOutput:
+    """A micro-batch's summed loss, and metric sums to be averaged over the step's units."""
+
+    loss_sum: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    steps: int
+    metrics: dict[str, float]
+    seconds: float
+
+
+def resolve_precision(choice: str) -> str:
+    """'auto' -> bf16 when the hardware does it natively, else full precision."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+        torch.cpu, "_is_amx_tile_supported", lambda: False
+    )()
+    return "bf16" if cpu_bf16 else "no"
+
+
+class Trainer:
+    """Subclass and implement `collate` and `compute_loss`; override `batch_units` and `evaluate` as needed."""
+
+    name = "train"
+
+    def __init__(self, config: TrainConfig, model, tokenizer, train_data: Sequence, eval_data: Sequence = ()):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision))
+        self.world = self.accelerator.num_processes
+        self.rank = self.accelerator.process_index
+        per_step = config.micro_batch_size * self.world
+        if config.batch_size % per_step:
+            raise ValueError(
+                f"batch_size {config.batch_size} must be a multiple of micro_batch_size x processes = {per_step}"
+            )
+        self.accumulation = config.batch_size // per_step
+        self.steps_per_epoch = len(train_data) // config.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(train_data)} training examples are fewer than one batch of {config.batch_size}")
+        self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        torch.manual_seed(config.seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            betas=config.adam_betas,
+        )
+        schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule]
+        self.scheduler = get_scheduler(
+            schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.out = Path(config.out)
+        self.checkpoints = self.out / "checkpoints"
+
+    # ---- what a trainer says --------------------------------------------------------------
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def batch_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many units the loss sums over (tokens for language modelling, pairs for a reward model)."""
+        return int(batch["input_ids"].shape[0])
+
+    def batch_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Real (non-padding) tokens in a batch, for throughput."""
+        if "attention_mask" in batch:
+            return int(batch["attention_mask"].sum())
+        return int(batch["input_ids"].numel())
+
+    def compute_loss(self, model, batch: dict[str, torch.Tensor]) -> LossOutput:
+        raise NotImplementedError
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Held-out loss (and the trainer's own stats) over `eval_data`; trainers add task metrics."""
+        if not self.eval_data:
+            return {}
+        totals: dict[str, float] = {}
+        units = 0
+        with torch.no_grad(), self.accelerator.autocast():
+            for start in range(0, len(self.eval_data), self.config.micro_batch_size):
+                batch = self._to_device(self.collate(list(self.eval_data[start : start + self.config.micro_batch_size])))
+                output = self.compute_loss(model, batch)
+                units += self.batch_units(batch)
+                totals["loss"] = totals.get("loss", 0.0) + float(output.loss_sum)
+                for key, value in output.stats.items():
+                    totals[key] = totals.get(key, 0.0) + float(value)
+        return {f"eval/{k}": v / max(units, 1) for k, v in totals.items()}
+
+    def save_final(self, model, folder: Path) -> None:
+        save_model(model, self.tokenizer, folder)
+
+    # ---- the loop --------------------------------------------------------------------------
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def _global_indices(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.train_data), generator=generator)
+        return order[position * self.config.batch_size : (position + 1) * self.config.batch_size].tolist()
+
+    def _local_micro_batches(self, step: int) -> list[dict]:
+        indices = self._global_indices(step)
+        micro = self.config.micro_batch_size
+        mine = indices[self.rank * micro * self.accumulation : (self.rank + 1) * micro * self.accumulation]
+        return [self.collate([self.train_data[i] for i in mine[k : k + micro]]) for k in range(0, len(mine), micro)]
+
+    def _all_reduce_sum(self, values: list[float]) -> list[float]:
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        if self.world > 1:
+            tensor = self.accelerator.reduce(tensor, reduction="sum")
+        return tensor.tolist()
+
+    def _prepare_run_dir(self) -> int:
+        """Return the step to start from, after checking --resume against what the run directory holds."""
+        found = latest_checkpoint(self.checkpoints)
+        if found is None:
+            if self.config.resume and self.accelerator.is_main_process:
+                print(f"[tandem] --resume: no checkpoint in {self.checkpoints}, starting from step 0")
+            if self.accelerator.is_main_process:
+                self.out.mkdir(parents=True, exist_ok=True)
+                save_config(self.config, self.out / "config.yaml")
+                (self.out / "metrics.jsonl").write_text("")
+            self.accelerator.wait_for_everyone()
+            return 0
+        if not self.config.resume:
+            raise FileExistsError(
+                f"{self.out} already holds a run (checkpoint {found.name}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        load_weights(self.accelerator.unwrap_model(self.model), found)
+        state = load_training_state(found, self.optimizer, self.scheduler)
+        if self.accelerator.is_main_process:
+            print(f"[tandem] resumed from {found} (step {state['step']})")
+        return int(state["step"])
+
+    def _save_checkpoint(self, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+
+            def write(folder: Path) -> None:
+                save_model(model, self.tokenizer, folder)
+                save_training_state(folder, step, self.optimizer, self.scheduler)
+
+            folder = atomic_directory(self.checkpoints / f"step-{step:07d}", write)
+            mark_latest(self.checkpoints, folder, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _log(self, record: dict, writer) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    writer.add_scalar(key, value, record["step"])
+
+    def _tensorboard(self):
+        if not self.accelerator.is_main_process:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(str(self.out / "tensorboard"))
+
+    def _run_evaluation(self, step: int, writer) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.accelerator.is_main_process:
+            model = self.accelerator.unwrap_model(self.model)
+            model.eval()
+            metrics = self.evaluate(model)
+            model.train()
+            if metrics:
+                self._log({"step": step, **metrics}, writer)
+        self.accelerator.wait_for_everyone()
+        return metrics
+
+    def train(self) -> TrainResult:
+        cfg = self.config
+        start_step = self._prepare_run_dir()
+        writer = self._tensorboard()
+        main = self.accelerator.is_main_process
+        bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name, disable=not (main and cfg.progress))
+        self.model.train()
+        started = time.perf_counter()
+        window = {"tokens": 0.0, "time": 0.0}
+        sums: dict[str, float] = {}
+        last_eval: dict[str, float] = {}
+        for step in range(start_step, self.total_steps):
+            t0 = time.perf_counter()
+            batches = [self._to_device(b) for b in self._local_micro_batches(step)]
+            local_units = sum(self.batch_units(b) for b in batches)
+            local_tokens = sum(self.batch_tokens(b) for b in batches)
+            global_units, global_tokens = self._all_reduce_sum([local_units, local_tokens])
+            scale = self.world / max(global_units, 1.0)
+            step_stats: dict[str, float] = {"loss": 0.0}
+            for k, batch in enumerate(batches):
+                sync = k == len(batches) - 1
+                with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                    output = self.compute_loss(self.model, batch)
+                    self.accelerator.backward(output.loss_sum * scale)
+                step_stats["loss"] += float(output.loss_sum.detach())
+                for key, value in output.stats.items():
+                    step_stats[key] = step_stats.get(key, 0.0) + float(value)
+            grad_norm = None
+            if cfg.max_grad_norm is not None:
+                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            keys = sorted(step_stats)
+            reduced = self._all_reduce_sum([step_stats[k] for k in keys])
+            for key, value in zip(keys, reduced):
+                sums[key] = sums.get(key, 0.0) + value / max(global_units, 1.0)
+            sums["_steps"] = sums.get("_steps", 0) + 1
+            window["tokens"] += global_tokens
+            window["time"] += time.perf_counter() - t0
+            done = step + 1
+            if main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{reduced[keys.index('loss')] / max(global_units, 1):.4f}",
+                                tok_s=f"{window['tokens'] / max(window['time'], 1e-9):.0f}")
+            if done % cfg.log_every == 0 or done == self.total_steps:
+                record = {"step": done, "lr": self.scheduler.get_last_lr()[0]}
+                record.update({f"train/{k}": v / sums["_steps"] for k, v in sums.items() if k != "_steps"})
+                record["train/tokens_per_s"] = window["tokens"] / max(window["time"], 1e-9)
+                if grad_norm is not None:
+                    record["train/grad_norm"] = grad_norm
+                if main:
+                    self._log(record, writer)
+                sums, window = {}, {"tokens": 0.0, "time": 0.0}
+            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total_steps:
+                self._run_evaluation(done, writer)
+            if cfg.save_every and done % cfg.save_every == 0 and done != self.total_steps:
+                self._save_checkpoint(done)
+        bar.close()
+        self._save_checkpoint(self.total_steps)
+        last_eval = self._run_evaluation(self.total_steps, writer)
+        model_dir = self.out / "model"
+        if main:
+            atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
+        self.accelerator.wait_for_everyone()
+        if writer is not None:
+            writer.close()
+        return TrainResult(model_dir, self.total_steps, last_eval, time.perf_counter() - started)
+
+
+class GenerativeTrainer(Trainer):
+    """A trainer of a policy: evaluation also samples held-out prompts and scores them with the task's gold reward."""
+
+    def __init__(self, config, model, tokenizer, train_data, eval_data=(), task=None, eval_prompts=()):
+        super().__init__(config, model, tokenizer, train_data, eval_data)
+        self.task = task
+        self.eval_prompts = list(eval_prompts)
+
+    def evaluate(self, model) -> dict[str, float]:
+        metrics = super().evaluate(model)
+        if self.task is not None and self.eval_prompts:
+            gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts)
+            metrics.update({f"eval/{k}": v for k, v in gold.items()})
+        return metrics

@@ -1,0 +1,100 @@
+"""`tandem sft`: supervised fine-tuning on demonstrations, loss on completion tokens only (seed eq. 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
+from tandem.config import TrainConfig
+from tandem.data import pad_sft_batch, tokenize_sft
+from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
+from tandem.tasks import get_task
+from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
+from tandem.trainers.sources import train_eval_examples
+
+
+class FinetuneSourceConfig(TrainConfig):
+    """Model, data and adapter options shared by fine-tuning commands."""
+
+    task: str = Field("sentiment", description="Built-in task to draw data from when --data is not given.")
+    data: Path | None = Field(None, description="Your training data: JSONL/JSON/Parquet/CSV file or a saved `datasets` directory.")
+    eval_data: Path | None = Field(None, description="Held-out data in the same format (default: a slice of --data).")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of --data held out when --eval-data is not given.")
+    n_train: int = Field(4000, ge=1, description="Training examples to generate from the task.")
+    n_eval: int = Field(200, ge=0, description="Held-out examples / prompts to generate from the task.")
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) on all linear layers; 0 trains every weight.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha.")
+    merge_lora: bool = Field(False, description="Save the merged model instead of the adapter.")
+
+
+class SFTConfig(FinetuneSourceConfig):
+    out: Path = Field(Path("runs/sft"), description="Run directory.")
+    model: Path = Field(Path("runs/pretrain/model"), description="Hugging Face causal-LM directory to fine-tune.")
+    padding_free: bool = Field(
+        True, description="Pack each micro-batch into one row with per-sequence positions (no padding tokens computed)."
+    )
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate of AdamW.")
+
+
+def padding_free_batch(examples: list[dict]) -> dict[str, torch.Tensor]:
+    """All sequences of a micro-batch in one row; position ids restart at 0 for each so attention stays within it.
+
+    Hugging Face models build a block-diagonal causal mask from the position ids when no attention mask
+    is given; the first token of each sequence gets no label so nothing is predicted across a boundary.
+    """
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for example in examples:
+        tokens, mask = example["input_ids"], example["completion_mask"]
+        ids.extend(tokens)
+        labels.extend(t if m else IGNORE_INDEX for t, m in zip(tokens, mask))
+        labels[len(ids) - len(tokens)] = IGNORE_INDEX
+        positions.extend(range(len(tokens)))
+    return {
+        "input_ids": torch.tensor([ids]),
+        "labels": torch.tensor([labels]),
+        "position_ids": torch.tensor([positions]),
+    }
+
+
+class SFTTrainer(GenerativeTrainer):
+    name = "sft"
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.config.padding_free:
+            return padding_free_batch(examples)
+        return pad_sft_batch(examples, self.tokenizer.pad_token_id)
+
+    def batch_units(self, batch) -> int:
+        return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def compute_loss(self, model, batch) -> LossOutput:
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+        logits = model(**inputs, use_cache=False).logits
+        loss_sum, _ = sft_nll_sum(logits, batch["labels"])
+        return LossOutput(loss_sum)
+
+    def save_final(self, model, folder: Path) -> None:
+        save_model(model, self.tokenizer, folder, merge_lora=self.config.merge_lora)
+
+
+def run_sft(config: SFTConfig) -> TrainResult:
+    tokenizer = load_tokenizer(config.model)
+    model = load_causal_lm(config.model)
+    if config.lora_rank:
+        model = add_lora(model, config.lora_rank, config.lora_alpha)
+    train, held_out = train_eval_examples(
+        "sft", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
+        n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
+        max_length=config.max_length,
+    )
+    train_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in train]
+    eval_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in held_out]
+    task = get_task(config.task) if config.data is None else None
+    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
+    return SFTTrainer(config, model, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts).train()
