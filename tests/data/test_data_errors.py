@@ -28,6 +28,9 @@ CASES = [
     ("unknown role", "messages", {"messages": [USER, ASSISTANT]}, {"messages": [{"role": "robot", "content": "x"}, ASSISTANT]}, "messages[0].role", "unknown role 'robot'"),
     ("no content", "messages", {"messages": [USER, ASSISTANT]}, {"messages": [{"role": "user"}, ASSISTANT]}, "messages[0].content", "message without content"),
     ("last turn not assistant", "messages", {"messages": [USER, ASSISTANT]}, {"messages": [ASSISTANT, USER]}, "messages[1].role", "must be from the assistant"),
+    ("assistant turn only", "messages", {"messages": [USER, ASSISTANT]}, {"messages": [ASSISTANT]}, "messages", "at least one message before"),
+    ("empty conversational prompt", SFT_FORMATS, GOOD_SFT, {"prompt": [], "completion": [ASSISTANT]}, "prompt", "at least one message"),
+    ("message not an object", SFT_FORMATS, GOOD_SFT, {"prompt": [USER, "hi"], "completion": [ASSISTANT]}, "prompt[1]", "expected a message object"),
     ("label not bool", "unpaired", GOOD_UNPAIRED, {**GOOD_SFT, "label": "yes"}, "label", "expected a bool"),
     ("preference given to sft", SFT_FORMATS, GOOD_SFT, GOOD_PREFERENCE, "completion", "'preference' format"),
     ("sft given to preference", "preference", GOOD_PREFERENCE, GOOD_SFT, "chosen", "'prompt_completion' format"),
@@ -64,3 +67,13 @@ def test_prompt_that_fills_max_length_leaves_no_room(write_jsonl, tokenizer):
     path = write_jsonl([GOOD_SFT, GOOD_SFT, {"prompt": LONG_PROMPT, "completion": " 4"}])
     with pytest.raises(DataError, match=r"data\.jsonl, line 3, field 'prompt': .* leaves no room"):
         validate(read_records(path), SFT_FORMATS, tokenizer, max_length=prompt_length)
+
+
+def test_parquet_errors_name_the_row(tmp_path, tokenizer):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "prefs.parquet"
+    pq.write_table(pa.Table.from_pylist([GOOD_PREFERENCE, {**GOOD_PREFERENCE, "chosen": ""}]), path)
+    with pytest.raises(DataError, match=r"prefs\.parquet, row 2, field 'chosen': must not be empty"):
+        validate(read_records(path), "preference", tokenizer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tandem.data import SFT_FORMATS, DataError, detect_format, load_examples, records_from_dicts, validate
-from tandem.data.formats import shared_leading_messages, shared_text_prefix
+from tandem.data.pieces import shared_leading_messages, shared_text_prefix
 
 USER = {"role": "user", "content": "what is 2 + 2?"}
 ANSWER = {"role": "assistant", "content": "the answer is 4"}

@@ -13,17 +13,9 @@ from tandem.data.collate import (
     pad_unpaired_batch,
 )
 from tandem.data.errors import DataError
-from tandem.data.formats import (
-    ALLOWED_ROLES,
-    FORMATS,
-    SFT_FORMATS,
-    detect_format,
-    load_examples,
-    shared_leading_messages,
-    shared_text_prefix,
-    validate,
-)
+from tandem.data.formats import FORMATS, SFT_FORMATS, detect_format, load_examples, validate
 from tandem.data.io import Record, read_records, records_from_dicts
+from tandem.data.pieces import ALLOWED_ROLES, shared_leading_messages, shared_text_prefix
 from tandem.data.tokenize import pack_sequences, tokenize_preference, tokenize_sft, tokenize_text, tokenize_unpaired
 
 __all__ = [

@@ -27,12 +27,16 @@ from transformers import PreTrainedTokenizerBase
 
 from tandem.data.errors import DataError, type_name
 from tandem.data.io import Record, read_records, records_from_dicts
+from tandem.data.pieces import (
+    prompt_and_responses,
+    read_piece,
+    render_chat,
+    shared_leading_messages,
+    shared_text_prefix,
+    split_conversation,
+)
 
-ALLOWED_ROLES = ("system", "user", "assistant", "tool")
 SFT_FORMATS = frozenset({"prompt_completion", "messages"})
-
-Messages = list[dict[str, Any]]
-Piece = str | Messages  # a prompt or a response: plain text or chat messages
 
 
 @dataclass(frozen=True)
@@ -45,92 +49,6 @@ class RecordFormat:
     normalise: Callable[[Record, PreTrainedTokenizerBase | None], dict[str, Any]]
 
 
-def _piece(record: Record, field: str, allow_empty: bool = True) -> Piece:
-    """The value of `field`, checked to be a string or a well-formed list of chat messages."""
-    if field not in record.data:
-        raise record.error(f"missing field '{field}'", field)
-    value = record.data[field]
-    if isinstance(value, str):
-        pass
-    elif isinstance(value, list):
-        for index, message in enumerate(value):
-            _check_message(record, f"{field}[{index}]", message)
-    else:
-        raise record.error(f"expected a string or a list of messages, got {type_name(value)}", field)
-    if not allow_empty and len(value) == 0:
-        raise record.error("must not be empty", field)
-    return value
-
-
-def _check_message(record: Record, field: str, message: Any) -> None:
-    if not isinstance(message, dict):
-        raise record.error(f"expected a message object with 'role' and 'content', got {type_name(message)}", field)
-    role = message.get("role")
-    if role not in ALLOWED_ROLES:
-        allowed = ", ".join(ALLOWED_ROLES)
-        raise record.error(f"unknown role {role!r}; allowed roles: {allowed}", f"{field}.role")
-    if message.get("content") is None:
-        raise record.error("message without content", f"{field}.content")
-    if not isinstance(message["content"], str):
-        raise record.error(f"expected string content, got {type_name(message['content'])}", f"{field}.content")
-
-
-def _render(record: Record, tokenizer: PreTrainedTokenizerBase | None, messages: Messages, field: str, **kwargs) -> str:
-    if tokenizer is None:
-        raise ValueError("conversational data needs a tokenizer (with a chat template) to render it")
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-    except Exception as error:  # templates raise their own errors (e.g. roles that do not alternate)
-        raise record.error(f"could not apply the chat template: {error}", field) from None
-
-
-def _split_conversation(
-    record: Record, tokenizer: PreTrainedTokenizerBase | None, prompt: Messages, response: Messages, field: str
-) -> tuple[str, str]:
-    """Render prompt and prompt+response with the chat template; the response text is what the prompt leaves."""
-    prompt_text = _render(record, tokenizer, prompt, field, add_generation_prompt=True)
-    full_text = _render(record, tokenizer, prompt + response, field)
-    if not full_text.startswith(prompt_text):
-        raise record.error("the chat template does not render the prompt as the start of the full conversation", field)
-    response_text = full_text[len(prompt_text) :]
-    if not response_text:
-        raise record.error("renders to empty text with the chat template", field)
-    return prompt_text, response_text
-
-
-def _prompt_and_responses(
-    record: Record, tokenizer: PreTrainedTokenizerBase | None, prompt: Piece, responses: dict[str, Piece]
-) -> dict[str, str]:
-    """Reduce a prompt and its responses (all plain text, or all messages) to {"prompt": ..., field: text, ...}."""
-    normalised: dict[str, str] = {}
-    for field, response in responses.items():
-        if len(response) == 0:
-            raise record.error("must not be empty", field)
-        if isinstance(response, str) != isinstance(prompt, str):
-            kind = "a string" if isinstance(prompt, str) else "a list of messages"
-            raise record.error(f"expected {kind} like the prompt, got {type_name(response)}", field)
-        if isinstance(prompt, str):
-            normalised["prompt"], normalised[field] = prompt, response
-        else:
-            normalised["prompt"], normalised[field] = _split_conversation(record, tokenizer, prompt, response, field)
-    return normalised
-
-
-def shared_text_prefix(first: str, second: str) -> str:
-    """The longest common prefix of two strings, cut back to before its last whitespace (so responses start a word)."""
-    common = os.path.commonprefix([first, second])
-    cut = max((index for index, char in enumerate(common) if char.isspace()), default=0)
-    return common[:cut]
-
-
-def shared_leading_messages(first: Messages, second: Messages) -> Messages:
-    """The messages two conversations start with in common."""
-    count = 0
-    while count < min(len(first), len(second)) and first[count] == second[count]:
-        count += 1
-    return first[:count]
-
-
 def _text(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
     text = record.data.get("text")
     if not isinstance(text, str):
@@ -141,35 +59,37 @@ def _text(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str
 
 
 def _prompt_only(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
-    prompt = _piece(record, "prompt", allow_empty=False)
+    prompt = read_piece(record, "prompt", allow_empty=False)
     if isinstance(prompt, list):
-        return {"prompt": _render(record, tokenizer, prompt, "prompt", add_generation_prompt=True)}
+        return {"prompt": render_chat(record, tokenizer, prompt, "prompt", add_generation_prompt=True)}
     return {"prompt": prompt}
 
 
 def _prompt_completion(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
-    prompt = _piece(record, "prompt")
-    completion = _piece(record, "completion", allow_empty=False)
-    return _prompt_and_responses(record, tokenizer, prompt, {"completion": completion})
+    prompt = read_piece(record, "prompt")
+    completion = read_piece(record, "completion", allow_empty=False)
+    return prompt_and_responses(record, tokenizer, prompt, {"completion": completion})
 
 
 def _messages(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
-    messages = _piece(record, "messages", allow_empty=False)
+    messages = read_piece(record, "messages", allow_empty=False)
     if isinstance(messages, str):
         raise record.error("expected a list of messages, got str", "messages")
     last = len(messages) - 1
+    if last == 0:
+        raise record.error("needs at least one message before the final assistant turn", "messages")
     if messages[last]["role"] != "assistant":
         message = f"the last message must be from the assistant (it is the training target), got {messages[last]['role']!r}"
         raise record.error(message, f"messages[{last}].role")
-    prompt, completion = _split_conversation(record, tokenizer, messages[:last], messages[last:], "messages")
+    prompt, completion = split_conversation(record, tokenizer, messages[:last], messages[last:], "messages")
     return {"prompt": prompt, "completion": completion}
 
 
 def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
-    chosen = _piece(record, "chosen", allow_empty=False)
-    rejected = _piece(record, "rejected", allow_empty=False)
+    chosen = read_piece(record, "chosen", allow_empty=False)
+    rejected = read_piece(record, "rejected", allow_empty=False)
     if "prompt" in record.data:
-        prompt = _piece(record, "prompt")
+        prompt = read_piece(record, "prompt")
     elif isinstance(chosen, str) and isinstance(rejected, str):
         prompt = shared_text_prefix(chosen, rejected)
         if not prompt:
@@ -182,7 +102,7 @@ def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> di
         chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
     else:
         raise record.error(f"expected {type_name(chosen)} like 'chosen', got {type_name(rejected)}", "rejected")
-    normalised = _prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
+    normalised = prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
     if normalised["chosen"] == normalised["rejected"]:
         raise record.error("'chosen' and 'rejected' are identical", "rejected")
     return normalised
@@ -310,10 +230,11 @@ def load_examples(
     *,
     max_length: int | None = None,
     split: str = "train",
+    rows_name: str = "<rows>",
 ) -> list[dict[str, Any]]:
-    """Read a data file/folder (or take in-memory rows) and `validate` it: the one call a trainer needs."""
+    """Read a data file/folder (or take in-memory rows, named `rows_name` in errors) and `validate` it."""
     if isinstance(source, (str, os.PathLike)):
         records = read_records(source, split=split)
     else:
-        records = records_from_dicts(source, source="<rows>")
+        records = records_from_dicts(source, source=rows_name)
     return validate(records, expected, tokenizer, max_length=max_length)

@@ -1,0 +1,16 @@
+"""Assertions shared by several test files."""
+
+import torch
+from safetensors.torch import load_file
+
+
+def read_weights(folder):
+    """All tensors of a saved model directory, by name."""
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(first, second, atol=0.0):
+    a, b = read_weights(first), read_weights(second)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=atol, rtol=0), f"{name} differs: {(a[name] - b[name]).abs().max()}"

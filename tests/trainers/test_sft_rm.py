@@ -1,0 +1,116 @@
+"""The SFT and reward-model trainers through their Python API, on a tiny model."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from checks import assert_same_weights
+from tandem.data import DataError
+from tandem.trainers.rm import RMConfig, pair_rewards, run_rm
+from tandem.trainers.sft import SFTConfig, padding_free_batch, run_sft
+
+FAST = {"mixed_precision": "no", "progress": False, "n_eval": 8, "lr": 1e-3}
+
+
+def sft_config(tmp_path, model, name, **overrides):
+    values = {"model": model, "out": tmp_path / name, "n_train": 64, "batch_size": 8, "micro_batch_size": 8,
+              "max_steps": 3, **FAST}
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+def test_gradient_accumulation_gives_the_same_weights(tmp_path, tiny_model_dir):
+    whole = run_sft(sft_config(tmp_path, tiny_model_dir, "whole", micro_batch_size=8))
+    accumulated = run_sft(sft_config(tmp_path, tiny_model_dir, "accum", micro_batch_size=2))
+    assert_same_weights(whole.model_dir, accumulated.model_dir, atol=2e-6)
+
+
+def test_padding_free_equals_padded_batches(tmp_path, tiny_model_dir):
+    packed = run_sft(sft_config(tmp_path, tiny_model_dir, "packed", padding_free=True))
+    padded = run_sft(sft_config(tmp_path, tiny_model_dir, "padded", padding_free=False))
+    assert_same_weights(packed.model_dir, padded.model_dir, atol=2e-5)
+
+
+def test_padding_free_batch_masks_prompt_and_boundaries():
+    batch = padding_free_batch([
+        {"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1]},
+        {"input_ids": [8, 9], "completion_mask": [1, 1]},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    # the first token of each sequence is never a target (nothing to predict it from)
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+
+
+def test_sft_lowers_held_out_loss_and_writes_a_run_directory(tmp_path, tiny_model_dir):
+    result = run_sft(sft_config(tmp_path, tiny_model_dir, "run", max_steps=None, epochs=2, n_train=256,
+                                batch_size=16, micro_batch_size=16, eval_every=2, lr=3e-3))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert len(evals) >= 3 and evals[-1] < evals[0] - 0.3
+    assert "eval/gold_reward" in result.metrics
+    assert (tmp_path / "run" / "config.yaml").exists()
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == f"step-{result.steps:07d}"
+    model = AutoModelForCausalLM.from_pretrained(result.model_dir)
+    assert AutoTokenizer.from_pretrained(result.model_dir).pad_token == "<|pad|>"
+    assert model.config.vocab_size > 0
+
+
+def test_sft_with_lora_saves_adapter_or_merged_model(tmp_path, tiny_model_dir):
+    adapter = run_sft(sft_config(tmp_path, tiny_model_dir, "lora", lora_rank=4))
+    assert (adapter.model_dir / "adapter_model.safetensors").exists()
+    merged = run_sft(sft_config(tmp_path, tiny_model_dir, "merged", lora_rank=4, merge_lora=True))
+    model = AutoModelForCausalLM.from_pretrained(merged.model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, dict(base.named_parameters())[n])]
+    assert changed, "merging the trained adapter should change the base weights"
+
+
+def test_sft_on_a_users_chat_file(tmp_path, tiny_model_dir):
+    data = tmp_path / "chat.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"number {i}"}]}
+            for i in range(40)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    result = run_sft(sft_config(tmp_path, tiny_model_dir, "chat", data=data, eval_fraction=0.1))
+    assert result.steps == 3 and "eval/loss" in result.metrics
+
+
+def test_bad_record_fails_before_training_with_file_line_and_field(tmp_path, tiny_model_dir):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"}\n')
+    with pytest.raises(DataError) as error:
+        run_sft(sft_config(tmp_path, tiny_model_dir, "bad", data=data))
+    assert "bad.jsonl" in str(error.value) and "line 2" in str(error.value) and "completion" in str(error.value)
+    assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def rm_config(tmp_path, model, name, **overrides):
+    values = {"model": model, "out": tmp_path / name, "n_train": 256, "n_eval": 64, "batch_size": 16,
+              "micro_batch_size": 16, "epochs": 3, "lr": 3e-3, "mixed_precision": "no", "progress": False}
+    values.update(overrides)
+    return RMConfig(**values)
+
+
+def test_reward_model_learns_gold_preferences_and_loads_in_transformers(tmp_path, tiny_model_dir):
+    result = run_rm(rm_config(tmp_path, tiny_model_dir, "rm"))
+    assert result.metrics["eval/accuracy"] > 0.7
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(result.model_dir)
+    good = tokenizer(["Review: The film was wonderful and brilliant, a great delight."], return_tensors="pt")
+    bad = tokenizer(["Review: The film was awful and boring, a terrible mess."], return_tensors="pt")
+    with torch.no_grad():
+        assert model(**good).logits.item() > model(**bad).logits.item()
+
+
+def test_pair_rewards_ignore_right_padding(tiny_model_dir):
+    from tandem.data import pad_preference_batch
+    from tandem.models.loading import load_reward_model
+
+    model = load_reward_model(tiny_model_dir).eval()
+    short = {"prompt_ids": [10, 11], "chosen_ids": [12, 0], "rejected_ids": [13, 14, 15, 16, 0]}
+    batch = pad_preference_batch([short], pad_id=1)
+    chosen, _ = pair_rewards(model, batch)
+    alone = model(input_ids=torch.tensor([[10, 11, 12, 0]])).logits.squeeze()
+    assert torch.allclose(chosen[0], alone, atol=1e-5)
