@@ -14,3 +14,8 @@ def assert_same_weights(first, second, atol=0.0):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=atol, rtol=0), f"{name} differs: {(a[name] - b[name]).abs().max()}"
+
+
+def max_weight_change(first, second) -> float:
+    a, b = read_weights(first), read_weights(second)
+    return max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from checks import assert_same_weights
+from checks import assert_same_weights, max_weight_change
 from tandem.data import DataError
 from tandem.trainers.rm import RMConfig, pair_rewards, run_rm
 from tandem.trainers.sft import SFTConfig, padding_free_batch, run_sft
@@ -24,13 +24,15 @@ def sft_config(tmp_path, model, name, **overrides):
 def test_gradient_accumulation_gives_the_same_weights(tmp_path, tiny_model_dir):
     whole = run_sft(sft_config(tmp_path, tiny_model_dir, "whole", micro_batch_size=8))
     accumulated = run_sft(sft_config(tmp_path, tiny_model_dir, "accum", micro_batch_size=2))
-    assert_same_weights(whole.model_dir, accumulated.model_dir, atol=2e-6)
+    # Adam divides by sqrt(v), so float rounding in near-zero gradients shows up at ~1e-5 of a 1e-3 step.
+    assert max_weight_change(tiny_model_dir, whole.model_dir) > 2e-3
+    assert_same_weights(whole.model_dir, accumulated.model_dir, atol=5e-5)
 
 
 def test_padding_free_equals_padded_batches(tmp_path, tiny_model_dir):
     packed = run_sft(sft_config(tmp_path, tiny_model_dir, "packed", padding_free=True))
     padded = run_sft(sft_config(tmp_path, tiny_model_dir, "padded", padding_free=False))
-    assert_same_weights(packed.model_dir, padded.model_dir, atol=2e-5)
+    assert_same_weights(packed.model_dir, padded.model_dir, atol=5e-5)
 
 
 def test_padding_free_batch_masks_prompt_and_boundaries():
