@@ -39,6 +39,7 @@ QWEN2_05B = "qwen2-0.5b"  # Qwen2-0.5B's shape with random weights, for the GPU 
 
 
 def synchronize(device: str) -> None:
+    """Wait for queued GPU kernels (they run asynchronously) before reading the clock."""
     if device == "cuda":
         torch.cuda.synchronize()
 
@@ -96,23 +97,17 @@ def training_flops_per_token(model, seq_len: float, lm_head: bool) -> float:
     return flops
 
 
-def join_sft(parts: list[dict]) -> dict:
+def join_sft(parts: list[dict]) -> dict:  # one sequence; each part keeps its prompt/completion mask
     return {key: [t for part in parts for t in part[key]] for key in ("input_ids", "completion_mask")}
 
 
-def join_pairs(parts: list[dict]) -> dict:
+def join_pairs(parts: list[dict]) -> dict:  # prompt_1 + [response_1, prompt_2, response_2, ...] per side
     first, rest = parts[0], parts[1:]
-    return {
-        "prompt_ids": first["prompt_ids"],
-        **{key: first[key] + [t for p in rest for t in p["prompt_ids"] + p[key]] for key in ("chosen_ids", "rejected_ids")},
-    }
+    joined = {k: first[k] + [t for p in rest for t in p["prompt_ids"] + p[k]] for k in ("chosen_ids", "rejected_ids")}
+    return {"prompt_ids": first["prompt_ids"], **joined}
 
 
-def sft_length(example: dict) -> int:
-    return len(example["input_ids"])
-
-
-def pair_length(example: dict) -> int:
+def pair_length(example: dict) -> int:  # the longer of the two rows
     return len(example["prompt_ids"]) + max(len(example["chosen_ids"]), len(example["rejected_ids"]))
 
 
@@ -142,13 +137,11 @@ class StepClock:
         batch_tokens, batch_units, optimizer_step = trainer.batch_tokens, trainer.batch_units, trainer.optimizer.step
 
         def count_tokens(batch):
-            n = batch_tokens(batch)
-            self._tokens += n
+            self._tokens += (n := batch_tokens(batch))
             return n
 
         def count_units(batch):
-            n = batch_units(batch)
-            self._units += n
+            self._units += (n := batch_units(batch))
             return n
 
         def timed_step(*args, **kwargs):
@@ -190,14 +183,20 @@ def run_trainer(trainer_class, config, model, tokenizer, data: list[dict], args)
     return summary
 
 
-def token_weighted_length(lengths: list[int]) -> float:
-    """Mean context length seen by a token (sum L^2 / sum L): the T of the attention FLOPs."""
-    return sum(n * n for n in lengths) / sum(lengths)
+def with_mfu(run: dict, model, lengths: list[int], peak: dict, lm_head: bool) -> dict:
+    """Add the FLOPs per token, achieved TFLOP/s and MFU against both peaks to a trainer's timing summary."""
+    context = sum(n * n for n in lengths) / sum(lengths)  # the T a token attends over, averaged over tokens
+    flops = training_flops_per_token(model, context, lm_head)
+    achieved = run["tokens_per_s"] * flops / 1e12
+    return {**run, "mean_sequence_tokens": sum(lengths) / len(lengths), "attention_context_tokens": context,
+            "train_flops_per_token": flops, "achieved_tflops": achieved,
+            "mfu_vs_bf16_peak": achieved / peak["bf16"], "mfu_vs_fp32_peak": achieved / peak["fp32"]}
 
 
 def machine_info(device: str) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    info = {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
     if device == "cuda":
         info.update(gpu=torch.cuda.get_device_name(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32)
     return info
@@ -212,11 +211,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per trainer, warm-up included.")
     parser.add_argument("--warmup-steps", type=int, default=2, help="First steps left out of the timing.")
     parser.add_argument("--batch-size", type=int, default=8, help="Sequences (SFT) or pairs (RM) per step.")
-    parser.add_argument("--seq-len", type=int, default=256, help="Join task examples up to this many tokens (0: as given).")
+    parser.add_argument("--seq-len", type=int, default=256, help="Join examples up to this many tokens (0: as given).")
     parser.add_argument("--max-length", type=int, default=512, help="Trainer truncation length.")
-    parser.add_argument("--matmul-size", type=int, default=None, help="Peak matmul side (default 2048 CPU, 8192 GPU).")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
-    parser.add_argument("--out", type=Path, default=None, help="Write every figure as JSON here.")
+    parser.add_argument("--matmul-size", type=int, help="Side of the peak matmul (default 2048 CPU, 8192 GPU).")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument("--out", type=Path, help="Write every figure as JSON here.")
     args = parser.parse_args()
     if not 1 <= args.warmup_steps < args.steps:
         parser.error("need 1 <= --warmup-steps < --steps")
@@ -234,7 +233,8 @@ def main() -> None:
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "true"  # the trainers' Accelerator would otherwise take a GPU
     n = args.matmul_size or (8192 if args.device == "cuda" else 2048)
-    peak = {name: matmul_peak_tflops(args.device, dtype, n) for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    peak = {name: matmul_peak_tflops(args.device, dtype, n)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
 
     task = get_task("sentiment")
     vocab = MODEL_SIZES[args.size].vocab_size if args.size in MODEL_SIZES else 4096
@@ -243,26 +243,22 @@ def main() -> None:
     # Enough task examples that each step sees fresh data after joining (about 30 tokens each).
     n_task = args.steps * args.batch_size * max(1, args.seq_len // 20) + 64
     sft_data = lengthen([tokenize_sft(e, tokenizer, args.max_length) for e in task.sft_examples(n_task)],
-                        args.seq_len, join_sft, sft_length)
+                        args.seq_len, join_sft, lambda e: len(e["input_ids"]))
     pair_data = lengthen([tokenize_preference(e, tokenizer, args.max_length) for e in task.preference_pairs(n_task)],
                          args.seq_len, join_pairs, pair_length)
 
     common = dict(max_steps=args.steps, batch_size=args.batch_size, micro_batch_size=args.batch_size,
                   mixed_precision=args.precision, max_length=args.max_length, progress=False, log_every=args.steps)
-    results = {}
+    rm_rows = [len(e["prompt_ids"]) + len(e[k]) for e in pair_data for k in ("chosen_ids", "rejected_ids")]
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
-        sft = run_trainer(SFTTrainer, SFTConfig(out=Path(tmp, "sft"), padding_free=True, **common), lm, tokenizer, sft_data, args)
-        rm_run = run_trainer(RewardModelTrainer, RMConfig(out=Path(tmp, "rm"), **common), rm, tokenizer, pair_data, args)
-    for name, run, model, lengths, lm_head in (
-        ("sft", sft, lm, [sft_length(e) for e in sft_data], True),
-        ("rm", rm_run, rm, [len(e["prompt_ids"]) + len(e[k]) for e in pair_data for k in ("chosen_ids", "rejected_ids")], False),
-    ):
-        context = token_weighted_length(lengths)
-        flops = training_flops_per_token(model, context, lm_head)
-        achieved = run["tokens_per_s"] * flops / 1e12
-        results[name] = {**run, "mean_sequence_tokens": sum(lengths) / len(lengths), "attention_context_tokens": context,
-                         "train_flops_per_token": flops, "achieved_tflops": achieved,
-                         "mfu_vs_bf16_peak": achieved / peak["bf16"], "mfu_vs_fp32_peak": achieved / peak["fp32"]}
+        sft_config = SFTConfig(out=Path(tmp, "sft"), padding_free=True, **common)
+        sft = run_trainer(SFTTrainer, sft_config, lm, tokenizer, sft_data, args)
+        rm_config = RMConfig(out=Path(tmp, "rm"), **common)
+        rm_run = run_trainer(RewardModelTrainer, rm_config, rm, tokenizer, pair_data, args)
+    results = {
+        "sft": with_mfu(sft, lm, [len(e["input_ids"]) for e in sft_data], peak, lm_head=True),
+        "rm": with_mfu(rm_run, rm, rm_rows, peak, lm_head=False),
+    }
 
     config = lm.config
     report = {
@@ -281,7 +277,6 @@ def main() -> None:
     }
     print_table(report)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
 
 
@@ -292,10 +287,11 @@ def print_table(report: dict) -> None:
     print(f"model {m['size']} ({m['arch']}, {m['parameters'] / 1e6:.1f}M params, {m['layers']}x{m['hidden']}), "
           f"batch {s['batch_size']}, seq-len {s['seq_len']}")
     print(f"matmul peak ({s['matmul_size']}^2): fp32 {peak['fp32']:.3f}  bf16 {peak['bf16']:.3f} TFLOP/s\n")
-    print(f"{'trainer':8} {'tokens/s':>10} {'units/s':>17} {'seq tok':>8} {'TFLOP/s':>8} {'MFU bf16':>9} {'MFU fp32':>9}")
-    for name, unit in (("sft", "loss tokens"), ("rm", "pairs")):
+    header = ("tokens/s", "units/s", "seq tok", "TFLOP/s", "MFU bf16", "MFU fp32")
+    print(f"{'trainer':8} " + " ".join(f"{h:>{w}}" for h, w in zip(header, (10, 20, 8, 8, 9, 9))))
+    for name, unit in (("sft", "loss tok"), ("rm", "pairs")):
         r = report[name]
-        print(f"{name:8} {r['tokens_per_s']:10.0f} {r['units_per_s']:8.1f} {unit:>8} {r['mean_sequence_tokens']:8.0f} "
+        print(f"{name:8} {r['tokens_per_s']:10.0f} {r['units_per_s']:11.1f} {unit:>8} {r['mean_sequence_tokens']:8.0f} "
               f"{r['achieved_tflops']:8.3f} {r['mfu_vs_bf16_peak']:9.1%} {r['mfu_vs_fp32_peak']:9.1%}")
 
 

@@ -50,6 +50,14 @@ def _option(name: str, field) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
 
+def _close_process_group() -> None:
+    """Multi-process runs (torchrun / accelerate launch) exit cleanly only after the process group is torn down."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], Any], help: str) -> None:
     """Register `tandem NAME`, whose options are the fields of `config_class`, calling `run(config)`."""
 
@@ -61,7 +69,10 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
             lines = [f"  --{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors()]
             typer.echo(f"tandem {name}: invalid options\n" + "\n".join(lines), err=True)
             raise typer.Exit(2) from None
-        run(config)
+        try:
+            run(config)
+        finally:
+            _close_process_group()
 
     parameters = [
         inspect.Parameter(

@@ -78,7 +78,10 @@ class Trainer:
         self.tokenizer = tokenizer
         self.train_data = train_data
         self.eval_data = eval_data
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision))
+        # cpu=True on CPU-only machines so a torchrun / accelerate launch run uses gloo across processes.
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
+        )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         per_step = config.micro_batch_size * self.world

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 from pydantic import Field
+from transformers import set_seed
 
 from tandem.algorithms.losses import sft_nll_sum
 from tandem.config import TrainConfig
@@ -53,6 +54,7 @@ class PretrainTrainer(GenerativeTrainer):
 
 def run_pretrain(config: PretrainConfig) -> TrainResult:
     """Build (or load) the model and tokenizer, pack the corpus, and train."""
+    set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
     task = get_task(config.task) if config.data is None else None
     if config.model is not None:
         tokenizer, model = load_tokenizer(config.model), load_causal_lm(config.model)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
+from transformers import set_seed
 
 from tandem.algorithms.losses import bradley_terry_loss
 from tandem.data import pad_preference_batch, tokenize_preference
@@ -64,6 +65,7 @@ class RewardModelTrainer(Trainer):
 
 
 def run_rm(config: RMConfig) -> TrainResult:
+    set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
     tokenizer = load_tokenizer(config.model)
     model = load_reward_model(config.model)
     if config.lora_rank:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
+from transformers import set_seed
 
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
 from tandem.config import TrainConfig
@@ -84,6 +85,7 @@ class SFTTrainer(GenerativeTrainer):
 
 
 def run_sft(config: SFTConfig) -> TrainResult:
+    set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
     tokenizer = load_tokenizer(config.model)
     model = load_causal_lm(config.model)
     if config.lora_rank:
