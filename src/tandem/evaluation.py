@@ -7,8 +7,12 @@ from statistics import fmean
 from tandem.generation import generate_completions
 
 
-def gold_eval(model, tokenizer, task, eval_rows: list[dict], temperature: float = 0.0, seed: int = 0) -> dict[str, float]:
-    """Generate a completion for each held-out prompt and score it with the task's gold reward."""
+def gold_eval(model, tokenizer, task, eval_rows: list[dict], temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """Sample a completion for each held-out prompt and score it with the task's gold reward.
+
+    Sampling at temperature 1 (with a fixed seed) measures the policy itself, as RLHF papers do;
+    greedy decoding would measure only its most likely continuation.
+    """
     prompts = [row["prompt"] for row in eval_rows]
     completions = generate_completions(
         model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed

@@ -21,8 +21,8 @@ from tandem.trainers.sft import SFTConfig, run_sft
 # Stage settings per preset: "default" is the README's main job, "smoke" the seconds-long CI run.
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {
-        "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 600, "batch_size": 32, "max_length": 128},
-        "sft": {"n_train": 3000, "max_steps": 200, "batch_size": 32},
+        "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 300, "batch_size": 32, "max_length": 128},
+        "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
         "rm": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
     },
     "smoke": {

@@ -36,14 +36,18 @@ def test_padding_free_equals_padded_batches(tmp_path, tiny_model_dir):
 
 
 def test_padding_free_batch_masks_prompt_and_boundaries():
-    batch = padding_free_batch([
+    examples = [
         {"input_ids": [5, 6, 7], "completion_mask": [0, 1, 1]},
         {"input_ids": [8, 9], "completion_mask": [1, 1]},
-    ])
-    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
-    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+        {"input_ids": [3, 4, 5, 6], "completion_mask": [0, 0, 1, 1]},
+    ]
+    batch = padding_free_batch(examples, row_length=6, pad_id=1)
+    # rows hold at most 6 tokens; the shorter row is padded (a segment of its own) to the longest
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [3, 4, 5, 6, 1]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
     # the first token of each sequence is never a target (nothing to predict it from)
-    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9], [-100, -100, 5, 6, -100]]
+    assert int(batch["n_real_tokens"]) == 9
 
 
 def test_sft_lowers_held_out_loss_and_writes_a_run_directory(tmp_path, tiny_model_dir):

@@ -41,25 +41,35 @@ class SFTConfig(FinetuneSourceConfig):
     lr: float = Field(5e-4, gt=0, description="Peak learning rate of AdamW.")
 
 
-def padding_free_batch(examples: list[dict]) -> dict[str, torch.Tensor]:
-    """All sequences of a micro-batch in one row; position ids restart at 0 for each so attention stays within it.
+def padding_free_batch(examples: list[dict], row_length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pack a micro-batch into rows of at most `row_length` tokens, position ids restarting for each sequence.
 
     Hugging Face models build a block-diagonal causal mask from the position ids when no attention mask
-    is given; the first token of each sequence gets no label so nothing is predicted across a boundary.
+    is given, so each sequence attends only to itself, and capping rows at `row_length` keeps attention
+    cost per row at O(row_length^2) instead of O(total tokens^2). The first token of each sequence gets
+    no label, so nothing is predicted across a boundary; the tail of a row is padding, its own segment.
     """
-    ids: list[int] = []
-    labels: list[int] = []
-    positions: list[int] = []
+    rows: list[tuple[list[int], list[int], list[int]]] = []
     for example in examples:
         tokens, mask = example["input_ids"], example["completion_mask"]
-        ids.extend(tokens)
+        if not rows or len(rows[-1][0]) + len(tokens) > row_length:
+            rows.append(([], [], []))
+        ids, labels, positions = rows[-1]
         labels.extend(t if m else IGNORE_INDEX for t, m in zip(tokens, mask))
-        labels[len(ids) - len(tokens)] = IGNORE_INDEX
+        labels[len(ids)] = IGNORE_INDEX
+        ids.extend(tokens)
         positions.extend(range(len(tokens)))
+    width = max(len(ids) for ids, _, _ in rows)
+    for ids, labels, positions in rows:
+        missing = width - len(ids)
+        ids.extend([pad_id] * missing)
+        labels.extend([IGNORE_INDEX] * missing)
+        positions.extend(range(missing))
     return {
-        "input_ids": torch.tensor([ids]),
-        "labels": torch.tensor([labels]),
-        "position_ids": torch.tensor([positions]),
+        "input_ids": torch.tensor([r[0] for r in rows]),
+        "labels": torch.tensor([r[1] for r in rows]),
+        "position_ids": torch.tensor([r[2] for r in rows]),
+        "n_real_tokens": torch.tensor(sum(len(e["input_ids"]) for e in examples)),
     }
 
 
@@ -68,11 +78,16 @@ class SFTTrainer(GenerativeTrainer):
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if self.config.padding_free:
-            return padding_free_batch(examples)
+            return padding_free_batch(examples, self.config.max_length, self.tokenizer.pad_token_id)
         return pad_sft_batch(examples, self.tokenizer.pad_token_id)
 
     def batch_units(self, batch) -> int:
         return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    def batch_tokens(self, batch) -> int:
+        if "n_real_tokens" in batch:
+            return int(batch["n_real_tokens"])
+        return super().batch_tokens(batch)
 
     def compute_loss(self, model, batch) -> LossOutput:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
