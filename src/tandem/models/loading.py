@@ -52,7 +52,13 @@ def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> P
 
     From a causal-LM directory the head is freshly initialised; from a reward-model directory it is loaded.
     """
-    model = AutoModelForSequenceClassification.from_pretrained(str(_check_model_dir(path)), num_labels=1, dtype=dtype)
+    path = _check_model_dir(path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a fresh head is expected here, not worth transformers' load report
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if model.config.pad_token_id is None and model.config.eos_token_id is not None:
         eos = model.config.eos_token_id
         model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos

@@ -1,0 +1,64 @@
+"""The command line as a user meets it: help, YAML configs with flag overrides, clear errors."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from tandem.cli import app
+
+runner = CliRunner()
+
+
+def test_top_level_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("quickstart", "pretrain", "sft", "rm", "tasks"):
+        assert command in result.output
+
+
+def test_every_option_of_sft_is_explained():
+    from tandem.trainers.sft import SFTConfig
+
+    result = runner.invoke(app, ["sft", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    for name in SFTConfig.model_fields:
+        assert "--" + name.replace("_", "-") in result.output
+    assert "LoRA" in result.output and "[default: runs/sft]" in result.output
+
+
+def test_yaml_config_is_loaded_and_flags_override_it(tmp_path, tiny_model_dir):
+    config = tmp_path / "sft.yaml"
+    config.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "out": str(tmp_path / "run"), "n_train": 32,
+                                      "n_eval": 4, "batch_size": 8, "max_steps": 5, "lr": 0.5,
+                                      "mixed_precision": "no", "progress": False}))
+    result = runner.invoke(app, ["sft", "--config", str(config), "--max-steps", "2", "--lr", "1e-4"])
+    assert result.exit_code == 0, result.output
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["max_steps"] == 2 and saved["lr"] == 1e-4 and saved["n_train"] == 32
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2
+
+
+def test_invalid_option_values_are_reported_by_name():
+    result = runner.invoke(app, ["sft", "--lr", "-1", "--mixed-precision", "fp8"])
+    assert result.exit_code == 2
+    assert "--lr" in result.output and "--mixed-precision" in result.output
+
+
+def test_unknown_yaml_key_is_an_error(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("learning_rate: 0.1\n")
+    result = runner.invoke(app, ["rm", "--config", str(config)])
+    assert result.exit_code == 2 and "learning-rate" in result.output
+
+
+def test_missing_model_directory_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["sft", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "not a Hugging Face model directory" in str(result.exception)
+
+
+def test_tasks_command_lists_built_in_tasks():
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 0 and "sentiment" in result.output and "arithmetic" in result.output

@@ -1,0 +1,33 @@
+"""End to end: the default chain (pretrain -> SFT -> reward model) on the smallest preset improves what it should."""
+
+import json
+
+import pytest
+
+from tandem.pipeline import QuickstartConfig, run_quickstart
+
+
+@pytest.mark.e2e
+def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(tmp_path):
+    report = run_quickstart(QuickstartConfig(out=tmp_path / "qs", preset="smoke", progress=False))
+    stages = {s["name"]: s for s in report["stages"]}
+    assert list(stages) == ["pretrain", "sft", "rm"]
+    assert stages["sft"]["gold_reward"] > stages["pretrain"]["gold_reward"] + 0.1
+    assert stages["rm"]["rm_accuracy"] > 0.7
+    saved = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert saved["stages"][1]["gold_reward"] == stages["sft"]["gold_reward"]
+    assert "| sft |" in (tmp_path / "qs" / "report.md").read_text()
+
+
+@pytest.mark.e2e
+def test_sft_on_arithmetic_raises_exact_match(tmp_path):
+    from tandem.trainers.pretrain import PretrainConfig, run_pretrain
+    from tandem.trainers.sft import SFTConfig, run_sft
+
+    common = {"task": "arithmetic", "progress": False, "n_eval": 64}
+    pre = run_pretrain(PretrainConfig(out=tmp_path / "pre", size="tiny", n_documents=3000, max_steps=150,
+                                      max_length=64, **common))
+    sft = run_sft(SFTConfig(model=pre.model_dir, out=tmp_path / "sft", n_train=2000, max_steps=250, batch_size=32,
+                            lr=2e-3, **common))
+    assert pre.metrics["eval/gold_reward"] < 0.1
+    assert sft.metrics["eval/gold_reward"] > pre.metrics["eval/gold_reward"] + 0.1
