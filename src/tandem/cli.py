@@ -17,6 +17,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from tandem.config import load_config
+from tandem.data import DataError
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
@@ -45,7 +46,7 @@ def _option(name: str, field) -> inspect.Parameter:
         flag = f"{flag}/--no-{name.replace('_', '-')}"
     choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
     help_text = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
-    help_text += f"  [default: {field.default}]"
+    help_text += f" (default: {field.default})"
     option = typer.Option(None, flag, help=help_text, show_default=False)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
@@ -71,6 +72,10 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
             raise typer.Exit(2) from None
         try:
             run(config)
+        except (DataError, FileNotFoundError, FileExistsError) as error:
+            # the user's input is wrong: say what, without a traceback
+            typer.echo(f"tandem {name}: {error}", err=True)
+            raise typer.Exit(1) from None
         finally:
             _close_process_group()
 

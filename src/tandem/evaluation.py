@@ -7,12 +7,13 @@ from statistics import fmean
 from tandem.generation import generate_completions
 
 
-def gold_eval(model, tokenizer, task, eval_rows: list[dict], temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
-    """Sample a completion for each held-out prompt and score it with the task's gold reward.
+def gold_eval(model, tokenizer, task, eval_rows: list[dict], temperature: float | None = None, seed: int = 0) -> dict[str, float]:
+    """Decode a completion for each held-out prompt and score it with the task's gold reward.
 
-    Sampling at temperature 1 (with a fixed seed) measures the policy itself, as RLHF papers do;
-    greedy decoding would measure only its most likely continuation.
+    By default the task decides how: sampling at temperature 1 (fixed seed) measures the policy itself,
+    as RLHF papers do; greedy decoding gives exact-match accuracy for tasks with one right answer.
     """
+    temperature = task.eval_temperature if temperature is None else temperature
     prompts = [row["prompt"] for row in eval_rows]
     completions = generate_completions(
         model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed

@@ -1,6 +1,9 @@
 """The command line as a user meets it: help, YAML configs with flag overrides, clear errors."""
 
 import json
+import os
+import subprocess
+import sys
 
 import yaml
 from typer.testing import CliRunner
@@ -20,11 +23,12 @@ def test_top_level_help_lists_the_commands():
 def test_every_option_of_sft_is_explained():
     from tandem.trainers.sft import SFTConfig
 
-    result = runner.invoke(app, ["sft", "--help"], terminal_width=200)
-    assert result.exit_code == 0
+    env = {**os.environ, "COLUMNS": "250"}
+    result = subprocess.run([sys.executable, "-m", "tandem.cli", "sft", "--help"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0
     for name in SFTConfig.model_fields:
-        assert "--" + name.replace("_", "-") in result.output
-    assert "LoRA" in result.output and "[default: runs/sft]" in result.output
+        assert "--" + name.replace("_", "-") in result.stdout
+    assert "LoRA" in result.stdout and "(default: runs/sft)" in result.stdout
 
 
 def test_yaml_config_is_loaded_and_flags_override_it(tmp_path, tiny_model_dir):
@@ -55,8 +59,16 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 
 def test_missing_model_directory_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["sft", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
-    assert result.exit_code != 0
-    assert "not a Hugging Face model directory" in str(result.exception)
+    assert result.exit_code == 1
+    assert "not a Hugging Face model directory" in result.output
+
+
+def test_bad_data_file_is_reported_with_file_line_and_field(tmp_path, tiny_model_dir):
+    data = tmp_path / "prefs.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "a", "rejected": "b"}\n{"prompt": "p", "chosen": 3, "rejected": "b"}\n')
+    result = runner.invoke(app, ["rm", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "prefs.jsonl, line 2, field 'chosen'" in result.output
 
 
 def test_tasks_command_lists_built_in_tasks():

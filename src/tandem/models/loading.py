@@ -22,7 +22,7 @@ hf_logging.disable_progress_bar()
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """`AutoTokenizer` with a pad token guaranteed (GPT-2 and Llama ship none: EOS is reused)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(_check_model_dir(path)))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from tandem.tasks.base import Task, is_held_out, register_task
 
@@ -77,6 +77,8 @@ class ArithmeticTask(Task):
             raise ValueError(f"operations must be a non-empty subset of {sorted(OPERATIONS)}, got {self.operations}")
         if not 0.0 < self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must lie in (0, 1), got {self.eval_fraction}")
+
+    eval_temperature: ClassVar[float] = 0.0  # exact-match accuracy of the greedy answer
 
     @property
     def max_new_tokens(self) -> int:

@@ -71,6 +71,8 @@ class Task(ABC):
     max_new_tokens: int
     # `unpaired_examples` labels a completion desirable when its gold reward exceeds this.
     label_threshold: ClassVar[float] = 0.5
+    # How held-out evaluation decodes: 0 (greedy) for tasks scored by accuracy, 1 to measure the policy itself.
+    eval_temperature: ClassVar[float] = 1.0
 
     @abstractmethod
     def pretrain_corpus(self, n: int, seed: int = 0) -> list[str]:

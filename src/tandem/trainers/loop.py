@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -78,6 +79,9 @@ class Trainer:
         self.tokenizer = tokenizer
         self.train_data = train_data
         self.eval_data = eval_data
+        # Several trainers may run in one process (the quickstart chain), each with its own precision;
+        # accelerate keeps one global state, so drop it (the process group, if any, is kept).
+        AcceleratorState._reset_state()
         # cpu=True on CPU-only machines so a torchrun / accelerate launch run uses gloo across processes.
         self.accelerator = Accelerator(
             mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
