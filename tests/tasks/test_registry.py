@@ -43,3 +43,13 @@ def test_registering_a_different_class_under_a_taken_name_fails():
 def test_every_task_has_a_positive_generation_length():
     for name in TASKS:
         assert get_task(name).max_new_tokens > 0
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "sentiment"])
+def test_held_out_preference_pairs_use_only_held_out_prompts(name):
+    task = get_task(name)
+    train_prompts = {p["prompt"] for p in task.preference_pairs(3000, seed=1)}
+    held_out = task.preference_pairs(300, seed=2, held_out=True)
+    eval_prompts = {row["prompt"] for row in task.eval_prompts(2000, seed=0)}
+    assert all(p["prompt"] not in train_prompts for p in held_out)
+    assert {p["prompt"] for p in held_out} <= eval_prompts

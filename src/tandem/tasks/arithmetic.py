@@ -155,8 +155,8 @@ class ArithmeticTask(Task):
             examples.append({"prompt": self.format_prompt(problem), "completion": self.format_completion(problem, result)})
         return examples
 
-    def _candidate_pair(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
-        problem = self._sample_problem(rng, held_out=False)
+    def _candidate_pair(self, rng: random.Random, held_out: bool = False) -> tuple[str, str, str, dict[str, Any]]:
+        problem = self._sample_problem(rng, held_out=held_out)
         left, operation, right = problem
         correct = self.solve(problem)
         wrong = self._near_miss(correct, rng)

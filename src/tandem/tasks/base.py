@@ -91,24 +91,26 @@ class Task(ABC):
         """Deterministic gold reward of each completion; `columns` are extra eval columns as lists."""
 
     @abstractmethod
-    def _candidate_pair(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
-        """One training prompt with two candidate completions: (prompt, a, b, columns).
+    def _candidate_pair(self, rng: random.Random, held_out: bool = False) -> tuple[str, str, str, dict[str, Any]]:
+        """One prompt (a training prompt, or a held-out one) with two candidate completions: (prompt, a, b, columns).
 
         `columns` holds the extra per-prompt values `gold_reward` accepts
         (e.g. {"answer": 85}); the base class ranks a and b by gold reward.
         """
 
-    def preference_pairs(self, n: int, seed: int = 0, label_noise: float = 0.0) -> list[dict]:
+    def preference_pairs(self, n: int, seed: int = 0, label_noise: float = 0.0, held_out: bool = False) -> list[dict]:
         """`n` pairs `{"prompt", "chosen", "rejected"}` with chosen = higher gold reward.
 
         Ties are skipped. With probability `label_noise` a pair's chosen and
         rejected are swapped, simulating noisy human labels (robust/cDPO).
+        `held_out=True` draws the prompts from the evaluation split, for measuring
+        reward-model accuracy on prompts never trained on.
         """
         if not 0.0 <= label_noise <= 1.0:
             raise ValueError(f"label_noise must lie in [0, 1], got {label_noise}")
         rng = self._rng("preference", seed)
         pairs = []
-        for prompt, better, worse, _ in self._gold_ranked_pairs(n, rng):
+        for prompt, better, worse, _ in self._gold_ranked_pairs(n, rng, held_out):
             if rng.random() < label_noise:
                 better, worse = worse, better
             pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
@@ -128,7 +130,7 @@ class Task(ABC):
         return examples
 
     def _gold_ranked_pairs(
-        self, n: int, rng: random.Random
+        self, n: int, rng: random.Random, held_out: bool = False
     ) -> Iterator[tuple[str, str, str, tuple[float, float]]]:
         """Yield `n` (prompt, better, worse, (gold_better, gold_worse)), skipping gold ties."""
         produced, attempts = 0, 0
@@ -136,7 +138,7 @@ class Task(ABC):
             attempts += 1
             if attempts > 100 * n + 1000:
                 raise RuntimeError(f"{self.name}: could not draw {n} untied candidate pairs")
-            prompt, first, second, columns = self._candidate_pair(rng)
+            prompt, first, second, columns = self._candidate_pair(rng, held_out)
             listed = {key: [value, value] for key, value in columns.items()}
             gold_first, gold_second = self.gold_reward([prompt, prompt], [first, second], **listed)
             if abs(gold_first - gold_second) < 1e-9:

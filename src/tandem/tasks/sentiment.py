@@ -195,8 +195,8 @@ class SentimentTask(Task):
             examples.append({"prompt": prompt, "completion": completion})
         return examples
 
-    def _candidate_pair(self, rng: random.Random) -> tuple[str, str, str, dict[str, Any]]:
-        kind, opening = self._sample_opening(rng)
+    def _candidate_pair(self, rng: random.Random, held_out: bool = False) -> tuple[str, str, str, dict[str, Any]]:
+        kind, opening = self._sample_opening(rng, held_out)
         first, second = (self.continuation(kind, rng.choice(STYLES), rng) for _ in range(2))
         return f"Review: {opening}", first, second, {}
 

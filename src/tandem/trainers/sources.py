@@ -8,11 +8,12 @@ from pathlib import Path
 from tandem.data import load_examples
 from tandem.tasks import get_task
 
-# What each kind of trainer needs from a built-in task.
+# What each kind of trainer needs from a built-in task. Held-out preference pairs use held-out prompts.
 TASK_GENERATORS = {
-    "text": lambda task, n, seed: [{"text": t} for t in task.pretrain_corpus(n, seed=seed)],
-    "sft": lambda task, n, seed: task.sft_examples(n, seed=seed),
-    "preference": lambda task, n, seed: task.preference_pairs(n, seed=seed),
+    "text": lambda task, n, seed, noise: [{"text": t} for t in task.pretrain_corpus(n, seed=seed)],
+    "sft": lambda task, n, seed, noise: task.sft_examples(n, seed=seed),
+    "preference": lambda task, n, seed, noise: task.preference_pairs(n, seed=seed, label_noise=noise),
+    "held_out_preference": lambda task, n, seed, noise: task.preference_pairs(n, seed=seed, held_out=True),
 }
 EXPECTED_FORMATS = {"text": "text", "sft": {"prompt_completion", "messages"}, "preference": "preference"}
 
@@ -35,11 +36,10 @@ def train_eval_examples(
     expected = EXPECTED_FORMATS[kind]
     if data is None:
         task = get_task(task_name)
-        if kind == "preference":
-            train_rows = task.preference_pairs(n_train, seed=seed, label_noise=label_noise)
-        else:
-            train_rows = TASK_GENERATORS[kind](task, n_train, seed)
-        eval_rows = TASK_GENERATORS[kind](task, n_eval, seed + 10_000) if n_eval else []
+        train_rows = TASK_GENERATORS[kind](task, n_train, seed, label_noise)
+        eval_kind = "held_out_preference" if kind == "preference" else kind
+        # evaluation pairs carry gold labels without noise: accuracy is measured against the truth
+        eval_rows = TASK_GENERATORS[eval_kind](task, n_eval, seed + 10_000, 0.0) if n_eval else []
         train = load_examples(train_rows, expected, tokenizer, max_length=max_length)
         return train, load_examples(eval_rows, expected, tokenizer, max_length=max_length)
     train = load_examples(data, expected, tokenizer, max_length=max_length)
