@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
+@dataclass
+class Samples:
+    """Sampled completions: token ids (ending at the first stop token, which is kept) and decoded text."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    texts: list[str]
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        stops.add(tokenizer.eos_token_id)
+    return stops
+
+
 @torch.no_grad()
-def generate_completions(
+def sample(
     model,
     tokenizer,
     prompts: list[str],
@@ -15,16 +34,17 @@ def generate_completions(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int | None = None,
-) -> list[str]:
-    """Continue each prompt; temperature 0 means greedy. Returns the decoded new text only (special tokens dropped)."""
+) -> Samples:
+    """Continue each prompt; temperature 0 means greedy."""
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    stops = _stop_ids(model, tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    completions: list[str] = []
+    result = Samples([], [], [])
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
@@ -33,9 +53,18 @@ def generate_completions(
             output = model.generate(
                 **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
             )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :]
-            completions.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            width = encoded["input_ids"].shape[1]
+            for row, mask, generated in zip(encoded["input_ids"], encoded["attention_mask"], output[:, width:].tolist()):
+                cut = next((i + 1 for i, token in enumerate(generated) if token in stops), len(generated))
+                result.prompt_ids.append(row[mask.bool()].tolist())
+                result.completion_ids.append(generated[:cut])
+            result.texts.extend(tokenizer.batch_decode(output[:, width:], skip_special_tokens=True))
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return completions
+    return result
+
+
+def generate_completions(model, tokenizer, prompts: list[str], **options) -> list[str]:
+    """The decoded new text for each prompt (special tokens dropped); options as for `sample`."""
+    return sample(model, tokenizer, prompts, **options).texts

@@ -1,0 +1,220 @@
+"""`tandem dpo`: direct preference optimisation and its family (seed eq. 7), one loss chosen by name.
+
+Chosen and rejected responses go through the policy in one forward pass (2B rows). Reference
+log-probabilities are computed once before training and cached with the examples (or recomputed each
+step with `--no-precompute-ref`); with LoRA the reference is the base model with the adapter disabled,
+so no second copy of the weights is held. Reference-free losses (SimPO, ORPO) skip the reference.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Literal
+
+import torch
+from peft import PeftModel
+from pydantic import Field, field_validator
+from transformers import set_seed
+
+from tandem.algorithms.preference import NEEDS_REFERENCE, PREFERENCE_LOSSES, PairedLogps, preference_loss
+from tandem.data import pad_preference_batch, tokenize_preference
+from tandem.evaluation import gold_eval
+from tandem.generation import completion_log_probs, sample
+from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
+from tandem.tasks import get_task
+from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
+from tandem.trainers.sft import FinetuneSourceConfig
+from tandem.trainers.sources import train_eval_examples
+
+
+class DPOConfig(FinetuneSourceConfig):
+    out: Path = Field(Path("runs/dpo"), description="Run directory.")
+    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
+    ref_model: Path | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
+    loss: str = Field("sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo.")
+    beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint (IPO's tau; SimPO/ORPO's scale).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label-noise epsilon of conservative (sigmoid) and robust DPO.")
+    simpo_gamma: float = Field(0.5, description="SimPO target margin gamma (in units of beta, as TRL).")
+    pairs: Literal["task", "sampled"] = Field(
+        "task", description="Built-in task pairs: the task's own (task) or two samples of --model per prompt, ranked by the gold reward (sampled)."
+    )
+    label_noise: float = Field(0.0, ge=0, le=0.5, description="Fraction of built-in task pairs whose labels are flipped.")
+    precompute_ref: bool = Field(True, description="Compute reference log-probs once before training (else every step).")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in PREFERENCE_LOSSES:
+            raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}")
+        return value
+
+
+def _reference_context(policy, reference):
+    """The reference forward: a separate model, or the LoRA policy with its adapter disabled."""
+    if reference is None and isinstance(policy, PeftModel):
+        return policy, policy.disable_adapter()
+    return reference, nullcontext()
+
+
+class DPOTrainer(GenerativeTrainer):
+    name = "dpo"
+
+    def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=()):
+        self.needs_reference = NEEDS_REFERENCE[config.loss]
+        accepted = inspect.signature(PREFERENCE_LOSSES[config.loss]).parameters
+        options = {"label_smoothing": config.label_smoothing, "simpo_gamma": config.simpo_gamma}
+        self.loss_options = {k: v for k, v in options.items() if k in accepted}
+        self.reference = reference
+        super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts)
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device).eval().requires_grad_(False)
+        if self.needs_reference and config.precompute_ref:
+            for examples in (self.train_data, self.eval_data):
+                self._cache_reference(examples)
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = pad_preference_batch(examples, self.tokenizer.pad_token_id)
+        if "ref_chosen" in examples[0]:
+            batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
+            batch["ref_rejected"] = torch.tensor([e["ref_rejected"] for e in examples])
+        return batch
+
+    def batch_units(self, batch) -> int:
+        return int(batch["input_ids"].shape[0] // 2)
+
+    @torch.no_grad()
+    def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        model, context = _reference_context(self.accelerator.unwrap_model(self.model), self.reference)
+        with context, self.accelerator.autocast():
+            logps, _ = completion_log_probs(model, batch)
+        half = logps.shape[0] // 2
+        return logps[:half].float(), logps[half:].float()
+
+    def _cache_reference(self, examples: list[dict]) -> None:
+        """Reference log-probs computed once (in eval mode, no grad) and stored with each example."""
+        step = self.config.micro_batch_size
+        for start in range(0, len(examples), step):
+            chunk = examples[start : start + step]
+            batch = self._to_device(self.collate(chunk))
+            chosen, rejected = self._reference_logps(batch)
+            for example, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
+                example["ref_chosen"], example["ref_rejected"] = c, r
+
+    def compute_loss(self, model, batch) -> LossOutput:
+        logps, lengths = completion_log_probs(model, batch)
+        half = logps.shape[0] // 2
+        reference = (None, None)
+        if self.needs_reference:
+            reference = (batch["ref_chosen"], batch["ref_rejected"]) if "ref_chosen" in batch else self._reference_logps(batch)
+        inputs = PairedLogps(
+            policy_chosen=logps[:half].float(), policy_rejected=logps[half:].float(),
+            ref_chosen=reference[0], ref_rejected=reference[1],
+            chosen_lengths=lengths[:half], rejected_lengths=lengths[half:],
+            chosen_nll=-(logps[:half].float() / lengths[:half].clamp(min=1)),
+        )
+        cfg = self.config
+        out = preference_loss(cfg.loss, inputs, cfg.beta, **self.loss_options)
+        stats = {
+            "rewards/chosen": float(out.chosen_rewards.sum()),
+            "rewards/rejected": float(out.rejected_rewards.sum()),
+            "rewards/margin": float((out.chosen_rewards - out.rejected_rewards).sum()),
+            "rewards/accuracy": float((out.chosen_rewards > out.rejected_rewards).float().sum()),
+            "logps/chosen": float(inputs.policy_chosen.detach().sum()),
+            "logps/rejected": float(inputs.policy_rejected.detach().sum()),
+        }
+        return LossOutput(out.loss.sum(), stats)
+
+    def evaluate(self, model) -> dict[str, float]:
+        """Held-out loss and implicit-reward accuracy; with a task, gold reward and KL to the reference."""
+        metrics = super(GenerativeTrainer, self).evaluate(model)
+        if self.task is None or not self.eval_prompts:
+            return metrics
+        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference)
+        if self.reference is None and isinstance(model, PeftModel):
+            gold["kl_to_reference"] = _lora_kl(model, self.tokenizer, self.task, self.eval_prompts)
+        metrics.update({f"eval/{k}": v for k, v in gold.items()})
+        return metrics
+
+    def save_final(self, model, folder: Path) -> None:
+        save_model(model, self.tokenizer, folder, merge_lora=self.config.merge_lora)
+
+
+@torch.no_grad()
+def _lora_kl(model, tokenizer, task, rows) -> float:
+    """KL of a LoRA policy to its own base: score the policy's samples with the adapter on, then off."""
+    samples = sample(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=task.max_new_tokens, temperature=1.0, seed=0)
+    batch = pad_preference_batch(
+        [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": c} for p, c in zip(samples.prompt_ids, samples.completion_ids)],
+        tokenizer.pad_token_id,
+    )
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    policy, _ = completion_log_probs(model, batch)
+    with model.disable_adapter():
+        reference, _ = completion_log_probs(model, batch)
+    half = policy.shape[0] // 2
+    return float((policy[:half] - reference[:half]).mean())
+
+
+def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float = 0.0) -> list[dict]:
+    """Preference pairs from the model itself: two samples per training prompt, ranked by the gold reward.
+
+    This is the DPO paper's setting (Rafailov et al. 2023, IMDb): preferences over the SFT model's own
+    completions. Ties are dropped; with probability `label_noise` a pair's labels are swapped.
+    """
+    import random
+
+    rng = random.Random(seed)
+    prompts = [row["prompt"] for row in task.sft_examples(n, seed=seed)]
+    first = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed).texts
+    second = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed + 1).texts
+    gold_first = task.gold_reward(prompts, first)
+    gold_second = task.gold_reward(prompts, second)
+    pairs = []
+    for prompt, a, b, ga, gb in zip(prompts, first, second, gold_first, gold_second):
+        if ga == gb or not a.strip() or not b.strip():
+            continue
+        chosen, rejected = (a, b) if ga > gb else (b, a)
+        if rng.random() < label_noise:
+            chosen, rejected = rejected, chosen
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return pairs
+
+
+def run_dpo(config: DPOConfig) -> TrainResult:
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+    model = load_causal_lm(config.model)
+    task = get_task(config.task) if config.data is None else None
+    data = config.data
+    if task is not None and config.pairs == "sampled":
+        from tandem.data import load_examples
+
+        rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise)
+        train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>")
+        _, held_out = train_eval_examples(
+            "preference", data=None, eval_data=None, task_name=config.task, n_train=1, n_eval=config.n_eval,
+            eval_fraction=0.0, seed=config.seed, tokenizer=tokenizer, max_length=config.max_length,
+        )
+    else:
+        train, held_out = train_eval_examples(
+            "preference", data=data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
+            n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
+            max_length=config.max_length, label_noise=config.label_noise,
+        )
+    reference = None
+    if config.lora_rank:
+        model = add_lora(model, config.lora_rank, config.lora_alpha)
+        if config.ref_model is not None:
+            reference = load_causal_lm(config.ref_model)
+    elif NEEDS_REFERENCE[config.loss] or task is not None:
+        reference = load_causal_lm(config.ref_model or config.model)
+    train_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in train]
+    eval_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in held_out]
+    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
+    trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts)
+    return trainer.train()
