@@ -1,4 +1,3 @@
-import inspect
 import math
 from types import SimpleNamespace
 
@@ -61,7 +60,8 @@ def test_reference_facts_at_initialisation(beta):
         out = preference_loss(name, logps, beta, **options)
         assert torch.allclose(out.loss, torch.full((4,), math.log(2)), rtol=1e-6, atol=0)
     # cDPO with eps > 0 also gives ln 2 at h = 0: (1 - eps) ln 2 + eps ln 2.
-    assert torch.allclose(preference_loss("sigmoid", logps, beta, label_smoothing=0.2).loss, torch.full((4,), math.log(2)))
+    cdpo = preference_loss("sigmoid", logps, beta, label_smoothing=0.2).loss
+    assert torch.allclose(cdpo, torch.full((4,), math.log(2)))
     for average in (True, False):
         ipo = preference_loss("ipo", logps, beta, ipo_average=average).loss
         assert torch.allclose(ipo, torch.full((4,), 1 / (4 * beta**2)), rtol=1e-6, atol=0)
@@ -112,7 +112,7 @@ def test_ipo_and_hinge_match_formula(seed, beta):
         h_avg = (pc - rc) / lc - (pr - rr) / lr
         h = (pc - rc) - (pr - rr)
         assert math.isclose(averaged.loss[i].item(), (h_avg - 1 / (2 * beta)) ** 2, rel_tol=1e-9)
-        assert math.isclose(averaged.chosen_rewards[i].item(), beta * (pc - rc) / lc, rel_tol=1e-12)
+        assert math.isclose(averaged.chosen_rewards[i].item(), beta * (pc - rc), rel_tol=1e-12)
         assert math.isclose(summed.loss[i].item(), (h - 1 / (2 * beta)) ** 2, rel_tol=1e-9)
         assert math.isclose(hinge.loss[i].item(), max(0.0, 1 - beta * h), rel_tol=1e-9, abs_tol=1e-12)
 
@@ -146,11 +146,10 @@ def test_orpo_matches_formula(seed, beta):
 
 def test_orpo_uses_given_chosen_nll_and_is_finite_near_probability_one():
     logps = random_logps(0, batch=3, reference=False)
+    without = preference_loss("orpo", logps, 0.1).loss  # NLL defaults to -pc/|yc|
     logps.chosen_nll = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     with_nll = preference_loss("orpo", logps, 0.1).loss
-    logps.chosen_nll = None
-    without = preference_loss("orpo", logps, 0.1).loss
-    assert torch.allclose(with_nll - without, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64) - (-logps.policy_chosen / logps.chosen_lengths))
+    assert torch.allclose(with_nll - without, logps.chosen_nll + logps.policy_chosen / logps.chosen_lengths)
     tiny = PairedLogps(torch.tensor([-1e-7]), torch.tensor([-1.0]), None, None, torch.ones(1), torch.ones(1))
     assert torch.isfinite(preference_loss("orpo", tiny, 0.1).loss).all()
 
@@ -159,7 +158,8 @@ def test_orpo_uses_given_chosen_nll_and_is_finite_near_probability_one():
 @pytest.mark.parametrize("beta", BETAS)
 def test_kto_matches_formula(seed, beta):
     generator = torch.Generator().manual_seed(seed)
-    policy, ref = -10 * torch.rand(8, generator=generator, dtype=torch.float64), -10 * torch.rand(8, generator=generator, dtype=torch.float64)
+    policy = -10 * torch.rand(8, generator=generator, dtype=torch.float64)
+    ref = -10 * torch.rand(8, generator=generator, dtype=torch.float64)
     desirable = torch.rand(8, generator=generator) < 0.5
     mismatched_policy, mismatched_ref = policy.roll(1) + 0.3, ref.roll(1)
     z0 = kto_reference_point(mismatched_policy, mismatched_ref)
@@ -195,7 +195,10 @@ def test_dpo_gradient_raises_chosen_and_lowers_rejected():
 @pytest.mark.parametrize("eps", [0.05, 0.2, 0.4])
 def test_robust_dpo_is_unbiased_over_label_flips(eps):
     logps = random_logps(4)
-    flipped = PairedLogps(logps.policy_rejected, logps.policy_chosen, logps.ref_rejected, logps.ref_chosen, logps.rejected_lengths, logps.chosen_lengths)
+    flipped = PairedLogps(  # the same pairs with the preference label flipped
+        logps.policy_rejected, logps.policy_chosen, logps.ref_rejected, logps.ref_chosen,
+        logps.rejected_lengths, logps.chosen_lengths,
+    )  # fmt: skip
     beta = 0.3
     expected = (1 - eps) * preference_loss("robust", logps, beta, label_smoothing=eps).loss
     expected += eps * preference_loss("robust", flipped, beta, label_smoothing=eps).loss
@@ -217,28 +220,34 @@ def test_reference_requirements_and_unknown_names():
     assert set(PREFERENCE_LOSSES) >= {"sigmoid", "robust", "ipo", "hinge", "simpo", "orpo"}
 
 
-# Parity with TRL (optional peer dependency).
+# Parity with TRL (optional peer). TRL 1.x computes DPO, IPO, robust, hinge and KTO inline in each trainer's
+# _compute_loss, so those are compared end to end in tests/peers/test_trl_parity.py; SimPO and ORPO's
+# odds-ratio term are methods that need only a few attributes, so they are called here on a stand-in trainer.
 
 
-def test_matches_trl_dpo_loss_when_available():
-    trl = pytest.importorskip("trl")
-    dpo_loss = getattr(getattr(trl, "DPOTrainer", None), "dpo_loss", None)
-    if dpo_loss is None:
-        pytest.skip(f"trl {trl.__version__} has no DPOTrainer.dpo_loss function to call")
-    logps = random_logps(6)
-    lc, lr = logps.chosen_lengths, logps.rejected_lengths
-    averaged = (logps.policy_chosen / lc, logps.policy_rejected / lr, logps.ref_chosen / lc, logps.ref_rejected / lr)
-    for loss_type, eps in [("sigmoid", 0.0), ("sigmoid", 0.1), ("robust", 0.2), ("hinge", 0.0), ("ipo", 0.0)]:
-        # TRL averages IPO log-probs before dpo_loss; feed it averaged sums and compare with ipo_average=True.
-        trainer = SimpleNamespace(
-            beta=0.1, label_smoothing=eps, loss_type=loss_type, reference_free=False, use_weighting=False,
-            f_divergence_type="reverse_kl", f_divergence_params={}, accelerator=SimpleNamespace(device="cpu"), args=SimpleNamespace(),
-        )  # fmt: skip
-        args = averaged if loss_type == "ipo" else (logps.policy_chosen, logps.policy_rejected, logps.ref_chosen, logps.ref_rejected)
-        kwargs = {"loss_type": loss_type} if "loss_type" in inspect.signature(dpo_loss).parameters else {}
-        try:
-            theirs = dpo_loss(trainer, *args, **kwargs)[0]
-        except Exception as error:  # TRL's method reads trainer state that differs between versions
-            pytest.skip(f"TRL's dpo_loss needs trainer state we cannot fake cheaply: {error!r}")
-        ours = preference_loss(loss_type, logps, 0.1, **({"label_smoothing": eps} if loss_type in ("sigmoid", "robust") else {}))
-        assert torch.allclose(ours.loss, theirs.to(ours.loss.dtype), rtol=1e-6), loss_type
+def trl_stand_in(**attributes):
+    return SimpleNamespace(accelerator=SimpleNamespace(device="cpu"), **attributes)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_simpo_matches_trl_cpo_trainer(eps):
+    cpo = pytest.importorskip("trl.experimental.cpo", reason="TRL (with trl.experimental.cpo) not installed")
+    logps = random_logps(7, reference=False)
+    chosen, rejected = logps.policy_chosen / logps.chosen_lengths, logps.policy_rejected / logps.rejected_lengths
+    trainer = trl_stand_in(beta=0.2, alpha=0.0, simpo_gamma=0.7, label_smoothing=eps, loss_type="simpo")
+    losses, chosen_rewards, rejected_rewards = cpo.CPOTrainer.cpo_loss(trainer, chosen, rejected)
+    ours = preference_loss("simpo", logps, 0.2, simpo_gamma=0.7, label_smoothing=eps)
+    assert torch.allclose(ours.loss, losses, rtol=1e-9)
+    assert torch.allclose(ours.chosen_rewards, chosen_rewards)
+    assert torch.allclose(ours.rejected_rewards, rejected_rewards)
+
+
+def test_orpo_matches_trl_orpo_trainer():
+    orpo = pytest.importorskip("trl.experimental.orpo", reason="TRL (with trl.experimental.orpo) not installed")
+    logps = random_logps(8, reference=False)
+    chosen, rejected = logps.policy_chosen / logps.chosen_lengths, logps.policy_rejected / logps.rejected_lengths
+    losses, chosen_rewards, _, _, _ = orpo.ORPOTrainer.odds_ratio_loss(trl_stand_in(beta=0.25), chosen, rejected)
+    ours = preference_loss("orpo", logps, 0.25)
+    # TRL's total is nll - mean(losses); ours per pair is nll - losses with nll = -average chosen log-prob.
+    assert torch.allclose(ours.loss, -chosen - losses.double(), rtol=1e-6)
+    assert torch.allclose(ours.chosen_rewards, chosen_rewards.double(), rtol=1e-6)

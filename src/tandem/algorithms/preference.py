@@ -69,7 +69,8 @@ def _log_ratios(logps: PairedLogps, average: bool = False) -> tuple[Tensor, Tens
     chosen = logps.policy_chosen - logps.ref_chosen
     rejected = logps.policy_rejected - logps.ref_rejected
     if average:
-        chosen, rejected = chosen / logps.chosen_lengths, rejected / logps.rejected_lengths
+        chosen = chosen / logps.chosen_lengths.clamp(min=1)
+        rejected = rejected / logps.rejected_lengths.clamp(min=1)
     return chosen, rejected
 
 
@@ -86,8 +87,9 @@ def _smoothed_sigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
 def dpo_sigmoid_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0.0) -> PreferenceLossOutput:
     """DPO (Rafailov et al. 2023): -log sigma(beta h).
 
-    With label_smoothing eps > 0 this is conservative DPO (cDPO, Mitchell 2023), as in TRL:
-    -(1 - eps) log sigma(beta h) - eps log sigma(-beta h). At policy = reference the loss is ln 2.
+    With label_smoothing eps > 0 this is conservative DPO (cDPO, Mitchell 2023), as in TRL before 1.0
+    and TRL's CPOTrainer: -(1 - eps) log sigma(beta h) - eps log sigma(-beta h). (TRL 1.x's DPOTrainer
+    ignores label_smoothing for "sigmoid".) At policy = reference the loss is ln 2 for any eps.
     Rewards: beta (pc - rc), beta (pr - rr).
     """
     chosen, rejected = _log_ratios(logps)
@@ -116,13 +118,13 @@ def robust_dpo_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0.
 def ipo_loss(logps: PairedLogps, beta: float, ipo_average: bool = True) -> PreferenceLossOutput:
     """IPO (Azar et al. 2023): (h - 1/(2 tau))^2 with tau = beta.
 
-    At h = 0 (policy = reference) the loss is 1/(4 tau^2). As in TRL, h is built from log-probs
-    averaged over response tokens (pc/|yc|, rc/|yc|, ...) when ipo_average (the default); the paper's
-    h uses sums. Rewards are beta times the (averaged, if ipo_average) log-ratios, as TRL reports them.
+    At h = 0 (policy = reference) the loss is 1/(4 tau^2). As in TRL, h is built from log-ratios
+    averaged over response tokens, (pc - rc)/|yc| - (pr - rr)/|yr|, when ipo_average (the default);
+    the paper writes h with sums. Rewards are beta times the summed log-ratios, as TRL 1.x reports them.
     """
     chosen, rejected = _log_ratios(logps, average=ipo_average)
     loss = (chosen - rejected - 1 / (2 * beta)) ** 2
-    return _output(loss, beta, chosen, rejected)
+    return _output(loss, beta, *_log_ratios(logps))
 
 
 @register_preference_loss("hinge")
@@ -133,7 +135,9 @@ def slic_hinge_loss(logps: PairedLogps, beta: float) -> PreferenceLossOutput:
 
 
 def _average_logps(logps: PairedLogps) -> tuple[Tensor, Tensor]:
-    return logps.policy_chosen / logps.chosen_lengths, logps.policy_rejected / logps.rejected_lengths
+    """Policy log-probs averaged over response tokens: pc/|yc|, pr/|yr|."""
+    chosen = logps.policy_chosen / logps.chosen_lengths.clamp(min=1)
+    return chosen, logps.policy_rejected / logps.rejected_lengths.clamp(min=1)
 
 
 @register_preference_loss("simpo", needs_reference=False)

@@ -36,7 +36,7 @@ class DPOConfig(FinetuneSourceConfig):
     loss: str = Field("sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo.")
     beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint (IPO's tau; SimPO/ORPO's scale).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label-noise epsilon of conservative (sigmoid) and robust DPO.")
-    simpo_gamma: float = Field(0.5, description="SimPO target margin gamma (in units of beta, as TRL).")
+    simpo_gamma: float = Field(0.5, description="SimPO target reward margin gamma: -log sigma(beta * (avg logp_w - avg logp_l) - gamma).")
     pairs: Literal["task", "sampled"] = Field(
         "task", description="Built-in task pairs: the task's own (task) or two samples of --model per prompt, ranked by the gold reward (sampled)."
     )
