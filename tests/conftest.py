@@ -28,3 +28,13 @@ def tiny_model_dir(tmp_path_factory, sentiment_tokenizer):
     model.save_pretrained(folder)
     sentiment_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory):
+    """The smoke quickstart (pretrain -> SFT -> reward model on sentiment), run once for every end-to-end test."""
+    from tandem.pipeline import QuickstartConfig, run_quickstart
+
+    out = tmp_path_factory.mktemp("quickstart")
+    report = run_quickstart(QuickstartConfig(out=out, preset="smoke", progress=False))
+    return out, report

@@ -4,19 +4,18 @@ import json
 
 import pytest
 
-from tandem.pipeline import QuickstartConfig, run_quickstart
 
 
 @pytest.mark.e2e
-def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(tmp_path):
-    report = run_quickstart(QuickstartConfig(out=tmp_path / "qs", preset="smoke", progress=False))
+def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(smoke_pipeline):
+    out, report = smoke_pipeline
     stages = {s["name"]: s for s in report["stages"]}
     assert list(stages) == ["pretrain", "sft", "rm"]
     assert stages["sft"]["gold_reward"] > stages["pretrain"]["gold_reward"] + 0.1
     assert stages["rm"]["rm_accuracy"] > 0.7
-    saved = json.loads((tmp_path / "qs" / "report.json").read_text())
+    saved = json.loads((out / "report.json").read_text())
     assert saved["stages"][1]["gold_reward"] == stages["sft"]["gold_reward"]
-    assert "| sft |" in (tmp_path / "qs" / "report.md").read_text()
+    assert "| sft |" in (out / "report.md").read_text()
 
 
 @pytest.mark.e2e

@@ -30,7 +30,7 @@ from tandem.trainers.rm import RMConfig, run_rm  # noqa: E402
 
 PAIRS = 16
 STEPS = 10
-LR = 1e-3
+LR = 3e-4  # small enough that no loss (hinge) reaches exactly zero within the 10 steps
 BETAS = (0.9, 0.999)
 EPS = 1e-8  # torch.optim.AdamW's default, which tandem uses; TRL's adam_epsilon default is the same
 MAX_GRAD_NORM = 1.0
@@ -92,7 +92,7 @@ def assert_same_trajectory(tandem: list[float], peer: list[float]) -> None:
     assert len(tandem) == len(peer) == STEPS
     assert tandem[0] == pytest.approx(peer[0], abs=1e-5), f"first-step loss: tandem {tandem[0]}, TRL {peer[0]}"
     for step, (mine, theirs) in enumerate(zip(tandem, peer), start=1):
-        assert mine == pytest.approx(theirs, rel=1e-3), f"step {step}: tandem {mine}, TRL {theirs}"
+        assert mine == pytest.approx(theirs, rel=1e-3, abs=1e-7), f"step {step}: tandem {mine}, TRL {theirs}"
     assert tandem[-1] < tandem[0], "the run should have learned something, or the comparison proves little"
 
 
