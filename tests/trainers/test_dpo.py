@@ -64,3 +64,15 @@ def test_dpo_on_sampled_pairs_raises_gold_reward_over_sft(tmp_path, smoke_pipeli
     result = run_dpo(DPOConfig(model=out / "sft" / "model", out=tmp_path / "dpo", pairs="sampled", n_train=512,
                                n_eval=64, batch_size=32, epochs=2, progress=False))
     assert result.metrics["eval/gold_reward"] > sft_gold + 0.1
+
+
+def test_kto_first_step_is_half_and_reference_point_zero(tmp_path, tiny_model_dir):
+    run_dpo(DPOConfig(model=tiny_model_dir, out=tmp_path / "run", loss="kto", max_steps=1, **FAST))
+    assert first_logged(tmp_path / "run") == pytest.approx(0.5, rel=1e-5)
+    assert first_logged(tmp_path / "run", "train/kl_reference_point") == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kto_learns_desirable_from_undesirable(tmp_path, tiny_model_dir):
+    result = run_dpo(DPOConfig(model=tiny_model_dir, out=tmp_path / "run", loss="kto", max_steps=12, lr=3e-3,
+                               **{**FAST, "n_train": 128}))
+    assert result.metrics["eval/rewards/accuracy"] > 0.6

@@ -33,7 +33,11 @@ class DPOConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/dpo"), description="Run directory.")
     model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
     ref_model: Path | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
-    loss: str = Field("sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo.")
+    loss: str = Field(
+        "sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo; kto for unpaired (prompt, completion, label) data."
+    )
+    desirable_weight: float = Field(1.0, gt=0, description="KTO: weight of desirable examples (lambda_D).")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO: weight of undesirable examples (lambda_U).")
     beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint (IPO's tau; SimPO/ORPO's scale).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label-noise epsilon of conservative (sigmoid) and robust DPO.")
     simpo_gamma: float = Field(0.5, description="SimPO target reward margin gamma: -log sigma(beta * (avg logp_w - avg logp_l) - gamma).")
@@ -48,8 +52,8 @@ class DPOConfig(FinetuneSourceConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, value: str) -> str:
-        if value not in PREFERENCE_LOSSES:
-            raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}")
+        if value not in PREFERENCE_LOSSES and value != "kto":
+            raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}, kto")
         return value
 
 
@@ -64,10 +68,8 @@ class DPOTrainer(GenerativeTrainer):
     name = "dpo"
 
     def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=()):
-        self.needs_reference = NEEDS_REFERENCE[config.loss]
-        accepted = inspect.signature(PREFERENCE_LOSSES[config.loss]).parameters
-        options = {"label_smoothing": config.label_smoothing, "simpo_gamma": config.simpo_gamma}
-        self.loss_options = {k: v for k, v in options.items() if k in accepted}
+        self.needs_reference = NEEDS_REFERENCE.get(config.loss, True)
+        self.loss_options = self.select_options(config)
         self.reference = reference
         super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts)
         if self.reference is not None:
@@ -75,6 +77,13 @@ class DPOTrainer(GenerativeTrainer):
         if self.needs_reference and config.precompute_ref:
             for examples in (self.train_data, self.eval_data):
                 self._cache_reference(examples)
+
+    @staticmethod
+    def select_options(config: DPOConfig) -> dict:
+        """The config values the chosen loss takes as keyword arguments."""
+        accepted = inspect.signature(PREFERENCE_LOSSES[config.loss]).parameters
+        options = {"label_smoothing": config.label_smoothing, "simpo_gamma": config.simpo_gamma}
+        return {k: v for k, v in options.items() if k in accepted}
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = pad_preference_batch(examples, self.tokenizer.pad_token_id)
@@ -186,11 +195,14 @@ def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float 
 
 
 def run_dpo(config: DPOConfig) -> TrainResult:
+    if config.loss == "kto":
+        from tandem.trainers.kto import run_kto
+
+        return run_kto(config)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    model = load_causal_lm(config.model)
     task = get_task(config.task) if config.data is None else None
-    data = config.data
+    model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], task is not None)
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
@@ -202,19 +214,25 @@ def run_dpo(config: DPOConfig) -> TrainResult:
         )
     else:
         train, held_out = train_eval_examples(
-            "preference", data=data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
+            "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
             n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
             max_length=config.max_length, label_noise=config.label_noise,
         )
-    reference = None
-    if config.lora_rank:
-        model = add_lora(model, config.lora_rank, config.lora_alpha)
-        if config.ref_model is not None:
-            reference = load_causal_lm(config.ref_model)
-    elif NEEDS_REFERENCE[config.loss] or task is not None:
-        reference = load_causal_lm(config.ref_model or config.model)
     train_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in held_out]
     eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
     trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts)
     return trainer.train()
+
+
+def load_policy_and_reference(config: DPOConfig, needs_reference: bool, has_task: bool):
+    """The policy (with LoRA if asked) and the frozen reference (None when LoRA's disabled adapter serves)."""
+    model = load_causal_lm(config.model)
+    reference = None
+    if config.lora_rank:
+        model = add_lora(model, config.lora_rank, config.lora_alpha)
+        if config.ref_model is not None:
+            reference = load_causal_lm(config.ref_model)
+    elif needs_reference or has_task:  # with a task, the reference also measures KL at evaluation
+        reference = load_causal_lm(config.ref_model or config.model)
+    return model, reference

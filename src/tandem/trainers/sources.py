@@ -14,8 +14,11 @@ TASK_GENERATORS = {
     "sft": lambda task, n, seed, noise: task.sft_examples(n, seed=seed),
     "preference": lambda task, n, seed, noise: task.preference_pairs(n, seed=seed, label_noise=noise),
     "held_out_preference": lambda task, n, seed, noise: task.preference_pairs(n, seed=seed, held_out=True),
+    "unpaired": lambda task, n, seed, noise: task.unpaired_examples(n, seed=seed),
 }
-EXPECTED_FORMATS = {"text": "text", "sft": {"prompt_completion", "messages"}, "preference": "preference"}
+EXPECTED_FORMATS = {
+    "text": "text", "sft": {"prompt_completion", "messages"}, "preference": "preference", "unpaired": "unpaired",
+}
 
 
 def train_eval_examples(
