@@ -183,3 +183,16 @@ def test_registry_runs_every_estimator_on_a_rollout_batch():
         compute_advantages("gae", AdvantageInputs(inputs.rewards, mask))
     with pytest.raises(ValueError, match="grpo"):
         compute_advantages("ppo2", inputs)
+
+
+def test_gae_estimator_folds_the_kl_penalty_into_rewards():
+    rewards, values, mask = ragged_batch(seed=5)
+    kl = torch.rand_like(rewards)
+    inputs = AdvantageInputs(rewards, mask, values=values, kl=kl)
+    advantages, returns = compute_advantages("gae", inputs, gamma=1.0, lam=0.9, kl_coef=0.05, whiten_advantages=False)
+    expected = gae_advantages(rewards - 0.05 * kl, values, mask, gamma=1.0, lam=0.9)
+    assert torch.allclose(advantages, expected[0]) and torch.allclose(returns, expected[1])
+    whitened, _ = compute_advantages("gae", inputs, lam=0.9, kl_coef=0.05)
+    assert torch.allclose(whitened, whiten(expected[0], mask))
+    with pytest.raises(ValueError, match="kl"):
+        compute_advantages("gae", AdvantageInputs(rewards, mask, values=values), kl_coef=0.1)

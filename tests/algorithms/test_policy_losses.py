@@ -187,12 +187,13 @@ def test_data_parallel_shards_with_accumulation_give_the_full_batch_gradient(mod
     mask, weights = random_ragged(seed=2)
     constant = float(mask.shape[1])
     theta = torch.tensor(-0.2, dtype=torch.float64, requires_grad=True)
-    (full_grad,) = torch.autograd.grad(aggregate_loss(per_token_loss(theta, weights), mask, mode, constant=constant), theta)
+    full = aggregate_loss(per_token_loss(theta, weights), mask, mode, constant=constant)
+    (full_grad,) = torch.autograd.grad(full, theta)
 
-    shards = [micro_batches(mask, weights, [0, 3]), micro_batches(mask, weights, [3, 4, 7])]
+    shard_bounds = [[0, 3], [3, 4, 7]]  # rank 0: one micro-batch; rank 1: two
+    shards = [micro_batches(mask, weights, bounds) for bounds in shard_bounds]
     # Each process knows only its shard; the normaliser is additive, so all-reduce(SUM) of local counts.
-    normaliser = sum(global_normaliser(mode, torch.cat([m for m, _ in shard[:1]] if len(shard) == 1 else
-                                                       [mask[3:4], mask[4:7]]), constant) for shard in shards)
+    normaliser = sum(global_normaliser(mode, mask[b[0] : b[-1]], constant) for b in shard_bounds)
     assert normaliser == global_normaliser(mode, mask, constant)
     shard_grads = []
     for shard in shards:

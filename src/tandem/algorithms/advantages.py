@@ -238,10 +238,22 @@ def reinforce_plus_plus_baseline_advantages(
 # The registry: uniform (inputs, **options) -> (advantages, returns) adapters.
 
 
+def _kl_penalised(inputs: AdvantageInputs, kl_coef: float) -> Tensor:
+    """r_t - beta KL_t (seed eq. 4): the per-token KL penalty folded into the token rewards."""
+    if not kl_coef:
+        return inputs.rewards
+    if inputs.kl is None:
+        raise ValueError("kl_coef > 0 needs the per-token kl in AdvantageInputs")
+    return inputs.rewards - kl_coef * inputs.kl
+
+
 @register_advantage_estimator("gae", needs_values=True)
-def _gae(inputs: AdvantageInputs, gamma: float = 1.0, lam: float = 0.95, whiten_advantages: bool = True):
+def _gae(
+    inputs: AdvantageInputs, gamma: float = 1.0, lam: float = 0.95, kl_coef: float = 0.0, whiten_advantages: bool = True
+):
     """PPO-RLHF: GAE on KL-penalised token rewards, advantages whitened over the batch (TRL, verl)."""
-    advantages, returns = gae_advantages(inputs.rewards, inputs.values, inputs.mask, gamma, lam)
+    rewards = _kl_penalised(inputs, kl_coef)
+    advantages, returns = gae_advantages(rewards, inputs.values, inputs.mask, gamma, lam)
     return (whiten(advantages, inputs.mask) if whiten_advantages else advantages), returns
 
 

@@ -1,0 +1,357 @@
+"""tandem against TRL, the peer users would otherwise pick: the same work in both, one after the other, in one run.
+
+    python benchmarks/peers.py --size small --steps 20 --out peers.json
+    python benchmarks/peers.py --size small --steps 20 --precision fp32 --threads 1
+
+For SFT, the reward model and DPO, both frameworks get the same model (built once, saved, loaded fresh for
+each run), the same tokenized examples, in the same order (TRL's sampler is set to sequential over the data
+laid out in the order tandem's loop draws it, so every step sees the same batch in both), the same batch
+size, lengths, precision, optimizer hyper-parameters (AdamW, constant learning rate, clipping at 1.0) and
+number of steps. What is left to each framework is how it does the work: tandem's padding-free SFT and its
+loss code, TRL's fused AdamW, fused LM head and collators. TRL's gradient checkpointing (on by default) is
+switched off, since it recomputes activations that tandem keeps; with it TRL would be slower still.
+
+GRPO does not exist in tandem yet (reported as null); TRL's GRPO is measured on the sentiment task's prompts
+with the task's gold reward: generation, scoring and the update, in completions per second.
+
+Timing covers the training steps only: a clock stamps the end of every optimizer step (tandem: a wrapper
+around the trainer's `optimizer.step`; TRL: a `TrainerCallback.on_step_end`), and the rate is measured from
+the end of step `--warmup-steps` to the end of the last step, so model loading, data preparation, TRL's
+trainer set-up and the first (slow, allocating) steps are left out. Checkpoint writes are off in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from accelerate.state import AcceleratorState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+from transformers.trainer_callback import PrinterCallback
+
+from tandem.data import tokenize_preference, tokenize_sft
+from tandem.models.factory import MODEL_SIZES, build_model, count_parameters
+from tandem.models.tokenizer import train_tokenizer
+from tandem.tasks import get_task
+from tandem.trainers.rm import RMConfig, RewardModelTrainer
+from tandem.trainers.sft import SFTConfig, SFTTrainer
+from train_throughput import StepClock, join_pairs, join_sft, lengthen, machine_info, pair_length, synchronize
+
+try:
+    import trl
+except ImportError:  # the benchmark needs the peer; say how to get it
+    raise SystemExit("TRL is not installed: pip install -e '.[peers]'") from None
+
+try:
+    from tandem.trainers import dpo as tandem_dpo
+except ImportError:  # DPO lands in tandem after SFT and RM
+    tandem_dpo = None
+
+UNITS = {"sft": "tokens/s", "rm": "pairs/s", "dpo": "pairs/s", "grpo": "completions/s"}
+LEARNING_RATES = {"sft": 5e-4, "rm": 2e-4, "dpo": 1e-5, "grpo": 1e-5}
+BETAS = (0.9, 0.999)
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+def benchmark_data(task, tokenizer, args) -> tuple[list[dict], list[dict]]:
+    """Exactly steps x batch SFT sequences and preference pairs, examples joined up to --seq-len tokens."""
+    needed = args.steps * args.batch_size
+    n_task = needed * max(1, args.seq_len // 20) + 64  # sentiment examples are about 30 tokens
+    while True:
+        sft = lengthen([tokenize_sft(e, tokenizer) for e in task.sft_examples(n_task)], args.seq_len, join_sft,
+                       lambda e: len(e["input_ids"]))
+        pairs = lengthen([tokenize_preference(e, tokenizer) for e in task.preference_pairs(n_task)], args.seq_len,
+                         join_pairs, pair_length)
+        if min(len(sft), len(pairs)) >= needed:
+            return sft[:needed], pairs[:needed]
+        n_task *= 2
+
+
+def longest(sft: list[dict], pairs: list[dict]) -> int:
+    return max(max(len(e["input_ids"]) for e in sft), max(pair_length(e) for e in pairs))
+
+
+# ---- tandem ----------------------------------------------------------------------------------------------------
+def tandem_settings(args, kind: str, out: Path, max_length: int) -> dict:
+    return {
+        "out": out, "max_steps": args.steps, "batch_size": args.batch_size, "micro_batch_size": args.batch_size,
+        "lr": LEARNING_RATES[kind], "adam_betas": BETAS, "weight_decay": 0.0, "schedule": "constant",
+        "warmup_ratio": 0.0, "max_grad_norm": 1.0, "mixed_precision": "bf16" if args.precision == "bf16" else "no",
+        "max_length": max_length, "log_every": 1, "progress": False, "seed": 0,
+    }
+
+
+def run_tandem(trainer, args) -> tuple[dict, list[int]]:
+    """Train with checkpoint writes off; the timing summary, the per-step losses, and the order data was drawn in."""
+    order = [i for step in range(args.steps) for i in trainer._global_indices(step)]  # tandem's seeded data order
+    trainer._save_checkpoint = lambda step: None
+    trainer.save_final = lambda model, folder: None
+    clock = StepClock(trainer, args.device)
+    trainer.train()
+    summary = clock.summary(args.warmup_steps)
+    records = [json.loads(line) for line in (trainer.out / "metrics.jsonl").read_text().splitlines()]
+    summary["losses"] = [r["train/loss"] for r in records if "train/loss" in r]
+    return summary, order
+
+
+# ---- TRL -------------------------------------------------------------------------------------------------------
+class TRLClock(TrainerCallback):
+    """Stamps the end of every optimizer step; per-step tokens and units come from the known batches."""
+
+    def __init__(self, device: str, step_tokens: list[int], step_units: list[int]):
+        self.device = device
+        self.times = [time.perf_counter()]
+        self.tokens, self.units = step_tokens, step_units
+
+    def on_step_end(self, args, state, control, **kwargs):
+        synchronize(self.device)
+        self.times.append(time.perf_counter())
+
+    summary = StepClock.summary
+
+
+def trl_settings(args, kind: str, out: Path, max_length: int | None) -> dict:
+    return {
+        "output_dir": str(out), "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": 1,
+        "max_steps": args.steps, "learning_rate": LEARNING_RATES[kind], "adam_beta1": BETAS[0],
+        "adam_beta2": BETAS[1], "weight_decay": 0.0, "lr_scheduler_type": "constant", "warmup_steps": 0,
+        "max_grad_norm": 1.0, "bf16": args.precision == "bf16", "fp16": False, "activation_checkpointing": False,
+        "train_sampling_strategy": "sequential", "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+        "use_cpu": args.device == "cpu", "seed": 0, "disable_tqdm": True, "dataloader_num_workers": 0,
+        "max_length": max_length,
+    }
+
+
+def run_trl(trainer, args, step_tokens: list[int], step_units: list[int]) -> dict:
+    clock = TRLClock(args.device, step_tokens, step_units)
+    trainer.add_callback(clock)
+    trainer.remove_callback(PrinterCallback)  # the log dict of every step, printed: not wanted in a benchmark
+    trainer.train()
+    summary = clock.summary(args.warmup_steps)
+    summary["losses"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    summary["rewards"] = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]  # GRPO
+    return summary
+
+
+def per_step(values: list[int], batch_size: int) -> list[int]:
+    return [sum(values[k : k + batch_size]) for k in range(0, len(values), batch_size)]
+
+
+# ---- the four comparisons --------------------------------------------------------------------------------------
+def compare_sft(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+    config = SFTConfig(**tandem_settings(args, "sft", tmp / "tandem-sft", max_length), padding_free=True)
+    trainer = SFTTrainer(config, AutoModelForCausalLM.from_pretrained(models / "lm"), tokenizer, data)
+    tandem, order = run_tandem(trainer, args)
+
+    from trl import SFTConfig as TRLSFTConfig, SFTTrainer as TRLSFTTrainer
+
+    # Pre-tokenized rows (TRL's "processed dataset" path): the same ids, loss on the completion only via labels.
+    rows = [{"input_ids": data[i]["input_ids"],
+             "labels": [t if m else -100 for t, m in zip(data[i]["input_ids"], data[i]["completion_mask"])]}
+            for i in order]
+    AcceleratorState._reset_state()
+    peer = TRLSFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models / "lm"),
+        args=TRLSFTConfig(**trl_settings(args, "sft", tmp / "trl-sft", None)),
+        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    )
+    tokens = per_step([len(r["input_ids"]) for r in rows], args.batch_size)
+    units = per_step([sum(label != -100 for label in r["labels"][1:]) for r in rows], args.batch_size)
+    return {"tandem": tandem, "trl": run_trl(peer, args, tokens, units)}
+
+
+def pair_tokens(example: dict) -> int:
+    return 2 * len(example["prompt_ids"]) + len(example["chosen_ids"]) + len(example["rejected_ids"])
+
+
+def compare_rm(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+    config = RMConfig(**tandem_settings(args, "rm", tmp / "tandem-rm", max_length))
+    model = AutoModelForSequenceClassification.from_pretrained(models / "rm")
+    tandem, order = run_tandem(RewardModelTrainer(config, model, tokenizer, data), args)
+
+    from trl import RewardConfig, RewardTrainer
+
+    # TRL's processed-dataset path: chosen_ids / rejected_ids are whole sequences (prompt + response + EOS).
+    rows = [{"chosen_ids": data[i]["prompt_ids"] + data[i]["chosen_ids"],
+             "rejected_ids": data[i]["prompt_ids"] + data[i]["rejected_ids"]} for i in order]
+    AcceleratorState._reset_state()
+    peer = RewardTrainer(
+        model=AutoModelForSequenceClassification.from_pretrained(models / "rm"),
+        args=RewardConfig(**trl_settings(args, "rm", tmp / "trl-rm", None), center_rewards_coefficient=None),
+        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    )
+    tokens = per_step([pair_tokens(data[i]) for i in order], args.batch_size)
+    return {"tandem": tandem, "trl": run_trl(peer, args, tokens, [args.batch_size] * args.steps)}
+
+
+def compare_dpo(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+    if tandem_dpo is None:
+        return {"tandem": None, "trl": None, "note": "tandem's DPO trainer is not available in this checkout"}
+    # The reference forward runs every step in both (TRL's default; tandem can also cache it before training,
+    # which would move that work out of the timed loop).
+    config = tandem_dpo.DPOConfig(**tandem_settings(args, "dpo", tmp / "tandem-dpo", max_length), loss="sigmoid",
+                                  beta=0.1, precompute_ref=False)
+    lm = lambda: AutoModelForCausalLM.from_pretrained(models / "lm")  # noqa: E731
+    trainer = tandem_dpo.DPOTrainer(config, lm(), lm(), tokenizer, data, [])
+    tandem, order = run_tandem(trainer, args)
+
+    from trl import DPOConfig, DPOTrainer
+
+    class PreTokenizedDPOTrainer(DPOTrainer):
+        """TRL's DPO always tokenizes text; these rows are already prompt_ids / chosen_ids / rejected_ids."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    rows = [{k: data[i][k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for i in order]
+    AcceleratorState._reset_state()
+    peer = PreTokenizedDPOTrainer(
+        model=lm(), ref_model=lm(),
+        args=DPOConfig(**trl_settings(args, "dpo", tmp / "trl-dpo", None), loss_type=["sigmoid"], beta=0.1),
+        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    )
+    tokens = per_step([pair_tokens(data[i]) for i in order], args.batch_size)
+    return {"tandem": tandem, "trl": run_trl(peer, args, tokens, [args.batch_size] * args.steps)}
+
+
+def compare_grpo(args, models: Path, tokenizer, task, tmp: Path) -> dict:
+    result = {"tandem": None, "note": "tandem has no GRPO trainer yet"}
+    if args.skip_grpo:
+        return {**result, "trl": None}
+    from trl import GRPOConfig, GRPOTrainer
+
+    prompts = [{"prompt": e["prompt"]} for e in task.sft_examples(args.steps * args.batch_size)]
+
+    def gold_reward(prompts, completions, **columns):
+        return task.gold_reward(prompts, completions)
+
+    settings = trl_settings(args, "grpo", tmp / "trl-grpo", None)
+    del settings["max_length"], settings["train_sampling_strategy"]
+    AcceleratorState._reset_state()
+    peer = GRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(models / "lm"), reward_funcs=gold_reward,
+        args=GRPOConfig(**settings, num_generations=args.num_generations,
+                        max_completion_length=task.max_new_tokens, temperature=1.0),
+        train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
+    )
+    return {**result, "trl": run_trl(peer, args, [0] * args.steps, [args.batch_size] * args.steps)}
+
+
+# ---- report ----------------------------------------------------------------------------------------------------
+def mean_of_last_quarter(values: list[float]) -> float | None:
+    tail = values[-max(1, len(values) // 4):]
+    return sum(tail) / len(tail) if tail else None
+
+
+def figures(run: dict | None, kind: str) -> dict | None:
+    if run is None:
+        return None
+    rate = run["tokens_per_s"] if kind == "sft" else run["units_per_s"]
+    losses = run["losses"]
+    return {"rate": rate, "seconds": run["seconds"], "timed_steps": run["timed_steps"],
+            "tokens_per_s": run["tokens_per_s"], "median_step_tokens_per_s": run["median_step_tokens_per_s"],
+            "step_seconds": run["step_seconds"], "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None, "last_quarter_mean_loss": mean_of_last_quarter(losses),
+            "last_quarter_mean_reward": mean_of_last_quarter(run.get("rewards", [])), "losses": losses}
+
+
+def summarise(kind: str, pair: dict) -> dict:
+    mine, theirs = figures(pair.get("tandem"), kind), figures(pair.get("trl"), kind)
+    x = mine["rate"] if mine else None
+    y = theirs["rate"] if theirs else None
+    entry = {"tandem": x, "trl": y, "unit": UNITS[kind], "ratio": x / y if x and y else None,
+             "final_loss": {"tandem": mine and mine["final_loss"], "trl": theirs and theirs["final_loss"]},
+             "details": {"tandem": mine, "trl": theirs}}
+    if "note" in pair:
+        entry["note"] = pair["note"]
+    return entry
+
+
+def print_table(report: dict) -> None:
+    s, m = report["settings"], report["model"]
+    print(f"\n{report['machine']['cpu']} ({report['machine']['torch_threads']} torch threads), device {s['device']}, "
+          f"{s['precision']}; model {m['size']} ({m['parameters'] / 1e6:.1f}M params), batch {s['batch_size']}, "
+          f"seq-len {s['seq_len']}, {s['steps']} steps ({s['warmup_steps']} untimed); TRL {report['trl_version']}\n")
+    print(f"{'':6}{'unit':>15}{'tandem':>11}{'TRL':>11}{'ratio':>8}   final loss tandem / TRL")
+    for kind in UNITS:
+        e = report[kind]
+        loss = e["final_loss"]
+        print(f"{kind:6}{e['unit']:>15}{cell(e['tandem'], 11, 1)}{cell(e['trl'], 11, 1)}{cell(e['ratio'], 8, 2)}"
+              f"   {cell(loss['tandem'], 0, 4)} / {cell(loss['trl'], 0, 4)}")
+
+
+def cell(value: float | None, width: int, digits: int) -> str:
+    return f"{value:{width}.{digits}f}" if value is not None else f"{'n/a':>{width}}"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="small", choices=list(MODEL_SIZES))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="First steps left out of the timing.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Sequences (SFT), pairs (RM, DPO) or completions (GRPO) per step.")
+    parser.add_argument("--seq-len", type=int, default=256, help="Join task examples up to this many tokens (0: as given).")
+    parser.add_argument("--num-generations", type=int, default=4, help="GRPO completions per prompt (divides --batch-size).")
+    parser.add_argument("--only", nargs="+", choices=list(UNITS), default=list(UNITS), help="Run only these comparisons.")
+    parser.add_argument("--skip-grpo", action="store_true", help="Do not measure TRL's GRPO.")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for both frameworks (default: torch's choice).")
+    parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
+    args = parser.parse_args()
+    if not 1 <= args.warmup_steps < args.steps:
+        parser.error("need 1 <= --warmup-steps < --steps")
+    if args.batch_size % args.num_generations:
+        parser.error("--num-generations must divide --batch-size")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no GPU")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads or torch.get_num_threads())  # one setting, for both frameworks
+    if args.device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    task = get_task("sentiment")
+    tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=MODEL_SIZES[args.size].vocab_size)
+    sft_data, pair_data = benchmark_data(task, tokenizer, args)
+    max_length = longest(sft_data, pair_data)
+    lm = build_model(args.size, tokenizer)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="tandem-peers-") as tmp:
+        tmp = Path(tmp)
+        lm.save_pretrained(tmp / "lm")
+        torch.manual_seed(0)  # the reward head: initialised once, the same weights for both frameworks
+        AutoModelForSequenceClassification.from_pretrained(tmp / "lm", num_labels=1).save_pretrained(tmp / "rm")
+        runs = {
+            "sft": lambda: compare_sft(args, tmp, tokenizer, sft_data, max_length, tmp),
+            "rm": lambda: compare_rm(args, tmp, tokenizer, pair_data, max_length, tmp),
+            "dpo": lambda: compare_dpo(args, tmp, tokenizer, pair_data, max_length, tmp),
+            "grpo": lambda: compare_grpo(args, tmp, tokenizer, task, tmp),
+        }
+        for kind, run in runs.items():
+            pair = run() if kind in args.only else {"tandem": None, "trl": None, "note": "not run (--only)"}
+            results[kind] = summarise(kind, pair)
+    report = {
+        "machine": machine_info(args.device),
+        "trl_version": trl.__version__,
+        "settings": {**vars(args), "out": str(args.out) if args.out else None, "max_length": max_length,
+                     "learning_rates": LEARNING_RATES, "adam_betas": BETAS},
+        "model": {"size": args.size, "parameters": count_parameters(lm)},
+        "timing": f"end of step {args.warmup_steps} to end of step {args.steps}, stamped at each optimizer step",
+        **results,
+    }
+    print_table(report)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The rollout engine: batched sampling with a KV cache, returning what RL needs to train on.
+
+Prompts are left-padded for generation (Hugging Face `generate` derives position ids from the
+attention mask, so left padding does not shift positions); several samples per prompt come from
+repeating each prompt. Returned tensors are right-padded prompt+completion rows, exactly the layout
+the training forward pass uses, with the log-probabilities of the sampled tokens under the sampling
+distribution (temperature, top-k, top-p applied), recorded at sampling time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from tandem.data import pad_prompt_response_batch
+from tandem.generation.sampling import _stop_ids
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    samples_per_prompt: int = 1
+    stop_strings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RolloutBatch:
+    """One batch of sampled completions. Row i answers prompt i // samples_per_prompt."""
+
+    prompts: list[str]                 # one entry per row
+    completions: list[str]             # decoded text (special tokens dropped, cut at a stop string)
+    input_ids: torch.Tensor            # (N, L) right-padded prompt + completion
+    attention_mask: torch.Tensor       # (N, L)
+    completion_mask: torch.Tensor      # (N, L) 1 on completion tokens
+    sampled_log_probs: torch.Tensor    # (N, L) log-prob of each completion token when sampled; 0 elsewhere
+    ended: torch.Tensor                # (N,) bool: the completion ended with a stop token / string
+    group_ids: torch.Tensor            # (N,) index of the prompt each row answers
+    columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, one entry per row
+
+    def to(self, device) -> RolloutBatch:
+        for name in ("input_ids", "attention_mask", "completion_mask", "sampled_log_probs", "ended", "group_ids"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stop a row once its new text contains any stop string (EOS is handled by generate itself)."""
+
+    def __init__(self, tokenizer, stop_strings: list[str], prompt_width: int):
+        self.tokenizer, self.stop_strings, self.prompt_width = tokenizer, stop_strings, prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop_strings) for t in texts], device=input_ids.device)
+
+
+def _stop_string_cut(tokenizer, tokens: list[int], stop_strings: list[str]) -> int | None:
+    """Length of the shortest token prefix whose text contains a stop string, or None."""
+    for length in range(1, len(tokens) + 1):
+        text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        if any(s in text for s in stop_strings):
+            return length
+    return None
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None) -> RolloutBatch:
+    """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    finally:
+        tokenizer.padding_side = side
+    width = encoded["input_ids"].shape[1]
+    sampling = {"do_sample": True, "temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k or None}
+    if config.temperature <= 0:
+        sampling = {"do_sample": False}
+    criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
+    output = model.generate(
+        **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, stopping_criteria=criteria,
+        output_scores=True, return_dict_in_generate=True, **sampling,
+    )
+    model.train(was_training)
+    generated = output.sequences[:, width:]
+    # `scores` are the processed logits the tokens were drawn from (temperature / top-k / top-p applied)
+    scores = torch.stack(output.scores, dim=1).float().log_softmax(-1)
+    token_log_probs = scores.gather(-1, generated.unsqueeze(-1)).squeeze(-1)
+
+    stops = _stop_ids(model, tokenizer)
+    prompt_rows, completion_rows, log_prob_rows, ended, texts = [], [], [], [], []
+    for row in range(generated.shape[0]):
+        tokens = generated[row].tolist()
+        cut = next((i + 1 for i, token in enumerate(tokens) if token in stops), None)
+        if cut is None and config.stop_strings:
+            cut = _stop_string_cut(tokenizer, tokens, config.stop_strings)
+        text = tokenizer.decode(tokens[: cut or len(tokens)], skip_special_tokens=True)
+        if config.stop_strings:
+            ends = [text.index(s) + len(s) for s in config.stop_strings if s in text]
+            text = text[: min(ends)] if ends else text
+        ended.append(cut is not None)
+        cut = cut or len(tokens)
+        prompt_rows.append(encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist())
+        completion_rows.append(tokens[:cut])
+        log_prob_rows.append(token_log_probs[row, :cut].tolist())
+        texts.append(text)
+    batch = pad_prompt_response_batch(prompt_rows, completion_rows, tokenizer.pad_token_id)
+    sampled = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
+    for row, (prompt, values) in enumerate(zip(prompt_rows, log_prob_rows)):
+        sampled[row, len(prompt) : len(prompt) + len(values)] = torch.tensor(values)
+    groups = torch.arange(len(prompts)).repeat_interleave(config.samples_per_prompt)
+    row_columns = {k: [v for v in values for _ in range(config.samples_per_prompt)] for k, values in (columns or {}).items()}
+    return RolloutBatch(
+        prompts=repeated, completions=texts, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        completion_mask=batch["completion_mask"], sampled_log_probs=sampled, ended=torch.tensor(ended),
+        group_ids=groups, columns=row_columns,
+    ).to(device)

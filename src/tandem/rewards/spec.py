@@ -1,0 +1,135 @@
+"""Build a reward from what a user writes on the command line.
+
+    verifier:numeric                      a built-in verifier (options after colons: verifier:numeric:tolerance=0.01)
+    verifier:regex:pattern=^#### -?\\d+$   `pattern=` takes the rest of the spec, colons included: put it last
+    task:arithmetic                       a built-in task's gold reward (task options likewise: task:sentiment:k=v)
+    model:runs/rm/model                   a tandem reward model (options: batch_size, max_length, device)
+    python:my_rewards:score               a user's function; also plain my_rewards:score or path/to/file.py:score
+    0.5*verifier:format,1.0*verifier:numeric    a weighted sum (weight 1 when none is written)
+
+A string is split at commas that start a new spec; pass a list to keep a spec with such a comma whole
+(each list item is one spec). Option values read as int, float, true/false or none where they can, else text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tandem.rewards.base import RewardSpecError, as_reward_source, load_reward_function
+from tandem.rewards.combine import WeightedSum
+from tandem.rewards.model import RewardModelScorer
+from tandem.rewards.verifiers import get_verifier
+
+_WEIGHT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_WEIGHTED = re.compile(rf"^\s*(?:(?P<weight>{_WEIGHT})\s*\*\s*)?(?P<spec>.*?)\s*$", re.DOTALL)
+# A comma starts a new spec only when what follows looks like one: an optional weight, then "word:".
+_SPEC_SEPARATOR = re.compile(rf",\s*(?=(?:{_WEIGHT}\s*\*\s*)?[\w./~\\-]+:)")
+
+
+def split_specs(spec: str | Sequence[str]) -> list[str]:
+    """The individual specs (weights included) in a comma-separated string, or the items of a list."""
+    pieces = _SPEC_SEPARATOR.split(spec) if isinstance(spec, str) else list(spec)
+    pieces = [piece.strip() for piece in pieces]
+    if not pieces or not all(pieces):
+        raise RewardSpecError(f"empty reward spec in {spec!r}")
+    return pieces
+
+
+def parse_option_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_options(text: str, spec: str) -> dict[str, Any]:
+    """`k=v:k=v` into a dict; `pattern=` swallows the rest (regular expressions contain colons)."""
+    options: dict[str, Any] = {}
+    while text:
+        if text.startswith("pattern="):
+            options["pattern"] = text[len("pattern=") :]
+            break
+        piece, _, text = text.partition(":")
+        key, equals, value = piece.partition("=")
+        if not equals or not key:
+            raise RewardSpecError(f"reward spec {spec!r}: expected option 'key=value', got {piece!r}")
+        options[key.strip()] = parse_option_value(value.strip())
+    return options
+
+
+def _split_name_and_options(rest: str) -> tuple[str, str]:
+    """`name:k=v:...` -> (name, "k=v:..."); a name (or path) runs to the first colon that precedes a `key=`."""
+    match = re.search(r":(?=[A-Za-z_]\w*=)", rest)
+    return (rest[: match.start()], rest[match.end() :]) if match else (rest, "")
+
+
+def _verifier(rest: str, spec: str, tokenizer, device):
+    name, options = _split_name_and_options(rest)
+    return get_verifier(name, **parse_options(options, spec))
+
+
+def _task(rest: str, spec: str, tokenizer, device):
+    name, options = _split_name_and_options(rest)
+    return get_verifier("task_gold", task=name, task_options=parse_options(options, spec))
+
+
+def _model(rest: str, spec: str, tokenizer, device):
+    path, options = _split_name_and_options(rest)
+    options = parse_options(options, spec)
+    unknown = set(options) - {"batch_size", "max_length", "device"}
+    if unknown:
+        raise RewardSpecError(f"reward spec {spec!r}: unknown option(s) {sorted(unknown)}; use batch_size, max_length, device")
+    options.setdefault("device", device)
+    return RewardModelScorer(path, tokenizer=tokenizer, name=f"model:{path}", **options)
+
+
+def _python(rest: str, spec: str, tokenizer, device):
+    return as_reward_source(load_reward_function(rest), name=f"python:{rest}")
+
+
+SPEC_KINDS: dict[str, Callable[..., Any]] = {"verifier": _verifier, "task": _task, "model": _model, "python": _python}
+
+
+def build_one(spec: str, tokenizer=None, device=None):
+    """One reward source from one spec (no weight)."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise RewardSpecError(
+            f"reward spec {spec!r} must be verifier:NAME, task:NAME, model:PATH, python:MODULE:FUNCTION "
+            "or MODULE:FUNCTION"
+        )
+    if kind not in SPEC_KINDS:  # a plain module:function
+        return _python(spec, spec, tokenizer, device)
+    return SPEC_KINDS[kind](rest, spec, tokenizer, device)
+
+
+def build_reward(spec: str | Sequence[str], tokenizer=None, weights: Sequence[float] | None = None, device=None):
+    """The reward source a CLI user asked for: one source, or a `WeightedSum` when several (or a weight) are given.
+
+    Args:
+        spec: one spec, several separated by commas (each optionally `WEIGHT*spec`), or a list of specs.
+        tokenizer: used to tokenize for `model:` specs; None loads the tokenizer saved with the reward model.
+        weights: one weight per spec, instead of writing `WEIGHT*` in the specs.
+        device: where `model:` reward models run (unless the spec sets `device=`).
+    """
+    pieces = [_WEIGHTED.match(piece) for piece in split_specs(spec)]
+    written = [match["weight"] for match in pieces]
+    if weights is not None:
+        if any(weight is not None for weight in written):
+            raise RewardSpecError(f"weights given both in the spec {spec!r} and as weights={list(weights)}")
+        if len(weights) != len(pieces):
+            raise RewardSpecError(f"{len(weights)} weights for {len(pieces)} reward specs in {spec!r}")
+        written = list(weights)
+    sources = [build_one(match["spec"], tokenizer, device) for match in pieces]
+    if len(sources) == 1 and written[0] is None:
+        return sources[0]
+    return WeightedSum([(1.0 if weight is None else float(weight), source) for weight, source in zip(written, sources)])
