@@ -34,6 +34,7 @@ from accelerate.state import AcceleratorState
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
+from transformers.utils import logging as hf_logging
 
 from tandem.data import tokenize_preference, tokenize_sft
 from tandem.models.factory import MODEL_SIZES, build_model, count_parameters
@@ -94,7 +95,7 @@ def run_tandem(trainer, args) -> tuple[dict, list[int]]:
     trainer.save_final = lambda model, folder: None
     clock = StepClock(trainer, args.device)
     trainer.train()
-    summary = clock.summary(args.warmup_steps)
+    summary = {**clock.summary(args.warmup_steps), "step_units": clock.units}
     records = [json.loads(line) for line in (trainer.out / "metrics.jsonl").read_text().splitlines()]
     summary["losses"] = [r["train/loss"] for r in records if "train/loss" in r]
     return summary, order
@@ -133,7 +134,7 @@ def run_trl(trainer, args, step_tokens: list[int], step_units: list[int]) -> dic
     trainer.add_callback(clock)
     trainer.remove_callback(PrinterCallback)  # the log dict of every step, printed: not wanted in a benchmark
     trainer.train()
-    summary = clock.summary(args.warmup_steps)
+    summary = {**clock.summary(args.warmup_steps), "step_units": clock.units}
     summary["losses"] = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     summary["rewards"] = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]  # GRPO
     return summary
@@ -249,23 +250,30 @@ def mean_of_last_quarter(values: list[float]) -> float | None:
     return sum(tail) / len(tail) if tail else None
 
 
-def figures(run: dict | None, kind: str) -> dict | None:
+def figures(run: dict | None, kind: str, warmup: int) -> dict | None:
     if run is None:
         return None
     rate = run["tokens_per_s"] if kind == "sft" else run["units_per_s"]
+    counts = run["step_tokens"] if kind == "sft" else run["step_units"]
+    # The median step's rate shrugs off steps slowed by another process on a shared machine.
+    step_rates = sorted(n / t for n, t in zip(counts[warmup:], run["step_seconds"][warmup:]))
     losses = run["losses"]
-    return {"rate": rate, "seconds": run["seconds"], "timed_steps": run["timed_steps"],
+    return {"rate": rate, "median_step_rate": step_rates[len(step_rates) // 2], "seconds": run["seconds"], "timed_steps": run["timed_steps"],
             "tokens_per_s": run["tokens_per_s"], "median_step_tokens_per_s": run["median_step_tokens_per_s"],
             "step_seconds": run["step_seconds"], "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None, "last_quarter_mean_loss": mean_of_last_quarter(losses),
             "last_quarter_mean_reward": mean_of_last_quarter(run.get("rewards", [])), "losses": losses}
 
 
-def summarise(kind: str, pair: dict) -> dict:
-    mine, theirs = figures(pair.get("tandem"), kind), figures(pair.get("trl"), kind)
+def summarise(kind: str, pair: dict, warmup: int) -> dict:
+    mine, theirs = figures(pair.get("tandem"), kind, warmup), figures(pair.get("trl"), kind, warmup)
     x = mine["rate"] if mine else None
     y = theirs["rate"] if theirs else None
+    median = {"tandem": mine and mine["median_step_rate"], "trl": theirs and theirs["median_step_rate"]}
+    if median["tandem"] and median["trl"]:
+        median["ratio"] = median["tandem"] / median["trl"]
     entry = {"tandem": x, "trl": y, "unit": UNITS[kind], "ratio": x / y if x and y else None,
+             "median_step": median,
              "final_loss": {"tandem": mine and mine["final_loss"], "trl": theirs and theirs["final_loss"]},
              "details": {"tandem": mine, "trl": theirs}}
     if "note" in pair:
@@ -278,12 +286,12 @@ def print_table(report: dict) -> None:
     print(f"\n{report['machine']['cpu']} ({report['machine']['torch_threads']} torch threads), device {s['device']}, "
           f"{s['precision']}; model {m['size']} ({m['parameters'] / 1e6:.1f}M params), batch {s['batch_size']}, "
           f"seq-len {s['seq_len']}, {s['steps']} steps ({s['warmup_steps']} untimed); TRL {report['trl_version']}\n")
-    print(f"{'':6}{'unit':>15}{'tandem':>11}{'TRL':>11}{'ratio':>8}   final loss tandem / TRL")
+    print(f"{'':6}{'unit':>15}{'tandem':>11}{'TRL':>11}{'ratio':>8}{'median-step ratio':>19}   final loss tandem / TRL")
     for kind in UNITS:
         e = report[kind]
         loss = e["final_loss"]
         print(f"{kind:6}{e['unit']:>15}{cell(e['tandem'], 11, 1)}{cell(e['trl'], 11, 1)}{cell(e['ratio'], 8, 2)}"
-              f"   {cell(loss['tandem'], 0, 4)} / {cell(loss['trl'], 0, 4)}")
+              f"{cell(e['median_step'].get('ratio'), 19, 2)}   {cell(loss['tandem'], 0, 4)} / {cell(loss['trl'], 0, 4)}")
 
 
 def cell(value: float | None, width: int, digits: int) -> str:
@@ -329,6 +337,7 @@ def main() -> None:
         tmp = Path(tmp)
         lm.save_pretrained(tmp / "lm")
         torch.manual_seed(0)  # the reward head: initialised once, the same weights for both frameworks
+        hf_logging.set_verbosity_error()  # a fresh head is expected, not worth transformers' load report
         AutoModelForSequenceClassification.from_pretrained(tmp / "lm", num_labels=1).save_pretrained(tmp / "rm")
         runs = {
             "sft": lambda: compare_sft(args, tmp, tokenizer, sft_data, max_length, tmp),
@@ -338,7 +347,7 @@ def main() -> None:
         }
         for kind, run in runs.items():
             pair = run() if kind in args.only else {"tandem": None, "trl": None, "note": "not run (--only)"}
-            results[kind] = summarise(kind, pair)
+            results[kind] = summarise(kind, pair, args.warmup_steps)
     report = {
         "machine": machine_info(args.device),
         "trl_version": trl.__version__,

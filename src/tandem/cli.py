@@ -94,6 +94,7 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
 def _register() -> None:
     from tandem.pipeline import QuickstartConfig, run_quickstart
     from tandem.trainers.dpo import DPOConfig, run_dpo
+    from tandem.trainers.grpo import GRPOConfig, run_grpo
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.rm import RMConfig, run_rm
     from tandem.trainers.sft import SFTConfig, run_sft
@@ -113,6 +114,8 @@ def _register() -> None:
                 "Supervised fine-tuning (loss on completion tokens only), optionally with LoRA.")
     add_command("rm", RMConfig, lambda c: report(run_rm(c)),
                 "Train a scalar reward model on preference pairs with the Bradley-Terry loss.")
+    add_command("grpo", GRPOConfig, lambda c: report(run_grpo(c)),
+                "RL with verifiable rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++ with DAPO options.")
     add_command("dpo", DPOConfig, lambda c: report(run_dpo(c)),
                 "Direct preference optimisation and its family (IPO, robust/conservative DPO, hinge, SimPO, ORPO).")
 

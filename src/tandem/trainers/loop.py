@@ -108,15 +108,20 @@ class Trainer:
             betas=config.adam_betas,
         )
         schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.schedule]
+        optimizer_steps = self.total_steps * self.optimizer_steps_per_step()
         self.scheduler = get_scheduler(
-            schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * self.total_steps),
-            num_training_steps=self.total_steps,
+            schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * optimizer_steps),
+            num_training_steps=optimizer_steps,
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
 
     # ---- what a trainer says --------------------------------------------------------------
+    def optimizer_steps_per_step(self) -> int:
+        """Optimizer steps in one training step (RL: update epochs x minibatches per rollout)."""
+        return 1
+
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

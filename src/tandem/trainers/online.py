@@ -1,0 +1,313 @@
+"""Online RL for language models: rollout -> score -> advantages -> update, shared by PPO and GRPO.
+
+Each training step takes the next `batch_size` prompts, samples `samples_per_prompt` completions for
+each with the current policy, scores them (a task's gold reward, verifiers, a reward model or a user's
+function, checked for errors and NaN), computes log-probabilities under the policy and the frozen
+reference, turns rewards into advantages with an estimator chosen by name, and takes
+`update_epochs x minibatches` optimizer steps with a policy loss chosen by name. PPO and GRPO differ
+only in their configs and the two hooks `token_rewards` / `extra_losses` (see `ppo.py`, `grpo.py`).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from transformers import set_seed
+
+from tandem.algorithms.advantages import AdvantageInputs, compute_advantages, masked_mean, token_rewards_from_scores
+from tandem.algorithms.kl import FixedKLController, AdaptiveKLController, kl_estimate
+from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
+from tandem.algorithms.policy_losses import aggregate_loss, entropy_from_logits, global_normaliser, policy_loss
+from tandem.config import TrainConfig
+from tandem.data import load_examples
+from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.rewards import build_reward
+from tandem.tasks import get_task
+from tandem.evaluation import gold_eval
+from tandem.generation.rollout import RolloutBatch, SamplingConfig, rollout
+from tandem.rewards import score_safely
+from tandem.trainers.loop import GenerativeTrainer, TrainResult
+
+
+class OnlineRLConfig(TrainConfig):
+    """Options every online RL command shares."""
+
+    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
+    ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model).")
+    task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
+    data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
+    reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
+    reward_errors: Literal["raise", "skip"] = Field("raise", description="A reward that raises or returns NaN/inf: stop the run (raise) or leave that sample out (skip).")
+    n_prompts: int = Field(2000, ge=1, description="Training prompts to draw from the task.")
+    n_eval: int = Field(200, ge=0, description="Held-out prompts for gold reward and KL evaluation.")
+    batch_size: int = Field(16, ge=1, description="Prompts per rollout step.")
+    micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
+    samples_per_prompt: int = Field(1, ge=1, description="Completions sampled per prompt (the group size of GRPO/RLOO).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
+    stop_strings: list[str] = Field(default_factory=list, description="Strings that end a completion besides EOS.")
+    update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
+    advantage: str = Field("grpo", description="Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline.")
+    policy_loss: str = Field("ppo_clip", description="Policy loss: ppo_clip or reinforce.")
+    clip_low: float = Field(0.2, gt=0, description="PPO clip epsilon below 1.")
+    clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
+    loss_agg: str = Field("token-mean", description="Loss aggregation: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO).")
+    kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3, abs, low_var_kl.")
+    kl_coef: float = Field(0.05, ge=0, description="beta of seed eq. (4): weight of the KL to the reference.")
+    target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
+    kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of optimizer steps with linear warm-up.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
+    max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
+
+
+# A prompt is all RL needs; records of the richer formats are accepted and their prompt used.
+PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
+
+
+def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
+    return {"response_length": float(mask.sum(-1).float().mean()), "ended_fraction": float(batch.ended.float().mean())}
+
+
+class OnlineTrainer(GenerativeTrainer):
+    """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply."""
+
+    name = "rl"
+
+    def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
+                 eval_prompts=(), max_new_tokens: int = 48):
+        super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts)
+        self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
+        self.reward = reward
+        self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+                                       top_k=config.top_k, samples_per_prompt=config.samples_per_prompt,
+                                       stop_strings=list(config.stop_strings))
+        controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.target_kl else None
+        self.kl_controller = controller or FixedKLController(config.kl_coef)
+
+    def optimizer_steps_per_step(self) -> int:
+        return self.config.update_epochs * self.config.minibatches
+
+    # ---- hooks -------------------------------------------------------------------------------
+    @staticmethod
+    def prepare_model(model):
+        """The trainable model built from the loaded policy (PPO adds a value head)."""
+        return model
+
+    def policy_forward(self, model, input_ids, attention_mask):
+        """Logits (and values, for models with a value head) of a batch."""
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits, None
+
+    def token_rewards(self, scores, mask, old_logp, ref_logp, batch) -> tuple[torch.Tensor, dict]:
+        """Token-level rewards for the advantage estimator; default: the score on the last token."""
+        return token_rewards_from_scores(scores, mask), {}
+
+    def extra_losses(self, logits, logp, values, data: dict, rows: torch.Tensor, mask) -> tuple[torch.Tensor, dict]:
+        """Per-token loss terms added to the policy loss (KL to reference, entropy bonus, value loss).
+
+        `data` is the step's collected rollout (full batch); `rows` selects this micro-batch.
+        """
+        per_token = torch.zeros_like(logp)
+        stats = {}
+        if self.config.entropy_coef:
+            entropy = entropy_from_logits(logits[:, :-1])
+            per_token = per_token - self.config.entropy_coef * entropy
+            stats["entropy"] = masked_mean(entropy.detach(), mask)
+        return per_token, stats
+
+    def advantage_options(self) -> dict:
+        return {}
+
+    # ---- the RL step -----------------------------------------------------------------------
+    def _labels(self, batch: RolloutBatch) -> torch.Tensor:
+        return batch.input_ids.masked_fill(batch.completion_mask == 0, IGNORE_INDEX)
+
+    @torch.no_grad()
+    def _score_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        scored = score_safely(self.reward, batch.prompts, batch.completions, batch.columns, on_error=self.config.reward_errors)
+        valid = torch.tensor([r is not None for r in scored.rewards], device=batch.input_ids.device)
+        scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
+        return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
+
+    @torch.no_grad()
+    def _old_and_reference(self, batch: RolloutBatch):
+        """log pi_old (recomputed by the training forward, so the ratio starts at exactly 1), log pi_ref, values."""
+        labels = self._labels(batch)
+        old, ref, values = [], [], []
+        model = self.accelerator.unwrap_model(self.model)
+        step = self.config.micro_batch_size
+        for start in range(0, labels.shape[0], step):
+            rows = slice(start, start + step)
+            with self.accelerator.autocast():
+                logits, value = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows])
+                old.append(token_log_probs(logits, labels[rows])[0].float())
+                values.append(value[:, :-1].float() if value is not None else None)
+                if self.reference is not None:
+                    ref_logits = self.reference(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
+                                                use_cache=False).logits
+                    ref.append(token_log_probs(ref_logits, labels[rows])[0].float())
+        old_logp = torch.cat(old)
+        ref_logp = torch.cat(ref) if ref else old_logp.clone()
+        values = torch.cat(values) if values[0] is not None else None
+        return old_logp, ref_logp, values
+
+    def _prompt_rows(self, step: int) -> list[dict]:
+        indices = self._global_indices(step)
+        share = len(indices) // self.world
+        return [self.train_data[i] for i in indices[self.rank * share : (self.rank + 1) * share]]
+
+    def collect(self, step: int) -> dict:
+        """Rollout -> score -> log-probs -> advantages for one step's prompts."""
+        rows = self._prompt_rows(step)
+        columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
+        times = {}
+        t0 = time.perf_counter()
+        batch = rollout(self.accelerator.unwrap_model(self.model), self.tokenizer, [r["prompt"] for r in rows],
+                        self.sampling, columns)
+        times["time/generate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scores, valid, reward_stats = self._score_batch(batch)
+        times["time/score"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mask = (self._labels(batch)[:, 1:] != IGNORE_INDEX) & valid.unsqueeze(-1)
+        old_logp, ref_logp, values = self._old_and_reference(batch)
+        rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
+        kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
+        inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
+        advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
+        times["time/logprobs_advantages"] = time.perf_counter() - t0
+        sequence_kl = (kl * mask).sum(-1)
+        stats = {
+            "reward": float(scores[valid].mean()) if valid.any() else float("nan"),
+            "kl": float(sequence_kl[valid].mean()) if valid.any() else 0.0,
+            "kl_coef": float(self.kl_controller.value),
+            **rollout_stats(batch, mask), **reward_stats, **reward_terms, **times,
+        }
+        return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
+                "advantages": advantages, "returns": returns, "stats": stats}
+
+    def update(self, data: dict) -> dict[str, float]:
+        """update_epochs x minibatches optimizer steps over one rollout batch."""
+        cfg = self.config
+        batch, mask = data["batch"], data["mask"]
+        labels = self._labels(batch)
+        n = labels.shape[0]
+        sums: dict[str, float] = {}
+        count = 0
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
+        for _ in range(cfg.update_epochs):
+            order = torch.randperm(n, generator=generator)
+            for minibatch in order.chunk(cfg.minibatches):
+                normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.sampling.max_new_tokens)
+                normaliser = self._all_reduce_sum([float(normaliser)])[0]
+                micro_batches = minibatch.split(cfg.micro_batch_size)
+                for k, rows in enumerate(micro_batches):
+                    sync = k == len(micro_batches) - 1
+                    with nullcontext() if sync else self.accelerator.no_sync(self.model):
+                        logits, values = self.policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows])
+                        logp, _ = token_log_probs(logits, labels[rows])
+                        micro_mask = mask[rows]
+                        out = policy_loss(cfg.policy_loss, logp, data["old_logp"][rows], data["advantages"][rows],
+                                          micro_mask, **self._policy_options())
+                        extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
+                        loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
+                        self.accelerator.backward(loss * self.world)
+                    for key, value in {**out.stats, **extra_stats}.items():
+                        sums[key] = sums.get(key, 0.0) + float(value)
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    count += 1
+                if cfg.max_grad_norm is not None:
+                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(
+                        self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        steps = cfg.update_epochs * cfg.minibatches
+        return {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+
+    def _policy_options(self) -> dict:
+        if self.config.policy_loss == "ppo_clip":
+            return {"clip_low": self.config.clip_low, "clip_high": self.config.clip_high}
+        return {}
+
+    def evaluate(self, model) -> dict[str, float]:
+        if self.task is None or not self.eval_prompts:
+            return {}
+        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference)
+        return {f"eval/{k}": v for k, v in gold.items()}
+
+    def train(self) -> TrainResult:
+        cfg = self.config
+        start_step = self._prepare_run_dir()
+        writer = self._tensorboard()
+        main = self.accelerator.is_main_process
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name, disable=not (main and cfg.progress))
+        started = time.perf_counter()
+        self.model.train()
+        for step in range(start_step, self.total_steps):
+            t0 = time.perf_counter()
+            data = self.collect(step)
+            t1 = time.perf_counter()
+            update_stats = self.update(data)
+            stats = {**data["stats"], **update_stats, "time/update": time.perf_counter() - t1,
+                     "time/step": time.perf_counter() - t0}
+            self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts))
+            done = step + 1
+            if main:
+                bar.update(1)
+                bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.2f}")
+                if done % cfg.log_every == 0 or done == self.total_steps:
+                    self._log({"step": done, "lr": self.scheduler.get_last_lr()[0],
+                               **{f"train/{k}": v for k, v in stats.items()}}, writer)
+            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total_steps:
+                self._run_evaluation(done, writer)
+            if cfg.save_every and done % cfg.save_every == 0 and done != self.total_steps:
+                self._save_checkpoint(done)
+        bar.close()
+        self._save_checkpoint(self.total_steps)
+        metrics = self._run_evaluation(self.total_steps, writer)
+        model_dir = self.out / "model"
+        if main:
+            from tandem.trainers.checkpoint import atomic_directory
+
+            atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
+        self.accelerator.wait_for_everyone()
+        if writer is not None:
+            writer.close()
+        return TrainResult(model_dir, self.total_steps, metrics, time.perf_counter() - started)
+
+
+def load_prompts(config: OnlineRLConfig, tokenizer, task) -> list[dict]:
+    """Training prompts (with any extra columns for the reward) from the user's file or the task."""
+    if config.data is not None:
+        rows = load_examples(config.data, PROMPT_FORMATS, tokenizer, max_length=config.max_length)
+        return [{key: value for key, value in row.items() if key not in ("completion", "chosen", "rejected")} for row in rows]
+    return [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)]
+
+
+def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer]) -> TrainResult:
+    """Load policy, reference, prompts and reward, then run `trainer_class`."""
+    set_seed(config.seed)
+    tokenizer = load_tokenizer(config.model)
+    model = trainer_class.prepare_model(load_causal_lm(config.model))
+    task = get_task(config.task) if config.data is None or config.reward == "task" else None
+    reference = load_causal_lm(config.ref_model or config.model)
+    reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
+    prompts = load_prompts(config, tokenizer, task)
+    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
+    max_new_tokens = config.max_new_tokens or (task.max_new_tokens if task is not None else 64)
+    trainer = trainer_class(config, model, tokenizer, prompts, reference, reward, task=task, eval_prompts=eval_prompts,
+                            max_new_tokens=max_new_tokens)
+    return trainer.train()
