@@ -25,7 +25,7 @@ from tandem.rewards.verifiers import get_verifier
 _WEIGHT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _WEIGHTED = re.compile(rf"^\s*(?:(?P<weight>{_WEIGHT})\s*\*\s*)?(?P<spec>.*?)\s*$", re.DOTALL)
 # A comma starts a new spec only when what follows looks like one: an optional weight, then "word:".
-_SPEC_SEPARATOR = re.compile(rf",\s*(?=(?:{_WEIGHT}\s*\*\s*)?[\w./~\\-]+:)")
+_SPEC_SEPARATOR = re.compile(rf",(?=[\s,]*(?:{_WEIGHT}\s*\*\s*)?[\w./~\\-]+:)")
 
 
 def split_specs(spec: str | Sequence[str]) -> list[str]:
@@ -66,24 +66,18 @@ def parse_options(text: str, spec: str) -> dict[str, Any]:
     return options
 
 
-def _split_name_and_options(rest: str) -> tuple[str, str]:
-    """`name:k=v:...` -> (name, "k=v:..."); a name (or path) runs to the first colon that precedes a `key=`."""
-    match = re.search(r":(?=[A-Za-z_]\w*=)", rest)
-    return (rest[: match.start()], rest[match.end() :]) if match else (rest, "")
-
-
 def _verifier(rest: str, spec: str, tokenizer, device):
-    name, options = _split_name_and_options(rest)
+    name, _, options = rest.partition(":")
     return get_verifier(name, **parse_options(options, spec))
 
 
 def _task(rest: str, spec: str, tokenizer, device):
-    name, options = _split_name_and_options(rest)
+    name, _, options = rest.partition(":")
     return get_verifier("task_gold", task=name, task_options=parse_options(options, spec))
 
 
 def _model(rest: str, spec: str, tokenizer, device):
-    path, options = _split_name_and_options(rest)
+    path, _, options = rest.partition(":")
     options = parse_options(options, spec)
     unknown = set(options) - {"batch_size", "max_length", "device"}
     if unknown:

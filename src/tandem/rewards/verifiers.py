@@ -65,8 +65,7 @@ def _column(columns: dict[str, list], name: str, verifier: str, n: int) -> list:
 
 
 def normalise_whitespace(text: str) -> str:
-    """Strip, and collapse every run of whitespace to one space."""
-    return " ".join(text.split())
+    return text.strip()
 
 
 @register_verifier("exact_match")

@@ -1,0 +1,43 @@
+"""The rollout engine: sampled log-probs match a training forward pass; stops; several samples per prompt."""
+
+import torch
+
+from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
+from tandem.generation.rollout import SamplingConfig, rollout
+from tandem.models.loading import load_causal_lm, load_tokenizer
+
+PROMPTS = ["Review: The film", "Review: I watched this movie with my sister and", "Review: It"]
+
+
+def test_sampled_log_probs_match_the_training_forward(tiny_model_dir):
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    torch.manual_seed(0)
+    batch = rollout(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=12, samples_per_prompt=2))
+    assert batch.input_ids.shape[0] == 6 and batch.group_ids.tolist() == [0, 0, 1, 1, 2, 2]
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    labels = batch.input_ids.masked_fill(batch.completion_mask == 0, IGNORE_INDEX)
+    recomputed, mask = token_log_probs(logits, labels)
+    assert mask.sum() > 0
+    assert torch.allclose(recomputed, batch.sampled_log_probs[:, 1:] * mask, atol=1e-4)
+
+
+def test_prompts_are_kept_whole_and_completions_masked(tiny_model_dir):
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    batch = rollout(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=5))
+    for row, prompt in enumerate(PROMPTS):
+        length = int(batch.attention_mask[row].sum())
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        assert batch.input_ids[row, : len(prompt_ids)].tolist() == prompt_ids
+        assert batch.completion_mask[row, : len(prompt_ids)].sum() == 0
+        assert 1 <= batch.completion_mask[row].sum() <= 5
+        assert batch.completion_mask[row, length:].sum() == 0
+
+
+def test_stop_strings_end_completions(tiny_model_dir):
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    torch.manual_seed(1)
+    batch = rollout(model, tokenizer, PROMPTS * 4, SamplingConfig(max_new_tokens=20, stop_strings=["e"]))
+    for text, ended in zip(batch.completions, batch.ended.tolist()):
+        if "e" in text:
+            assert ended and text.endswith("e") and text.count("e") == 1
