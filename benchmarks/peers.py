@@ -23,6 +23,7 @@ trainer set-up and the first (slow, allocating) steps are left out. Checkpoint w
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import tempfile
@@ -57,6 +58,22 @@ except ImportError:  # DPO lands in tandem after SFT and RM
 UNITS = {"sft": "tokens/s", "rm": "pairs/s", "dpo": "pairs/s", "grpo": "completions/s"}
 LEARNING_RATES = {"sft": 5e-4, "rm": 2e-4, "dpo": 1e-5, "grpo": 1e-5}
 BETAS = (0.9, 0.999)
+
+
+def steady_malloc() -> bool:
+    """Fix glibc's malloc thresholds, so that no run pays page faults the previous run happened to leave it.
+
+    glibc serves large blocks with mmap below a threshold it raises as blocks are freed, and returns heap
+    memory above a trim threshold. Which state a run starts in depends on what ran before: in this benchmark
+    the same trainer's steps were 1.5x slower in one run than in the next, alternating between runs,
+    every large activation being fresh pages to fault in. Fixed thresholds make every run like the fast one.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to fix
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -310,6 +327,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-generations", type=int, default=4, help="GRPO completions per prompt (divides --batch-size).")
     parser.add_argument("--only", nargs="+", choices=list(UNITS), default=list(UNITS), help="Run only these comparisons.")
     parser.add_argument("--skip-grpo", action="store_true", help="Do not measure TRL's GRPO.")
+    parser.add_argument("--no-steady-malloc", action="store_true", help="Leave glibc's malloc thresholds dynamic.")
     parser.add_argument("--threads", type=int, help="torch CPU threads for both frameworks (default: torch's choice).")
     parser.add_argument("--out", type=Path, help="Write the results as JSON here.")
     args = parser.parse_args()
@@ -327,6 +345,7 @@ def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())  # one setting, for both frameworks
     if args.device == "cpu":
         os.environ["ACCELERATE_USE_CPU"] = "true"
+    args.steady_malloc = not args.no_steady_malloc and steady_malloc()
     task = get_task("sentiment")
     tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=MODEL_SIZES[args.size].vocab_size)
     sft_data, pair_data = benchmark_data(task, tokenizer, args)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from tandem.config import load_config
 from tandem.data import DataError
+from tandem.rewards import RewardSpecError
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
@@ -72,7 +73,7 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
             raise typer.Exit(2) from None
         try:
             run(config)
-        except (DataError, FileNotFoundError, FileExistsError) as error:
+        except (DataError, RewardSpecError, FileNotFoundError, FileExistsError) as error:
             # the user's input is wrong: say what, without a traceback
             typer.echo(f"tandem {name}: {error}", err=True)
             raise typer.Exit(1) from None
@@ -95,6 +96,7 @@ def _register() -> None:
     from tandem.pipeline import QuickstartConfig, run_quickstart
     from tandem.trainers.dpo import DPOConfig, run_dpo
     from tandem.trainers.grpo import GRPOConfig, run_grpo
+    from tandem.trainers.ppo import PPOConfig, run_ppo
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.rm import RMConfig, run_rm
     from tandem.trainers.sft import SFTConfig, run_sft
@@ -114,6 +116,8 @@ def _register() -> None:
                 "Supervised fine-tuning (loss on completion tokens only), optionally with LoRA.")
     add_command("rm", RMConfig, lambda c: report(run_rm(c)),
                 "Train a scalar reward model on preference pairs with the Bradley-Terry loss.")
+    add_command("ppo", PPOConfig, lambda c: report(run_ppo(c)),
+                "PPO-RLHF: policy with a value head, reward model score, per-token KL to the SFT reference, GAE.")
     add_command("grpo", GRPOConfig, lambda c: report(run_grpo(c)),
                 "RL with verifiable rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++ with DAPO options.")
     add_command("dpo", DPOConfig, lambda c: report(run_dpo(c)),

@@ -150,3 +150,17 @@ def test_weighted_sum_rejects_bad_terms():
         WeightedSum([])
     with pytest.raises(TypeError, match="weights must be numbers"):
         WeightedSum([("0.5", get_verifier("format"))])
+
+
+def test_a_failing_batch_is_retried_once_per_sample_and_a_single_sample_is_not_retried():
+    calls = []
+
+    def counted(prompts, completions, **columns):
+        calls.append(len(prompts))
+        return fails_on_sample_2(prompts, completions)
+
+    score_safely(named(counted), PROMPTS, COMPLETIONS, on_error="skip")
+    assert calls == [4, 1, 1, 1, 1]
+    calls.clear()
+    scored = score_safely(named(counted), PROMPTS[2:3], COMPLETIONS[2:3], on_error="skip")
+    assert calls == [1] and scored.rewards == [None] and scored.report.problems[0].index == 0

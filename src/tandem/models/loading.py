@@ -84,6 +84,9 @@ def save_model(model, tokenizer: PreTrainedTokenizerBase | None, folder: Path, m
 
 def load_weights(model, folder: Path) -> None:
     """Load the weights a checkpoint folder holds back into an existing model (exact resume)."""
+    if hasattr(model, "load_checkpoint"):  # wrappers that know their own files (policy + value head)
+        model.load_checkpoint(folder)
+        return
     if isinstance(model, PeftModel):
         set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
         return

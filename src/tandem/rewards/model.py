@@ -37,7 +37,7 @@ class RewardModelScorer:
         max_length: int | None = None,
         name: str | None = None,
     ) -> None:
-        from tandem.models.loading import load_reward_model, load_tokenizer
+        from tandem.models.loading import load_reward_model, load_tokenizer  # imports peft: only when a model is scored
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")

@@ -65,7 +65,8 @@ def _column(columns: dict[str, list], name: str, verifier: str, n: int) -> list:
 
 
 def normalise_whitespace(text: str) -> str:
-    return text.strip()
+    """Strip, and collapse every run of whitespace to one space."""
+    return " ".join(text.split())
 
 
 @register_verifier("exact_match")
