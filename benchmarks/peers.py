@@ -61,12 +61,13 @@ BETAS = (0.9, 0.999)
 
 
 def steady_malloc() -> bool:
-    """Fix glibc's malloc thresholds, so that no run pays page faults the previous run happened to leave it.
+    """Fix glibc's malloc thresholds so that every run starts from the same allocator state.
 
-    glibc serves large blocks with mmap below a threshold it raises as blocks are freed, and returns heap
-    memory above a trim threshold. Which state a run starts in depends on what ran before: in this benchmark
-    the same trainer's steps were 1.5x slower in one run than in the next, alternating between runs,
-    every large activation being fresh pages to fault in. Fixed thresholds make every run like the fast one.
+    glibc serves large blocks with fresh mmap'd pages unless they are smaller than a threshold it raises as
+    blocks are freed, and gives heap memory back above a trim threshold, so which state a run starts in
+    depends on what ran before it. Left dynamic, the same trainer's steps took 1.5x longer in one run than in
+    the next, alternating from run to run whichever framework it was, each large activation being new pages
+    to fault in. Fixed thresholds make every run like the fast one.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -162,9 +163,9 @@ def per_step(values: list[int], batch_size: int) -> list[int]:
 
 
 # ---- the four comparisons --------------------------------------------------------------------------------------
-def compare_sft(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+def compare_sft(args, tmp: Path, tokenizer, data: list[dict], max_length: int) -> dict:
     config = SFTConfig(**tandem_settings(args, "sft", tmp / "tandem-sft", max_length), padding_free=True)
-    trainer = SFTTrainer(config, AutoModelForCausalLM.from_pretrained(models / "lm"), tokenizer, data)
+    trainer = SFTTrainer(config, AutoModelForCausalLM.from_pretrained(tmp / "lm"), tokenizer, data)
     tandem, order = run_tandem(trainer, args)
 
     from trl import SFTConfig as TRLSFTConfig, SFTTrainer as TRLSFTTrainer
@@ -175,7 +176,7 @@ def compare_sft(args, models: Path, tokenizer, data: list[dict], max_length: int
             for i in order]
     AcceleratorState._reset_state()
     peer = TRLSFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(models / "lm"),
+        model=AutoModelForCausalLM.from_pretrained(tmp / "lm"),
         args=TRLSFTConfig(**trl_settings(args, "sft", tmp / "trl-sft", None)),
         train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
     )
@@ -188,9 +189,9 @@ def pair_tokens(example: dict) -> int:
     return 2 * len(example["prompt_ids"]) + len(example["chosen_ids"]) + len(example["rejected_ids"])
 
 
-def compare_rm(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+def compare_rm(args, tmp: Path, tokenizer, data: list[dict], max_length: int) -> dict:
     config = RMConfig(**tandem_settings(args, "rm", tmp / "tandem-rm", max_length))
-    model = AutoModelForSequenceClassification.from_pretrained(models / "rm")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp / "rm")
     tandem, order = run_tandem(RewardModelTrainer(config, model, tokenizer, data), args)
 
     from trl import RewardConfig, RewardTrainer
@@ -200,7 +201,7 @@ def compare_rm(args, models: Path, tokenizer, data: list[dict], max_length: int,
              "rejected_ids": data[i]["prompt_ids"] + data[i]["rejected_ids"]} for i in order]
     AcceleratorState._reset_state()
     peer = RewardTrainer(
-        model=AutoModelForSequenceClassification.from_pretrained(models / "rm"),
+        model=AutoModelForSequenceClassification.from_pretrained(tmp / "rm"),
         args=RewardConfig(**trl_settings(args, "rm", tmp / "trl-rm", None), center_rewards_coefficient=None),
         train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
     )
@@ -208,14 +209,14 @@ def compare_rm(args, models: Path, tokenizer, data: list[dict], max_length: int,
     return {"tandem": tandem, "trl": run_trl(peer, args, tokens, [args.batch_size] * args.steps)}
 
 
-def compare_dpo(args, models: Path, tokenizer, data: list[dict], max_length: int, tmp: Path) -> dict:
+def compare_dpo(args, tmp: Path, tokenizer, data: list[dict], max_length: int) -> dict:
     if tandem_dpo is None:
         return {"tandem": None, "trl": None, "note": "tandem's DPO trainer is not available in this checkout"}
     # The reference forward runs every step in both (TRL's default; tandem can also cache it before training,
     # which would move that work out of the timed loop).
     config = tandem_dpo.DPOConfig(**tandem_settings(args, "dpo", tmp / "tandem-dpo", max_length), loss="sigmoid",
                                   beta=0.1, precompute_ref=False)
-    lm = lambda: AutoModelForCausalLM.from_pretrained(models / "lm")  # noqa: E731
+    lm = lambda: AutoModelForCausalLM.from_pretrained(tmp / "lm")  # noqa: E731
     trainer = tandem_dpo.DPOTrainer(config, lm(), lm(), tokenizer, data, [])
     tandem, order = run_tandem(trainer, args)
 
@@ -238,7 +239,7 @@ def compare_dpo(args, models: Path, tokenizer, data: list[dict], max_length: int
     return {"tandem": tandem, "trl": run_trl(peer, args, tokens, [args.batch_size] * args.steps)}
 
 
-def compare_grpo(args, models: Path, tokenizer, task, tmp: Path) -> dict:
+def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
     result = {"tandem": None, "note": "tandem has no GRPO trainer yet"}
     if args.skip_grpo:
         return {**result, "trl": None}
@@ -253,7 +254,7 @@ def compare_grpo(args, models: Path, tokenizer, task, tmp: Path) -> dict:
     del settings["max_length"], settings["train_sampling_strategy"]
     AcceleratorState._reset_state()
     peer = GRPOTrainer(
-        model=AutoModelForCausalLM.from_pretrained(models / "lm"), reward_funcs=gold_reward,
+        model=AutoModelForCausalLM.from_pretrained(tmp / "lm"), reward_funcs=gold_reward,
         args=GRPOConfig(**settings, num_generations=args.num_generations,
                         max_completion_length=task.max_new_tokens, temperature=1.0),
         train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
@@ -275,9 +276,9 @@ def figures(run: dict | None, kind: str, warmup: int) -> dict | None:
     # The median step's rate shrugs off steps slowed by another process on a shared machine.
     step_rates = sorted(n / t for n, t in zip(counts[warmup:], run["step_seconds"][warmup:]))
     losses = run["losses"]
-    return {"rate": rate, "median_step_rate": step_rates[len(step_rates) // 2], "seconds": run["seconds"], "timed_steps": run["timed_steps"],
-            "tokens_per_s": run["tokens_per_s"], "median_step_tokens_per_s": run["median_step_tokens_per_s"],
-            "step_seconds": run["step_seconds"], "first_loss": losses[0] if losses else None,
+    return {"rate": rate, "median_step_rate": step_rates[len(step_rates) // 2], "seconds": run["seconds"],
+            "timed_steps": run["timed_steps"], "tokens_per_s": run["tokens_per_s"], "step_seconds": run["step_seconds"],
+            "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None, "last_quarter_mean_loss": mean_of_last_quarter(losses),
             "last_quarter_mean_reward": mean_of_last_quarter(run.get("rewards", [])), "losses": losses}
 
@@ -307,8 +308,9 @@ def print_table(report: dict) -> None:
     for kind in UNITS:
         e = report[kind]
         loss = e["final_loss"]
-        print(f"{kind:6}{e['unit']:>15}{cell(e['tandem'], 11, 1)}{cell(e['trl'], 11, 1)}{cell(e['ratio'], 8, 2)}"
-              f"{cell(e['median_step'].get('ratio'), 19, 2)}   {cell(loss['tandem'], 0, 4)} / {cell(loss['trl'], 0, 4)}")
+        rates = cell(e["tandem"], 11, 1) + cell(e["trl"], 11, 1) + cell(e["ratio"], 8, 2)
+        rates += cell(e["median_step"].get("ratio"), 19, 2)
+        print(f"{kind:6}{e['unit']:>15}{rates}   {cell(loss['tandem'], 0, 4)} / {cell(loss['trl'], 0, 4)}")
 
 
 def cell(value: float | None, width: int, digits: int) -> str:
@@ -322,10 +324,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")
     parser.add_argument("--warmup-steps", type=int, default=2, help="First steps left out of the timing.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Sequences (SFT), pairs (RM, DPO) or completions (GRPO) per step.")
-    parser.add_argument("--seq-len", type=int, default=256, help="Join task examples up to this many tokens (0: as given).")
-    parser.add_argument("--num-generations", type=int, default=4, help="GRPO completions per prompt (divides --batch-size).")
-    parser.add_argument("--only", nargs="+", choices=list(UNITS), default=list(UNITS), help="Run only these comparisons.")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="Sequences (SFT), pairs (RM, DPO) or completions (GRPO) per step.")
+    parser.add_argument("--seq-len", type=int, default=256,
+                        help="Join task examples up to this many tokens (0: as given).")
+    parser.add_argument("--num-generations", type=int, default=4,
+                        help="GRPO completions per prompt (divides --batch-size).")
+    parser.add_argument("--only", nargs="+", choices=list(UNITS), default=list(UNITS),
+                        help="Run only these comparisons.")
     parser.add_argument("--skip-grpo", action="store_true", help="Do not measure TRL's GRPO.")
     parser.add_argument("--no-steady-malloc", action="store_true", help="Leave glibc's malloc thresholds dynamic.")
     parser.add_argument("--threads", type=int, help="torch CPU threads for both frameworks (default: torch's choice).")
@@ -359,10 +365,10 @@ def main() -> None:
         hf_logging.set_verbosity_error()  # a fresh head is expected, not worth transformers' load report
         AutoModelForSequenceClassification.from_pretrained(tmp / "lm", num_labels=1).save_pretrained(tmp / "rm")
         runs = {
-            "sft": lambda: compare_sft(args, tmp, tokenizer, sft_data, max_length, tmp),
-            "rm": lambda: compare_rm(args, tmp, tokenizer, pair_data, max_length, tmp),
-            "dpo": lambda: compare_dpo(args, tmp, tokenizer, pair_data, max_length, tmp),
-            "grpo": lambda: compare_grpo(args, tmp, tokenizer, task, tmp),
+            "sft": lambda: compare_sft(args, tmp, tokenizer, sft_data, max_length),
+            "rm": lambda: compare_rm(args, tmp, tokenizer, pair_data, max_length),
+            "dpo": lambda: compare_dpo(args, tmp, tokenizer, pair_data, max_length),
+            "grpo": lambda: compare_grpo(args, tmp, tokenizer, task),
         }
         for kind, run in runs.items():
             pair = run() if kind in args.only else {"tandem": None, "trl": None, "note": "not run (--only)"}

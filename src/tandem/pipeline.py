@@ -1,8 +1,9 @@
 """`tandem quickstart`: the ChatGPT recipe of seed section 5.1 on a built-in task, stage by stage.
 
 Pre-train a tiny model on the task corpus, fine-tune it on demonstrations, train a reward model on
-preference pairs, and report what each stage achieved on held-out data (gold reward of greedy
-completions; reward-model accuracy against gold labels).
+preference pairs, optimise the SFT policy against the reward model with PPO (KL to the SFT model), and
+report what each stage achieved on held-out prompts: gold reward of sampled completions, KL to the
+SFT model, reward-model accuracy against gold labels; plus plots of reward and KL over PPO training.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tandem.trainers.ppo import PPOConfig, run_ppo
 from tandem.trainers.pretrain import PretrainConfig, run_pretrain
 from tandem.trainers.rm import RMConfig, run_rm
 from tandem.trainers.sft import SFTConfig, run_sft
@@ -24,11 +26,15 @@ PRESETS: dict[str, dict[str, dict]] = {
         "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 300, "batch_size": 32, "max_length": 128},
         "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
         "rm": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
+        "ppo": {"max_steps": 30, "batch_size": 32, "micro_batch_size": 32, "update_epochs": 2, "minibatches": 2,
+                "lr": 2e-5, "kl_coef": 0.05},
     },
     "smoke": {
         "pretrain": {"size": "tiny", "n_documents": 3000, "max_steps": 150, "batch_size": 32, "max_length": 64},
         "sft": {"n_train": 800, "max_steps": 60, "batch_size": 16, "n_eval": 64},
         "rm": {"n_train": 800, "max_steps": 50, "batch_size": 16, "n_eval": 128},
+        "ppo": {"max_steps": 8, "batch_size": 16, "micro_batch_size": 16, "update_epochs": 2, "minibatches": 2,
+                "lr": 5e-5, "kl_coef": 0.05, "n_eval": 64},
     },
 }
 
@@ -67,9 +73,37 @@ def run_quickstart(config: QuickstartConfig) -> dict:
     rm, seconds = stage("rm", RMConfig, run_rm, model=sft.model_dir)
     stages.append({"name": "rm", "gold_reward": None, "kl_to_sft": None, "seconds": seconds,
                    "rm_accuracy": rm.metrics.get("eval/accuracy"), "eval_loss": rm.metrics.get("eval/loss")})
+    ppo, seconds = stage("ppo", PPOConfig, run_ppo, model=sft.model_dir, reward=f"model:{rm.model_dir}")
+    stages.append({"name": "ppo", "gold_reward": ppo.metrics.get("eval/gold_reward"),
+                   "kl_to_sft": ppo.metrics.get("eval/kl_to_reference"), "seconds": seconds})
     report = {"task": config.task, "preset": config.preset, "stages": stages}
     write_report(config.out, report)
+    plot_training(config.out / "ppo" / "metrics.jsonl", config.out)
     return report
+
+
+def plot_training(metrics_file: Path, out: Path) -> list[Path]:
+    """PNG plots of reward and KL over the PPO stage's training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    written = []
+    for key, label in (("train/reward", "reward-model score"), ("train/kl", "KL(policy || SFT) per sequence")):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        figure, axis = plt.subplots(figsize=(5, 3.2))
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3)
+        axis.set_xlabel("PPO step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        path = out / f"ppo_{key.split('/')[-1]}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
 
 
 def write_report(out: Path, report: dict) -> None:

@@ -7,26 +7,26 @@ optimizer steps, logging the loss after every step. The first-step losses must a
 trajectories to 1e-3 relative.
 
 The TRL settings that matter (TRL 1.16 defaults differ from tandem's): `bf16=False` (TRL defaults to bf16),
-`activation_checkpointing=False` (TRL defaults gradient checkpointing to on; it does not change the loss but is not what tandem does),
-`optim="adamw_torch"` (TRL defaults to the fused AdamW, which rounds differently), `lr_scheduler_type="constant"`,
-`center_rewards_coefficient=None` for the reward model, and `max_length=None` so nothing is truncated or filtered.
+`activation_checkpointing=False` (TRL turns gradient checkpointing on; it does not change the loss, but tandem
+does not recompute), `optim="adamw_torch"` (TRL defaults to the fused AdamW, which rounds differently),
+`lr_scheduler_type="constant"` with `warmup_steps=0`, `center_rewards_coefficient=None` for the reward model,
+and `max_length=None` so nothing is truncated or filtered.
 """
 
 import json
 
 import pytest
 import torch
+from accelerate.state import AcceleratorState
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from tandem.data import load_examples, tokenize_preference
+from tandem.models.loading import load_tokenizer
+from tandem.tasks import get_task
+from tandem.trainers.rm import RMConfig, run_rm
 
 trl = pytest.importorskip("trl", reason="TRL not installed (pip install -e '.[peers]')")
-
-from accelerate.state import AcceleratorState  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
-
-from tandem.data import load_examples, tokenize_preference  # noqa: E402
-from tandem.models.loading import load_tokenizer  # noqa: E402
-from tandem.tasks import get_task  # noqa: E402
-from tandem.trainers.rm import RMConfig, run_rm  # noqa: E402
 
 PAIRS = 16
 STEPS = 10
@@ -53,6 +53,16 @@ def trl_settings(output_dir) -> dict:
         "activation_checkpointing": False, "logging_steps": 1, "save_strategy": "no", "report_to": "none",
         "use_cpu": True, "seed": 0, "disable_tqdm": True, "dataloader_num_workers": 0, "max_length": None,
     }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """A 0.3M-parameter model gains nothing from a second thread, and on a busy machine threads waiting for
+    each other made these runs up to 25 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +131,8 @@ def test_reward_model_loss_matches_trl(tmp_path, pairs_file, reward_model_dir):
 
 # ---- DPO family ----------------------------------------------------------------------------------------------
 # tandem loss name -> (TRL loss_type, extra tandem settings, extra TRL settings). Robust DPO's label-flip
-# probability is `label_smoothing` in both.
+# probability is `label_smoothing` in both; IPO averages log-ratios over response tokens in both (tandem's
+# default `ipo_average`, TRL's only form).
 DPO_LOSSES = {
     "sigmoid": ("sigmoid", {}, {}),
     "ipo": ("ipo", {}, {}),
