@@ -10,9 +10,14 @@ import pytest
 def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(smoke_pipeline):
     out, report = smoke_pipeline
     stages = {s["name"]: s for s in report["stages"]}
-    assert list(stages) == ["pretrain", "sft", "rm"]
+    assert list(stages) == ["pretrain", "sft", "rm", "ppo"]
     assert stages["sft"]["gold_reward"] > stages["pretrain"]["gold_reward"] + 0.1
     assert stages["rm"]["rm_accuracy"] > 0.7
+    # PPO starts at the SFT model (KL exactly 0 on its first rollout) and moves away from it
+    records = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    kls = [r["train/kl"] for r in records if "train/kl" in r]
+    assert kls[0] == pytest.approx(0.0, abs=1e-6) and stages["ppo"]["kl_to_sft"] > 0.05
+    assert (out / "ppo_reward.png").stat().st_size > 1000 and (out / "ppo_kl.png").exists()
     saved = json.loads((out / "report.json").read_text())
     assert saved["stages"][1]["gold_reward"] == stages["sft"]["gold_reward"]
     assert "| sft |" in (out / "report.md").read_text()

@@ -27,14 +27,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
         "rm": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
         "ppo": {"max_steps": 30, "batch_size": 32, "micro_batch_size": 32, "update_epochs": 2, "minibatches": 2,
-                "lr": 2e-5, "kl_coef": 0.05},
+                "lr": 2e-5, "kl_coef": 0.05, "log_every": 1},
     },
     "smoke": {
         "pretrain": {"size": "tiny", "n_documents": 3000, "max_steps": 150, "batch_size": 32, "max_length": 64},
         "sft": {"n_train": 800, "max_steps": 60, "batch_size": 16, "n_eval": 64},
         "rm": {"n_train": 800, "max_steps": 50, "batch_size": 16, "n_eval": 128},
         "ppo": {"max_steps": 8, "batch_size": 16, "micro_batch_size": 16, "update_epochs": 2, "minibatches": 2,
-                "lr": 5e-5, "kl_coef": 0.05, "n_eval": 64},
+                "lr": 5e-5, "kl_coef": 0.05, "n_eval": 64, "log_every": 1},
     },
 }
 
