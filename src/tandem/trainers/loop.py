@@ -254,7 +254,6 @@ class Trainer:
         started = time.perf_counter()
         window = {"tokens": 0.0, "time": 0.0}
         sums: dict[str, float] = {}
-        last_eval: dict[str, float] = {}
         for step in range(start_step, self.total_steps):
             t0 = time.perf_counter()
             batches = [self._to_device(b) for b in self._local_micro_batches(step)]
@@ -298,15 +297,24 @@ class Trainer:
                 if main:
                     self._log(record, writer)
                 sums, window = {}, {"tokens": 0.0, "time": 0.0}
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total_steps:
-                self._run_evaluation(done, writer)
-            if cfg.save_every and done % cfg.save_every == 0 and done != self.total_steps:
-                self._save_checkpoint(done)
+            self._after_step(done, writer)
         bar.close()
+        return self._finish(writer, started)
+
+    def _after_step(self, done: int, writer) -> None:
+        """Periodic evaluation and checkpoints (the final ones happen in `_finish`)."""
+        cfg = self.config
+        if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total_steps:
+            self._run_evaluation(done, writer)
+        if cfg.save_every and done % cfg.save_every == 0 and done != self.total_steps:
+            self._save_checkpoint(done)
+
+    def _finish(self, writer, started: float) -> TrainResult:
+        """Last checkpoint, final evaluation, and the final model written atomically to `out/model`."""
         self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
         model_dir = self.out / "model"
-        if main:
+        if self.accelerator.is_main_process:
             atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
         self.accelerator.wait_for_everyone()
         if writer is not None:

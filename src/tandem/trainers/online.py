@@ -271,22 +271,9 @@ class OnlineTrainer(GenerativeTrainer):
                 if done % cfg.log_every == 0 or done == self.total_steps:
                     self._log({"step": done, "lr": self.scheduler.get_last_lr()[0],
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != self.total_steps:
-                self._run_evaluation(done, writer)
-            if cfg.save_every and done % cfg.save_every == 0 and done != self.total_steps:
-                self._save_checkpoint(done)
+            self._after_step(done, writer)
         bar.close()
-        self._save_checkpoint(self.total_steps)
-        metrics = self._run_evaluation(self.total_steps, writer)
-        model_dir = self.out / "model"
-        if main:
-            from tandem.trainers.checkpoint import atomic_directory
-
-            atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
-        self.accelerator.wait_for_everyone()
-        if writer is not None:
-            writer.close()
-        return TrainResult(model_dir, self.total_steps, metrics, time.perf_counter() - started)
+        return self._finish(writer, started)
 
 
 def load_prompts(config: OnlineRLConfig, tokenizer, task) -> list[dict]:
