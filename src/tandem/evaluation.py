@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from statistics import fmean
 
 import torch
@@ -11,8 +12,14 @@ from tandem.generation import completion_log_probs, sample
 
 
 @torch.no_grad()
-def sequence_kl(policy, reference, prompt_ids, completion_ids, pad_id: int, batch_size: int = 64) -> float:
-    """Monte-Carlo KL(policy || reference) per sequence: mean over samples y ~ policy of log p(y|x) - log ref(y|x)."""
+def sequence_kl(
+    policy, reference, prompt_ids, completion_ids, pad_id: int, batch_size: int = 64, reference_context=nullcontext
+) -> float:
+    """Monte-Carlo KL(policy || reference) per sequence: mean over samples y ~ policy of log p(y|x) - log ref(y|x).
+
+    `reference_context` is entered while the reference scores: a LoRA policy passes itself as the
+    reference and `policy.disable_adapter` as the context, so its base model is the reference.
+    """
     device = next(policy.parameters()).device
     total = 0.0
     for start in range(0, len(prompt_ids), batch_size):
@@ -21,13 +28,15 @@ def sequence_kl(policy, reference, prompt_ids, completion_ids, pad_id: int, batc
         )
         batch = {k: v.to(device) for k, v in batch.items()}
         policy_logps, _ = completion_log_probs(policy, batch)
-        reference_logps, _ = completion_log_probs(reference, batch)
+        with reference_context():
+            reference_logps, _ = completion_log_probs(reference, batch)
         total += float((policy_logps - reference_logps).sum())
     return total / max(len(prompt_ids), 1)
 
 
 def gold_eval(
-    model, tokenizer, task, eval_rows: list[dict], temperature: float | None = None, seed: int = 0, reference=None
+    model, tokenizer, task, eval_rows: list[dict], temperature: float | None = None, seed: int = 0, reference=None,
+    reference_context=nullcontext,
 ) -> dict[str, float]:
     """Decode a completion for each held-out prompt and score it with the task's gold reward.
 
@@ -48,5 +57,5 @@ def gold_eval(
         if temperature != 1.0:
             samples = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed)
         metrics["kl_to_reference"] = sequence_kl(model, reference, samples.prompt_ids, samples.completion_ids,
-                                                 tokenizer.pad_token_id)
+                                                 tokenizer.pad_token_id, reference_context=reference_context)
     return metrics

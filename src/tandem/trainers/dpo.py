@@ -142,31 +142,17 @@ class DPOTrainer(GenerativeTrainer):
         metrics = super(GenerativeTrainer, self).evaluate(model)
         if self.task is None or not self.eval_prompts:
             return metrics
-        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference)
         if self.reference is None and isinstance(model, PeftModel):
-            gold["kl_to_reference"] = _lora_kl(model, self.tokenizer, self.task, self.eval_prompts)
+            reference, context = model, model.disable_adapter
+        else:
+            reference, context = self.reference, nullcontext
+        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
+                         reference_context=context)
         metrics.update({f"eval/{k}": v for k, v in gold.items()})
         return metrics
 
     def save_final(self, model, folder: Path) -> None:
         save_model(model, self.tokenizer, folder, merge_lora=self.config.merge_lora)
-
-
-@torch.no_grad()
-def _lora_kl(model, tokenizer, task, rows) -> float:
-    """KL of a LoRA policy to its own base: score the policy's samples with the adapter on, then off."""
-    samples = sample(model, tokenizer, [r["prompt"] for r in rows], max_new_tokens=task.max_new_tokens, temperature=1.0, seed=0)
-    batch = pad_preference_batch(
-        [{"prompt_ids": p, "chosen_ids": c, "rejected_ids": c} for p, c in zip(samples.prompt_ids, samples.completion_ids)],
-        tokenizer.pad_token_id,
-    )
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    policy, _ = completion_log_probs(model, batch)
-    with model.disable_adapter():
-        reference, _ = completion_log_probs(model, batch)
-    half = policy.shape[0] // 2
-    return float((policy[:half] - reference[:half]).mean())
 
 
 def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float = 0.0) -> list[dict]:

@@ -244,14 +244,18 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return metrics
 
+    def _start(self):
+        """Run directory (or resume point), TensorBoard writer, progress bar and start time."""
+        start_step = self._prepare_run_dir()
+        bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name,
+                   disable=not (self.accelerator.is_main_process and self.config.progress))
+        self.model.train()
+        return start_step, self._tensorboard(), bar, time.perf_counter()
+
     def train(self) -> TrainResult:
         cfg = self.config
-        start_step = self._prepare_run_dir()
-        writer = self._tensorboard()
         main = self.accelerator.is_main_process
-        bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name, disable=not (main and cfg.progress))
-        self.model.train()
-        started = time.perf_counter()
+        start_step, writer, bar, started = self._start()
         window = {"tokens": 0.0, "time": 0.0}
         sums: dict[str, float] = {}
         for step in range(start_step, self.total_steps):

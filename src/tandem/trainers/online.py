@@ -248,14 +248,8 @@ class OnlineTrainer(GenerativeTrainer):
 
     def train(self) -> TrainResult:
         cfg = self.config
-        start_step = self._prepare_run_dir()
-        writer = self._tensorboard()
         main = self.accelerator.is_main_process
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name, disable=not (main and cfg.progress))
-        started = time.perf_counter()
-        self.model.train()
+        start_step, writer, bar, started = self._start()
         for step in range(start_step, self.total_steps):
             t0 = time.perf_counter()
             data = self.collect(step)
