@@ -126,6 +126,12 @@ def _register() -> None:
 
 _register()
 
+# Subpackages that add their own commands: each has `register(add_command)` in the module named here.
+COMMAND_MODULES = (
+)
+for _module in COMMAND_MODULES:
+    __import__(_module, fromlist=["register"]).register(add_command)
+
 
 @app.command("tasks")
 def list_tasks() -> None:
