@@ -196,3 +196,14 @@ def test_gae_estimator_folds_the_kl_penalty_into_rewards():
     assert torch.allclose(whitened, whiten(expected[0], mask))
     with pytest.raises(ValueError, match="kl"):
         compute_advantages("gae", AdvantageInputs(rewards, mask, values=values), kl_coef=0.1)
+
+
+def test_informative_groups_drops_groups_with_one_reward_for_all():
+    from tandem.algorithms.advantages import informative_groups
+
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.3, 0.7])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert informative_groups(scores, groups).tolist() == [False, False, True, True, False, False, True, True]
+    # an invalid sample does not count: group 3 has one valid reward left, so nothing to compare
+    valid = torch.tensor([True] * 7 + [False])
+    assert informative_groups(scores, groups, valid).tolist()[6:] == [False, False]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tandem.trainers.grpo import GRPOConfig, overlong_penalty, run_grpo
+from tandem.trainers.online import OnlineRLConfig
 
 
 def test_overlong_penalty_is_zero_before_the_buffer_and_linear_inside():
@@ -34,3 +35,59 @@ def test_a_reward_returning_nan_is_reported_with_the_sample(tmp_path, tiny_model
         run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="bad_reward:score",
                             max_steps=1, batch_size=2, samples_per_prompt=2, max_new_tokens=4, n_eval=0,
                             progress=False, mixed_precision="no"))
+
+
+def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path, tiny_model_dir, monkeypatch):
+    # prompts of even length get 1.0 whatever the completion (a group with nothing to learn), others vary
+    def reward(prompts, completions):
+        return [1.0 if len(p) % 2 == 0 else float(len(c) % 3 == 0) for p, c in zip(prompts, completions)]
+
+    module = tmp_path / "word_reward.py"
+    module.write_text("def score(prompts, completions, **kw):\n"
+                      "    return [1.0 if len(p) % 2 == 0 else float(len(c) % 3 == 0) for p, c in zip(prompts, completions)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from tandem.trainers.grpo import GRPOTrainer
+    from tandem.trainers.online import OnlineTrainer
+
+    seen = []
+    original = OnlineTrainer.collect
+
+    def spy(self, step):
+        data = original(self, step)
+        seen.append(data)
+        return data
+
+    monkeypatch.setattr(GRPOTrainer, "collect", spy)
+    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="word_reward:score",
+                        dynamic_sampling=True, max_sampling_rounds=6, max_steps=2, batch_size=4, samples_per_prompt=4,
+                        max_new_tokens=6, n_eval=0, progress=False, log_every=1, mixed_precision="no"))
+    assert len(seen) == 2
+    for data in seen:
+        batch, stats = data["batch"], data["stats"]
+        assert batch.input_ids.shape[0] == 16  # the batch keeps its size
+        assert sorted(set(batch.group_ids.tolist())) == [0, 1, 2, 3]
+        rewards = torch.tensor(reward(batch.prompts, batch.completions))
+        mixed = [len(set(rewards[batch.group_ids == g].tolist())) > 1 for g in range(4)]
+        assert sum(mixed) == 4 - stats["dynamic/filler_groups"]
+        assert stats["dynamic/rounds"] >= 1
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["train/dynamic/rounds"] > 1 for r in records)  # some groups were dropped and refilled
+    assert all(r["train/dynamic/informative_fraction"] < 1 for r in records)
+
+
+def test_dynamic_sampling_needs_groups():
+    with pytest.raises(ValueError, match="samples-per-prompt"):
+        OnlineRLConfig(dynamic_sampling=True, samples_per_prompt=1)
+
+
+def test_the_adaptive_kl_coefficient_continues_after_resume(tmp_path, tiny_model_dir):
+    options = dict(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", batch_size=2, samples_per_prompt=2,
+                   max_new_tokens=6, n_eval=0, progress=False, log_every=1, mixed_precision="no", kl_coef=0.1,
+                   target_kl=1e-3, kl_horizon=10, lr=1e-3)
+    run_grpo(GRPOConfig(max_steps=2, **options))
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
+    assert saved["kl_coef"] != pytest.approx(0.1)  # the controller moved beta
+    run_grpo(GRPOConfig(max_steps=3, resume=True, **options))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [r for r in records if r["step"] == 3 and "train/kl_coef" in r][0]
+    assert resumed["train/kl_coef"] == pytest.approx(saved["kl_coef"])

@@ -136,6 +136,23 @@ def _group_centered(scores: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tens
 
 
 @torch.no_grad()
+def informative_groups(scores: Tensor, group_ids: Tensor, valid: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Rows whose group's (valid) rewards are not all equal (DAPO dynamic sampling, Yu et al. 2025).
+
+    A group with one reward for every sample gets zero group-relative advantage and so no policy
+    gradient; DAPO drops such groups and samples more prompts. Returns a bool per row.
+    """
+    valid = torch.ones_like(scores, dtype=torch.bool) if valid is None else valid.bool()
+    index = torch.unique(group_ids, return_inverse=True)[1]
+    n = int(index.max()) + 1 if index.numel() else 0
+    high = torch.full((n,), -torch.inf, dtype=scores.dtype, device=scores.device)
+    low = torch.full((n,), torch.inf, dtype=scores.dtype, device=scores.device)
+    high = high.scatter_reduce(0, index[valid], scores[valid], reduce="amax")
+    low = low.scatter_reduce(0, index[valid], scores[valid], reduce="amin")
+    spread = (high - low).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    return spread[index] > eps
+
+
 def gae_advantages(
     rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95
 ) -> tuple[Tensor, Tensor]:

@@ -48,6 +48,42 @@ class RolloutBatch:
         return self
 
 
+def select_rows(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
+    """The rollout restricted to `rows` (group ids kept as they are)."""
+    index = torch.tensor(rows, dtype=torch.long, device=batch.input_ids.device)
+    pick = lambda values: [values[i] for i in rows]  # noqa: E731
+    return RolloutBatch(
+        prompts=pick(batch.prompts), completions=pick(batch.completions), input_ids=batch.input_ids[index],
+        attention_mask=batch.attention_mask[index], completion_mask=batch.completion_mask[index],
+        sampled_log_probs=batch.sampled_log_probs[index], ended=batch.ended[index], group_ids=batch.group_ids[index],
+        columns={key: pick(values) for key, values in batch.columns.items()},
+    )
+
+
+def concat_rollouts(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBatch:
+    """Rows of several rollouts in one batch: right-padded to the widest, groups renumbered 0, 1, ... in order."""
+    batches = [b for b in batches if b.input_ids.shape[0]]
+    width = max(b.input_ids.shape[1] for b in batches)
+    padded = lambda t, value: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)  # noqa: E731
+    groups, offset = [], 0
+    for b in batches:
+        local = torch.unique(b.group_ids, sorted=False, return_inverse=True)[1]
+        # number groups by first appearance so the order of rows is the order of groups
+        first_seen: dict[int, int] = {}
+        renumbered = [first_seen.setdefault(int(g), len(first_seen)) for g in local.tolist()]
+        groups.append(torch.tensor(renumbered, device=b.group_ids.device) + offset)
+        offset += len(first_seen)
+    columns = {key: [v for b in batches for v in b.columns[key]] for key in batches[0].columns}
+    return RolloutBatch(
+        prompts=[p for b in batches for p in b.prompts], completions=[c for b in batches for c in b.completions],
+        input_ids=torch.cat([padded(b.input_ids, pad_token_id) for b in batches]),
+        attention_mask=torch.cat([padded(b.attention_mask, 0) for b in batches]),
+        completion_mask=torch.cat([padded(b.completion_mask, 0) for b in batches]),
+        sampled_log_probs=torch.cat([padded(b.sampled_log_probs, 0.0) for b in batches]),
+        ended=torch.cat([b.ended for b in batches]), group_ids=torch.cat(groups), columns=columns,
+    )
+
+
 class _StopOnStrings(StoppingCriteria):
     """Stop a row once its new text contains any stop string (EOS is handled by generate itself)."""
 

@@ -41,7 +41,15 @@ def register_task(name: str) -> Callable[[TaskClass], TaskClass]:
 
 
 def get_task(name: str, **kwargs: Any) -> "Task":
-    """Build the registered task `name`; keyword arguments go to its constructor."""
+    """Build the registered task `name`; keyword arguments go to its constructor.
+
+    `name` may carry options as on the command line: `arithmetic:digits=1:operations=+`.
+    """
+    if ":" in name:
+        from tandem.rewards.spec import parse_options
+
+        name, _, options = name.partition(":")
+        kwargs = {**parse_options(options, f"task {name}:{options}"), **kwargs}
     if name not in TASKS:
         known = ", ".join(sorted(TASKS)) or "(none registered)"
         raise ValueError(f"unknown task {name!r}; known tasks: {known}")

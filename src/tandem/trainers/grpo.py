@@ -52,9 +52,9 @@ class GRPOTrainer(OnlineTrainer):
 
     def extra_losses(self, logits, logp, values, data, rows, mask):
         per_token, stats = super().extra_losses(logits, logp, values, data, rows, mask)
-        if self.config.kl_coef:
+        if self.kl_controller.value:
             kl = kl_estimate(self.config.kl_estimator, logp, data["ref_logp"][rows])
-            per_token = per_token + self.config.kl_coef * kl
+            per_token = per_token + self.kl_controller.value * kl
             stats["kl_loss"] = masked_mean(kl.detach(), mask)
         return per_token, stats
 

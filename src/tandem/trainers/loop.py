@@ -154,6 +154,13 @@ class Trainer:
                     totals[key] = totals.get(key, 0.0) + float(value)
         return {f"eval/{k}": v / max(units, 1) for k, v in totals.items()}
 
+    def extra_state(self) -> dict:
+        """JSON-serialisable trainer state besides weights, optimizer and RNG that a resumed run needs."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` saved (`state` is the checkpoint's trainer_state.json)."""
+
     def save_final(self, model, folder: Path) -> None:
         save_model(model, self.tokenizer, folder)
 
@@ -198,6 +205,7 @@ class Trainer:
             )
         load_weights(self.accelerator.unwrap_model(self.model), found)
         state = load_training_state(found, self.optimizer, self.scheduler)
+        self.load_extra_state(state)
         if self.accelerator.is_main_process:
             print(f"[tandem] resumed from {found} (step {state['step']})")
         return int(state["step"])
@@ -209,7 +217,7 @@ class Trainer:
 
             def write(folder: Path) -> None:
                 save_model(model, self.tokenizer, folder)
-                save_training_state(folder, step, self.optimizer, self.scheduler)
+                save_training_state(folder, step, self.optimizer, self.scheduler, extra=self.extra_state())
 
             folder = atomic_directory(self.checkpoints / f"step-{step:07d}", write)
             mark_latest(self.checkpoints, folder, self.config.keep_checkpoints)

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import set_seed
 
-from tandem.algorithms.advantages import AdvantageInputs, compute_advantages, masked_mean, token_rewards_from_scores
+from tandem.algorithms.advantages import (
+    AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
+)
 from tandem.algorithms.kl import FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import aggregate_loss, entropy_from_logits, global_normaliser, policy_loss
@@ -29,7 +31,7 @@ from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.rewards import build_reward
 from tandem.tasks import get_task
 from tandem.evaluation import gold_eval
-from tandem.generation.rollout import RolloutBatch, SamplingConfig, rollout
+from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 
@@ -65,10 +67,18 @@ class OnlineRLConfig(TrainConfig):
     target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
     kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop prompt groups whose rewards are all equal (no advantage) and sample more prompts to refill the batch.")
+    max_sampling_rounds: int = Field(4, ge=1, description="Dynamic sampling: most rollouts per step; a batch still short afterwards is topped up with dropped groups.")
     lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of optimizer steps with linear warm-up.")
     schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
     max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
+
+    @model_validator(mode="after")
+    def _groups_for_dynamic_sampling(self) -> OnlineRLConfig:
+        if self.dynamic_sampling and self.samples_per_prompt < 2:
+            raise ValueError("dynamic sampling compares the rewards within a group: set --samples-per-prompt >= 2")
+        return self
 
 
 # A prompt is all RL needs; records of the richer formats are accepted and their prompt used.
@@ -97,6 +107,13 @@ class OnlineTrainer(GenerativeTrainer):
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
+
+    def extra_state(self) -> dict:
+        return {"kl_coef": self.kl_controller.value}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "kl_coef" in state:  # the adaptive controller's beta continues where it stopped
+            self.kl_controller.value = float(state["kl_coef"])
 
     # ---- hooks -------------------------------------------------------------------------------
     @staticmethod
@@ -166,18 +183,59 @@ class OnlineTrainer(GenerativeTrainer):
         share = len(indices) // self.world
         return [self.train_data[i] for i in indices[self.rank * share : (self.rank + 1) * share]]
 
-    def collect(self, step: int) -> dict:
-        """Rollout -> score -> log-probs -> advantages for one step's prompts."""
-        rows = self._prompt_rows(step)
+    def _sample_and_score(self, rows: list[dict], times: dict) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
         columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
-        times = {}
         t0 = time.perf_counter()
         batch = rollout(self.accelerator.unwrap_model(self.model), self.tokenizer, [r["prompt"] for r in rows],
                         self.sampling, columns)
-        times["time/generate"] = time.perf_counter() - t0
+        times["time/generate"] = times.get("time/generate", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         scores, valid, reward_stats = self._score_batch(batch)
-        times["time/score"] = time.perf_counter() - t0
+        times["time/score"] = times.get("time/score", 0.0) + time.perf_counter() - t0
+        return batch, scores, valid, reward_stats
+
+    def _refill_rows(self, step: int, round_: int, n: int) -> list[dict]:
+        """Fresh prompts for dynamic sampling, drawn reproducibly from (seed, step, round, rank)."""
+        seed = ((self.config.seed * 1_000_003 + step) * 101 + round_) * 257 + self.rank
+        picks = torch.randint(len(self.train_data), (n,), generator=torch.Generator().manual_seed(seed))
+        return [self.train_data[i] for i in picks.tolist()]
+
+    def _dynamic_sampling(self, step: int, n_groups: int, batch, scores, valid, times: dict):
+        """DAPO: keep the groups whose rewards differ, sample more prompts until `n_groups` are kept.
+
+        Each rank fills its own batch, so every rank trains on the same number of rows; a batch
+        still short after `max_sampling_rounds` rollouts is topped up with dropped (zero-advantage) groups.
+        """
+        kept, dropped, informative_counts = [], [], []
+        rounds, n_kept = 0, 0
+        while True:
+            rounds += 1
+            informative = informative_groups(scores, batch.group_ids, valid)
+            informative_counts.append(float(informative.float().mean()))
+            for pieces, chosen in ((kept, informative), (dropped, ~informative)):
+                rows = chosen.nonzero().flatten().tolist()
+                pieces.append((select_rows(batch, rows), scores[chosen], valid[chosen]))
+            n_kept += len(torch.unique(batch.group_ids[informative]))
+            if n_kept >= n_groups or rounds >= self.config.max_sampling_rounds:
+                break
+            batch, scores, valid, _ = self._sample_and_score(self._refill_rows(step, rounds, n_groups), times)
+        pieces = [p for p in kept + dropped if p[0].input_ids.shape[0]]
+        merged = concat_rollouts([p[0] for p in pieces], self.tokenizer.pad_token_id)
+        rows = (merged.group_ids < n_groups).nonzero().flatten().tolist()
+        scores = torch.cat([p[1] for p in pieces])[rows]
+        valid = torch.cat([p[2] for p in pieces])[rows]
+        stats = {"dynamic/rounds": float(rounds), "dynamic/informative_fraction": informative_counts[0],
+                 "dynamic/filler_groups": float(max(n_groups - n_kept, 0))}
+        return select_rows(merged, rows), scores, valid, stats
+
+    def collect(self, step: int) -> dict:
+        """Rollout -> score -> log-probs -> advantages for one step's prompts."""
+        rows = self._prompt_rows(step)
+        times: dict[str, float] = {}
+        batch, scores, valid, reward_stats = self._sample_and_score(rows, times)
+        if self.config.dynamic_sampling:
+            batch, scores, valid, dynamic_stats = self._dynamic_sampling(step, len(rows), batch, scores, valid, times)
+            reward_stats = {**reward_stats, **dynamic_stats}
         t0 = time.perf_counter()
         mask = (self._labels(batch)[:, 1:] != IGNORE_INDEX) & valid.unsqueeze(-1)
         old_logp, ref_logp, values = self._old_and_reference(batch)

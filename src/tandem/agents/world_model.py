@@ -1,0 +1,323 @@
+"""A language model as a world model (seed section 4.1, eq. 9): p(s_{t+1} | s_t, a_t) = f_LLM(s_t, a_t).
+
+Transitions of an environment are written as text (`tandem.agents.render`): the prompt holds the state and
+the action's name, the completion the next state, the reward and whether the episode ended::
+
+    state:
+    <render_state(env) before the step>
+    action: right
+    next state:
+    <render_state(env) after the step>
+    reward: 0
+    done: no
+
+A tiny tandem model (tokenizer `train_tokenizer`, model `build_model`) is fine-tuned on these pairs with the
+ordinary SFT trainer (loss on the completion only, eq. 1) and measured by greedy next-state exact match on
+held-out transitions. `LMWorldModel` answers batched transition queries (the `TransitionModel` interface of
+`tandem.agents.planning`, where agents plan in it, eq. 10), and `WorldModelEnv` wraps any such model as a
+Gymnasium environment whose `step` reports text it cannot parse instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from tandem.agents.render import action_names, render_state
+from tandem.config import TrainConfig
+from tandem.generation import generate_completions
+from tandem.models.factory import ModelSize, build_model
+from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.models.tokenizer import train_tokenizer
+from tandem.trainers.checkpoint import atomic_write_text
+from tandem.trainers.sft import SFTConfig, run_sft
+
+logger = logging.getLogger(__name__)
+
+REWARD_PREFIX = "reward: "
+DONE_PREFIX = "done: "
+
+
+@dataclass(frozen=True)
+class TextTransition:
+    """One environment step as text: (s_t, a_t) -> (s_{t+1}, r_t, done_t); `done` is termination, not a time limit."""
+
+    state: str
+    action: str
+    next_state: str
+    reward: float
+    done: bool
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A transition model's answer for one (state, action); `error` says why it could not be read (then invalid)."""
+
+    next_state: Any
+    reward: float
+    done: bool
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+
+class TransitionParseError(ValueError):
+    """Generated text that is not `<next state>\\nreward: <number>\\ndone: yes|no`."""
+
+
+# ---- text format (pure functions) ---------------------------------------------------------------
+def transition_prompt(state: str, action: str) -> str:
+    return f"state:\n{state}\naction: {action}\nnext state:\n"
+
+
+def format_reward(reward: float) -> str:
+    """Shortest exact text of a reward (`1`, `-10`, `0.5`), so equal rewards are equal strings."""
+    return f"{float(reward):g}"
+
+
+def transition_completion(next_state: str, reward: float, done: bool) -> str:
+    return f"{next_state}\n{REWARD_PREFIX}{format_reward(reward)}\n{DONE_PREFIX}{'yes' if done else 'no'}"
+
+
+def parse_transition(text: str) -> tuple[str, float, bool]:
+    """(next_state, reward, done) from a completion; raises `TransitionParseError` naming what is wrong."""
+    lines = text.strip("\n").split("\n")
+    if len(lines) < 3:
+        raise TransitionParseError(f"expected a state, a reward line and a done line, got {len(lines)} line(s): {text!r}")
+    *state_lines, reward_line, done_line = lines
+    if not reward_line.startswith(REWARD_PREFIX):
+        raise TransitionParseError(f"second-to-last line should start with {REWARD_PREFIX!r}: {reward_line!r}")
+    try:
+        reward = float(reward_line[len(REWARD_PREFIX):])
+    except ValueError:
+        raise TransitionParseError(f"reward is not a number: {reward_line!r}") from None
+    if not np.isfinite(reward):
+        raise TransitionParseError(f"reward is not finite: {reward_line!r}")
+    done_text = done_line.strip()
+    if done_text not in (DONE_PREFIX + "yes", DONE_PREFIX + "no"):
+        raise TransitionParseError(f"last line should be 'done: yes' or 'done: no': {done_line!r}")
+    return "\n".join(state_lines), reward, done_text.endswith("yes")
+
+
+def sft_rows(transitions: Sequence[TextTransition]) -> list[dict[str, str]]:
+    """Prompt/completion records for the SFT trainer."""
+    return [
+        {"prompt": transition_prompt(t.state, t.action),
+         "completion": transition_completion(t.next_state, t.reward, t.done)}
+        for t in transitions
+    ]
+
+
+# ---- data -----------------------------------------------------------------------------------------
+def collect_transitions(
+    make_env: Callable[[int], gym.Env],
+    n_episodes: int,
+    seed: int = 0,
+    max_episode_steps: int = 100,
+    progress: bool = False,
+) -> list[TextTransition]:
+    """Distinct text transitions from uniformly random episodes; `make_env(i)` builds the env of episode i.
+
+    A (state, action) pair seen twice is kept once (the environments used here are deterministic, so a
+    repeat would only weight the data towards easy, frequent states).
+    """
+    rng = random.Random(seed)
+    seen: dict[tuple[str, str], TextTransition] = {}
+    for episode in tqdm(range(n_episodes), desc="collect transitions", disable=not progress):
+        env = make_env(episode)
+        names = action_names(env)
+        obs, _ = env.reset(seed=seed * 100_003 + episode)
+        state = render_state(env, obs)
+        for _ in range(max_episode_steps):
+            action = rng.randrange(len(names))
+            obs, reward, terminated, truncated, _ = env.step(action)
+            next_state = render_state(env, obs)
+            seen.setdefault((state, names[action]), TextTransition(state, names[action], next_state, float(reward), bool(terminated)))
+            if terminated or truncated:
+                break
+            state = next_state
+        env.close()
+    return list(seen.values())
+
+
+def split_transitions(
+    transitions: Sequence[TextTransition], eval_fraction: float, seed: int = 0
+) -> tuple[list[TextTransition], list[TextTransition]]:
+    """(train, held_out): a seeded random split by transition, so no held-out (state, action) is trained on."""
+    if not 0 < eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    order = list(transitions)
+    random.Random(seed).shuffle(order)
+    n_held_out = max(1, int(round(len(order) * eval_fraction)))
+    if n_held_out >= len(order):
+        raise ValueError(f"{len(order)} transitions are too few to hold out {eval_fraction:.0%} and still train")
+    return order[n_held_out:], order[:n_held_out]
+
+
+def copy_state_accuracy(transitions: Sequence[TextTransition]) -> float:
+    """Exact-match accuracy of the baseline that predicts s_{t+1} = s_t."""
+    return float(np.mean([t.next_state == t.state for t in transitions])) if transitions else float("nan")
+
+
+# ---- the model -------------------------------------------------------------------------------------
+class LMWorldModel:
+    """f_LLM of eq. 9 behind the `TransitionModel` interface: batched greedy decoding, cached per (state, action).
+
+    States are the renderer's text; an output that does not parse comes back as an invalid `Prediction`
+    (and is counted in `n_parse_errors`) rather than a guess.
+    """
+
+    def __init__(self, model, tokenizer, action_names: Sequence[str], max_new_tokens: int = 128, batch_size: int = 64):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.action_names = list(action_names)
+        self.n_actions = len(self.action_names)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.cache: dict[tuple[str, int], Prediction] = {}
+        self.n_queries = 0
+        self.n_parse_errors = 0
+
+    def observe(self, env: gym.Env, obs: Any) -> str:
+        return render_state(env, obs)
+
+    def predict(self, states: Sequence[str], actions: Sequence[int]) -> list[Prediction]:
+        keys = list(zip(states, (int(a) for a in actions)))
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if missing:
+            prompts = [transition_prompt(s, self.action_names[a]) for s, a in missing]
+            texts = generate_completions(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
+                                         temperature=0.0, batch_size=self.batch_size)
+            for key, text in zip(missing, texts):
+                self.cache[key] = self._read(text)
+        self.n_queries += len(keys)
+        return [self.cache[k] for k in keys]
+
+    def _read(self, text: str) -> Prediction:
+        try:
+            next_state, reward, done = parse_transition(text)
+        except TransitionParseError as error:
+            self.n_parse_errors += 1
+            logger.warning("world model output not understood: %s", error)
+            return Prediction(None, 0.0, True, error=str(error))
+        return Prediction(next_state, reward, done)
+
+
+def evaluate_world_model(world_model, transitions: Sequence[TextTransition]) -> dict[str, float]:
+    """Greedy next-state exact match, reward and done accuracy, and the parse-error rate on `transitions`."""
+    index = {name: i for i, name in enumerate(world_model.action_names)}
+    predictions = world_model.predict([t.state for t in transitions], [index[t.action] for t in transitions])
+    n = max(len(transitions), 1)
+    return {
+        "next_state_accuracy": sum(p.valid and p.next_state == t.next_state for p, t in zip(predictions, transitions)) / n,
+        "reward_accuracy": sum(p.valid and p.reward == t.reward for p, t in zip(predictions, transitions)) / n,
+        "done_accuracy": sum(p.valid and p.done == t.done for p, t in zip(predictions, transitions)) / n,
+        "all_correct": sum(p.valid and (p.next_state, p.reward, p.done) == (t.next_state, t.reward, t.done)
+                           for p, t in zip(predictions, transitions)) / n,
+        "parse_error_rate": sum(not p.valid for p in predictions) / n,
+        "copy_state_baseline": copy_state_accuracy(transitions),
+        "n_transitions": float(len(transitions)),
+    }
+
+
+# ---- training ----------------------------------------------------------------------------------------
+class WorldModelTrainConfig(TrainConfig):
+    """The tiny language model and its SFT run (the shared training options come from `TrainConfig`)."""
+
+    out: Path = Field(Path("runs/world-model"), description="Run directory.")
+    hidden_size: int = Field(128, ge=8, description="Width of the tiny world-model transformer.")
+    num_layers: int = Field(4, ge=1, description="Transformer layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads.")
+    vocab_size: int = Field(400, ge=300, description="BPE vocabulary (byte alphabet + merges) trained on the transitions.")
+    epochs: float = Field(20.0, gt=0, description="Passes over the training transitions (when --max-steps is not set).")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    max_length: int = Field(192, ge=8, description="Longest prompt + completion in tokens.")
+    log_every: int = Field(25, ge=1, description="Write metrics every N steps.")
+
+
+def train_world_model(
+    config: WorldModelTrainConfig, train: Sequence[TextTransition], held_out: Sequence[TextTransition], action_list: Sequence[str]
+) -> tuple[LMWorldModel, dict]:
+    """Train a new tiny LM on `train` transitions with the SFT trainer; returns the world model and SFT metrics.
+
+    Writes `train.jsonl` / `held_out.jsonl` (prompt/completion), the initial model `init/` and the SFT run
+    `lm/` (its `lm/model` is an ordinary Hugging Face directory) under `config.out`.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_rows, held_out_rows = sft_rows(train), sft_rows(held_out)
+    for name, rows in (("train.jsonl", train_rows), ("held_out.jsonl", held_out_rows)):
+        atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = train_tokenizer((r["prompt"] + r["completion"] for r in train_rows), vocab_size=config.vocab_size)
+    size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
+                     num_kv_heads=config.num_heads, intermediate_size=3 * config.hidden_size,
+                     vocab_size=len(tokenizer), max_positions=max(512, config.max_length))
+    build_model(size, tokenizer, arch="llama", seed=config.seed).save_pretrained(out / "init")
+    tokenizer.save_pretrained(out / "init")
+    shared = config.model_dump(include=set(TrainConfig.model_fields) - {"out"})
+    sft = SFTConfig(**shared, model=out / "init", data=out / "train.jsonl", eval_data=out / "held_out.jsonl",
+                    out=out / "lm", n_eval=0)
+    result = run_sft(sft)
+    longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
+    model = load_causal_lm(result.model_dir)
+    world_model = LMWorldModel(model, load_tokenizer(result.model_dir), action_list, max_new_tokens=longest + 8)
+    return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, **result.metrics}
+
+
+# ---- a Gymnasium face on any transition model ----------------------------------------------------------
+class WorldModelEnv(gym.Env):
+    """Eq. 10's imagined environment: `step` asks the transition model (e.g. an `LMWorldModel`) what happens.
+
+    `reset` starts from `options["state"]`, or from `initial_state(rng)` when given. A prediction that could
+    not be read ends the episode (`terminated=True`, reward 0) with `info["error"]` set, is logged, and is
+    counted in `n_errors`: a planner never continues from a state the model did not actually produce.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model, initial_state: Callable[[np.random.Generator], Any] | None = None):
+        self.model = model
+        self.initial_state = initial_state
+        self.action_space = gym.spaces.Discrete(model.n_actions)
+        self.observation_space = gym.spaces.Text(max_length=4096, charset=frozenset(map(chr, range(9, 127))))
+        self.state: Any = None
+        self.n_errors = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if options and "state" in options:
+            self.state = options["state"]
+        elif self.initial_state is not None:
+            self.state = self.initial_state(self.np_random)
+        else:
+            raise ValueError("WorldModelEnv.reset needs options={'state': ...} or an initial_state function")
+        return self.state, {}
+
+    def step(self, action: int):
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        if not 0 <= int(action) < self.model.n_actions:
+            raise ValueError(f"action {action} is outside 0..{self.model.n_actions - 1}")
+        prediction = self.model.predict([self.state], [int(action)])[0]
+        if not prediction.valid:
+            self.n_errors += 1
+            logger.warning("world model step ended the episode: %s", prediction.error)
+            return self.state, 0.0, True, False, {"error": prediction.error}
+        self.state = prediction.next_state
+        return self.state, prediction.reward, prediction.done, False, {}
+
+
+def transitions_to_json(transitions: Sequence[TextTransition]) -> list[dict]:
+    return [asdict(t) for t in transitions]
