@@ -91,3 +91,16 @@ def test_the_adaptive_kl_coefficient_continues_after_resume(tmp_path, tiny_model
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     resumed = [r for r in records if r["step"] == 3 and "train/kl_coef" in r][0]
     assert resumed["train/kl_coef"] == pytest.approx(saved["kl_coef"])
+
+
+def test_single_pass_skips_the_extra_forwards_and_takes_the_same_step(tmp_path, tiny_model_dir):
+    from checks import assert_same_weights
+
+    options = dict(model=tiny_model_dir, task="sentiment", batch_size=2, samples_per_prompt=4, max_new_tokens=6,
+                   n_eval=0, progress=False, mixed_precision="no", kl_coef=0.0, max_steps=2, lr=1e-3)
+    run_grpo(GRPOConfig(out=tmp_path / "two-pass", **options))
+    single = run_grpo(GRPOConfig(out=tmp_path / "single-pass", kl_metrics=False, **options))
+    assert_same_weights(tmp_path / "two-pass" / "model", single.model_dir, atol=1e-5)
+    records = [json.loads(line) for line in (tmp_path / "single-pass" / "metrics.jsonl").read_text().splitlines()]
+    assert "train/kl" not in records[0]  # no reference forward, so no KL claimed
+    assert "train/kl" in json.loads((tmp_path / "two-pass" / "metrics.jsonl").read_text().splitlines()[0])

@@ -67,6 +67,7 @@ class OnlineRLConfig(TrainConfig):
     target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
     kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    kl_metrics: bool = Field(True, description="Measure the KL to the reference every step even when nothing needs it; off with --kl-coef 0, one update per rollout and a group advantage, the reference and old-policy forwards are skipped (as TRL does with beta=0).")
     dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop prompt groups whose rewards are all equal (no advantage) and sample more prompts to refill the batch.")
     max_sampling_rounds: int = Field(4, ge=1, description="Dynamic sampling: most rollouts per step; a batch still short afterwards is topped up with dropped groups.")
     lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
@@ -93,6 +94,7 @@ class OnlineTrainer(GenerativeTrainer):
     """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply."""
 
     name = "rl"
+    needs_values = False  # PPO: a value head read at rollout time
 
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
                  eval_prompts=(), max_new_tokens: int = 48):
@@ -107,6 +109,17 @@ class OnlineTrainer(GenerativeTrainer):
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
+
+    # Group advantages that read nothing but the scores; the rest need log-probs or values before the update.
+    SCORE_ONLY_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline")
+
+    @property
+    def single_pass(self) -> bool:
+        """True when no forward pass is needed between rollout and update (see --kl-metrics)."""
+        cfg = self.config
+        return (not cfg.kl_metrics and self.kl_controller.value == 0 and cfg.target_kl is None
+                and self.optimizer_steps_per_step() == 1 and cfg.advantage in self.SCORE_ONLY_ADVANTAGES
+                and not self.needs_values)
 
     def extra_state(self) -> dict:
         return {"kl_coef": self.kl_controller.value}
@@ -238,19 +251,21 @@ class OnlineTrainer(GenerativeTrainer):
             reward_stats = {**reward_stats, **dynamic_stats}
         t0 = time.perf_counter()
         mask = (self._labels(batch)[:, 1:] != IGNORE_INDEX) & valid.unsqueeze(-1)
-        old_logp, ref_logp, values = self._old_and_reference(batch)
-        rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
-        kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
+        stats = {"reward": float(scores[valid].mean()) if valid.any() else float("nan")}
+        if self.single_pass:
+            # nothing needs log pi_old before the update: the update's own forward gives it (ratio 1)
+            old_logp = ref_logp = values = kl = None
+            rewards, reward_terms = self.token_rewards(scores, mask, None, None, batch)
+        else:
+            old_logp, ref_logp, values = self._old_and_reference(batch)
+            rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
+            kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
+            stats["kl"] = float((kl * mask).sum(-1)[valid].mean()) if valid.any() else 0.0
         inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
         advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
         times["time/logprobs_advantages"] = time.perf_counter() - t0
-        sequence_kl = (kl * mask).sum(-1)
-        stats = {
-            "reward": float(scores[valid].mean()) if valid.any() else float("nan"),
-            "kl": float(sequence_kl[valid].mean()) if valid.any() else 0.0,
-            "kl_coef": float(self.kl_controller.value),
-            **rollout_stats(batch, mask), **reward_stats, **reward_terms, **times,
-        }
+        stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
+                      **reward_terms, **times})
         return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
                 "advantages": advantages, "returns": returns, "stats": stats}
 
@@ -275,7 +290,8 @@ class OnlineTrainer(GenerativeTrainer):
                         logits, values = self.policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows])
                         logp, _ = token_log_probs(logits, labels[rows])
                         micro_mask = mask[rows]
-                        out = policy_loss(cfg.policy_loss, logp, data["old_logp"][rows], data["advantages"][rows],
+                        old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
+                        out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows],
                                           micro_mask, **self._policy_options())
                         extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
                         loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
@@ -315,11 +331,12 @@ class OnlineTrainer(GenerativeTrainer):
             update_stats = self.update(data)
             stats = {**data["stats"], **update_stats, "time/update": time.perf_counter() - t1,
                      "time/step": time.perf_counter() - t0}
-            self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts))
+            if "kl" in stats:
+                self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts))
             done = step + 1
             if main:
                 bar.update(1)
-                bar.set_postfix(reward=f"{stats['reward']:.3f}", kl=f"{stats['kl']:.2f}")
+                bar.set_postfix(reward=f"{stats['reward']:.3f}", **({"kl": f"{stats['kl']:.2f}"} if "kl" in stats else {}))
                 if done % cfg.log_every == 0 or done == self.total_steps:
                     self._log({"step": done, "lr": self.scheduler.get_last_lr()[0],
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)

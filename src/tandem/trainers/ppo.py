@@ -87,6 +87,7 @@ class PPOConfig(OnlineRLConfig):
 
 
 class PPOTrainer(OnlineTrainer):
+    needs_values = True
     name = "ppo"
 
     @staticmethod
