@@ -11,8 +11,9 @@ number of steps. What is left to each framework is how it does the work: tandem'
 loss code, TRL's fused AdamW, fused LM head and collators. TRL's gradient checkpointing (on by default) is
 switched off, since it recomputes activations that tandem keeps; with it TRL would be slower still.
 
-GRPO does not exist in tandem yet (reported as null); TRL's GRPO is measured on the sentiment task's prompts
-with the task's gold reward: generation, scoring and the update, in completions per second.
+GRPO runs on the sentiment task's prompts with the task's gold reward in both, with TRL's GRPO defaults
+(beta 0, one update per rollout, token-level loss, clip 0.2): generation, scoring and the update, in
+completions per second; quality is the mean training reward over the last quarter of the steps.
 
 Timing covers the training steps only: a clock stamps the end of every optimizer step (tandem: a wrapper
 around the trainer's `optimizer.step`; TRL: a `TrainerCallback.on_step_end`), and the rate is measured from
@@ -116,6 +117,7 @@ def run_tandem(trainer, args) -> tuple[dict, list[int]]:
     summary = {**clock.summary(args.warmup_steps), "step_units": clock.units}
     records = [json.loads(line) for line in (trainer.out / "metrics.jsonl").read_text().splitlines()]
     summary["losses"] = [r["train/loss"] for r in records if "train/loss" in r]
+    summary["rewards"] = [r["train/reward"] for r in records if "train/reward" in r]  # GRPO
     return summary, order
 
 
@@ -240,15 +242,37 @@ def compare_dpo(args, tmp: Path, tokenizer, data: list[dict], max_length: int) -
 
 
 def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
-    result = {"tandem": None, "note": "tandem has no GRPO trainer yet"}
-    if args.skip_grpo:
-        return {**result, "trl": None}
-    from trl import GRPOConfig, GRPOTrainer
+    from tandem.rewards import as_reward_source
+    from tandem.trainers.grpo import GRPOConfig as TandemGRPOConfig, GRPOTrainer as TandemGRPOTrainer
 
     prompts = [{"prompt": e["prompt"]} for e in task.sft_examples(args.steps * args.batch_size)]
 
     def gold_reward(prompts, completions, **columns):
         return task.gold_reward(prompts, completions)
+
+    # TRL's GRPO defaults: beta = 0 (no reference model), one update per rollout, clip 0.2, token-level loss
+    # ("dapo"), group-normalised advantages. tandem runs the same algorithm: its single-pass path then
+    # skips the reference and old-policy forwards, as TRL does.
+    settings = tandem_settings(args, "grpo", tmp / "tandem-grpo", 256)
+    settings.update(batch_size=args.batch_size // args.num_generations, micro_batch_size=args.batch_size)
+    config = TandemGRPOConfig(**settings, samples_per_prompt=args.num_generations, max_new_tokens=task.max_new_tokens,
+                              temperature=1.0, kl_coef=0.0, kl_metrics=False, loss_agg="token-mean", advantage="grpo",
+                              clip_low=0.2, n_eval=0)
+    trainer = TandemGRPOTrainer(config, AutoModelForCausalLM.from_pretrained(tmp / "lm"), tokenizer, prompts, None,
+                                as_reward_source(gold_reward, "gold"), max_new_tokens=task.max_new_tokens)
+    collect = trainer.collect
+
+    def counted_collect(step):  # completions and their tokens, counted by the clock run_tandem attaches
+        data = collect(step)
+        trainer.batch_units({"input_ids": data["batch"].input_ids})
+        trainer.batch_tokens({"input_ids": data["batch"].input_ids, "attention_mask": data["batch"].attention_mask})
+        return data
+
+    trainer.collect = counted_collect
+    tandem, _ = run_tandem(trainer, args)
+    if args.skip_grpo:
+        return {"tandem": tandem, "trl": None, "note": "TRL's GRPO not run (--skip-grpo)"}
+    from trl import GRPOConfig, GRPOTrainer
 
     settings = trl_settings(args, "grpo", tmp / "trl-grpo", None)
     del settings["max_length"], settings["train_sampling_strategy"]
@@ -259,7 +283,7 @@ def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
                         max_completion_length=task.max_new_tokens, temperature=1.0),
         train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
     )
-    return {**result, "trl": run_trl(peer, args, [0] * args.steps, [args.batch_size] * args.steps)}
+    return {"tandem": tandem, "trl": run_trl(peer, args, [0] * args.steps, [args.batch_size] * args.steps)}
 
 
 # ---- report ----------------------------------------------------------------------------------------------------

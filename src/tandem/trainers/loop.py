@@ -88,12 +88,7 @@ class Trainer:
         )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
-        per_step = config.micro_batch_size * self.world
-        if config.batch_size % per_step:
-            raise ValueError(
-                f"batch_size {config.batch_size} must be a multiple of micro_batch_size x processes = {per_step}"
-            )
-        self.accumulation = config.batch_size // per_step
+        self.accumulation = self._accumulation_steps()
         self.steps_per_epoch = len(train_data) // config.batch_size
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(train_data)} training examples are fewer than one batch of {config.batch_size}")
@@ -118,6 +113,15 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+
+    def _accumulation_steps(self) -> int:
+        """Micro-batches per process per step; the batch must split evenly over processes and micro-batches."""
+        per_step = self.config.micro_batch_size * self.world
+        if self.config.batch_size % per_step:
+            raise ValueError(
+                f"batch_size {self.config.batch_size} must be a multiple of micro_batch_size x processes = {per_step}"
+            )
+        return self.config.batch_size // per_step
 
     # ---- what a trainer says --------------------------------------------------------------
     def optimizer_steps_per_step(self) -> int:

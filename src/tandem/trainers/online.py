@@ -76,6 +76,12 @@ class OnlineRLConfig(TrainConfig):
     max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
 
     @model_validator(mode="after")
+    def _micro_fits_batch(self) -> OnlineRLConfig:
+        # micro-batches count sequences (prompts x samples), not prompts
+        self.__dict__["micro_batch_size"] = min(self.micro_batch_size, self.batch_size * self.samples_per_prompt)
+        return self
+
+    @model_validator(mode="after")
     def _groups_for_dynamic_sampling(self) -> OnlineRLConfig:
         if self.dynamic_sampling and self.samples_per_prompt < 2:
             raise ValueError("dynamic sampling compares the rewards within a group: set --samples-per-prompt >= 2")
@@ -109,6 +115,12 @@ class OnlineTrainer(GenerativeTrainer):
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
+
+    def _accumulation_steps(self) -> int:
+        """Each process rolls out batch_size / processes prompts; the update splits rows into micro-batches itself."""
+        if self.config.batch_size % self.world:
+            raise ValueError(f"batch_size {self.config.batch_size} must be a multiple of the {self.world} processes")
+        return 1
 
     # Group advantages that read nothing but the scores; the rest need log-probs or values before the update.
     SCORE_ONLY_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline")
