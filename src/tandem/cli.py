@@ -96,6 +96,7 @@ def _register() -> None:
     from tandem.pipeline import QuickstartConfig, run_quickstart
     from tandem.trainers.dpo import DPOConfig, run_dpo
     from tandem.trainers.grpo import GRPOConfig, run_grpo
+    from tandem.trainers.one_shot import OneShotConfig, run_one_shot
     from tandem.trainers.ppo import PPOConfig, run_ppo
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.rm import RMConfig, run_rm
@@ -120,6 +121,8 @@ def _register() -> None:
                 "PPO-RLHF: policy with a value head, reward model score, per-token KL to the SFT reference, GAE.")
     add_command("grpo", GRPOConfig, lambda c: report(run_grpo(c)),
                 "RL with verifiable rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++ with DAPO options.")
+    add_command("one-shot-rlvr", OneShotConfig, lambda c: report(run_one_shot(c)),
+                "RLVR on one example (Wang et al. 2025): picked by the variance of its accuracy in an earlier grpo run.")
     add_command("dpo", DPOConfig, lambda c: report(run_dpo(c)),
                 "Direct preference optimisation and its family (IPO, robust/conservative DPO, hinge, SimPO, ORPO).")
 

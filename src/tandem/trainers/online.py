@@ -10,6 +10,7 @@ only in their configs and the two hooks `token_rewards` / `extra_losses` (see `p
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -203,10 +204,28 @@ class OnlineTrainer(GenerativeTrainer):
         values = torch.cat(values) if values[0] is not None else None
         return old_logp, ref_logp, values
 
-    def _prompt_rows(self, step: int) -> list[dict]:
+    def _prompt_indices(self, step: int) -> list[int]:
         indices = self._global_indices(step)
         share = len(indices) // self.world
-        return [self.train_data[i] for i in indices[self.rank * share : (self.rank + 1) * share]]
+        return indices[self.rank * share : (self.rank + 1) * share]
+
+    def _prompt_rows(self, step: int) -> list[dict]:
+        return [self.train_data[i] for i in self._prompt_indices(step)]
+
+    def _log_example_rewards(self, step: int, scores: torch.Tensor, valid: torch.Tensor) -> None:
+        """Mean reward of each training prompt this step, one JSON line per prompt, in `example_rewards.jsonl`.
+
+        One-shot RLVR (Wang et al. 2025) picks its example by the variance of these across epochs.
+        """
+        epoch = step // self.steps_per_epoch
+        group = self.config.samples_per_prompt
+        name = "example_rewards.jsonl" if self.world == 1 else f"example_rewards.rank{self.rank}.jsonl"
+        with open(self.out / name, "a", encoding="utf-8") as f:
+            for k, index in enumerate(self._prompt_indices(step)):
+                rows = slice(k * group, (k + 1) * group)
+                if valid[rows].any():
+                    f.write(json.dumps({"step": step + 1, "epoch": epoch, "index": index,
+                                        "reward": float(scores[rows][valid[rows]].mean())}) + "\n")
 
     def _sample_and_score(self, rows: list[dict], times: dict) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
         columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
@@ -258,6 +277,7 @@ class OnlineTrainer(GenerativeTrainer):
         rows = self._prompt_rows(step)
         times: dict[str, float] = {}
         batch, scores, valid, reward_stats = self._sample_and_score(rows, times)
+        self._log_example_rewards(step, scores, valid)
         if self.config.dynamic_sampling:
             batch, scores, valid, dynamic_stats = self._dynamic_sampling(step, len(rows), batch, scores, valid, times)
             reward_stats = {**reward_stats, **dynamic_stats}
@@ -365,15 +385,15 @@ def load_prompts(config: OnlineRLConfig, tokenizer, task) -> list[dict]:
     return [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)]
 
 
-def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer]) -> TrainResult:
-    """Load policy, reference, prompts and reward, then run `trainer_class`."""
+def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], prompts: list[dict] | None = None) -> TrainResult:
+    """Load policy, reference, prompts (unless given) and reward, then run `trainer_class`."""
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = trainer_class.prepare_model(load_causal_lm(config.model))
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
     reference = load_causal_lm(config.ref_model or config.model)
     reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
-    prompts = load_prompts(config, tokenizer, task)
+    prompts = load_prompts(config, tokenizer, task) if prompts is None else prompts
     eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
     max_new_tokens = config.max_new_tokens or (task.max_new_tokens if task is not None else 64)
     trainer = trainer_class(config, model, tokenizer, prompts, reference, reward, task=task, eval_prompts=eval_prompts,
