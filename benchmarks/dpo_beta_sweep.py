@@ -2,8 +2,8 @@
 
 On the built-in `sentiment` task, starting from an SFT model, train DPO on preference pairs sampled from
 that model and ranked by the gold scorer, for several beta; measure each policy's gold reward and its
-KL(policy || SFT reference) on held-out prompts, and plot the frontier. (PPO points join when the
-online-RL trainer lands.)
+KL(policy || SFT reference) on held-out prompts, and plot the frontier. PPO against the quickstart's
+reward model, for several KL coefficients, gives the paper's PPO points on the same axes.
 
     python benchmarks/dpo_beta_sweep.py --sft runs/quickstart/sft/model --out runs/dpo-sweep
 """
@@ -24,6 +24,7 @@ from tandem.evaluation import gold_eval  # noqa: E402
 from tandem.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from tandem.tasks import get_task  # noqa: E402
 from tandem.trainers.dpo import DPOConfig, run_dpo  # noqa: E402
+from tandem.trainers.ppo import PPOConfig, run_ppo  # noqa: E402
 
 
 def main() -> None:
@@ -35,6 +36,11 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1024)
     parser.add_argument("--n-eval", type=int, default=200)
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--rm", type=Path, default=Path("runs/quickstart/rm/model"),
+                        help="Reward model for the PPO points (the quickstart's)")
+    parser.add_argument("--ppo-kl", type=float, nargs="*", default=[0.01, 0.03, 0.1, 0.3],
+                        help="PPO KL coefficients to sweep (none: DPO only)")
+    parser.add_argument("--ppo-steps", type=int, default=30)
     args = parser.parse_args()
 
     task = get_task("sentiment")
@@ -52,6 +58,17 @@ def main() -> None:
             rows.append({"method": loss, "beta": beta, "gold_reward": result.metrics["eval/gold_reward"],
                          "kl": result.metrics["eval/kl_to_reference"], "seconds": time.perf_counter() - started})
             print(rows[-1], flush=True)
+
+    for kl_coef in args.ppo_kl:
+        started = time.perf_counter()
+        result = run_ppo(PPOConfig(
+            model=args.sft, out=args.out / f"ppo-kl{kl_coef}", reward=f"model:{args.rm}", kl_coef=kl_coef,
+            max_steps=args.ppo_steps, batch_size=32, micro_batch_size=32, update_epochs=2, minibatches=2, lr=2e-5,
+            n_eval=args.n_eval, progress=False,
+        ))
+        rows.append({"method": "ppo", "beta": kl_coef, "gold_reward": result.metrics["eval/gold_reward"],
+                     "kl": result.metrics["eval/kl_to_reference"], "seconds": time.perf_counter() - started})
+        print(rows[-1], flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep.json").write_text(json.dumps(rows, indent=2))
