@@ -116,7 +116,7 @@ class PPOTrainer(OnlineTrainer):
         values = values[:, :-1].float()
         value_loss, clip_fraction = clipped_value_loss(values, data["values"][rows], data["returns"][rows], mask,
                                                        self.config.value_clip)
-        stats["value_loss"] = float((value_loss * mask).sum() / mask.sum().clamp(min=1))
+        stats["value_loss"] = float((value_loss.detach() * mask).sum() / mask.sum().clamp(min=1))
         stats["value_clip_fraction"] = float(clip_fraction)
         stats["explained_variance"] = float(explained_variance(values.detach(), data["returns"][rows], mask))
         return per_token + self.config.vf_coef * value_loss, stats
