@@ -35,7 +35,7 @@ def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/rlvr"))
-    parser.add_argument("--task", default="arithmetic:digits=1:operations=+:eval_fraction=0.3:wrong_fraction=0.3")
+    parser.add_argument("--task", default="arithmetic:digits=1:operations=+-*:eval_fraction=0.3:wrong_fraction=0.3")
     parser.add_argument("--size", default="tiny")
     parser.add_argument("--pretrain-steps", type=int, default=300)
     parser.add_argument("--sft-steps", type=int, default=150)
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--kl-coef", type=float, default=0.02)
     parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--n-eval", type=int, default=30)
+    parser.add_argument("--n-eval", type=int, default=80)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
