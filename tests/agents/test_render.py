@@ -117,3 +117,14 @@ def test_generic_env_fallback():
     assert parse_action(env, "1") == 1 and parse_action(env, "push") is None
     with pytest.raises(ValueError, match="no text renderer"):
         render_state(env)
+
+
+def test_goal_text_and_parse_by_names(lake):
+    from tandem.agents.render import goal_text, parse_action_name
+
+    assert goal_text(render_state(lake)) == "walk from S to the goal G without stepping into a hole H"
+    babyai = gym.make("BabyAI-GoToRedBall-v0")
+    obs, _ = babyai.reset(seed=1)
+    assert goal_text(render_state(babyai)) == obs["mission"]
+    assert goal_text("observation: 1 2") == ""
+    assert parse_action_name("then go north", ["south", "north"]) == 1

@@ -183,6 +183,15 @@ def render_state(env: Any, obs: Any = None) -> str:
     return renderer(base, obs) if renderer is not None else _render_generic(base, obs)
 
 
+def goal_text(state_text: str) -> str:
+    """The task named in a rendering: the MiniGrid/BabyAI mission, the toy-text task, or "" for other envs."""
+    first = state_text.split("\n", 1)[0]
+    for prefix in ("mission: ", "task: "):
+        if first.startswith(prefix):
+            return first[len(prefix):]
+    return ""
+
+
 def action_names(env: Any) -> list[str]:
     """Names of the env's discrete actions, indexed by action id (numbers as names for unknown envs)."""
     base = env.unwrapped
@@ -199,12 +208,16 @@ _ACTION_INDEX = re.compile(r"\baction\s*(?:id|index|number)?\s*[:=#]?\s*(\d+)\b"
 
 
 def parse_action(env: Any, text: str) -> int | None:
-    """Action id named in free `text` (an action name, or an index), or None when none can be read.
+    """Action id of `env` named in free `text` (see `parse_action_name`), or None when none can be read."""
+    return parse_action_name(text, action_names(env))
+
+
+def parse_action_name(text: str, names: list[str]) -> int | None:
+    """Index in `names` of the action named in free `text`, or None when none can be read.
 
     The earliest action name in the text wins (``"turn left, not right"`` -> left); a bare integer or
     ``action: 2`` is read as an index when it is in range. Case and ``pick up``/``pickup`` spelling are ignored.
     """
-    names = action_names(env)
     lowered = _JOINED_WORDS.sub(r"\1\2", text.lower())
     stripped = lowered.strip().strip(".!\"'`")
     if stripped.isdigit():
