@@ -104,3 +104,20 @@ def test_single_pass_skips_the_extra_forwards_and_takes_the_same_step(tmp_path, 
     records = [json.loads(line) for line in (tmp_path / "single-pass" / "metrics.jsonl").read_text().splitlines()]
     assert "train/kl" not in records[0]  # no reference forward, so no KL claimed
     assert "train/kl" in json.loads((tmp_path / "two-pass" / "metrics.jsonl").read_text().splitlines()[0])
+
+
+def test_the_trained_log_probs_are_those_of_the_sampling_temperature(tmp_path, tiny_model_dir, monkeypatch):
+    from tandem.trainers.grpo import GRPOTrainer
+    from tandem.trainers.online import OnlineTrainer
+
+    seen = []
+    original = OnlineTrainer.collect
+    monkeypatch.setattr(GRPOTrainer, "collect", lambda self, step: seen.append(original(self, step)) or seen[-1])
+    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", max_steps=1, batch_size=2,
+                        samples_per_prompt=2, max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no",
+                        temperature=0.6))
+    data = seen[0]
+    sampled = data["batch"].sampled_log_probs[:, 1:]  # aligned with the labels shifted by one
+    mask = data["mask"]
+    assert mask.any()
+    assert torch.allclose(data["old_logp"][mask], sampled[mask], atol=1e-4)

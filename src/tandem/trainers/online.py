@@ -193,11 +193,12 @@ class OnlineTrainer(GenerativeTrainer):
             rows = slice(start, start + step)
             with self.accelerator.autocast():
                 logits, value = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows])
+                logits = logits / self.config.temperature
                 old.append(token_log_probs(logits, labels[rows])[0].float())
                 values.append(value[:, :-1].float() if value is not None else None)
                 if self.reference is not None:
                     ref_logits = self.reference(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
-                                                use_cache=False).logits
+                                                use_cache=False).logits / self.config.temperature
                     ref.append(token_log_probs(ref_logits, labels[rows])[0].float())
         old_logp = torch.cat(old)
         ref_logp = torch.cat(ref) if ref else old_logp.clone()
@@ -320,6 +321,8 @@ class OnlineTrainer(GenerativeTrainer):
                     sync = k == len(micro_batches) - 1
                     with nullcontext() if sync else self.accelerator.no_sync(self.model):
                         logits, values = self.policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows])
+                        # the policy being trained is the one that sampled: logits / temperature (as TRL, verl)
+                        logits = logits / cfg.temperature
                         logp, _ = token_log_probs(logits, labels[rows])
                         micro_mask = mask[rows]
                         old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
