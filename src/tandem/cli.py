@@ -132,6 +132,7 @@ _register()
 # Subpackages that add their own commands: each has `register(add_command)` in the module named here.
 COMMAND_MODULES = (
     "tandem.agents.commands_explore",
+    "tandem.agents.commands_offline",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

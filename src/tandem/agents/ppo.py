@@ -103,9 +103,10 @@ def rollout_gae(
     """
     advantages = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[0])
+    carries_on, bootstraps = (~episode_end.bool()).to(rewards.dtype), (~terminated.bool()).to(rewards.dtype)
     for t in reversed(range(rewards.shape[0])):
-        delta = rewards[t] + gamma * (1.0 - terminated[t].float()) * next_values[t] - values[t]
-        running = delta + gamma * lam * (1.0 - episode_end[t].float()) * running
+        delta = rewards[t] + gamma * bootstraps[t] * next_values[t] - values[t]
+        running = delta + gamma * lam * carries_on[t] * running
         advantages[t] = running
     return advantages, advantages + values
 
@@ -303,6 +304,7 @@ def train_ppo(
         if config.normalize_advantages:
             advantages = whiten(advantages, valid_t)
 
+        rollout_seconds = time.perf_counter() - started
         stats = _update(policy, optimizer, config, _tree_cat(observations), torch.cat(actions), torch.cat(logps),
                         values_t.reshape(-1), advantages.reshape(-1), returns.reshape(-1), valid_t.reshape(-1))
         history.episodes.extend(finished)
@@ -314,6 +316,8 @@ def train_ppo(
             "mean_length": float(np.mean([k for _, _, k in finished])) if finished else float("nan"),
             "explained_variance": float(explained_variance(values_t, returns, valid_t)),
             "steps_per_s": n * horizon / (time.perf_counter() - started),
+            "rollout_seconds": rollout_seconds,
+            "update_seconds": time.perf_counter() - started - rollout_seconds,
             **stats,
         }
         history.records.append(record)
@@ -355,7 +359,7 @@ def _update(policy, optimizer, config, obs, actions, old_logp, old_values, advan
             count += 1
         if config.target_kl is not None and np.mean(kls) > config.target_kl:
             break
-    return {key: value / max(count, 1) for key, value in sums.items()}
+    return {key: value / max(count, 1) for key, value in sums.items()} | {"optimizer_steps": count}
 
 
 @torch.no_grad()
