@@ -27,9 +27,9 @@ from tandem.trainers.sft import SFTConfig, run_sft
 ESTIMATORS = ("grpo", "dr_grpo", "rloo", "reinforce_plus_plus", "reinforce_plus_plus_baseline")
 
 
-def eval_curve(run_dir: Path) -> list[tuple[int, float]]:
+def eval_curve(run_dir: Path, key: str = "eval/gold_reward") -> list[tuple[int, float]]:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["eval/gold_reward"]) for r in records if "eval/gold_reward" in r]
+    return [(r["step"], r[key]) for r in records if key in r]
 
 
 def main() -> None:
@@ -71,6 +71,8 @@ def main() -> None:
             eval_every=args.eval_every, log_every=5, **common))
         curve = eval_curve(args.out / f"grpo-{estimator}")
         results["runs"][estimator] = {"curve": curve, "before": None, "after": result.metrics["eval/gold_reward"],
+                                      "sampled_curve": eval_curve(args.out / f"grpo-{estimator}", "eval/gold_reward_sampled"),
+                                      "after_sampled": result.metrics.get("eval/gold_reward_sampled"),
                                       "kl_to_sft": result.metrics.get("eval/kl_to_reference"),
                                       "seconds": time.perf_counter() - t0}
         print(estimator, results["runs"][estimator], flush=True)
@@ -80,17 +82,22 @@ def main() -> None:
     from tandem.tasks import get_task
 
     task = get_task(args.task)
-    before = gold_eval(load_causal_lm(sft_dir), load_tokenizer(sft_dir), task,
-                       task.eval_prompts(args.n_eval, seed=args.seed))["gold_reward"]
+    held_out = task.eval_prompts(args.n_eval, seed=args.seed)
+    sft_model, tokenizer = load_causal_lm(sft_dir), load_tokenizer(sft_dir)
+    before = gold_eval(sft_model, tokenizer, task, held_out)["gold_reward"]
+    before_sampled = gold_eval(sft_model, tokenizer, task, held_out * 4, temperature=args.temperature)["gold_reward"]
     for run in results["runs"].values():
-        run["before"] = before
+        run["before"], run["before_sampled"] = before, before_sampled
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     lines = [f"GRPO family on `{args.task}` ({args.size} model), held-out exact match (greedy, {args.n_eval} questions)",
-             "", "| estimator | before (SFT) | after | KL to SFT | seconds |", "|---|---|---|---|---|"]
+             f"and sampled at temperature {args.temperature} (4 samples per question)", "",
+             "| estimator | greedy before (SFT) | greedy after | sampled before | sampled after | KL to SFT | seconds |",
+             "|---|---|---|---|---|---|---|"]
     for name, run in results["runs"].items():
-        lines.append(f"| {name} | {run['before']:.3f} | {run['after']:.3f} | {run['kl_to_sft'] or 0:.3f} | {run['seconds']:.0f} |")
+        lines.append(f"| {name} | {run['before']:.3f} | {run['after']:.3f} | {run['before_sampled']:.3f} | "
+                     f"{run['after_sampled'] or float('nan'):.3f} | {run['kl_to_sft'] or 0:.3f} | {run['seconds']:.0f} |")
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -99,14 +106,15 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, run in results["runs"].items():
-        steps, values = zip(*([(0, before)] + run["curve"]))
-        ax.plot(steps, values, marker="o", label=name)
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("held-out exact match")
-    ax.set_title(f"RLVR on {args.task}")
-    ax.legend()
+        for ax, curve, start in ((axes[0], run["curve"], before), (axes[1], run["sampled_curve"], before_sampled)):
+            if curve:
+                steps, values = zip(*([(0, start)] + curve))
+                ax.plot(steps, values, marker="o", label=name)
+    axes[0].set(xlabel="GRPO step", ylabel="held-out exact match", title="greedy")
+    axes[1].set(xlabel="GRPO step", ylabel="held-out exact match", title=f"sampled, T={args.temperature}")
+    axes[0].legend()
     fig.tight_layout()
     fig.savefig(args.out / "accuracy.png", dpi=120)
 

@@ -353,7 +353,13 @@ class OnlineTrainer(GenerativeTrainer):
         if self.task is None or not self.eval_prompts:
             return {}
         gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference)
-        return {f"eval/{k}": v for k, v in gold.items()}
+        metrics = {f"eval/{k}": v for k, v in gold.items()}
+        if self.task.eval_temperature != self.config.temperature:
+            # greedy exact match moves only when the mode flips; the policy RL trains is the sampling one
+            sampled = gold_eval(model, self.tokenizer, self.task, list(self.eval_prompts) * 4,
+                                temperature=self.config.temperature)
+            metrics["eval/gold_reward_sampled"] = sampled["gold_reward"]
+        return metrics
 
     def train(self) -> TrainResult:
         cfg = self.config
