@@ -25,6 +25,15 @@ from pathlib import Path
 
 import torch
 
+COMPACT_SCORE_TEMPLATE = """\
+kind: score
+instruction: |-
+  How positive is this continuation of the review?
+  {prompt}
+  Continuation: {response}
+answer_instruction: Answer "{verdict_prefix} <digit>", {low} (negative) to {high} (positive).
+scale: [0, 9]
+"""
 COMPACT_TEMPLATE = """\
 kind: compare
 instruction: |-
@@ -45,7 +54,7 @@ def build_base_model(out: Path, seed: int) -> Path:
     folder = out / "base-model"
     if (folder / "config.json").exists():
         return folder
-    texts = get_task("sentiment").pretrain_corpus(2000, seed=seed) + [COMPACT_TEMPLATE] * 50
+    texts = get_task("sentiment").pretrain_corpus(2000, seed=seed) + [COMPACT_TEMPLATE, COMPACT_SCORE_TEMPLATE] * 50
     tokenizer = train_tokenizer(texts, vocab_size=MODEL_SIZES["tiny"].vocab_size)
     model = build_model(MODEL_SIZES["tiny"], tokenizer, arch="llama", seed=seed)
     model.save_pretrained(folder)
@@ -93,73 +102,100 @@ def measure_throughput(model_dir: Path, requests: int, max_tokens: int, concurre
     return results
 
 
-def judge_training_data(template_path: Path, tokenizer, n: int, seed: int, path: Path) -> None:
-    """SFT records: prompt = the compare question rendered with the chat template, completion = "Verdict: A|B"."""
+def judge_training_data(kind: str, template_path: Path, tokenizer, n: int, seed: int, path: Path) -> None:
+    """SFT records: prompt = the question rendered with the chat template, completion = "Verdict: <label>".
+
+    compare: the gold-chosen response shown first or second at random, label A or B;
+    score: each response of a training pair alone, label = the digit nearest 9 * (gold + 1) / 2.
+    """
     from tandem.judges import load_template
     from tandem.tasks import get_task
 
-    template, rng = load_template(template_path), random.Random(seed)
-    with open(path, "w", encoding="utf-8") as file:
-        for pair in get_task("sentiment").preference_pairs(n, seed=seed):
+    task, template, rng = get_task("sentiment"), load_template(template_path), random.Random(seed)
+    questions = []
+    for pair in task.preference_pairs(n, seed=seed):
+        if kind == "compare":
             chosen_first = rng.random() < 0.5
             first, second = (pair["chosen"], pair["rejected"]) if chosen_first else (pair["rejected"], pair["chosen"])
-            messages = template.messages({"prompt": pair["prompt"], "response_a": first, "response_b": second})
-            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            answer = template.labels[0] if chosen_first else template.labels[1]
+            fields = {"prompt": pair["prompt"], "response_a": first, "response_b": second}
+            questions.append((fields, template.labels[0] if chosen_first else template.labels[1]))
+        else:
+            for response in (pair["chosen"], pair["rejected"]):
+                [gold] = task.gold_reward([pair["prompt"]], [response])
+                questions.append(({"prompt": pair["prompt"], "response": response}, str(round(9 * (gold + 1) / 2))))
+    with open(path, "w", encoding="utf-8") as file:
+        for fields, answer in questions:
+            prompt = tokenizer.apply_chat_template(template.messages(fields), tokenize=False, add_generation_prompt=True)
             file.write(json.dumps({"prompt": prompt, "completion": f"{template.verdict_prefix} {answer}"}) + "\n")
 
 
-def agreement(judge, pairs: list[dict], seed: int) -> dict:
-    """Share of pairs where the judge prefers the gold-chosen response (ties count half), and questions/s."""
+def agreement(judge, pairs: list[dict], seed: int, pointwise: bool = False) -> dict:
+    """Share of pairs where the judge prefers the gold-chosen response (ties count half), and questions/s.
+
+    pointwise: each response is scored alone and the pair decided by the scores (p = (1 + s_c - s_r) / 2).
+    Otherwise pairs are compared, in both orders when the judge does, else in one order randomised per
+    pair (so a judge that always answers "A" scores 50%).
+    """
+    from tandem.judges import compare_from_scores
+
     rng = random.Random(seed)
-    prompts = [p["prompt"] for p in pairs]
-    if judge.both_orders:
-        started = time.perf_counter()
-        verdicts = judge.compare(prompts, [p["chosen"] for p in pairs], [p["rejected"] for p in pairs])
-        seconds = time.perf_counter() - started
-        p_chosen = [v.value for v in verdicts]
-    else:  # one order, randomised per pair: a judge that always answers "A" scores 50%
+    prompts, chosen, rejected = [p["prompt"] for p in pairs], [p["chosen"] for p in pairs], [p["rejected"] for p in pairs]
+    started = time.perf_counter()
+    if pointwise:
+        verdicts = judge.score(prompts + prompts, chosen + rejected)
+        questions = 2 * len(pairs)
+        p_chosen = [None if c.value is None or r.value is None else compare_from_scores(c.value, r.value)
+                    for c, r in zip(verdicts[: len(pairs)], verdicts[len(pairs) :])]
+    elif judge.both_orders:
+        questions = 2 * len(pairs)
+        p_chosen = [v.value for v in judge.compare(prompts, chosen, rejected)]
+    else:
         flips = [rng.random() < 0.5 for _ in pairs]
-        firsts = [p["rejected"] if f else p["chosen"] for p, f in zip(pairs, flips)]
-        seconds_ = [p["chosen"] if f else p["rejected"] for p, f in zip(pairs, flips)]
-        started = time.perf_counter()
+        firsts = [r if f else c for c, r, f in zip(chosen, rejected, flips)]
+        seconds_ = [c if f else r for c, r, f in zip(chosen, rejected, flips)]
+        questions = len(pairs)
         verdicts = judge.compare(prompts, firsts, seconds_)
-        seconds = time.perf_counter() - started
         p_chosen = [None if v.value is None else (1 - v.value if f else v.value) for v, f in zip(verdicts, flips)]
+    seconds = time.perf_counter() - started
     usable = [p for p in p_chosen if p is not None]
     score = [1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in usable]
-    questions = len(pairs) * (2 if judge.both_orders else 1)
     return {"agreement": round(sum(score) / len(score), 4) if score else None, "usable": len(usable), "pairs": len(pairs),
             "mean_p_chosen": round(sum(usable) / len(usable), 4) if usable else None,
-            "order_disagreements": judge.stats.order_disagreements, "questions_per_s": round(questions / seconds, 2)}
+            "order_disagreements": judge.stats.order_disagreements, "unusable": dict(judge.stats.unusable),
+            "questions_per_s": round(questions / seconds, 2)}
 
 
-def measure_judges(base_dir: Path, out: Path, n_train: int, steps: int, n_pairs: int, seed: int) -> dict:
+def measure_judges(kind: str, base_dir: Path, out: Path, n_train: int, steps: int, n_pairs: int, seed: int) -> dict:
+    """Train a `kind` ("score" or "compare") judge with `run_sft`; agreement with gold of it and of the untrained base."""
     from tandem.judges import LocalJudge, OpenAIJudge
     from tandem.models.loading import load_tokenizer
     from tandem.serve import BackgroundServer, ServeConfig, create_app
     from tandem.tasks import get_task
     from tandem.trainers.sft import SFTConfig, run_sft
 
-    template = out / "compact_compare.yaml"
-    template.write_text(COMPACT_TEMPLATE)
-    data = out / "judge_sft.jsonl"
-    judge_training_data(template, load_tokenizer(base_dir), n_train, seed, data)
+    template = out / f"compact_{kind}.yaml"
+    template.write_text(COMPACT_SCORE_TEMPLATE if kind == "score" else COMPACT_TEMPLATE)
+    data = out / f"judge_{kind}_sft.jsonl"
+    judge_training_data(kind, template, load_tokenizer(base_dir), n_train, seed, data)
     started = time.perf_counter()
-    sft = run_sft(SFTConfig(model=base_dir, data=data, out=out / "judge-sft", max_steps=steps, batch_size=32,
+    sft = run_sft(SFTConfig(model=base_dir, data=data, out=out / f"judge-{kind}-sft", max_steps=steps, batch_size=32,
                             micro_batch_size=32, lr=2e-3, max_length=384, seed=seed, eval_fraction=0.02))
     train_seconds = time.perf_counter() - started
     pairs = get_task("sentiment").preference_pairs(n_pairs, seed=seed + 1, held_out=True)
-    results = {"train_steps": steps, "train_examples": n_train, "train_seconds": round(train_seconds, 1), "judges": []}
-    for name, model_dir in (("untrained", base_dir), ("sft_judge", Path(sft.model_dir))):
-        for both in (False, True):
-            judge = LocalJudge(model_dir, compare_template=str(template), both_orders=both, batch_size=32)
-            row = {"model": name, "backend": "local", "both_orders": both, **agreement(judge, pairs, seed)}
+    results = {"kind": kind, "train_steps": steps, "train_pairs": n_train, "train_seconds": round(train_seconds, 1),
+               "judges": []}
+    templates = {f"{kind}_template": str(template)}
+    pointwise = kind == "score"
+    for name, model_dir in (("untrained", base_dir), (f"sft_{kind}_judge", Path(sft.model_dir))):
+        for both in ((False,) if pointwise else (False, True)):
+            judge = LocalJudge(model_dir, both_orders=both, batch_size=32, **templates)
+            row = {"model": name, "backend": "local", "both_orders": both, **agreement(judge, pairs, seed, pointwise)}
             results["judges"].append(row)
             print(row, flush=True)
-    with BackgroundServer(create_app(ServeConfig(model=Path(sft.model_dir), model_name="judge", max_concurrency=1))) as server:
-        judge = OpenAIJudge(server.url + "/v1", "judge", compare_template=str(template), max_concurrency=4, timeout=300)
-        row = {"model": "sft_judge", "backend": "http", "both_orders": True, **agreement(judge, pairs, seed)}
+    with BackgroundServer(create_app(ServeConfig(model=Path(sft.model_dir), model_name="judge"))) as server:
+        judge = OpenAIJudge(server.url + "/v1", "judge", max_concurrency=4, timeout=300, **templates)
+        row = {"model": f"sft_{kind}_judge", "backend": "http", "both_orders": not pointwise,
+               **agreement(judge, pairs, seed, pointwise)}
         results["judges"].append(row)
         print(row, flush=True)
     return results
@@ -178,8 +214,8 @@ def plot(results: dict, path: Path) -> None:
     axes[0][0].set(xlabel="client threads", ylabel="requests / s",
                    title=f"tandem serve, {rows[0]['max_tokens']}-token completions")
     if panels == 2:
-        judges = results["judging"]["judges"]
-        labels = [f"{j['model']}\n{j['backend']}, {'both' if j['both_orders'] else 'one'} order" for j in judges]
+        judges = [row for part in results["judging"] for row in part["judges"]]
+        labels = [f"{j['model']}\n{j['backend']}" + (", both orders" if j["both_orders"] else "") for j in judges]
         axes[0][1].bar(range(len(judges)), [j["agreement"] or 0 for j in judges], color="tab:green")
         axes[0][1].axhline(0.5, color="grey", linestyle="--", linewidth=1)
         axes[0][1].set_xticks(range(len(judges)), labels, fontsize=7)
@@ -195,7 +231,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--judge-train-examples", type=int, default=3000)
+    parser.add_argument("--judge-kind", choices=["score", "compare"], nargs="+", default=["score"],
+                        help="Judges to train: pointwise score (pairs decided by scores) and/or pairwise compare.")
+    parser.add_argument("--judge-train-pairs", type=int, default=3000)
     parser.add_argument("--judge-steps", type=int, default=300, help="SFT steps of the judge (0: skip the judging part).")
     parser.add_argument("--judge-pairs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -207,7 +245,8 @@ def main() -> None:
     results = {"model": str(base), "torch_threads": args.threads,
                "throughput": measure_throughput(base, args.requests, args.max_tokens, args.concurrency)}
     if args.judge_steps > 0:
-        results["judging"] = measure_judges(base, args.out, args.judge_train_examples, args.judge_steps, args.judge_pairs, args.seed)
+        results["judging"] = [measure_judges(kind, base, args.out, args.judge_train_pairs, args.judge_steps, args.judge_pairs,
+                                             args.seed) for kind in args.judge_kind]
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, args.out / "serve_throughput.png")
     print(f"wrote {args.out / 'results.json'} and {args.out / 'serve_throughput.png'}")

@@ -47,7 +47,7 @@ def _option(name: str, field) -> inspect.Parameter:
         flag = f"{flag}/--no-{name.replace('_', '-')}"
     choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
     help_text = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
-    help_text += f" (default: {field.default})"
+    help_text += " (required)" if field.is_required() else f" (default: {field.default})"
     option = typer.Option(None, flag, help=help_text, show_default=False)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
@@ -133,6 +133,8 @@ _register()
 COMMAND_MODULES = (
     "tandem.agents.commands_explore",
     "tandem.agents.commands_offline",
+    "tandem.judges.commands",
+    "tandem.serve.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

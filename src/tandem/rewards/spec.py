@@ -90,7 +90,15 @@ def _python(rest: str, spec: str, tokenizer, device):
     return as_reward_source(load_reward_function(rest), name=f"python:{rest}")
 
 
-SPEC_KINDS: dict[str, Callable[..., Any]] = {"verifier": _verifier, "task": _task, "model": _model, "python": _python}
+def _judge(rest: str, spec: str, tokenizer, device):
+    from tandem.judges.spec import judge_reward_from_spec  # tandem.judges imports tandem.rewards
+
+    return judge_reward_from_spec(rest, spec, tokenizer, device)
+
+
+SPEC_KINDS: dict[str, Callable[..., Any]] = {
+    "verifier": _verifier, "task": _task, "model": _model, "python": _python, "judge": _judge,
+}
 
 
 def build_one(spec: str, tokenizer=None, device=None):
@@ -98,8 +106,8 @@ def build_one(spec: str, tokenizer=None, device=None):
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
         raise RewardSpecError(
-            f"reward spec {spec!r} must be verifier:NAME, task:NAME, model:PATH, python:MODULE:FUNCTION "
-            "or MODULE:FUNCTION"
+            f"reward spec {spec!r} must be verifier:NAME, task:NAME, model:PATH, judge:local:PATH, "
+            "judge:openai:URL:MODEL, python:MODULE:FUNCTION or MODULE:FUNCTION"
         )
     if kind not in SPEC_KINDS:  # a plain module:function
         return _python(spec, spec, tokenizer, device)

@@ -1,0 +1,307 @@
+"""The judge interface (the critic C_psi of seed section 2.4, eq. 6): score one response, or compare two.
+
+    verdicts = judge.score(prompts, responses)            # value in [0, 1] per response
+    verdicts = judge.compare(prompts, responses_a, responses_b)   # value = P(response a is better)
+
+Every call returns one `Verdict` per sample. A verdict that could not be obtained (timeout, server
+error, unparsable text...) has `value=None` and a `reason`; it is counted in `judge.stats`, logged with
+its sample, and handled by the judge's `on_unusable` policy:
+
+    "skip"     (default) the value stays None: the sample is dropped downstream (`JudgeReward` returns None)
+    "neutral"  the value becomes 0.5, with the reason kept (so `verdict.usable` is still False)
+    "raise"    `UnusableVerdictError` naming the sample
+
+`compare` asks in both orders by default and averages, p = (p_AB + 1 - p_BA) / 2, cancelling the
+judge's preference for a position (Lee et al. 2023; Zheng et al. 2023, "Judging LLM-as-a-judge").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from tandem.judges.cache import VerdictCache, verdict_key
+from tandem.judges.templates import JudgeTemplate, load_template
+from tandem.rewards.safety import shorten
+
+logger = logging.getLogger("tandem.judges")
+
+ON_UNUSABLE = ("skip", "neutral", "raise")
+NEUTRAL = 0.5
+MAX_LOGGED_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judgement: `value` in [0, 1] (None when unusable), why it is unusable, and what the judge said.
+
+    `reason` is None for a usable verdict, else one of: "timeout", "connection_error", "server_error",
+    "rate_limited", "client_error", "bad_response" (a reply that is not a chat completion), "unparsable"
+    (no label in the text), "no_label_mass", "too_long", "exception", "invalid_value". Under the
+    "neutral" policy an unusable verdict has value 0.5 and keeps its reason.
+    `method` says how the value was read: "token_probs", "logprobs", "text", "function" or "both_orders".
+    """
+
+    value: float | None
+    reason: str | None = None
+    raw: str = ""
+    method: str = ""
+    detail: str = ""
+    cached: bool = False
+    parts: tuple[Verdict, ...] = ()
+
+    @property
+    def usable(self) -> bool:
+        return self.reason is None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["parts"] = [part.as_dict() for part in self.parts]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Verdict:
+        parts = tuple(cls.from_dict(part) for part in data.get("parts", ()))
+        return cls(**{**data, "parts": parts})
+
+
+def unusable(reason: str, raw: str = "", detail: str = "", method: str = "") -> Verdict:
+    return Verdict(None, reason=reason, raw=raw, detail=detail, method=method)
+
+
+def swap_average(p_first: float, p_swapped: float) -> float:
+    """Position-debiased preference: (p_AB + 1 - p_BA) / 2.
+
+    `p_first` = P(a better) asked with a shown first; `p_swapped` = P(b better) asked with b shown first.
+    """
+    return (p_first + 1.0 - p_swapped) / 2.0
+
+
+def combine_orders(first: Verdict, swapped: Verdict) -> Verdict:
+    """The both-orders verdict on (a, b) from the verdict asked as (a, b) and the one asked as (b, a)."""
+    parts = (first, swapped)
+    raw = f"[a first] {first.raw}\n[b first] {swapped.raw}"
+    if not first.usable or not swapped.usable:
+        bad = first if not first.usable else swapped
+        order = "a first" if bad is first else "b first"
+        return Verdict(None, bad.reason, raw, "both_orders", f"{order}: {bad.detail}".rstrip(": "), parts=parts)
+    return Verdict(swap_average(first.value, swapped.value), None, raw, "both_orders", parts=parts)
+
+
+class UnusableVerdictError(RuntimeError):
+    """Raised under `on_unusable="raise"`: names the judge, the sample and why its verdict is unusable."""
+
+    def __init__(self, judge: str, index: int, verdict: Verdict, sample: dict[str, str]) -> None:
+        self.verdict, self.index, self.sample = verdict, index, sample
+        texts = ", ".join(f"{key}={shorten(value)!r}" for key, value in sample.items())
+        super().__init__(
+            f"judge {judge!r}: unusable verdict ({verdict.reason}: {verdict.detail or shorten(verdict.raw)}) "
+            f"for sample {index} ({texts}); use on_unusable='skip' to drop such samples instead"
+        )
+
+
+@dataclass
+class JudgeStats:
+    """Running counts over a judge's life: questions asked, cache hits, unusable verdicts by reason."""
+
+    samples: int = 0
+    questions: int = 0
+    cache_hits: int = 0
+    unusable: Counter = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)  # the first unusable samples, for the log
+    pairs_both_orders: int = 0
+    order_disagreements: int = 0  # pairs whose winner flips when the order is swapped (position bias)
+
+    @property
+    def n_unusable(self) -> int:
+        return sum(self.unusable.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples, "questions": self.questions, "cache_hits": self.cache_hits,
+            "unusable": self.n_unusable, "unusable_by_reason": dict(self.unusable),
+            "pairs_both_orders": self.pairs_both_orders, "order_disagreements": self.order_disagreements,
+            "examples": self.examples[:5],
+        }
+
+
+class Judge:
+    """Base class: the policy for unusable verdicts, both-orders averaging and bookkeeping.
+
+    Subclasses implement `_score(prompts, responses)` and `_compare_ordered(prompts, first, second)`
+    (P(first better) as shown in that order), each returning one `Verdict` per sample.
+
+    Args:
+        on_unusable: "skip", "neutral" or "raise" (see the module docstring).
+        both_orders: `compare` asks (a, b) and (b, a) and averages (twice the questions).
+        name: how the judge is reported.
+    """
+
+    name: str = "judge"
+
+    def __init__(self, *, on_unusable: str = "skip", both_orders: bool = True, name: str | None = None) -> None:
+        if on_unusable not in ON_UNUSABLE:
+            raise ValueError(f"on_unusable must be one of {ON_UNUSABLE}, got {on_unusable!r}")
+        self.on_unusable = on_unusable
+        self.both_orders = both_orders
+        if name is not None:
+            self.name = name
+        self.stats = JudgeStats()
+
+    # ----- the interface ------------------------------------------------------
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        """One verdict per response: its quality in [0, 1]."""
+        prompts, responses = _aligned(prompts, responses=responses)
+        verdicts = self._score(prompts, responses) if prompts else []
+        return self._handle(verdicts, prompts, {"response": responses})
+
+    def compare(self, prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[Verdict]:
+        """One verdict per pair: the probability that response a is better than response b."""
+        prompts, responses_a, responses_b = _aligned(prompts, responses_a=responses_a, responses_b=responses_b)
+        if not prompts:
+            return []
+        if self.both_orders:  # both orders in one backend call: one batch, or one round of concurrent requests
+            n = len(prompts)
+            asked = self._compare_ordered(prompts + prompts, responses_a + responses_b, responses_b + responses_a)
+            first, swapped = asked[:n], asked[n:]
+            verdicts = [combine_orders(f, s) for f, s in zip(first, swapped)]
+            for f, s in zip(first, swapped):
+                if f.usable and s.usable:
+                    self.stats.pairs_both_orders += 1
+                    self.stats.order_disagreements += (f.value > 0.5) != (s.value < 0.5)
+        else:
+            verdicts = self._compare_ordered(prompts, responses_a, responses_b)
+        return self._handle(verdicts, prompts, {"response_a": responses_a, "response_b": responses_b})
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        raise NotImplementedError
+
+    def _compare_ordered(self, prompts: list[str], first: list[str], second: list[str]) -> list[Verdict]:
+        raise NotImplementedError
+
+    # ----- unusable verdicts --------------------------------------------------
+
+    def _handle(self, verdicts: list[Verdict], prompts: list[str], responses: dict[str, list[str]]) -> list[Verdict]:
+        if len(verdicts) != len(prompts):
+            raise RuntimeError(f"judge {self.name!r} returned {len(verdicts)} verdicts for {len(prompts)} samples")
+        self.stats.samples += len(prompts)
+        handled = []
+        for index, verdict in enumerate(verdicts):
+            if not verdict.usable:
+                sample = {"prompt": prompts[index], **{key: values[index] for key, values in responses.items()}}
+                self._record_unusable(index, verdict, sample)
+                if self.on_unusable == "raise":
+                    raise UnusableVerdictError(self.name, index, verdict, sample)
+                if self.on_unusable == "neutral":
+                    verdict = replace(verdict, value=NEUTRAL)
+            handled.append(verdict)
+        return handled
+
+    def _record_unusable(self, index: int, verdict: Verdict, sample: dict[str, str]) -> None:
+        self.stats.unusable[verdict.reason] += 1
+        short = {key: shorten(value) for key, value in sample.items()}
+        if len(self.stats.examples) < MAX_LOGGED_EXAMPLES:
+            self.stats.examples.append({"reason": verdict.reason, "detail": verdict.detail, "raw": shorten(verdict.raw, 200), **short})
+        level = logging.WARNING if self.stats.n_unusable <= MAX_LOGGED_EXAMPLES else logging.DEBUG
+        logger.log(level, "judge %s: unusable verdict (%s%s) for sample %d %s; policy %s", self.name, verdict.reason,
+                   f": {verdict.detail}" if verdict.detail else "", index, short, self.on_unusable)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question for a template judge: chat messages and how to read the answer."""
+
+    messages: list[dict[str, str]]
+    labels: list[str]
+    values: list[float]
+    verdict_prefix: str
+    cot: bool
+    key: str
+
+
+class TemplateJudge(Judge):
+    """A judge asked through prompt templates (local and remote models); backends implement `_ask`.
+
+    Args:
+        score_template, compare_template: built-in template names or YAML paths (see `templates.py`).
+        cot: ask for reasoning before the verdict (then read the verdict after `verdict_prefix`).
+        cache: a `VerdictCache`, a JSONL path for an on-disk cache, or None for an in-memory one.
+        examples: in-context examples replacing the templates' own (list of dicts with the template's fields).
+        **judge_options: `on_unusable`, `both_orders`, `name` (see `Judge`).
+    """
+
+    identity: str = "judge"  # backend id in cache keys: the same question to another model is another verdict
+
+    def __init__(
+        self,
+        *,
+        score_template: str | JudgeTemplate = "score",
+        compare_template: str | JudgeTemplate = "compare",
+        cot: bool = False,
+        cache: VerdictCache | str | None = None,
+        examples: list[dict] | None = None,
+        **judge_options: Any,
+    ) -> None:
+        super().__init__(**judge_options)
+        self.score_template = load_template(score_template, "score")
+        self.compare_template = load_template(compare_template, "compare")
+        if examples is not None:
+            self.score_template = self.score_template.with_examples([e for e in examples if "response" in e])
+            self.compare_template = self.compare_template.with_examples([e for e in examples if "response_a" in e])
+        self.cot = cot
+        self.cache = cache if isinstance(cache, VerdictCache) else VerdictCache(cache)
+
+    def _questions(self, template: JudgeTemplate, rows: list[dict[str, str]]) -> list[Question]:
+        return [
+            Question(
+                template.messages(fields, self.cot), template.answer_labels, template.label_values,
+                template.verdict_prefix, self.cot,
+                verdict_key(self.identity, template.fingerprint, self.cot, fields),
+            )
+            for fields in rows
+        ]
+
+    def _score(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
+        rows = [{"prompt": p, "response": r} for p, r in zip(prompts, responses)]
+        return self._ask_cached(self._questions(self.score_template, rows))
+
+    def _compare_ordered(self, prompts: list[str], first: list[str], second: list[str]) -> list[Verdict]:
+        rows = [{"prompt": p, "response_a": a, "response_b": b} for p, a, b in zip(prompts, first, second)]
+        return self._ask_cached(self._questions(self.compare_template, rows))
+
+    def _ask_cached(self, questions: list[Question]) -> list[Verdict]:
+        """Answers from the cache where present; the rest asked in one `_ask` call; usable answers cached."""
+        answers: list[Verdict | None] = [self.cache.get(q.key) for q in questions]
+        missing = [i for i, answer in enumerate(answers) if answer is None]
+        self.stats.questions += len(missing)
+        self.stats.cache_hits += len(questions) - len(missing)
+        if missing:
+            asked = self._ask([questions[i] for i in missing])
+            if len(asked) != len(missing):
+                raise RuntimeError(f"judge backend {self.identity} answered {len(asked)} of {len(missing)} questions")
+            for i, verdict in zip(missing, asked):
+                answers[i] = verdict
+                if verdict.usable:  # failures may pass (a timeout): ask again next time
+                    self.cache.put(questions[i].key, verdict)
+        return answers
+
+    def _ask(self, questions: list[Question]) -> list[Verdict]:
+        raise NotImplementedError
+
+
+def _aligned(prompts: list[str], **responses: list[str]) -> tuple[list[str], ...]:
+    prompts = list(prompts)
+    lists = []
+    for key, values in responses.items():
+        values = list(values)
+        if len(values) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(values)} {key}")
+        lists.append(values)
+    for key, values in [("prompts", prompts)] + list(zip(responses, lists)):
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise TypeError(f"{key}[{index}] must be a string, got {type(value).__name__}")
+    return (prompts, *lists)

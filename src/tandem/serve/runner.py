@@ -1,0 +1,66 @@
+"""Running the server: in the foreground (`tandem serve`), or on a background thread (tests, notebooks, judges).
+
+    with BackgroundServer(create_app(ServeConfig(model="runs/sft/model", port=0))) as server:
+        judge = OpenAIJudge(server.url + "/v1", "model")
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from tandem.serve.app import API_KEY_ENV, ServeConfig, create_app
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class BackgroundServer:
+    """uvicorn serving `app` on a daemon thread; `url` is its root (http://host:port). Stop with `stop()` or `with`."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 startup_timeout: float = 30.0) -> None:
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level=log_level,
+                                                    lifespan="off", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name=f"tandem-serve-{self.port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + startup_timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server on {self.host}:{self.port} did not start")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def run_server(config: ServeConfig) -> None:
+    """Serve `config.model` in the foreground until interrupted."""
+    app = create_app(config)
+    name = config.model_name or config.model.name
+    keyed = config.api_key is not None or bool(os.environ.get(API_KEY_ENV))
+    print(f"tandem serve: {name} at http://{config.host}:{config.port}/v1"
+          + (" (API key required)" if keyed else " (no API key)"), flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)

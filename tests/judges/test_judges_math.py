@@ -1,0 +1,80 @@
+"""Pure pieces of judging: label-probability reading, text parsing, position-swap averaging, score-based comparison."""
+
+import itertools
+import math
+import random
+
+import pytest
+
+from tandem.judges import Verdict, combine_orders, compare_from_scores, swap_average
+from tandem.judges.reading import (
+    expected_label_value,
+    find_verdict,
+    label_probabilities_from_top_logprobs,
+    token_at_offset,
+)
+
+
+def test_expected_label_value_is_the_renormalised_weighted_mean():
+    rng = random.Random(0)
+    for _ in range(50):
+        probabilities = [rng.random() * 0.1 for _ in range(10)]
+        values = [k / 9 for k in range(10)]
+        value, mass = expected_label_value(probabilities, values)
+        brute = sum(p / sum(probabilities) * v for p, v in zip(probabilities, values))
+        assert value == pytest.approx(brute, abs=1e-12) and mass == pytest.approx(sum(probabilities))
+    assert expected_label_value([0.3, 0.1], [1.0, 0.0])[0] == pytest.approx(0.75)  # P(A) / (P(A) + P(B))
+    assert expected_label_value([0.0, 0.0], [1.0, 0.0]) == (None, 0.0)
+    with pytest.raises(ValueError):
+        expected_label_value([0.5], [1.0, 0.0])
+
+
+def test_swap_average_matches_its_formula_and_cancels_a_pure_position_bias():
+    for p_ab, p_ba in itertools.product([0.0, 0.2, 0.5, 0.9, 1.0], repeat=2):
+        assert swap_average(p_ab, p_ba) == pytest.approx((p_ab + 1 - p_ba) / 2)
+    # a judge that prefers whatever is shown first by +0.3 on top of a true preference q for a
+    for q in (0.1, 0.5, 0.8):
+        biased_ab, biased_ba = min(1, q + 0.3), min(1, (1 - q) + 0.3)
+        if biased_ab < 1 and biased_ba < 1:
+            assert swap_average(biased_ab, biased_ba) == pytest.approx(q)
+    assert swap_average(1.0, 1.0) == 0.5  # always answers "first": no information left
+
+
+def test_combine_orders_keeps_both_parts_and_propagates_an_unusable_order():
+    good, also = Verdict(0.8, raw="A"), Verdict(0.4, raw="A?")
+    combined = combine_orders(good, also)
+    assert combined.value == pytest.approx((0.8 + 1 - 0.4) / 2) and combined.parts == (good, also)
+    assert combined.usable and combined.method == "both_orders"
+    broken = combine_orders(good, Verdict(None, reason="timeout", detail="no reply"))
+    assert broken.value is None and broken.reason == "timeout" and "b first" in broken.detail
+
+
+def test_compare_from_scores_is_antisymmetric_and_bounded():
+    rng = random.Random(1)
+    for _ in range(100):
+        a, b = rng.random(), rng.random()
+        p = compare_from_scores(a, b)
+        assert 0 <= p <= 1 and p == pytest.approx(1 - compare_from_scores(b, a))
+    assert compare_from_scores(0.3, 0.3) == 0.5 and compare_from_scores(1, 0) == 1
+
+
+@pytest.mark.parametrize("text, label", [
+    ("Verdict: A", "A"), ("The first is better.\nVerdict: (B)", "B"), ("verdict: **7**", "7"),
+    ("A", "A"), ("  B is better", "B"), ("Verdict: 10", "10"), ("Reasoning... Verdict: A. Wait, Verdict: B", "B"),
+])
+def test_find_verdict_reads_the_label_after_the_last_prefix(text, label):
+    labels = [str(k) for k in range(11)] if label.isdigit() else ["A", "B"]
+    found = find_verdict(text, labels, "Verdict:")
+    assert found is not None and found[0] == label and text[found[1] : found[1] + len(label)] == label
+
+
+@pytest.mark.parametrize("text", ["Absolutely the first", "Verdict: C", "", "I cannot decide.", "Verdict: maybe A"])
+def test_find_verdict_refuses_text_without_a_clean_label(text):
+    assert find_verdict(text, ["A", "B"], "Verdict:") is None
+
+
+def test_label_probabilities_add_token_spellings_and_locate_tokens():
+    top = [(" A", math.log(0.5)), ("A", math.log(0.1)), (" B", math.log(0.2)), (" the", math.log(0.1))]
+    assert label_probabilities_from_top_logprobs(top, ["A", "B"]) == pytest.approx([0.6, 0.2])
+    tokens = ["Verdict", ":", " A", "\n"]
+    assert token_at_offset(tokens, len("Verdict: ")) == 2 and token_at_offset(tokens, 100) is None
