@@ -133,6 +133,7 @@ _register()
 COMMAND_MODULES = (
     "tandem.agents.commands_explore",
     "tandem.agents.commands_offline",
+    "tandem.agents.commands_lang",
     "tandem.judges.commands",
     "tandem.serve.commands",
 )

@@ -23,13 +23,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.toy_text.frozen_lake import generate_random_map
 from pydantic import Field
 from tqdm.auto import tqdm
 
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 REWARD_PREFIX = "reward: "
 DONE_PREFIX = "done: "
+_WORDS = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,13 @@ def parse_transition(text: str) -> tuple[str, float, bool]:
     return "\n".join(state_lines), reward, done_text.endswith("yes")
 
 
+def tokenizer_corpus(texts: Iterable[str]) -> Iterator[str]:
+    """The lowercase words of `texts`: BPE merges learnt from them never join map symbols, so a rendered grid
+    stays one character per token and a moved agent shifts no other token (copying stays position-aligned)."""
+    for text in texts:
+        yield " ".join(_WORDS.findall(text))
+
+
 def sft_rows(transitions: Sequence[TextTransition]) -> list[dict[str, str]]:
     """Prompt/completion records for the SFT trainer."""
     return [
@@ -169,6 +179,28 @@ def split_transitions(
 def copy_state_accuracy(transitions: Sequence[TextTransition]) -> float:
     """Exact-match accuracy of the baseline that predicts s_{t+1} = s_t."""
     return float(np.mean([t.next_state == t.state for t in transitions])) if transitions else float("nan")
+
+
+def frozen_lake_maps(n_maps: int, size: int = 4, seed: int = 0, p_frozen: float = 0.8) -> list[list[str]]:
+    """`n_maps` distinct solvable random FrozenLake maps (Gymnasium's generator, seeded)."""
+    maps: dict[str, list[str]] = {}
+    attempt = 0
+    while len(maps) < n_maps:
+        if attempt > 50 * n_maps:
+            raise ValueError(f"could not draw {n_maps} distinct {size}x{size} FrozenLake maps")
+        desc = generate_random_map(size=size, p=p_frozen, seed=seed * 1_000_003 + attempt)
+        maps.setdefault("".join(desc), desc)
+        attempt += 1
+    return list(maps.values())
+
+
+def make_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -> Callable[[int], gym.Env]:
+    """`make_env(i)`: env `env_id` (FrozenLake made deterministic, on map `i % len(maps)` when maps are given)."""
+    if env_id.startswith("FrozenLake"):
+        if maps is None:
+            return lambda i: gym.make(env_id, is_slippery=False)
+        return lambda i: gym.make(env_id, desc=list(maps[i % len(maps)]), is_slippery=False)
+    return lambda i: gym.make(env_id)
 
 
 # ---- the model -------------------------------------------------------------------------------------
@@ -260,7 +292,8 @@ def train_world_model(
     train_rows, held_out_rows = sft_rows(train), sft_rows(held_out)
     for name, rows in (("train.jsonl", train_rows), ("held_out.jsonl", held_out_rows)):
         atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
-    tokenizer = train_tokenizer((r["prompt"] + r["completion"] for r in train_rows), vocab_size=config.vocab_size)
+    tokenizer = train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in train_rows),
+                                vocab_size=config.vocab_size)
     size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
                      num_kv_heads=config.num_heads, intermediate_size=3 * config.hidden_size,
                      vocab_size=len(tokenizer), max_positions=max(512, config.max_length))
@@ -317,7 +350,3 @@ class WorldModelEnv(gym.Env):
             return self.state, 0.0, True, False, {"error": prediction.error}
         self.state = prediction.next_state
         return self.state, prediction.reward, prediction.done, False, {}
-
-
-def transitions_to_json(transitions: Sequence[TextTransition]) -> list[dict]:
-    return [asdict(t) for t in transitions]
