@@ -136,6 +136,8 @@ COMMAND_MODULES = (
     "tandem.agents.commands_lang",
     "tandem.judges.commands",
     "tandem.serve.commands",
+    "tandem.feedback.commands",
+    "tandem.explain.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

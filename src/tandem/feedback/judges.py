@@ -3,7 +3,8 @@
 A judge is `judge(prompts, responses_a, responses_b) -> list[float]`, one probability per pair. The
 labelling loop (`tandem.feedback.active`) asks it only about the pairs it picked, exactly as it would
 ask a person; `draw_labels` turns probabilities into binary labels with a seeded generator, so a
-noisy judge (0 < p < 1) gives noisy labels reproducibly.
+noisy judge (0 < p < 1) gives noisy labels reproducibly. Any `tandem.judges.Judge` (a local or remote
+LLM judge, a Python function) works through `pairwise`, which reads its `compare` verdicts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ def gold_judge(task, temperature: float = 0.0) -> Judge:
         return [1.0 / (1.0 + math.exp(-(a - b) / temperature)) for a, b in zip(gold_a, gold_b)]
 
     return judge
+
+
+def pairwise(judge) -> Judge:
+    """A `tandem.judges.Judge` (anything with `compare(prompts, a, b) -> verdicts`) as a P(A better) callable.
+
+    An unusable verdict (value None) counts as 0.5: no preference, so `label_pairs` drops the pair.
+    """
+    if not hasattr(judge, "compare"):
+        return judge  # already a callable returning probabilities
+
+    def ask(prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[float]:
+        return [0.5 if v.value is None else float(v.value) for v in judge.compare(prompts, responses_a, responses_b)]
+
+    return ask
 
 
 def rule_judge(prompts: list[str], responses_a: list[str], responses_b: list[str]) -> list[float]:
