@@ -138,6 +138,7 @@ COMMAND_MODULES = (
     "tandem.serve.commands",
     "tandem.feedback.commands",
     "tandem.explain.commands",
+    "tandem.overopt.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

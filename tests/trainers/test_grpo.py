@@ -121,3 +121,16 @@ def test_the_trained_log_probs_are_those_of_the_sampling_temperature(tmp_path, t
     mask = data["mask"]
     assert mask.any()
     assert torch.allclose(data["old_logp"][mask], sampled[mask], atol=1e-4)
+
+
+def test_a_proxy_reward_run_logs_the_reward_hacking_monitor(tmp_path, tiny_model_dir, monkeypatch):
+    module = tmp_path / "length_reward.py"
+    module.write_text("def score(prompts, completions, **kw):\n    return [len(c) / 10 for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="length_reward:score",
+                        max_steps=2, batch_size=2, samples_per_prompt=2, max_new_tokens=4, n_eval=0, progress=False,
+                        log_every=1, mixed_precision="no"))
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("gold", "monitor/proxy", "monitor/gold", "monitor/sqrt_kl", "monitor/divergence"):
+        assert f"train/{key}" in record, key
+    assert (tmp_path / "run" / "monitor" / "monitor.json").exists()

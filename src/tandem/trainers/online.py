@@ -104,8 +104,9 @@ class OnlineTrainer(GenerativeTrainer):
     needs_values = False  # PPO: a value head read at rollout time
 
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
-                 eval_prompts=(), max_new_tokens: int = 48):
+                 eval_prompts=(), max_new_tokens: int = 48, monitor=None):
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts)
+        self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (seed eq. 15)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.reward = reward
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,
@@ -299,6 +300,10 @@ class OnlineTrainer(GenerativeTrainer):
         times["time/logprobs_advantages"] = time.perf_counter() - t0
         stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
                       **reward_terms, **times})
+        if self.monitor is not None and self.task is not None:
+            gold = self.task.gold_reward(batch.prompts, batch.completions, **batch.columns)
+            stats["gold"] = sum(gold) / len(gold)
+            stats.update(self.monitor.update(step, proxy=stats["reward"], gold=stats["gold"], kl=stats.get("kl", 0.0)))
         return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
                 "advantages": advantages, "returns": returns, "stats": stats}
 
@@ -383,6 +388,8 @@ class OnlineTrainer(GenerativeTrainer):
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)
             self._after_step(done, writer)
         bar.close()
+        if main and self.monitor is not None:
+            self.monitor.report()
         return self._finish(writer, started)
 
 
@@ -394,17 +401,28 @@ def load_prompts(config: OnlineRLConfig, tokenizer, task) -> list[dict]:
     return [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)]
 
 
-def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], prompts: list[dict] | None = None) -> TrainResult:
-    """Load policy, reference, prompts (unless given) and reward, then run `trainer_class`."""
+def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], prompts: list[dict] | None = None,
+               reward=None, eval_prompts: list[dict] | None = None, monitor=None, **trainer_options) -> TrainResult:
+    """Load policy, reference, prompts, reward and evaluation prompts (each unless given), then run `trainer_class`.
+
+    When a built-in task supplies a gold reward and the run optimises something else (a reward model, a
+    judge, a user function), a `RewardHackingMonitor` logs proxy and gold against KL and flags divergence.
+    """
+    from tandem.overopt.monitor import RewardHackingMonitor
+
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     model = trainer_class.prepare_model(load_causal_lm(config.model))
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
     reference = load_causal_lm(config.ref_model or config.model)
-    reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
+    if reward is None:
+        reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
+    if monitor is None and task is not None and config.reward != "task":
+        monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     prompts = load_prompts(config, tokenizer, task) if prompts is None else prompts
-    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
+    if eval_prompts is None:
+        eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
     max_new_tokens = config.max_new_tokens or (task.max_new_tokens if task is not None else 64)
     trainer = trainer_class(config, model, tokenizer, prompts, reference, reward, task=task, eval_prompts=eval_prompts,
-                            max_new_tokens=max_new_tokens)
+                            max_new_tokens=max_new_tokens, monitor=monitor, **trainer_options)
     return trainer.train()
