@@ -139,6 +139,7 @@ COMMAND_MODULES = (
     "tandem.feedback.commands",
     "tandem.explain.commands",
     "tandem.overopt.commands",
+    "tandem.feedback_rl.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

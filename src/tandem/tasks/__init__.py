@@ -9,6 +9,7 @@
 
 from tandem.tasks.base import TASKS, Task, get_task, register_task
 from tandem.tasks.arithmetic import ArithmeticTask
+from tandem.tasks.polite import PoliteTask
 from tandem.tasks.sentiment import SentimentTask
 
-__all__ = ["TASKS", "Task", "get_task", "register_task", "ArithmeticTask", "SentimentTask"]
+__all__ = ["TASKS", "Task", "get_task", "register_task", "ArithmeticTask", "PoliteTask", "SentimentTask"]

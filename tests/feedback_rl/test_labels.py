@@ -1,0 +1,71 @@
+"""AI preference labels: agreement with gold, preference rows, ensembles, and position-swap averaging."""
+
+import itertools
+import random
+
+import pytest
+
+from tandem.feedback_rl.labels import ai_preferences, ensemble_probabilities, label_agreement, preference_rows
+from tandem.judges import FunctionJudge
+
+
+def brute_force_agreement(probabilities, gold_a, gold_b):
+    decided = [(p, a, b) for p, a, b in zip(probabilities, gold_a, gold_b) if a != b and p is not None and p != 0.5]
+    return sum((p > 0.5) == (a > b) for p, a, b in decided) / len(decided)
+
+
+def test_agreement_matches_a_brute_force_count():
+    rng = random.Random(0)
+    probabilities = [rng.choice([None, 0.5, rng.random()]) for _ in range(300)]
+    gold_a = [rng.choice([0.0, 0.5, 1.0]) for _ in range(300)]
+    gold_b = [rng.choice([0.0, 0.5, 1.0]) for _ in range(300)]
+    result = label_agreement(probabilities, gold_a, gold_b)
+    assert result["agreement"] == pytest.approx(brute_force_agreement(probabilities, gold_a, gold_b))
+    gold_decided = sum(a != b for a, b in zip(gold_a, gold_b))
+    assert result["n_gold_decided"] == gold_decided
+    assert result["n_ai_decided"] + result["unusable"] + result["ai_ties"] == gold_decided
+    assert result["coverage"] == pytest.approx(result["n_ai_decided"] / gold_decided)
+
+
+def test_agreement_extremes():
+    assert label_agreement([0.9, 0.2], [1, 0], [0, 1])["agreement"] == 1.0
+    assert label_agreement([0.1, 0.8], [1, 0], [0, 1])["agreement"] == 0.0
+    nothing = label_agreement([None, 0.5], [1, 0], [0, 1])
+    assert nothing["unusable"] == 1 and nothing["ai_ties"] == 1 and nothing["coverage"] == 0.0
+
+
+def test_preference_rows_follow_the_label_and_drop_unusable_ties_and_duplicates():
+    rows = preference_rows(["p"] * 5, ["a1", "a2", "a3", "a4", "same"], ["b1", "b2", "b3", "b4", "same"],
+                           [0.8, 0.3, None, 0.5, 0.9])
+    assert [(r["chosen"], r["rejected"]) for r in rows] == [("a1", "b1"), ("b2", "a2")]
+    assert rows[1]["ai_probability"] == pytest.approx(0.7)
+    assert len(preference_rows(["p", "p"], ["a", "c"], ["b", "d"], [0.55, 0.9], min_confidence=0.1)) == 1
+
+
+def test_ensemble_averages_the_usable_members():
+    assert ensemble_probabilities([[0.2, None, None], [0.6, 0.9, None]]) == [pytest.approx(0.4), 0.9, None]
+    with pytest.raises(ValueError, match="different numbers"):
+        ensemble_probabilities([[0.1], [0.1, 0.2]])
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_probabilities([])
+
+
+def test_both_orders_cancel_a_judge_that_prefers_the_first_position():
+    # P(first better) = 0.5 + 0.3 (position bias) + 0.1 * (len(first) - len(second)) clipped
+    def biased(prompts, first, second):
+        return [min(1.0, max(0.0, 0.8 + 0.1 * (len(f) - len(s)))) for f, s in zip(first, second)]
+
+    one_order = FunctionJudge(compare=biased, both_orders=False)
+    both = FunctionJudge(compare=biased, both_orders=True)
+    a, b = ["xx", "x"], ["x", "xx"]
+    assert ai_preferences(one_order, ["p", "p"], a, b) == [pytest.approx(0.9), pytest.approx(0.7)]  # both say "a"
+    debiased = ai_preferences(both, ["p", "p"], a, b)
+    assert debiased == [pytest.approx(0.6), pytest.approx(0.4)]  # (p_ab + 1 - p_ba) / 2: the bias is gone
+    for (x, y) in itertools.permutations(["x", "xx", "xxx"], 2):
+        assert ai_preferences(both, ["p"], [x], [y])[0] == pytest.approx(1 - ai_preferences(both, ["p"], [y], [x])[0])
+
+
+def test_unusable_verdicts_stay_none_and_are_counted():
+    judge = FunctionJudge(score=lambda prompts, responses: [None if "?" in r else 0.7 for r in responses])
+    assert ai_preferences(judge, ["p", "p"], ["ok", "??"], ["fine", "fine"]) == [0.5, None]
+    assert judge.stats.n_unusable == 1
