@@ -18,14 +18,6 @@ from tandem.agents.ppo import (
 from tandem.algorithms.advantages import gae_advantages
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: a second intra-op thread only adds spin-waiting on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def brute_force_gae(rewards, values, next_values, terminated, ended, gamma, lam):
     """A_t = sum_k (gamma lam)^k delta_{t+k}, summed until (and including) the step where the episode ends."""

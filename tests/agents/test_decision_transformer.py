@@ -26,13 +26,6 @@ from tandem.agents.offline_data import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _model(discrete=True, condition_on_return=True, **kw):
     torch.manual_seed(0)

@@ -22,14 +22,6 @@ from tandem.agents.dqn import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: more threads only add synchronisation (and contention on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_replay_buffer_capacity_and_wrap_around():
     buffer = ReplayBuffer(capacity=5, obs_shape=(2,))

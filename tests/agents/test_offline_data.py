@@ -5,7 +5,6 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from tandem.agents.offline_data import (
     CollectConfig,
@@ -22,13 +21,6 @@ from tandem.agents.offline_data import (
 )
 from tandem.data import DataError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def brute_force_rtg(rewards, episode_ids, gamma):

@@ -3,21 +3,12 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from tandem.agents.backends import FunctionBackend, oracle_backend
 from tandem.agents.dqn import DQNConfig, make_vector_env, train_dqn
 from tandem.agents.render import render_state
 from tandem.agents.shaping import PotentialShaping, progress_potential, q_value_iteration, shaped_model, shaping_reward
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: more threads only add synchronisation (and contention on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def random_mdp(n_states=6, n_actions=3, seed=0):

@@ -1,12 +1,8 @@
-"""One torch thread for these tests: their tensors are tiny, and a second thread only waits on a shared machine."""
+"""Tiny networks and tensors here: every test runs on one torch thread."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(threads)
