@@ -13,20 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from tandem.registry import registrar
+
 KLEstimator = Callable[[Tensor, Tensor], Tensor]
 KL_ESTIMATORS: dict[str, KLEstimator] = {}
 
 
-def register_kl_estimator(name: str) -> Callable[[KLEstimator], KLEstimator]:
-    """Decorator: make `fn(logp, ref_logp)` available as `kl_estimate(name, ...)`."""
-
-    def register(fn: KLEstimator) -> KLEstimator:
-        if name in KL_ESTIMATORS:
-            raise ValueError(f"KL estimator {name!r} is already registered")
-        KL_ESTIMATORS[name] = fn
-        return fn
-
-    return register
+# Decorator: make `fn(logp, ref_logp)` available as `kl_estimate(name, ...)`.
+register_kl_estimator = registrar(KL_ESTIMATORS, "KL estimator")
 
 
 def kl_estimate(name: str, logp: Tensor, ref_logp: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tandem.algorithms.advantages import masked_mean
 from tandem.algorithms.kl import kl_k3
+from tandem.registry import registrar
 
 
 @dataclass
@@ -34,16 +35,8 @@ PolicyLoss = Callable[..., PolicyLossOutput]
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
-    """Decorator: make `fn(logp, old_logp, advantages, mask, **options)` available as `policy_loss(name, ...)`."""
-
-    def register(fn: PolicyLoss) -> PolicyLoss:
-        if name in POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSSES[name] = fn
-        return fn
-
-    return register
+# Decorator: make `fn(logp, old_logp, advantages, mask, **options)` available as `policy_loss(name, ...)`.
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss")
 
 
 def policy_loss(

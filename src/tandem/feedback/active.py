@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from tandem.algorithms.losses import bradley_terry_loss
 from tandem.data import pad_sft_batch, tokenize_sft
 from tandem.feedback.judges import draw_labels, gold_judge
+from tandem.registry import registrar
 from tandem.tasks import get_task
 from tandem.trainers.checkpoint import atomic_write_text
 
@@ -47,16 +48,8 @@ AcquisitionRule = Callable[[Tensor, torch.Generator], Tensor]
 ACQUISITION_RULES: dict[str, AcquisitionRule] = {}
 
 
-def register_acquisition(name: str) -> Callable[[AcquisitionRule], AcquisitionRule]:
-    """Decorator: make `fn(member_probs, generator) -> scores` available as acquisition rule `name`."""
-
-    def register(fn: AcquisitionRule) -> AcquisitionRule:
-        if name in ACQUISITION_RULES:
-            raise ValueError(f"acquisition rule {name!r} is already registered")
-        ACQUISITION_RULES[name] = fn
-        return fn
-
-    return register
+# Decorator: make `fn(member_probs, generator) -> scores` available as acquisition rule `name`.
+register_acquisition = registrar(ACQUISITION_RULES, "acquisition rule")
 
 
 def binary_entropy(p: Tensor) -> Tensor:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tandem.feedback.judges import Judge, draw_labels, gold_judge, rule_judge
 from tandem.feedback.measure import train_and_score, untrained_accuracy, write_pairs
 from tandem.generation import sample
+from tandem.registry import registrar
 from tandem.tasks import get_task
 from tandem.trainers.checkpoint import atomic_write_text
 
@@ -34,16 +35,8 @@ Corruption = Callable[[str, random.Random, list[str]], str]
 CORRUPTIONS: dict[str, Corruption] = {}
 
 
-def register_corruption(name: str) -> Callable[[Corruption], Corruption]:
-    """Decorator: make `fn(text, rng, vocabulary) -> corrupted text` available as corruption `name`."""
-
-    def register(fn: Corruption) -> Corruption:
-        if name in CORRUPTIONS:
-            raise ValueError(f"corruption {name!r} is already registered")
-        CORRUPTIONS[name] = fn
-        return fn
-
-    return register
+# Decorator: make `fn(text, rng, vocabulary) -> corrupted text` available as corruption `name`.
+register_corruption = registrar(CORRUPTIONS, "corruption")
 
 
 def _join(words: list[str], like: str) -> str:

@@ -20,22 +20,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from tandem.registry import registrar
 from tandem.rewards.base import RewardSource, as_reward_source, reward_name
 
 Combiner = Callable[..., np.ndarray]
 COMBINERS: dict[str, Combiner] = {}
 
 
-def register_combiner(name: str) -> Callable[[Combiner], Combiner]:
-    """Decorator: make `fn(scores, **options)` available as `combine_scores(name, scores)`."""
-
-    def register(fn: Combiner) -> Combiner:
-        if name in COMBINERS:
-            raise ValueError(f"ensemble combiner {name!r} is already registered")
-        COMBINERS[name] = fn
-        return fn
-
-    return register
+# Decorator: make `fn(scores, **options)` available as `combine_scores(name, scores)`.
+register_combiner = registrar(COMBINERS, "ensemble combiner")
 
 
 def _members_by_samples(scores) -> np.ndarray:
