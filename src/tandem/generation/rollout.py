@@ -67,10 +67,9 @@ def concat_rollouts(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBa
     padded = lambda t, value: torch.nn.functional.pad(t, (0, width - t.shape[1]), value=value)  # noqa: E731
     groups, offset = [], 0
     for b in batches:
-        local = torch.unique(b.group_ids, sorted=False, return_inverse=True)[1]
         # number groups by first appearance so the order of rows is the order of groups
         first_seen: dict[int, int] = {}
-        renumbered = [first_seen.setdefault(int(g), len(first_seen)) for g in local.tolist()]
+        renumbered = [first_seen.setdefault(g, len(first_seen)) for g in b.group_ids.tolist()]
         groups.append(torch.tensor(renumbered, device=b.group_ids.device) + offset)
         offset += len(first_seen)
     columns = {key: [v for b in batches for v in b.columns[key]] for key in batches[0].columns}

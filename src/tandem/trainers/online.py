@@ -183,6 +183,11 @@ class OnlineTrainer(GenerativeTrainer):
         scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
         return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
 
+    def _sampler_forward(self, model, batch: RolloutBatch, rows):
+        """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values."""
+        logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows])
+        return logits / self.config.temperature, values
+
     @torch.no_grad()
     def _old_and_reference(self, batch: RolloutBatch):
         """log pi_old (recomputed by the training forward, so the ratio starts at exactly 1), log pi_ref, values."""
@@ -193,8 +198,7 @@ class OnlineTrainer(GenerativeTrainer):
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
             with self.accelerator.autocast():
-                logits, value = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows])
-                logits = logits / self.config.temperature
+                logits, value = self._sampler_forward(model, batch, rows)
                 old.append(token_log_probs(logits, labels[rows])[0].float())
                 values.append(value[:, :-1].float() if value is not None else None)
                 if self.reference is not None:
@@ -325,9 +329,7 @@ class OnlineTrainer(GenerativeTrainer):
                 for k, rows in enumerate(micro_batches):
                     sync = k == len(micro_batches) - 1
                     with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        logits, values = self.policy_forward(self.model, batch.input_ids[rows], batch.attention_mask[rows])
-                        # the policy being trained is the one that sampled: logits / temperature (as TRL, verl)
-                        logits = logits / cfg.temperature
+                        logits, values = self._sampler_forward(self.model, batch, rows)
                         logp, _ = token_log_probs(logits, labels[rows])
                         micro_mask = mask[rows]
                         old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
