@@ -54,7 +54,7 @@ def test_bald_ignores_pairs_every_member_finds_a_coin_flip_but_entropy_does_not(
     probs = torch.tensor([[0.5, 0.95], [0.5, 0.05]])  # pair 0: all unsure (noise); pair 1: confident members disagree
     assert bald(probs)[0] == pytest.approx(0.0, abs=1e-7)
     assert bald(probs)[1] > 0.4
-    assert predictive_entropy(probs)[0] == pytest.approx(predictive_entropy(probs)[1], abs=1e-6)  # entropy cannot tell them apart
+    assert float(predictive_entropy(probs)[0]) == pytest.approx(float(predictive_entropy(probs)[1]), abs=1e-6)  # entropy cannot tell them apart
     assert (bald(MEMBER_PROBS) >= -1e-7).all()
 
 
