@@ -7,7 +7,7 @@ The same objects drive the Python API (`SFTConfig(model=..., data=...)`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -44,12 +44,43 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Write metrics every N steps.")
     resume: bool = Field(False, description="Continue from the last checkpoint in --out.")
     progress: bool = Field(True, description="Show a progress bar.")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads (default: torch's choice; on a busy machine 1 can be several times faster than 2)."
+    )
+    final_checkpoint: bool = Field(
+        False, description="Also write a resumable checkpoint (optimizer state) at the end; periodic ones come from --save-every."
+    )
+    chat_template: Literal["auto", "on", "off"] = Field(
+        "auto", description="Render string prompts with the tokenizer's chat template: auto (pretrained models that have one; not tandem's from-scratch models), on, off."
+    )
+    max_prompt_length: int | None = Field(
+        None, ge=1, description="Longest prompt in tokens (default: max_length - 1, so a response fits)."
+    )
+    on_long_prompt: Literal["error", "truncate", "skip"] = Field(
+        "error", description="A prompt longer than --max-prompt-length: stop with its file and line (error), keep its last tokens (truncate), or leave the record out and count it (skip)."
+    )
+
+    # Defaults that differ for a pretrained checkpoint (a model tandem did not build from scratch); a value
+    # given in the config file or on the command line always wins. See `apply_model_defaults`.
+    pretrained_defaults: ClassVar[dict[str, Any]] = {}
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> TrainConfig:
         if self.micro_batch_size > self.batch_size:
             self.__dict__["micro_batch_size"] = self.batch_size
         return self
+
+
+def apply_model_defaults(config: TrainConfig, origin: str) -> dict[str, Any]:
+    """For a pretrained model, replace the defaults the user did not set by `pretrained_defaults`; return them."""
+    if origin != "pretrained":
+        return {}
+    changed = {}
+    for name, value in type(config).pretrained_defaults.items():
+        if name not in config.model_fields_set:
+            setattr(config, name, value)
+            changed[name] = value
+    return changed
 
 
 def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:

@@ -36,7 +36,7 @@ def sequence_kl(
 
 def gold_eval(
     model, tokenizer, task, eval_rows: list[dict], temperature: float | None = None, seed: int = 0, reference=None,
-    reference_context=nullcontext,
+    reference_context=nullcontext, max_new_tokens: int | None = None,
 ) -> dict[str, float]:
     """Decode a completion for each held-out prompt and score it with the task's gold reward.
 
@@ -45,8 +45,9 @@ def gold_eval(
     With a `reference` model, also the KL of the policy to it on its own samples at temperature 1.
     """
     temperature = task.eval_temperature if temperature is None else temperature
+    max_new_tokens = max_new_tokens or task.max_new_tokens
     prompts = [row["prompt"] for row in eval_rows]
-    samples = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=temperature, seed=seed)
+    samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     columns = {key: [row[key] for row in eval_rows] for key in eval_rows[0] if key != "prompt"} if eval_rows else {}
     rewards = task.gold_reward(prompts, samples.texts, **columns)
     metrics = {
@@ -55,7 +56,7 @@ def gold_eval(
     }
     if reference is not None:
         if temperature != 1.0:
-            samples = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed)
+            samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
         metrics["kl_to_reference"] = sequence_kl(model, reference, samples.prompt_ids, samples.completion_ids,
                                                  tokenizer.pad_token_id, reference_context=reference_context)
     return metrics

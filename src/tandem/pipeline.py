@@ -49,12 +49,14 @@ class QuickstartConfig(BaseModel):
     mixed_precision: Literal["auto", "bf16", "no"] = Field("auto", description="Autocast precision for every stage.")
     progress: bool = Field(True, description="Show progress bars.")
     resume: bool = Field(False, description="Continue an interrupted pipeline: finished stages are reused.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads for every stage (default: torch's choice).")
 
 
 def run_quickstart(config: QuickstartConfig) -> dict:
     preset = PRESETS[config.preset]
     common = {"seed": config.seed, "mixed_precision": config.mixed_precision, "progress": config.progress,
-              "task": config.task, "resume": config.resume}
+              "task": config.task, "resume": config.resume, "threads": config.threads,
+              "final_checkpoint": True}  # tiny stages: a finished one is reused on --resume
     stages: list[dict] = []
 
     def stage(name: str, config_class, run, **settings):

@@ -33,7 +33,8 @@ def test_sft_chat_template_completion_round_trips(tokenizer):
     [example] = validate(records_from_dicts([{"messages": messages}]), "messages", tokenizer)
     tokens = tokenize_sft(example, tokenizer)
     completion_ids = [token for token, in_completion in zip(tokens["input_ids"], tokens["completion_mask"]) if in_completion]
-    assert tokenizer.decode(completion_ids, skip_special_tokens=False) == "7<|im_end|>\n<|endoftext|>"
+    # the template's end-of-turn token is the target exactly once: no newline after it, no EOS doubling it
+    assert tokenizer.decode(completion_ids, skip_special_tokens=False) == "7<|im_end|>"
     prompt_ids = [token for token, in_completion in zip(tokens["input_ids"], tokens["completion_mask"]) if not in_completion]
     assert tokenizer.decode(prompt_ids, skip_special_tokens=False) == example["prompt"]
 
@@ -89,3 +90,19 @@ def test_pack_sequences_blocks_preserve_content(block_size):
 
 def test_pack_sequences_adds_missing_separators():
     assert pack_sequences([[1, 2], [3, 0]], block_size=3, eos_id=0, drop_last=False) == [[1, 2, 0], [3, 0]]
+
+
+def test_plain_completion_gets_eos_and_keeps_its_trailing_newline(tokenizer):
+    tokens = tokenize_sft({"prompt": "Q:", "completion": " 7\n"}, tokenizer)
+    completion = [t for t, m in zip(tokens["input_ids"], tokens["completion_mask"]) if m]
+    assert tokenizer.decode(completion, skip_special_tokens=False) == " 7\n<|endoftext|>"
+
+
+def test_string_prompts_through_the_chat_template_end_once(tokenizer):
+    [example] = validate(records_from_dicts([{"prompt": "what is 3 + 4?", "completion": "7"}]), "prompt_completion",
+                         tokenizer, chat=True)
+    assert example["prompt"] == "<|im_start|>user\nwhat is 3 + 4?<|im_end|>\n<|im_start|>assistant\n"
+    assert example["prompt"].count("<|im_start|>assistant") == 1
+    tokens = tokenize_sft(example, tokenizer)
+    completion = [t for t, m in zip(tokens["input_ids"], tokens["completion_mask"]) if m]
+    assert tokenizer.decode(completion, skip_special_tokens=False) == "7<|im_end|>"

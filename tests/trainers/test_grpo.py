@@ -83,7 +83,7 @@ def test_dynamic_sampling_needs_groups():
 def test_the_adaptive_kl_coefficient_continues_after_resume(tmp_path, tiny_model_dir):
     options = dict(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", batch_size=2, samples_per_prompt=2,
                    max_new_tokens=6, n_eval=0, progress=False, log_every=1, mixed_precision="no", kl_coef=0.1,
-                   target_kl=1e-3, kl_horizon=10, lr=1e-3)
+                   target_kl=1e-3, kl_horizon=10, lr=1e-3, final_checkpoint=True)
     run_grpo(GRPOConfig(max_steps=2, **options))
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())
     assert saved["kl_coef"] != pytest.approx(0.1)  # the controller moved beta

@@ -159,25 +159,71 @@ def _wrong_format_error(record: Record, expected: list[str]) -> DataError:
     return record.error(f"{message}; missing field '{missing}'", missing)
 
 
-def _check_prompt_length(record: Record, prompt: str, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
-    length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+LONG_PROMPT_POLICIES = ("error", "truncate", "skip")
+
+
+class LongPrompt(Exception):
+    """A record left out by the `skip` policy (counted, not an error)."""
+
+
+# Pieces a conversational rendering turns into messages: the prompt is the user's turn, responses the assistant's.
+_CHAT_ROLES = {"prompt": "user", "completion": "assistant", "chosen": "assistant", "rejected": "assistant"}
+
+
+def as_chat(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A record with its string prompt and responses turned into one-message chat turns (others unchanged).
+
+    A preference record without a prompt keeps its strings: its prompt is their shared prefix.
+    """
+    if "prompt" not in data or not isinstance(data.get("prompt"), str):
+        return dict(data)
+    return {key: [{"role": _CHAT_ROLES[key], "content": value}] if key in _CHAT_ROLES and isinstance(value, str) else value
+            for key, value in data.items()}
+
+
+def _fit_prompt(
+    record: Record, prompt: str, tokenizer: PreTrainedTokenizerBase, max_length: int | None,
+    max_prompt_length: int | None, policy: str,
+) -> str:
+    """The prompt if it fits (at most `max_prompt_length` tokens, default max_length - 1); else what `policy` says."""
+    limit = max_prompt_length if max_prompt_length is not None else max_length - 1
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if len(ids) <= limit:
+        return prompt
     field = next((name for name in ("prompt", "messages", "chosen") if name in record.data), "prompt")
-    if length > max_length:
-        raise record.error(f"the prompt is {length} tokens, longer than max_length={max_length}", field)
-    if length == max_length:
-        raise record.error(f"the prompt is {length} tokens and leaves no room for a response in max_length={max_length}", field)
+    if policy == "skip":
+        raise LongPrompt(field)
+    if policy == "truncate":  # keep the end, where the question and the generation prompt are (TRL's keep_end)
+        for keep in range(limit, 0, -1):
+            text = tokenizer.decode(ids[-keep:])
+            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= limit:
+                return text
+    if max_prompt_length is not None:
+        message = f"the prompt is {len(ids)} tokens, longer than --max-prompt-length={max_prompt_length}"
+    elif len(ids) == max_length:
+        message = f"the prompt is {len(ids)} tokens and leaves no room for a response in max_length={max_length}"
+    else:
+        message = f"the prompt is {len(ids)} tokens, longer than max_length={max_length}"
+    raise record.error(f"{message} (--on-long-prompt truncate or skip keeps going)", field)
 
 
 def normalise_record(
-    record: Record, expected: Sequence[str], tokenizer: PreTrainedTokenizerBase | None, max_length: int | None = None
+    record: Record, expected: Sequence[str], tokenizer: PreTrainedTokenizerBase | None, max_length: int | None = None,
+    *, chat: bool = False, max_prompt_length: int | None = None, on_long_prompt: str = "error",
 ) -> dict[str, Any]:
-    """Validate one record against the expected formats and reduce it to plain text (plus its unused fields)."""
+    """Validate one record against the expected formats and reduce it to plain text (plus its unused fields).
+
+    With `chat`, string prompts and responses are first made one-turn conversations, so they are rendered
+    with the tokenizer's chat template exactly as message lists are.
+    """
     name = _first_match(record.data, expected)
     if name is None:
         raise _wrong_format_error(record, list(expected))
-    normalised = FORMATS[name].normalise(record, tokenizer)
-    if max_length is not None and "prompt" in normalised:
-        _check_prompt_length(record, normalised["prompt"], tokenizer, max_length)
+    source = Record(as_chat(record.data), record.path, record.line, record.unit) if chat else record
+    normalised = FORMATS[name].normalise(source, tokenizer)
+    if (max_length is not None or max_prompt_length is not None) and "prompt" in normalised:
+        normalised["prompt"] = _fit_prompt(record, normalised["prompt"], tokenizer, max_length, max_prompt_length,
+                                           on_long_prompt)
     extra = {key: value for key, value in record.data.items() if key not in FORMATS[name].fields}
     return {**extra, **normalised}
 
@@ -196,6 +242,9 @@ def validate(
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
     max_length: int | None = None,
+    chat: bool = False,
+    max_prompt_length: int | None = None,
+    on_long_prompt: str = "error",
 ) -> list[dict[str, Any]]:
     """Check every record and return them normalised to plain text; raise before any training if any is bad.
 
@@ -203,23 +252,38 @@ def validate(
         records: from `read_records` or `records_from_dicts`.
         expected: the format name(s) the command accepts, e.g. `SFT_FORMATS` or ``"preference"``.
         tokenizer: renders conversational records with its chat template and measures prompts; may be
-            None only for plain-text data without `max_length`.
+            None only for plain-text data without a length limit.
         max_length: if given, a prompt must be shorter than this many tokens (room must be left for a response).
+        chat: render string prompts and responses with the chat template too (see `as_chat`).
+        max_prompt_length: the longest prompt in tokens (default: max_length - 1).
+        on_long_prompt: what a longer prompt gets: "error", "truncate" (keep its last tokens) or "skip"
+            (the record is left out; the count is printed).
 
     Raises:
         DataError: for the first bad record, saying how many records failed in total.
     """
     names = _expected_names(expected)
-    if max_length is not None and tokenizer is None:
-        raise ValueError("max_length is measured in tokens, so validate needs a tokenizer")
-    normalised, errors = [], []
+    if on_long_prompt not in LONG_PROMPT_POLICIES:
+        raise ValueError(f"on_long_prompt must be one of {', '.join(LONG_PROMPT_POLICIES)}, got {on_long_prompt!r}")
+    if (max_length is not None or max_prompt_length is not None) and tokenizer is None:
+        raise ValueError("prompt lengths are measured in tokens, so validate needs a tokenizer")
+    normalised, errors, skipped = [], [], 0
     for record in records:
         try:
-            normalised.append(normalise_record(record, names, tokenizer, max_length))
+            normalised.append(normalise_record(record, names, tokenizer, max_length, chat=chat,
+                                               max_prompt_length=max_prompt_length, on_long_prompt=on_long_prompt))
+        except LongPrompt:
+            skipped += 1
         except DataError as error:
             errors.append(error)
     if errors:
         raise errors[0].with_failure_count(len(errors), len(records))
+    if skipped:
+        where = records[0].path if records else "<rows>"
+        print(f"[tandem] {where}: skipped {skipped} of {len(records)} records whose prompt is longer than "
+              f"{max_prompt_length or (max_length or 0) - 1} tokens (--on-long-prompt skip)", flush=True)
+        if not normalised:
+            raise DataError(f"every record's prompt is too long ({skipped} skipped)", path=where)
     return normalised
 
 
@@ -231,10 +295,14 @@ def load_examples(
     max_length: int | None = None,
     split: str = "train",
     rows_name: str = "<rows>",
+    **options: Any,
 ) -> list[dict[str, Any]]:
-    """Read a data file/folder (or take in-memory rows, named `rows_name` in errors) and `validate` it."""
+    """Read a data file/folder (or take in-memory rows, named `rows_name` in errors) and `validate` it.
+
+    `options`: `chat`, `max_prompt_length`, `on_long_prompt` (see `validate`).
+    """
     if isinstance(source, (str, os.PathLike)):
         records = read_records(source, split=split)
     else:
         records = records_from_dicts(source, source=rows_name)
-    return validate(records, expected, tokenizer, max_length=max_length)
+    return validate(records, expected, tokenizer, max_length=max_length, **options)

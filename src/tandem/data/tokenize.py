@@ -25,10 +25,20 @@ def _eos_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def _response_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of a response, ending in EOS (appended unless the text already ends with it)."""
+    """Token ids of a response, ending in exactly one end token.
+
+    A response rendered by a chat template already ends its turn with a special token (`<|im_end|>`),
+    often followed by a newline: the newline is dropped and nothing is appended, so the end-of-turn
+    token is the target exactly once. Otherwise EOS is appended (unless the text already ends with it).
+    """
     ids = _ids(tokenizer, text)
-    eos_id = _eos_id(tokenizer)
-    return ids if ids and ids[-1] == eos_id else ids + [eos_id]
+    special = set(tokenizer.all_special_ids)
+    end = len(ids)
+    while end > 0 and ids[end - 1] not in special and not tokenizer.decode(ids[end - 1 : end]).strip():
+        end -= 1
+    if end > 0 and ids[end - 1] in special:
+        return ids[:end]
+    return ids + [_eos_id(tokenizer)]
 
 
 def _response_budget(prompt_ids: list[int], max_length: int | None) -> int | None:

@@ -121,8 +121,10 @@ def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, column
     if config.temperature <= 0:
         sampling = {"do_sample": False}
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
+    stops = _stop_ids(model, tokenizer)
     output = model.generate(
         **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, stopping_criteria=criteria,
+        eos_token_id=sorted(stops),
         output_scores=True, return_dict_in_generate=True, **sampling,
     )
     model.train(was_training)
@@ -131,7 +133,6 @@ def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, column
     scores = torch.stack(output.scores, dim=1).float().log_softmax(-1)
     token_log_probs = scores.gather(-1, generated.unsqueeze(-1)).squeeze(-1)
 
-    stops = _stop_ids(model, tokenizer)
     prompt_rows, completion_rows, log_prob_rows, ended, texts = [], [], [], [], []
     for row in range(generated.shape[0]):
         tokens = generated[row].tolist()

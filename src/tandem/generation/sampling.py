@@ -16,11 +16,19 @@ class Samples:
     texts: list[str]
 
 
+# Tokens that end an assistant turn in the common chat templates (ChatML, Llama 3, Gemma, Phi-3).
+END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+
+
 def _stop_ids(model, tokenizer) -> set[int]:
+    """EOS of the model's generation config and of the tokenizer, and the chat template's end-of-turn token."""
     eos = getattr(model.generation_config, "eos_token_id", None)
     stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         stops.add(tokenizer.eos_token_id)
+    if getattr(tokenizer, "chat_template", None):
+        vocabulary = tokenizer.get_added_vocab()
+        stops.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
     return stops
 
 
@@ -51,7 +59,8 @@ def sample(
             encoded = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
             output = model.generate(
-                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **sampling
+                **encoded, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=sorted(stops), **sampling
             )
             width = encoded["input_ids"].shape[1]
             for row, mask, generated in zip(encoded["input_ids"], encoded["attention_mask"], output[:, width:].tolist()):

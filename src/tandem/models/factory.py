@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
+from tandem.models.origin import mark_scratch
 from tandem.models.tokenizer import IM_END
 
 
@@ -71,6 +72,7 @@ def build_model(
     model = model_class(config)
     model.generation_config.eos_token_id = stop_ids
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    mark_scratch(model)
     return model
 
 

@@ -26,6 +26,7 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save
 from tandem.tasks import get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
 from tandem.trainers.sft import FinetuneSourceConfig
+from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sources import train_eval_examples
 
 
@@ -47,7 +48,9 @@ class DPOConfig(FinetuneSourceConfig):
     label_noise: float = Field(0.0, ge=0, le=0.5, description="Fraction of built-in task pairs whose labels are flipped.")
     precompute_ref: bool = Field(True, description="Compute reference log-probs once before training (else every step).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
-    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-6, TRL's default).")
+
+    pretrained_defaults = {"lr": 1e-6}
 
     @field_validator("loss")
     @classmethod
@@ -67,11 +70,13 @@ def _reference_context(policy, reference):
 class DPOTrainer(GenerativeTrainer):
     name = "dpo"
 
-    def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=()):
+    def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=(),
+                 eval_max_new_tokens: int | None = None):
         self.needs_reference = NEEDS_REFERENCE.get(config.loss, True)
         self.loss_options = self.select_options(config)
         self.reference = reference
-        super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts)
+        super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts,
+                         eval_max_new_tokens=eval_max_new_tokens)
         if self.reference is not None:
             self.reference.to(self.accelerator.device).eval().requires_grad_(False)
         if self.needs_reference and config.precompute_ref:
@@ -147,7 +152,7 @@ class DPOTrainer(GenerativeTrainer):
         else:
             reference, context = self.reference, nullcontext
         gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
-                         reference_context=context)
+                         reference_context=context, max_new_tokens=self.eval_max_new_tokens)
         metrics.update({f"eval/{k}": v for k, v in gold.items()})
         return metrics
 
@@ -155,18 +160,22 @@ class DPOTrainer(GenerativeTrainer):
         save_model(model, self.tokenizer, folder, merge_lora=self.config.merge_lora)
 
 
-def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float = 0.0) -> list[dict]:
+def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float = 0.0, setup: RunSetup | None = None,
+                  max_new_tokens: int | None = None) -> list[dict]:
     """Preference pairs from the model itself: two samples per training prompt, ranked by the gold reward.
 
     This is the DPO paper's setting (Rafailov et al. 2023, IMDb): preferences over the SFT model's own
-    completions. Ties are dropped; with probability `label_noise` a pair's labels are swapped.
+    completions. Ties are dropped; with probability `label_noise` a pair's labels are swapped. With a
+    chat `setup` the prompts are rendered with the chat template (the pairs carry the rendered prompt).
     """
     import random
 
     rng = random.Random(seed)
-    prompts = [row["prompt"] for row in task.sft_examples(n, seed=seed)]
-    first = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed).texts
-    second = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed + 1).texts
+    rows = [{"prompt": row["prompt"]} for row in task.sft_examples(n, seed=seed)]
+    prompts = [row["prompt"] for row in (setup.prompt_rows(tokenizer, rows) if setup is not None else rows)]
+    max_new_tokens = max_new_tokens or task.max_new_tokens
+    first = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed).texts
+    second = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + 1).texts
     gold_first = task.gold_reward(prompts, first)
     gold_second = task.gold_reward(prompts, second)
     pairs = []
@@ -187,27 +196,33 @@ def run_dpo(config: DPOConfig) -> TrainResult:
         return run_kto(config)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
+    setup = prepare_run(config, tokenizer)
     task = get_task(config.task) if config.data is None else None
     model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], task is not None)
+    options = setup.load_options(config)
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
-        rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise)
-        train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>")
+        rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise, setup=setup,
+                             max_new_tokens=setup.eval_max_new_tokens(task))
+        # the prompts are rendered already; the responses are the model's own text
+        train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>",
+                              **{**options, "chat": False})
         _, held_out = train_eval_examples(
             "preference", data=None, eval_data=None, task_name=config.task, n_train=1, n_eval=config.n_eval,
-            eval_fraction=0.0, seed=config.seed, tokenizer=tokenizer, max_length=config.max_length,
+            eval_fraction=0.0, seed=config.seed, tokenizer=tokenizer, max_length=config.max_length, **options,
         )
     else:
         train, held_out = train_eval_examples(
             "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
             n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-            max_length=config.max_length, label_noise=config.label_noise,
+            max_length=config.max_length, label_noise=config.label_noise, **options,
         )
     train_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in held_out]
-    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
-    trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts)
+    trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
+                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
+                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
     return trainer.train()
 
 

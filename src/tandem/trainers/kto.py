@@ -18,6 +18,7 @@ from tandem.models.loading import load_tokenizer
 from tandem.tasks import get_task
 from tandem.trainers.dpo import DPOConfig, DPOTrainer, _reference_context, load_policy_and_reference
 from tandem.trainers.loop import LossOutput, TrainResult
+from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
 
 
@@ -94,15 +95,17 @@ class KTOTrainer(DPOTrainer):
 def run_kto(config: DPOConfig) -> TrainResult:
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
+    setup = prepare_run(config, tokenizer)
     task = get_task(config.task) if config.data is None else None
     model, reference = load_policy_and_reference(config, needs_reference=True, has_task=task is not None)
     train, held_out = train_eval_examples(
         "unpaired", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
         n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length,
+        max_length=config.max_length, **setup.load_options(config),
     )
     train_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in train])
     eval_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in held_out])
-    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
-    trainer = KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts)
+    trainer = KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
+                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
+                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
     return trainer.train()

@@ -32,6 +32,7 @@ from transformers import get_scheduler
 from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
+from tandem.trainers.setup import set_threads
 from tandem.trainers.checkpoint import (
     atomic_directory,
     latest_checkpoint,
@@ -76,6 +77,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, model, tokenizer, train_data: Sequence, eval_data: Sequence = ()):
         self.config = config
+        set_threads(config)
         self.tokenizer = tokenizer
         self.train_data = train_data
         self.eval_data = eval_data
@@ -195,6 +197,11 @@ class Trainer:
     def _prepare_run_dir(self) -> int:
         """Return the step to start from, after checking --resume against what the run directory holds."""
         found = latest_checkpoint(self.checkpoints)
+        if found is None and (self.out / "model").exists():
+            raise FileExistsError(
+                f"{self.out} already holds a finished run (its model) and no checkpoint to --resume from; choose "
+                "another --out (--final-checkpoint keeps a resumable checkpoint at the end of a run)"
+            )
         if found is None:
             if self.config.resume and self.accelerator.is_main_process:
                 print(f"[tandem] --resume: no checkpoint in {self.checkpoints}, starting from step 0")
@@ -328,8 +335,9 @@ class Trainer:
             self._save_checkpoint(done)
 
     def _finish(self, writer, started: float) -> TrainResult:
-        """Last checkpoint, final evaluation, and the final model written atomically to `out/model`."""
-        self._save_checkpoint(self.total_steps)
+        """Last checkpoint (when asked: it holds the optimizer state), final evaluation, and the final model in `out/model`."""
+        if self.config.final_checkpoint or self.config.save_every:
+            self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
         model_dir = self.out / "model"
         if self.accelerator.is_main_process:
@@ -343,14 +351,16 @@ class Trainer:
 class GenerativeTrainer(Trainer):
     """A trainer of a policy: evaluation also samples held-out prompts and scores them with the task's gold reward."""
 
-    def __init__(self, config, model, tokenizer, train_data, eval_data=(), task=None, eval_prompts=()):
+    def __init__(self, config, model, tokenizer, train_data, eval_data=(), task=None, eval_prompts=(),
+                 eval_max_new_tokens: int | None = None):
         super().__init__(config, model, tokenizer, train_data, eval_data)
         self.task = task
         self.eval_prompts = list(eval_prompts)
+        self.eval_max_new_tokens = eval_max_new_tokens  # None: the task's
 
     def evaluate(self, model) -> dict[str, float]:
         metrics = super().evaluate(model)
         if self.task is not None and self.eval_prompts:
-            gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts)
+            gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, max_new_tokens=self.eval_max_new_tokens)
             metrics.update({f"eval/{k}": v for k, v in gold.items()})
         return metrics

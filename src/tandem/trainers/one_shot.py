@@ -88,12 +88,14 @@ def run_one_shot(config: OneShotConfig):
     from tandem.models.loading import load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.online import load_prompts
+    from tandem.trainers.setup import prepare_run
 
     set_seed(config.seed)
     picked = chosen_examples(config)
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
     # the same prompt list the history run indexed (same task, data, n_prompts and seed)
-    prompts = load_prompts(config, load_tokenizer(config.model), task)
+    tokenizer = load_tokenizer(config.model)
+    prompts = load_prompts(config, tokenizer, task, prepare_run(config, tokenizer))
     unknown = [i for i in picked if not 0 <= i < len(prompts)]
     if unknown:
         raise ValueError(f"example indices {unknown} are outside the {len(prompts)} training prompts")

@@ -35,6 +35,7 @@ from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
+from tandem.trainers.setup import RunSetup, prepare_run
 
 
 class OnlineRLConfig(TrainConfig):
@@ -71,10 +72,17 @@ class OnlineRLConfig(TrainConfig):
     kl_metrics: bool = Field(True, description="Measure the KL to the reference every step even when nothing needs it; off with --kl-coef 0, one update per rollout and a group advantage, the reference and old-policy forwards are skipped (as TRL does with beta=0).")
     dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop prompt groups whose rewards are all equal (no advantage) and sample more prompts to refill the batch.")
     max_sampling_rounds: int = Field(4, ge=1, description="Dynamic sampling: most rollouts per step; a batch still short afterwards is topped up with dropped groups.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+    on_long_prompt: Literal["error", "truncate", "skip"] = Field(
+        "skip", description="A prompt longer than --max-prompt-length: leave it out and count it (skip), keep its last tokens (truncate), or stop (error)."
+    )
+    no_signal_patience: int = Field(3, ge=1, description="Warn (with a sample) after this many steps in a row with nothing to learn from: every reward equal, or every completion empty or cut at --max-new-tokens.")
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-6, TRL's default).")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of optimizer steps with linear warm-up.")
     schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
     max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
+
+    # TRL's GRPO defaults for a pretrained checkpoint (learning rate; room for a chat model's answer)
+    pretrained_defaults = {"lr": 1e-6, "max_new_tokens": 256}
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> OnlineRLConfig:
@@ -97,6 +105,51 @@ def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
     return {"response_length": float(mask.sum(-1).float().mean()), "ended_fraction": float(batch.ended.float().mean())}
 
 
+def learning_signal(batch: RolloutBatch, scores: torch.Tensor, valid: torch.Tensor, grouped: bool) -> dict[str, float]:
+    """What a step can learn from: the share of groups whose rewards differ (or whether any two rewards differ
+    without groups), and the shares of empty and of cut-off completions."""
+    if grouped:
+        informative = float(informative_groups(scores, batch.group_ids, valid).float().mean())
+    else:
+        kept = scores[valid]
+        informative = float(kept.numel() > 1 and bool((kept != kept[0]).any()))
+    empty = sum(not c.strip() for c in batch.completions) / max(len(batch.completions), 1)
+    return {"signal/informative_fraction": informative, "signal/empty_fraction": empty,
+            "signal/truncated_fraction": 1.0 - float(batch.ended.float().mean())}
+
+
+class NoSignalWatch:
+    """Say so when RL cannot learn, instead of finishing quietly with an unchanged model.
+
+    A step has nothing to learn from when every reward is equal (no advantage: GRPO's groups are all
+    ties) or every completion is empty or cut at the length limit. After `patience` such steps in a row
+    it warns once, with a sample and what to check; `steps_with_signal` counts the others.
+    """
+
+    def __init__(self, patience: int):
+        self.patience, self.run, self.warned, self.steps_with_signal, self.steps = patience, 0, False, 0, 0
+
+    def update(self, step: int, signal: dict[str, float], batch: RolloutBatch, scores: torch.Tensor) -> str | None:
+        self.steps += 1
+        dead = (signal["signal/informative_fraction"] == 0 or signal["signal/empty_fraction"] == 1
+                or signal["signal/truncated_fraction"] == 1)
+        self.steps_with_signal += not dead
+        self.run = self.run + 1 if dead else 0
+        if self.run < self.patience or self.warned:
+            return None
+        self.warned = True
+        reasons = []
+        if signal["signal/informative_fraction"] == 0:
+            reasons.append(f"every reward is equal ({float(scores[0]):.4g}): no advantage, no gradient")
+        if signal["signal/empty_fraction"] == 1:
+            reasons.append("every completion is empty")
+        if signal["signal/truncated_fraction"] == 1:
+            reasons.append("every completion was cut at --max-new-tokens")
+        return (f"[tandem] warning: {self.run} steps in a row (to step {step + 1}) with nothing to learn from: "
+                f"{'; '.join(reasons)}.\n  prompt: {batch.prompts[0][-300:]!r}\n  completion: {batch.completions[0][:300]!r}"
+                "\n  Check the chat template (--chat-template), --max-new-tokens, and the reward on a few completions.")
+
+
 class OnlineTrainer(GenerativeTrainer):
     """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply."""
 
@@ -104,8 +157,9 @@ class OnlineTrainer(GenerativeTrainer):
     needs_values = False  # PPO: a value head read at rollout time
 
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
-                 eval_prompts=(), max_new_tokens: int = 48, monitor=None):
-        super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts)
+                 eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None):
+        super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
+                         eval_max_new_tokens=eval_max_new_tokens)
         self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (seed eq. 15)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.reward = reward
@@ -114,6 +168,7 @@ class OnlineTrainer(GenerativeTrainer):
                                        stop_strings=list(config.stop_strings))
         controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.target_kl else None
         self.kl_controller = controller or FixedKLController(config.kl_coef)
+        self.signal_watch = NoSignalWatch(config.no_signal_patience)
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -302,8 +357,12 @@ class OnlineTrainer(GenerativeTrainer):
         inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
         advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
         times["time/logprobs_advantages"] = time.perf_counter() - t0
+        signal = learning_signal(batch, scores, valid, grouped=self.config.samples_per_prompt > 1)
+        warning = self.signal_watch.update(step, signal, batch, scores)
+        if warning and self.accelerator.is_main_process:
+            print(warning, flush=True)
         stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
-                      **reward_terms, **times})
+                      **reward_terms, **signal, **times})
         if self.monitor is not None and self.task is not None:
             gold = self.task.gold_reward(batch.prompts, batch.completions, **batch.columns)
             stats["gold"] = sum(gold) / len(gold)
@@ -359,12 +418,14 @@ class OnlineTrainer(GenerativeTrainer):
     def evaluate(self, model) -> dict[str, float]:
         if self.task is None or not self.eval_prompts:
             return {}
-        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference)
+        length = self.eval_max_new_tokens
+        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference,
+                         max_new_tokens=length)
         metrics = {f"eval/{k}": v for k, v in gold.items()}
         if self.task.eval_temperature != self.config.temperature:
             # greedy exact match moves only when the mode flips; the policy RL trains is the sampling one
             sampled = gold_eval(model, self.tokenizer, self.task, list(self.eval_prompts) * 4,
-                                temperature=self.config.temperature)
+                                temperature=self.config.temperature, max_new_tokens=length)
             metrics["eval/gold_reward_sampled"] = sampled["gold_reward"]
         return metrics
 
@@ -392,15 +453,24 @@ class OnlineTrainer(GenerativeTrainer):
         bar.close()
         if main and self.monitor is not None:
             self.monitor.report()
+        watch = self.signal_watch
+        if main and watch.steps and not watch.steps_with_signal:
+            print(f"[tandem] warning: none of the {watch.steps} steps had anything to learn from (see the warning "
+                  "above): the model is unchanged apart from any KL or entropy term", flush=True)
         return self._finish(writer, started)
 
 
-def load_prompts(config: OnlineRLConfig, tokenizer, task) -> list[dict]:
-    """Training prompts (with any extra columns for the reward) from the user's file or the task."""
+def load_prompts(config: OnlineRLConfig, tokenizer, task, setup: RunSetup | None = None) -> list[dict]:
+    """Training prompts (with any extra columns for the reward) from the user's file or the task.
+
+    With a chat `setup`, string prompts are rendered with the chat template (message-list prompts always are).
+    """
+    setup = setup or RunSetup("scratch", chat=False)
     if config.data is not None:
-        rows = load_examples(config.data, PROMPT_FORMATS, tokenizer, max_length=config.max_length)
+        rows = load_examples(config.data, PROMPT_FORMATS, tokenizer, max_length=config.max_length,
+                             **setup.load_options(config))
         return [{key: value for key, value in row.items() if key not in ("completion", "chosen", "rejected")} for row in rows]
-    return [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)]
+    return setup.prompt_rows(tokenizer, [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)])
 
 
 def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], prompts: list[dict] | None = None,
@@ -414,6 +484,7 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
 
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
+    setup = prepare_run(config, tokenizer)
     model = trainer_class.prepare_model(load_causal_lm(config.model))
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
     reference = load_causal_lm(config.ref_model or config.model)
@@ -421,10 +492,11 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
         reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
     if monitor is None and task is not None and config.reward != "task":
         monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
-    prompts = load_prompts(config, tokenizer, task) if prompts is None else prompts
+    prompts = load_prompts(config, tokenizer, task, setup) if prompts is None else prompts
     if eval_prompts is None:
-        eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
+        eval_prompts = setup.eval_prompts(task, config, tokenizer)
     max_new_tokens = config.max_new_tokens or (task.max_new_tokens if task is not None else 64)
     trainer = trainer_class(config, model, tokenizer, prompts, reference, reward, task=task, eval_prompts=eval_prompts,
-                            max_new_tokens=max_new_tokens, monitor=monitor, **trainer_options)
+                            max_new_tokens=max_new_tokens, monitor=monitor,
+                            eval_max_new_tokens=max_new_tokens if setup.chat else None, **trainer_options)
     return trainer.train()

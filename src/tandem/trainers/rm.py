@@ -18,6 +18,7 @@ from tandem.data import pad_preference_batch, tokenize_preference
 from tandem.models.loading import add_lora, load_reward_model, load_tokenizer, save_model
 from tandem.trainers.loop import LossOutput, Trainer, TrainResult
 from tandem.trainers.sft import FinetuneSourceConfig
+from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
 
 
@@ -28,7 +29,9 @@ class RMConfig(FinetuneSourceConfig):
     margin: float = Field(0.0, description="Margin m in -log sigma(r_w - r_l - m); a per-record 'margin' field overrides it.")
     center_coefficient: float = Field(0.0, ge=0, description="Weight of (r_w + r_l)^2, keeping rewards centred on zero.")
     epochs: float = Field(2.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
-    lr: float = Field(2e-4, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-5, TRL's default).")
+
+    pretrained_defaults = {"lr": 1e-5}
 
 
 def pair_rewards(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,13 +70,14 @@ class RewardModelTrainer(Trainer):
 def run_rm(config: RMConfig) -> TrainResult:
     set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
     tokenizer = load_tokenizer(config.model)
+    setup = prepare_run(config, tokenizer)
     model = load_reward_model(config.model)
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha, task_type="SEQ_CLS")
     train, held_out = train_eval_examples(
         "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
         n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length, label_noise=config.label_noise,
+        max_length=config.max_length, label_noise=config.label_noise, **setup.load_options(config),
     )
 
     def tokenized(rows: list[dict]) -> list[dict]:

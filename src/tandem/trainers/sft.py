@@ -14,6 +14,7 @@ from tandem.data import pad_sft_batch, tokenize_sft
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
 from tandem.tasks import get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
+from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
 
 
@@ -38,7 +39,9 @@ class SFTConfig(FinetuneSourceConfig):
         True, description="Pack each micro-batch into one row with per-sequence positions (no padding tokens computed)."
     )
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
-    lr: float = Field(5e-4, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate of AdamW (pretrained models: 2e-5, TRL's default).")
+
+    pretrained_defaults = {"lr": 2e-5}
 
 
 def padding_free_batch(examples: list[dict], row_length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
@@ -102,16 +105,18 @@ class SFTTrainer(GenerativeTrainer):
 def run_sft(config: SFTConfig) -> TrainResult:
     set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
     tokenizer = load_tokenizer(config.model)
+    setup = prepare_run(config, tokenizer)
     model = load_causal_lm(config.model)
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha)
     train, held_out = train_eval_examples(
         "sft", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
         n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length,
+        max_length=config.max_length, **setup.load_options(config),
     )
     train_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in held_out]
     task = get_task(config.task) if config.data is None else None
-    eval_prompts = task.eval_prompts(config.n_eval, seed=config.seed) if task is not None and config.n_eval else []
-    return SFTTrainer(config, model, tokenizer, train_ids, eval_ids, task=task, eval_prompts=eval_prompts).train()
+    return SFTTrainer(config, model, tokenizer, train_ids, eval_ids, task=task,
+                      eval_prompts=setup.eval_prompts(task, config, tokenizer),
+                      eval_max_new_tokens=setup.eval_max_new_tokens(task)).train()

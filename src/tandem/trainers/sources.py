@@ -34,8 +34,12 @@ def train_eval_examples(
     tokenizer,
     max_length: int | None,
     label_noise: float = 0.0,
+    **load_options,
 ) -> tuple[list[dict], list[dict]]:
-    """Validated (train, eval) records of `kind`, every record checked before training starts."""
+    """Validated (train, eval) records of `kind`, every record checked before training starts.
+
+    `load_options` go to `load_examples` (chat rendering, prompt-length policy: see `RunSetup.load_options`).
+    """
     expected = EXPECTED_FORMATS[kind]
     if data is None:
         task = get_task(task_name)
@@ -43,11 +47,11 @@ def train_eval_examples(
         eval_kind = "held_out_preference" if kind == "preference" else kind
         # evaluation pairs carry gold labels without noise: accuracy is measured against the truth
         eval_rows = TASK_GENERATORS[eval_kind](task, n_eval, seed + 10_000, 0.0) if n_eval else []
-        train = load_examples(train_rows, expected, tokenizer, max_length=max_length)
-        return train, load_examples(eval_rows, expected, tokenizer, max_length=max_length)
-    train = load_examples(data, expected, tokenizer, max_length=max_length)
+        train = load_examples(train_rows, expected, tokenizer, max_length=max_length, **load_options)
+        return train, load_examples(eval_rows, expected, tokenizer, max_length=max_length, **load_options)
+    train = load_examples(data, expected, tokenizer, max_length=max_length, **load_options)
     if eval_data is not None:
-        return train, load_examples(eval_data, expected, tokenizer, max_length=max_length)
+        return train, load_examples(eval_data, expected, tokenizer, max_length=max_length, **load_options)
     n_held_out = int(len(train) * eval_fraction)
     rows = train[:]
     random.Random(seed).shuffle(rows)
