@@ -17,6 +17,7 @@ give partial credit in between), on the answer `extract_completion_answer` reads
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import random
 from functools import cached_property
@@ -110,8 +111,6 @@ class ReasoningGymTask(Task):
         try:
             return _reasoning_gym().create_dataset(self.dataset, **self.options, **split)
         except TypeError as error:  # an option the dataset's config does not have
-            import dataclasses
-
             config = _reasoning_gym().factory.DATASETS[self.dataset][1]
             fields = ", ".join(f.name for f in dataclasses.fields(config) if f.name not in ("size", "seed"))
             raise ValueError(f"reasoning-gym dataset {self.dataset!r}: {error}; its options: {fields}") from error
