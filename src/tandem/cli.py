@@ -150,9 +150,17 @@ def list_tasks() -> None:
     """List the built-in tasks."""
     from tandem.tasks import TASKS
 
+    import textwrap
+
     for task_name, task_class in TASKS.items():
         summary = (task_class.__doc__ or "").strip().splitlines()[0] if task_class.__doc__ else ""
-        typer.echo(f"{task_name:12s} {summary}")
+        positional = task_class.positional_option
+        label = f"{task_name}:{positional.upper()}" if positional else task_name
+        typer.echo(f"{label:12s} {summary}")
+        choices = task_class.positional_choices()
+        if choices:
+            typer.echo(textwrap.fill(f"{positional} is one of: {', '.join(choices)}", width=100,
+                                     initial_indent=" " * 13, subsequent_indent=" " * 13))
 
 
 def main() -> None:

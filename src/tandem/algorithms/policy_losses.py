@@ -90,6 +90,45 @@ def ppo_clip_loss(
     return PolicyLossOutput(loss, stats)
 
 
+@register_policy_loss("gspo")
+def gspo_loss(
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float | None = 4e-4,
+) -> PolicyLossOutput:
+    """GSPO-token (Zheng et al. 2025, "Group Sequence Policy Optimization"): a clipped surrogate on the
+    sequence's length-normalised importance ratio instead of each token's.
+
+    s_i = (pi_theta(y_i | x) / pi_old(y_i | x))^(1/|y_i|) = exp(mean_t (log pi_theta(y_i,t) - log pi_old(y_i,t))),
+    s_i,t = sg[s_i] * pi_theta(y_i,t) / sg[pi_theta(y_i,t)]   (equal to s_i in value; sg = stop-gradient),
+    L_i,t = max(-A_i,t s_i,t, -A_i,t clip(s_i,t, 1 - eps_low, 1 + eps_high)).
+
+    Averaged per sequence then over sequences (`--loss-agg seq-mean-token-mean`, the paper's objective),
+    its gradient is the paper's: -1/G sum_i s_i A_i 1/|y_i| sum_t grad log pi_theta(y_i,t) over the
+    sequences whose s_i is not clipped, for advantages A_i,t = A_i shared by the sequence's tokens (GRPO's).
+    Per-token advantages are what the token form adds. One token per sequence gives `ppo_clip`. The
+    paper's epsilons are 3e-4 and 4e-4: a sequence ratio moves far less than a token's. clip_high=None
+    means clip_low. Stats as `ppo_clip`'s: clip_fraction, approx_kl (per token).
+    """
+    clip_high = clip_low if clip_high is None else clip_high
+    mask = mask.bool()
+    # Padding may hold garbage: select it away before averaging (0 * inf would be NaN).
+    log_ratio = torch.where(mask, logp - old_logp, 0.0)
+    sequence_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
+    ratio = torch.exp(sequence_log_ratio.detach().clamp(-20.0, 20.0) + logp - logp.detach())
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss = torch.maximum(unclipped, clipped)
+    stats = {
+        "clip_fraction": masked_mean((clipped > unclipped).float(), mask).detach(),
+        "approx_kl": masked_mean(kl_k3(old_logp, logp), mask).detach(),
+    }
+    return PolicyLossOutput(loss, stats)
+
+
 @register_policy_loss("reinforce")
 def reinforce_loss(logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor) -> PolicyLossOutput:
     """Unclipped importance-weighted policy gradient, -A rho (Williams 1992 when pi_old = pi_theta).

@@ -3,6 +3,7 @@
     verifier:numeric                      a built-in verifier (options after colons: verifier:numeric:tolerance=0.01)
     verifier:regex:pattern=^#### -?\\d+$   `pattern=` takes the rest of the spec, colons included: put it last
     task:arithmetic                       a built-in task's gold reward (task options likewise: task:sentiment:k=v)
+    task:rg:leg_counting:size=1000        a reasoning-gym dataset's own scorer (the task `rg:DATASET:k=v`)
     model:runs/rm/model                   a tandem reward model (options: batch_size, max_length, device)
     python:my_rewards:score               a user's function; also plain my_rewards:score or path/to/file.py:score
     0.5*verifier:format,1.0*verifier:numeric    a weighted sum (weight 1 when none is written)
@@ -72,8 +73,7 @@ def _verifier(rest: str, spec: str, tokenizer, device):
 
 
 def _task(rest: str, spec: str, tokenizer, device):
-    name, _, options = rest.partition(":")
-    return get_verifier("task_gold", task=name, task_options=parse_options(options, spec))
+    return get_verifier("task_gold", task=rest)  # get_task parses the options (and rg:DATASET)
 
 
 def _model(rest: str, spec: str, tokenizer, device):

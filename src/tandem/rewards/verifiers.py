@@ -2,6 +2,7 @@
 
     numeric = get_verifier("numeric", tolerance=1e-4)
     numeric(["Q: 2+2?"], [" 2 + 2 = 4\\n#### 4"], answer=[4])      # [1.0]
+    get_verifier("math")(["Q"], ["so \\boxed{\\frac{1}{2}}"], answer=["0.5"])  # [1.0] (needs math-verify)
 
 Every verifier is a small dataclass whose fields are its options, with a `name` and the reward-function
 call signature. `register_verifier` adds one to `VERIFIERS`; `get_verifier(name, **options)` builds it.
@@ -193,3 +194,62 @@ class TaskGold:
     def __call__(self, prompts: list[str], completions: list[str], **columns: list) -> list[float | None]:
         return self._task.gold_reward(prompts, completions, **columns)
 
+
+
+@register_verifier("math")
+@dataclass
+class MathAnswer:
+    """1.0 when the completion's final answer equals the reference mathematically (Hugging Face's Math-Verify).
+
+    The answer is read with `math_verify.parse` (which prefers the last `\\boxed{}` and understands LaTeX,
+    fractions, roots, sets, intervals and plain numbers) from the text after the last `####` when there is
+    one (the GSM8K convention), else from the whole completion; `math_verify.verify(gold, answer)` then
+    compares them symbolically and numerically. The reference in `column` is a number or text read the
+    same way (a GSM8K solution ending in `#### 72`, `\\frac{1}{2}`, `$x^2+1$`); None gives None.
+
+    Math-Verify bounds each parse and comparison by `timeout` seconds with `signal.alarm`, which works only
+    in the main thread; elsewhere (a reward scored in a worker thread) it runs without a time limit.
+    Needs `pip install math-verify` (or the `reasoning` extra).
+    """
+
+    column: str = "answer"
+    timeout: int | None = 5
+    name: str = "math"
+    _math_verify: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            import math_verify
+        except ImportError as error:
+            raise RewardSpecError(
+                "verifier 'math' needs Hugging Face's math-verify: pip install math-verify (or pip install 'tandem[reasoning]')"
+            ) from error
+        self._math_verify = math_verify
+
+    def _timeout(self) -> int | None:
+        import threading
+
+        return self.timeout if threading.current_thread() is threading.main_thread() else None
+
+    def _parse(self, text: str, reference: bool = False) -> list:
+        marker = text.rfind("####")
+        if marker >= 0:
+            text = text[marker + 4 :].strip()
+        # Math-Verify finds LaTeX only between delimiters: a bare answer such as 2\sqrt{2} would read as 2.
+        if (reference or marker >= 0) and "\\" in text and "$" not in text and "\\boxed" not in text:
+            text = f"${text}$"
+        return self._math_verify.parse(text, parsing_timeout=self._timeout())
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns: list) -> list[float | None]:
+        references = _column(columns, self.column, self.name, len(completions))
+        rewards: list[float | None] = []
+        for row, (completion, value) in enumerate(zip(completions, references, strict=True)):
+            if value is None:
+                rewards.append(None)
+                continue
+            gold = self._parse(str(value), reference=True)
+            if not gold:
+                raise ValueError(f"row {row}: reference {self.column}={value!r} holds no answer Math-Verify can read")
+            answer = self._parse(completion)
+            rewards.append(float(bool(answer) and self._math_verify.verify(gold, answer, timeout_seconds=self._timeout())))
+        return rewards

@@ -43,13 +43,20 @@ def register_task(name: str) -> Callable[[TaskClass], TaskClass]:
 def get_task(name: str, **kwargs: Any) -> "Task":
     """Build the registered task `name`; keyword arguments go to its constructor.
 
-    `name` may carry options as on the command line: `arithmetic:digits=1:operations=+`.
+    `name` may carry options as on the command line: `arithmetic:digits=1:operations=+`. A task with a
+    `positional_option` also takes its value bare, first: `rg:leg_counting:size=100` sets dataset=leg_counting.
     """
     if ":" in name:
         from tandem.rewards.spec import parse_options
 
+        spec = name
         name, _, options = name.partition(":")
-        kwargs = {**parse_options(options, f"task {name}:{options}"), **kwargs}
+        positional = TASKS[name].positional_option if name in TASKS else None
+        first, _, rest = options.partition(":")
+        if positional and first and "=" not in first:
+            kwargs = {positional: first, **kwargs}
+            options = rest
+        kwargs = {**parse_options(options, f"task {spec}"), **kwargs}
     if name not in TASKS:
         known = ", ".join(sorted(TASKS)) or "(none registered)"
         raise ValueError(f"unknown task {name!r}; known tasks: {known}")
@@ -81,6 +88,13 @@ class Task(ABC):
     label_threshold: ClassVar[float] = 0.5
     # How held-out evaluation decodes: 0 (greedy) for tasks scored by accuracy, 1 to measure the policy itself.
     eval_temperature: ClassVar[float] = 1.0
+    # A constructor option whose value may come first, bare, in a task spec (`rg:DATASET:k=v`); see get_task.
+    positional_option: ClassVar[str | None] = None
+
+    @classmethod
+    def positional_choices(cls) -> list[str]:
+        """The values `positional_option` can take, for `tandem tasks` to list ([]: not enumerable)."""
+        return []
 
     @abstractmethod
     def pretrain_corpus(self, n: int, seed: int = 0) -> list[str]:

@@ -10,6 +10,7 @@ only in their configs and the two hooks `token_rewards` / `extra_losses` (see `p
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from contextlib import nullcontext
@@ -25,7 +26,9 @@ from tandem.algorithms.advantages import (
 )
 from tandem.algorithms.kl import FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
-from tandem.algorithms.policy_losses import aggregate_loss, entropy_from_logits, global_normaliser, policy_loss
+from tandem.algorithms.policy_losses import (
+    POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
+)
 from tandem.config import TrainConfig
 from tandem.data import load_examples
 from tandem.models.loading import load_causal_lm, load_tokenizer
@@ -60,8 +63,8 @@ class OnlineRLConfig(TrainConfig):
     update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
     advantage: str = Field("grpo", description="Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline.")
-    policy_loss: str = Field("ppo_clip", description="Policy loss: ppo_clip or reinforce.")
-    clip_low: float = Field(0.2, gt=0, description="PPO clip epsilon below 1.")
+    policy_loss: str = Field("ppo_clip", description="Policy loss: ppo_clip, gspo (sequence-level ratio, Zheng et al. 2025) or reinforce.")
+    clip_low: float = Field(0.2, gt=0, description="Clip epsilon below 1 (default: the loss's own, 0.2 for ppo_clip, 3e-4 for gspo).")
     clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
     loss_agg: str = Field("token-mean", description="Loss aggregation: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO).")
     kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3, abs, low_var_kl.")
@@ -411,9 +414,12 @@ class OnlineTrainer(GenerativeTrainer):
         return {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
 
     def _policy_options(self) -> dict:
-        if self.config.policy_loss == "ppo_clip":
-            return {"clip_low": self.config.clip_low, "clip_high": self.config.clip_high}
-        return {}
+        """--clip-low/--clip-high when given (a given --clip-low brings --clip-high, whose default is it), to a loss
+        that takes them; the rest keep the loss's own defaults (ppo_clip 0.2, gspo the paper's 3e-4 / 4e-4)."""
+        loss = POLICY_LOSSES.get(self.config.policy_loss)
+        accepted = inspect.signature(loss).parameters if loss is not None else {}
+        given = set(self.config.model_fields_set) | ({"clip_high"} if "clip_low" in self.config.model_fields_set else set())
+        return {key: getattr(self.config, key) for key in ("clip_low", "clip_high") if key in accepted and key in given}
 
     def evaluate(self, model) -> dict[str, float]:
         if self.task is None or not self.eval_prompts:
