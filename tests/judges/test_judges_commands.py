@@ -1,12 +1,14 @@
 """`tandem judge` and `tandem serve` through the command line (registered on a fresh typer app)."""
 
 import json
+import math
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
 import tandem.cli
+from tandem.judges import FunctionJudge
 from tandem.judges.commands import JudgeCommandConfig, register as register_judge, run_judge
 from tandem.serve.commands import register as register_serve
 from tandem.tasks import get_task
@@ -23,6 +25,7 @@ def gold(prompts, responses):
 
 def contrarian(prompts, responses):
     return [1 - v for v in gold(prompts, responses)]
+
 """
 
 
@@ -57,6 +60,37 @@ def test_judge_command_measures_agreement_with_chosen_labels(app, pairs, tmp_pat
     contrarian = run_judge(JudgeCommandConfig(judge=f"python:{tmp_path / 'gold_judge.py'}:contrarian", data=pairs,
                                               out=tmp_path / "c.jsonl", progress=False))
     assert contrarian["agreement_with_chosen"] == 0.0
+
+
+def first_biased(prompts, first, second):
+    """P(first shown better) with log-odds = gold difference + 3: "A" in both orders for every pair."""
+    gold = get_task("sentiment").gold_reward
+    return [1 / (1 + math.exp(-(a - b + 3))) for a, b in zip(gold(prompts, first), gold(prompts, second))]
+
+
+def test_judge_command_calibration_flag_and_position_only_count(app, pairs, tmp_path, monkeypatch):
+    import tandem.judges.commands as commands
+
+    monkeypatch.setattr(commands, "build_judge", lambda spec: FunctionJudge(compare=first_biased, name="first-biased"))
+    judge = "python:first_biased:judge"  # parsed, then built by the stand-in above
+    runs = {}
+    for calibration in ("average", "log_odds"):
+        out = tmp_path / calibration / "verdicts.jsonl"
+        result = CliRunner().invoke(app, ["judge", "--judge", judge, "--data", str(pairs), "--out", str(out),
+                                          "--calibration", calibration, "--no-progress"])
+        assert result.exit_code == 0, result.output
+        assert "same position won both orders: 40 of 40 pairs" in result.output
+        runs[calibration] = [json.loads(line)["value"] for line in out.read_text().splitlines()]
+        summary = json.loads((tmp_path / calibration / "verdicts.summary.json").read_text())
+        assert summary["stats"]["position_only_fraction"] == 1.0 and summary["agreement_with_chosen"] == 1.0
+    gold = get_task("sentiment").gold_reward
+    rows = [json.loads(line) for line in pairs.read_text().splitlines()]
+    for row, value in zip(rows, runs["log_odds"]):  # the +3 bias cancels: sigmoid(gold difference) is left
+        d = gold([row["prompt"]], [row["chosen"]])[0] - gold([row["prompt"]], [row["rejected"]])[0]
+        assert value == pytest.approx(1 / (1 + math.exp(-d)), abs=1e-9)
+    assert all(0.5 < averaged < calibrated for averaged, calibrated in zip(runs["average"], runs["log_odds"]))  # averaging squeezes
+    result = CliRunner().invoke(app, ["judge", "--judge", judge, "--data", str(pairs), "--calibration", "median"])
+    assert result.exit_code == 2 and "calibration" in result.output
 
 
 def test_judge_command_scores_and_counts_unusable_verdicts(tmp_path):

@@ -1,4 +1,4 @@
-"""Pure pieces of judging: label-probability reading, text parsing, position-swap averaging, score-based comparison."""
+"""Pure pieces of judging: label-probability reading, text parsing, combining both orders, score-based comparison."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tandem.judges import Verdict, combine_orders, compare_from_scores, swap_average
+from tandem.judges import Verdict, combine_orders, compare_from_scores, position_only, swap_average, swap_log_odds
 from tandem.judges.reading import (
     expected_label_value,
     find_verdict,
@@ -47,6 +47,43 @@ def test_combine_orders_keeps_both_parts_and_propagates_an_unusable_order():
     assert combined.usable and combined.method == "both_orders"
     broken = combine_orders(good, Verdict(None, reason="timeout", detail="no reply"))
     assert broken.value is None and broken.reason == "timeout" and "b first" in broken.detail
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+def test_swap_log_odds_matches_its_formula_and_cancels_a_constant_log_odds_bias_exactly():
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    for p_ab, p_ba in itertools.product([0.01, 0.2, 0.5, 0.9, 0.999], repeat=2):
+        assert swap_log_odds(p_ab, p_ba) == pytest.approx(sigmoid((logit(p_ab) - logit(p_ba)) / 2), abs=1e-12)
+    rng = random.Random(2)
+    for _ in range(200):
+        s, b = rng.uniform(-3, 3), rng.uniform(-8, 8)  # content log-odds for a, positional bias toward "first shown"
+        p_ab, p_ba = sigmoid(s + b), sigmoid(-s + b)
+        assert swap_log_odds(p_ab, p_ba) == pytest.approx(sigmoid(s), abs=1e-9)
+        assert (swap_log_odds(p_ab, p_ba) > 0.5) == (swap_average(p_ab, p_ba) > 0.5)  # the same winner
+    p_ab, p_ba = sigmoid(1 + 5), sigmoid(-1 + 5)  # a judge that answers "A" whatever it is shown
+    assert swap_log_odds(p_ab, p_ba) == pytest.approx(sigmoid(1)) and abs(swap_average(p_ab, p_ba) - 0.5) < 0.01
+
+
+def test_swap_log_odds_stays_finite_when_both_orders_saturate():
+    assert swap_log_odds(1.0, 1.0) == 0.5 and swap_log_odds(0.0, 0.0) == 0.5  # one position always: no information
+    assert swap_log_odds(1.0, 0.0) > 1 - 1e-8 and swap_log_odds(0.0, 1.0) < 1e-8
+    assert swap_log_odds(1.0, 0.5) > 0.99
+
+
+def test_position_only_names_the_position_that_won_both_orders():
+    assert position_only(0.9, 0.8) == "first" and position_only(0.1, 0.4) == "second"
+    assert position_only(0.9, 0.2) is None and position_only(0.5, 0.9) is None  # consistent, or a tie in one order
+
+
+def test_combine_orders_reads_the_named_calibration():
+    first, swapped = Verdict(0.99), Verdict(0.98)
+    assert combine_orders(first, swapped, "log_odds").value == pytest.approx(swap_log_odds(0.99, 0.98))
+    assert combine_orders(first, swapped).value == pytest.approx(swap_average(0.99, 0.98))
+    with pytest.raises(KeyError):
+        combine_orders(first, swapped, "median")
 
 
 def test_compare_from_scores_is_antisymmetric_and_bounded():

@@ -16,7 +16,9 @@ from tandem.judges import (
     build_judge,
     build_judge_reward,
     parse_judge_spec,
+    swap_log_odds,
 )
+from tandem.rewards.spec import build_reward
 from tandem.rewards import score_safely
 
 
@@ -102,6 +104,43 @@ def test_compare_asks_both_orders_and_debiases_a_position_biased_judge():
     assert one_order.compare(["p"], ["good"], ["bad"])[0].value == 0.9 and len(one_order.asked) == 1
 
 
+def always_first(prompts, first, second):
+    """P(first shown better): 0.95 whatever is shown, a little more when the first is longer (a position-only judge)."""
+    return [0.96 if len(a) > len(b) else 0.94 for a, b in zip(first, second)]
+
+
+def test_a_judge_that_always_answers_a_is_warned_about_once_with_the_count(caplog):
+    judge = FunctionJudge(compare=always_first, both_orders=True, name="always-a")
+    with caplog.at_level(logging.WARNING, logger="tandem.judges"):
+        judge.compare(["p"] * 10, ["long answer"] * 10, ["short"] * 10)
+        assert not caplog.records  # 10 pairs: too few to tell
+        judge.compare(["p"] * 10, ["long answer"] * 10, ["short"] * 10)
+        judge.compare(["p"] * 10, ["long answer"] * 10, ["short"] * 10)
+    [record] = caplog.records
+    assert "always-a" in record.message and "20 of 20 pairs" in record.message and "calibration='log_odds'" in record.message
+    assert "score mode" in record.message and "first shown: 20" in record.message
+    stats = judge.stats.as_dict()
+    assert stats["position_only_fraction"] == 1.0 and stats["position_only"] == {"first": 30} and stats["order_disagreements"] == 30
+
+
+def test_a_judge_that_follows_content_is_not_warned_about(caplog):
+    judge = FunctionJudge(compare=lambda p, a, b: [0.9 if len(x) > len(y) else 0.1 for x, y in zip(a, b)], both_orders=True)
+    with caplog.at_level(logging.WARNING, logger="tandem.judges"):
+        judge.compare(["p"] * 40, ["long answer"] * 40, ["short"] * 40)
+    assert not caplog.records and judge.stats.position_only_fraction == 0.0
+
+
+def test_log_odds_calibration_keeps_a_position_biased_judges_confidence():
+    averaged = FunctionJudge(compare=always_first, both_orders=True).compare(["p"], ["long answer"], ["short"])[0]
+    calibrated = FunctionJudge(compare=always_first, both_orders=True, calibration="log_odds").compare(["p"], ["long answer"], ["short"])[0]
+    assert averaged.value == pytest.approx((0.96 + 1 - 0.94) / 2)
+    assert calibrated.value == pytest.approx(swap_log_odds(0.96, 0.94)) and calibrated.value > averaged.value > 0.5
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        FunctionJudge(compare=always_first, calibration="median")
+    with pytest.raises(ValueError, match="needs both_orders=True"):
+        FunctionJudge(compare=always_first, calibration="log_odds")  # function judges ask one order by default
+
+
 def test_verdicts_are_cached_in_memory_and_on_disk_but_failures_are_asked_again(tmp_path):
     path = tmp_path / "cache.jsonl"
     judge = ScriptedJudge({"good": 0.9, "bad": 0.2, "slow": "timeout"}, cache=str(path))
@@ -158,3 +197,18 @@ def test_specs_build_judges_and_rewards(tmp_path):
     assert reward.reference == "ref" and reward.scale == 2
     with pytest.raises(JudgeSpecError, match="unknown option"):
         build_judge("openai:http://127.0.0.1:9/v1:m:temprature=0")
+
+
+def test_the_calibration_option_reaches_the_judge_from_a_reward_spec(tiny_model_dir):
+    reward = build_reward(f"judge:local:{tiny_model_dir}:calibration=log_odds:reference=ref:batch_size=4")
+    assert reward.judge.calibration == "log_odds" and reward.reference == "ref"
+    [value] = reward(["Review: the film"], [" was superb."], ref=[" was dull."])
+    [verdict] = reward.last_verdicts
+    first, swapped = verdict.parts
+    assert value == pytest.approx(swap_log_odds(first.value, swapped.value), abs=1e-12)
+    assert build_reward(f"judge:local:{tiny_model_dir}").judge.calibration == "average"
+    remote = build_judge("openai:http://127.0.0.1:9/v1:m:calibration=log_odds")
+    assert remote.calibration == "log_odds"
+    for bad, message in (("calibration=median", "must be one of"), ("calibration=log_odds:both_orders=false", "needs both_orders")):
+        with pytest.raises(JudgeSpecError, match=message):  # refused before any model is loaded
+            build_judge(f"local:/no/such/model:{bad}")

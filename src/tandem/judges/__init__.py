@@ -6,7 +6,7 @@
     judge = build_judge("openai:http://127.0.0.1:8000/v1:model:timeout=10")
 
     judge.score(prompts, responses)            -> list[Verdict]   value in [0, 1], None when unusable
-    judge.compare(prompts, responses_a, responses_b) -> list[Verdict]   value = P(a better), both orders averaged
+    judge.compare(prompts, responses_a, responses_b) -> list[Verdict]   value = P(a better), both orders combined
     JudgeReward(judge)                         a reward source for the RL trainers
     judge.stats                                questions, cache hits, unusable verdicts by reason
 
@@ -14,6 +14,7 @@ Prompt templates are YAML files (`templates/*.yaml`, `load_template`), with opti
 """
 
 from tandem.judges.base import (
+    CALIBRATIONS,
     NEUTRAL,
     ON_UNUSABLE,
     Judge,
@@ -22,8 +23,11 @@ from tandem.judges.base import (
     TemplateJudge,
     UnusableVerdictError,
     Verdict,
+    check_calibration,
     combine_orders,
+    position_only,
     swap_average,
+    swap_log_odds,
 )
 from tandem.judges.cache import VerdictCache, verdict_key
 from tandem.judges.function import FunctionJudge, compare_from_scores
@@ -46,6 +50,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "CALIBRATIONS",
     "NEUTRAL",
     "ON_UNUSABLE",
     "FunctionJudge",
@@ -66,11 +71,14 @@ __all__ = [
     "build_judge",
     "build_judge_reward",
     "builtin_templates",
+    "check_calibration",
     "combine_orders",
     "compare_from_scores",
     "judge_reward_from_spec",
     "load_template",
     "parse_judge_spec",
+    "position_only",
     "swap_average",
+    "swap_log_odds",
     "verdict_key",
 ]

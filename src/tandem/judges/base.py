@@ -11,19 +11,28 @@ its sample, and handled by the judge's `on_unusable` policy:
     "neutral"  the value becomes 0.5, with the reason kept (so `verdict.usable` is still False)
     "raise"    `UnusableVerdictError` naming the sample
 
-`compare` asks in both orders by default and averages, p = (p_AB + 1 - p_BA) / 2, cancelling the
-judge's preference for a position (Lee et al. 2023; Zheng et al. 2023, "Judging LLM-as-a-judge").
+`compare` asks in both orders by default and combines the two answers by the judge's `calibration`:
+
+    "average"   p = (p_AB + 1 - p_BA) / 2                   (Lee et al. 2023; Zheng et al. 2023)
+    "log_odds"  logit p = (logit p_AB - logit p_BA) / 2      (cancels a constant log-odds bias exactly)
+
+Both cancel the judge's preference for a position and always pick the same winner; they differ in scale.
+A judge that picks the same position in both orders for most pairs (a small judge answering "A"
+whatever it is shown) is warned about once: its verdicts carry little more than position.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
 from typing import Any
 
 from tandem.judges.cache import VerdictCache, verdict_key
 from tandem.judges.templates import JudgeTemplate, load_template
+from tandem.registry import registrar
 from tandem.rewards.safety import shorten
 
 logger = logging.getLogger("tandem.judges")
@@ -31,6 +40,12 @@ logger = logging.getLogger("tandem.judges")
 ON_UNUSABLE = ("skip", "neutral", "raise")
 NEUTRAL = 0.5
 MAX_LOGGED_EXAMPLES = 20
+POSITION_ONLY_FRACTION = 0.9  # warn when at least this share of pairs picks the same position in both orders...
+POSITION_ONLY_MIN_PAIRS = 16  # ...once this many pairs have been asked both ways
+LOG_ODDS_CLIP = 1e-9  # probabilities are read in [clip, 1 - clip]: a saturated order keeps a finite log-odds
+
+CALIBRATIONS: dict[str, Callable[[float, float], float]] = {}
+register_calibration = registrar(CALIBRATIONS, "calibration")
 
 
 @dataclass(frozen=True)
@@ -71,15 +86,46 @@ def unusable(reason: str, raw: str = "", detail: str = "", method: str = "") -> 
     return Verdict(None, reason=reason, raw=raw, detail=detail, method=method)
 
 
+@register_calibration("average")
 def swap_average(p_first: float, p_swapped: float) -> float:
-    """Position-debiased preference: (p_AB + 1 - p_BA) / 2.
+    """Position-debiased preference: (p_AB + 1 - p_BA) / 2 (Lee et al. 2023; Zheng et al. 2023).
 
     `p_first` = P(a better) asked with a shown first; `p_swapped` = P(b better) asked with b shown first.
+    It cancels an additive bias in probability, but a judge that answers "A" with ~0.99 in both orders
+    is squeezed to ~0.5 whatever its remaining preference (see `swap_log_odds`).
     """
     return (p_first + 1.0 - p_swapped) / 2.0
 
 
-def combine_orders(first: Verdict, swapped: Verdict) -> Verdict:
+@register_calibration("log_odds")
+def swap_log_odds(p_first: float, p_swapped: float) -> float:
+    """Position-calibrated preference from the two orders' log-odds: sigmoid((logit p_AB - logit p_BA) / 2).
+
+    If the judge's log-odds for "first shown is better" are s + b with a shown first and -s + b with b
+    shown first (s the content preference, b a constant positional bias), the half-difference is s:
+    the bias cancels exactly, however large, and the judge's confidence is kept on its own scale
+    (contextual calibration, Zhao et al. 2021 "Calibrate before use"; swap debiasing, Zheng et al. 2023).
+    For two labels logit p_AB = log P(A) - log P(B): the label log-probs compared against the swapped
+    order's. It orders pairs exactly as `swap_average` does (both are monotone in p_AB - p_BA when
+    the other is fixed, and equal 0.5 iff p_AB = p_BA) but does not squeeze a biased judge to 0.5.
+    Probabilities are clipped to [1e-9, 1 - 1e-9], so two saturated orders give 0.5 or ~0/1, not NaN.
+    """
+    a = min(max(p_first, LOG_ODDS_CLIP), 1.0 - LOG_ODDS_CLIP)
+    b = min(max(p_swapped, LOG_ODDS_CLIP), 1.0 - LOG_ODDS_CLIP)
+    half_difference = 0.5 * (math.log(a / (1.0 - a)) - math.log(b / (1.0 - b)))
+    return 1.0 / (1.0 + math.exp(-half_difference))
+
+
+def position_only(p_first: float, p_swapped: float) -> str | None:
+    """"first" or "second" when the same shown position wins in both orders (the verdict follows position), else None."""
+    if p_first > 0.5 and p_swapped > 0.5:
+        return "first"
+    if p_first < 0.5 and p_swapped < 0.5:
+        return "second"
+    return None
+
+
+def combine_orders(first: Verdict, swapped: Verdict, calibration: str = "average") -> Verdict:
     """The both-orders verdict on (a, b) from the verdict asked as (a, b) and the one asked as (b, a)."""
     parts = (first, swapped)
     raw = f"[a first] {first.raw}\n[b first] {swapped.raw}"
@@ -87,7 +133,21 @@ def combine_orders(first: Verdict, swapped: Verdict) -> Verdict:
         bad = first if not first.usable else swapped
         order = "a first" if bad is first else "b first"
         return Verdict(None, bad.reason, raw, "both_orders", f"{order}: {bad.detail}".rstrip(": "), parts=parts)
-    return Verdict(swap_average(first.value, swapped.value), None, raw, "both_orders", parts=parts)
+    return Verdict(CALIBRATIONS[calibration](first.value, swapped.value), None, raw, "both_orders", parts=parts)
+
+
+def check_calibration(calibration: str) -> str:
+    """`calibration` if it names a registered way of combining the two orders, else a one-line ValueError."""
+    if calibration not in CALIBRATIONS:
+        raise ValueError(f"calibration must be one of {sorted(CALIBRATIONS)}, got {calibration!r}")
+    return calibration
+
+
+def check_orders(both_orders: bool, calibration: str) -> str:
+    """`calibration`, unless it asks to combine two orders that are not asked (a one-line ValueError)."""
+    if not both_orders and calibration != "average":
+        raise ValueError(f"calibration={calibration!r} combines the two orders of a pair; it needs both_orders=True")
+    return calibration
 
 
 class UnusableVerdictError(RuntimeError):
@@ -112,17 +172,28 @@ class JudgeStats:
     unusable: Counter = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)  # the first unusable samples, for the log
     pairs_both_orders: int = 0
-    order_disagreements: int = 0  # pairs whose winner flips when the order is swapped (position bias)
+    position_only: Counter = field(default_factory=Counter)  # pairs won by the same shown position in both orders
 
     @property
     def n_unusable(self) -> int:
         return sum(self.unusable.values())
+
+    @property
+    def order_disagreements(self) -> int:
+        """Pairs whose winner flips when the order is swapped: the same position won both times."""
+        return sum(self.position_only.values())
+
+    @property
+    def position_only_fraction(self) -> float | None:
+        """Share of the pairs asked in both orders whose verdict followed the position (None before any)."""
+        return self.order_disagreements / self.pairs_both_orders if self.pairs_both_orders else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples, "questions": self.questions, "cache_hits": self.cache_hits,
             "unusable": self.n_unusable, "unusable_by_reason": dict(self.unusable),
             "pairs_both_orders": self.pairs_both_orders, "order_disagreements": self.order_disagreements,
+            "position_only": dict(self.position_only), "position_only_fraction": self.position_only_fraction,
             "examples": self.examples[:5],
         }
 
@@ -135,20 +206,24 @@ class Judge:
 
     Args:
         on_unusable: "skip", "neutral" or "raise" (see the module docstring).
-        both_orders: `compare` asks (a, b) and (b, a) and averages (twice the questions).
+        both_orders: `compare` asks (a, b) and (b, a) and combines them (twice the questions).
+        calibration: how the two orders combine: "average" (`swap_average`) or "log_odds" (`swap_log_odds`).
         name: how the judge is reported.
     """
 
     name: str = "judge"
 
-    def __init__(self, *, on_unusable: str = "skip", both_orders: bool = True, name: str | None = None) -> None:
+    def __init__(self, *, on_unusable: str = "skip", both_orders: bool = True, calibration: str = "average",
+                 name: str | None = None) -> None:
         if on_unusable not in ON_UNUSABLE:
             raise ValueError(f"on_unusable must be one of {ON_UNUSABLE}, got {on_unusable!r}")
         self.on_unusable = on_unusable
         self.both_orders = both_orders
+        self.calibration = check_orders(both_orders, check_calibration(calibration))
         if name is not None:
             self.name = name
         self.stats = JudgeStats()
+        self._warned_position_only = False
 
     # ----- the interface ------------------------------------------------------
 
@@ -167,14 +242,36 @@ class Judge:
             n = len(prompts)
             asked = self._compare_ordered(prompts + prompts, responses_a + responses_b, responses_b + responses_a)
             first, swapped = asked[:n], asked[n:]
-            verdicts = [combine_orders(f, s) for f, s in zip(first, swapped)]
+            calibration = check_calibration(self.calibration)  # an attribute: `tandem judge` may set it after init
+            verdicts = [combine_orders(f, s, calibration) for f, s in zip(first, swapped)]
             for f, s in zip(first, swapped):
                 if f.usable and s.usable:
                     self.stats.pairs_both_orders += 1
-                    self.stats.order_disagreements += (f.value > 0.5) != (s.value < 0.5)
+                    position = position_only(f.value, s.value)
+                    if position is not None:
+                        self.stats.position_only[position] += 1
+            self._warn_if_position_only()
         else:
             verdicts = self._compare_ordered(prompts, responses_a, responses_b)
         return self._handle(verdicts, prompts, {"response_a": responses_a, "response_b": responses_b})
+
+    def _warn_if_position_only(self) -> None:
+        """Once per judge: warn when most pairs asked both ways were won by the same position both times."""
+        stats = self.stats
+        if self._warned_position_only or stats.pairs_both_orders < POSITION_ONLY_MIN_PAIRS:
+            return
+        if stats.position_only_fraction < POSITION_ONLY_FRACTION:
+            return
+        self._warned_position_only = True
+        first = stats.position_only["first"]
+        logger.warning(
+            "judge %s: %d of %d pairs (%.0f%%) were won by the same position in both orders (first shown: %d, second: %d), "
+            "so its verdicts follow position, not content, and both-orders values sit near 0.5 holding only the small "
+            "difference between orders. calibration='log_odds' reads that difference on the judge's own log-odds scale "
+            "(same winners, not squeezed to 0.5); the score mode (each response judged alone) or a bigger judge may "
+            "carry more signal", self.name, stats.order_disagreements, stats.pairs_both_orders,
+            100 * stats.position_only_fraction, first, stats.order_disagreements - first,
+        )
 
     def _score(self, prompts: list[str], responses: list[str]) -> list[Verdict]:
         raise NotImplementedError
@@ -230,7 +327,7 @@ class TemplateJudge(Judge):
         cot: ask for reasoning before the verdict (then read the verdict after `verdict_prefix`).
         cache: a `VerdictCache`, a JSONL path for an on-disk cache, or None for an in-memory one.
         examples: in-context examples replacing the templates' own (list of dicts with the template's fields).
-        **judge_options: `on_unusable`, `both_orders`, `name` (see `Judge`).
+        **judge_options: `on_unusable`, `both_orders`, `calibration`, `name` (see `Judge`).
     """
 
     identity: str = "judge"  # backend id in cache keys: the same question to another model is another verdict

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from tandem.judges.base import Judge, Verdict
+from tandem.judges.base import Judge, Verdict, check_orders
 from tandem.judges.spec import build_judge, parse_judge_spec
 
 SCORE_FIELDS = (("response",), ("completion",))
@@ -34,7 +34,10 @@ class JudgeCommandConfig(BaseModel):
     mode: Literal["auto", "score", "compare"] = Field("auto", description="What to ask; auto picks from the record fields.")
     template: str | None = Field(None, description="Template name or YAML path (for the chosen mode); default the built-in one.")
     cot: bool | None = Field(None, description="Ask for reasoning before the verdict (template judges).")
-    both_orders: bool = Field(True, description="Compare in both orders and average (cancels position bias).")
+    both_orders: bool = Field(True, description="Compare in both orders and combine them (cancels position bias).")
+    calibration: Literal["average", "log_odds"] | None = Field(
+        None, description="How both orders combine: average (mean probability) or log_odds (half the log-odds "
+                          "difference: keeps a position-biased judge's confidence); default the spec's, else average.")
     on_unusable: Literal["skip", "neutral", "raise"] = Field("skip", description="What an unusable verdict becomes.")
     cache: Path | None = Field(None, description="JSONL verdict cache, read at start and appended to (template judges).")
     batch_size: int = Field(64, ge=1, description="Records per judge call.")
@@ -64,6 +67,9 @@ def _configured_judge(config: JudgeCommandConfig) -> Judge:
     judge = build_judge(config.judge)
     judge.on_unusable = config.on_unusable
     judge.both_orders = config.both_orders
+    if config.calibration is not None:
+        judge.calibration = config.calibration
+    check_orders(judge.both_orders, judge.calibration)
     if hasattr(judge, "score_template"):
         from tandem.judges.cache import VerdictCache
         from tandem.judges.templates import load_template
@@ -153,6 +159,9 @@ def _run_and_report(config: JudgeCommandConfig) -> None:
     typer.echo(text)
     if summary["mean_value"] is not None:
         typer.echo(f"  mean value: {summary['mean_value']:.4f}")
+    if summary["stats"].get("position_only_fraction") is not None:
+        stats = summary["stats"]
+        typer.echo(f"  same position won both orders: {stats['order_disagreements']} of {stats['pairs_both_orders']} pairs")
     if summary.get("agreement_with_chosen") is not None:
         typer.echo(f"  agreement with chosen: {summary['agreement_with_chosen']:.4f}")
     typer.echo(f"verdicts: {config.out}\nsummary: {summary_path(config.out)}")

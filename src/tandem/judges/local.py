@@ -32,7 +32,7 @@ class LocalJudge(TemplateJudge):
         cot_max_tokens: reasoning tokens generated before the verdict when `cot=True`.
         min_label_mass: verdicts whose answer labels carry less next-token probability than this are
             unusable ("no_label_mass"); 0 accepts any renormalised distribution.
-        **options: `TemplateJudge` / `Judge` options (templates, cot, cache, examples, on_unusable, both_orders, name).
+        **options: `TemplateJudge` / `Judge` options (templates, cot, cache, examples, on_unusable, both_orders, calibration, name).
     """
 
     def __init__(

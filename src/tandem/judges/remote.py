@@ -71,7 +71,7 @@ class OpenAIJudge(TemplateJudge):
         top_logprobs: alternatives per token to ask for; 0 never asks for log-probs.
         answer_max_tokens, cot_max_tokens: reply length without / with chain-of-thought.
         extra_body: more fields sent with every request (e.g. {"seed": 0}).
-        **options: `TemplateJudge` / `Judge` options (templates, cot, cache, examples, on_unusable, both_orders, name).
+        **options: `TemplateJudge` / `Judge` options (templates, cot, cache, examples, on_unusable, both_orders, calibration, name).
     """
 
     def __init__(

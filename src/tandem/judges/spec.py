@@ -8,7 +8,7 @@ A leading "judge:" is accepted and ignored. MODEL may itself contain colons ("ll
 piece after the URL up to the first `key=value` belongs to it. Options (values read as int, float,
 true/false or none where they can):
 
-    all backends   on_unusable=skip|neutral|raise  both_orders=true|false  name=TEXT
+    all backends   on_unusable=skip|neutral|raise  both_orders=true|false  calibration=average|log_odds  name=TEXT
     local, openai  template=NAME|PATH (score)  compare_template=NAME|PATH  cot=true  cache=PATH.jsonl
     local          batch_size  device  cot_max_tokens  min_label_mass
     openai         api_key_env  timeout  max_retries  backoff  max_backoff  max_concurrency  temperature
@@ -21,13 +21,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tandem.judges.base import Judge
+from tandem.judges.base import Judge, check_calibration, check_orders
 from tandem.judges.function import FunctionJudge
 from tandem.judges.reward import JudgeReward
 from tandem.rewards.base import RewardSpecError, load_reward_function
 
 _URL = re.compile(r"^(?P<url>https?://[^/\s]+(?:/[^:\s]*)?):(?P<rest>.+)$")
-_SHARED = {"on_unusable", "both_orders", "name"}
+_SHARED = {"on_unusable", "both_orders", "calibration", "name"}
 _TEMPLATED = _SHARED | {"template", "score_template", "compare_template", "cot", "cache"}
 _ALLOWED = {
     "local": _TEMPLATED | {"batch_size", "device", "cot_max_tokens", "min_label_mass"},
@@ -65,6 +65,11 @@ def _check_options(kind: str, options: dict[str, Any], spec: str, extra: set[str
         raise JudgeSpecError(f"judge spec {spec!r}: unknown option(s) {sorted(unknown)}; "
                              f"{kind} judges take {', '.join(sorted(_ALLOWED[kind]))}")
     options = dict(options)
+    if "calibration" in options:
+        try:
+            check_orders(options.get("both_orders", True), check_calibration(options["calibration"]))
+        except ValueError as error:
+            raise JudgeSpecError(f"judge spec {spec!r}: {error}") from None
     if "template" in options:
         options["score_template"] = options.pop("template")
     return options
