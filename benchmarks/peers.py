@@ -40,6 +40,7 @@ from transformers.utils import logging as hf_logging
 
 from tandem.data import tokenize_preference, tokenize_sft
 from tandem.models.factory import MODEL_SIZES, build_model, count_parameters
+from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.models.tokenizer import train_tokenizer
 from tandem.tasks import get_task
 from tandem.trainers.rm import RMConfig, RewardModelTrainer
@@ -344,6 +345,8 @@ def cell(value: float | None, width: int, digits: int) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="small", choices=list(MODEL_SIZES))
+    parser.add_argument("--model", type=Path, help="A model to compare on instead of a new tiny one: a Hugging Face "
+                        "directory or a .gguf file (e.g. SmolLM2-135M-Instruct); --size is then ignored.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")
@@ -377,10 +380,13 @@ def main() -> None:
         os.environ["ACCELERATE_USE_CPU"] = "true"
     args.steady_malloc = not args.no_steady_malloc and steady_malloc()
     task = get_task("sentiment")
-    tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=MODEL_SIZES[args.size].vocab_size)
+    if args.model is not None:
+        tokenizer, lm = load_tokenizer(args.model), load_causal_lm(args.model)
+    else:
+        tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=MODEL_SIZES[args.size].vocab_size)
+        lm = build_model(args.size, tokenizer)
     sft_data, pair_data = benchmark_data(task, tokenizer, args)
     max_length = longest(sft_data, pair_data)
-    lm = build_model(args.size, tokenizer)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="tandem-peers-") as tmp:
         tmp = Path(tmp)
@@ -400,9 +406,10 @@ def main() -> None:
     report = {
         "machine": machine_info(args.device),
         "trl_version": trl.__version__,
-        "settings": {**vars(args), "out": str(args.out) if args.out else None, "max_length": max_length,
+        "settings": {**vars(args), "out": str(args.out) if args.out else None,
+                     "model": str(args.model) if args.model else None, "max_length": max_length,
                      "learning_rates": LEARNING_RATES, "adam_betas": BETAS},
-        "model": {"size": args.size, "parameters": count_parameters(lm)},
+        "model": {"size": str(args.model) if args.model else args.size, "parameters": count_parameters(lm)},
         "timing": f"end of step {args.warmup_steps} to end of step {args.steps}, stamped at each optimizer step",
         **results,
     }

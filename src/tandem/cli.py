@@ -47,7 +47,8 @@ def _option(name: str, field) -> inspect.Parameter:
         flag = f"{flag}/--no-{name.replace('_', '-')}"
     choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
     help_text = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
-    help_text += " (required)" if field.is_required() else f" (default: {field.default})"
+    default = field.default_factory() if field.default_factory is not None else field.default
+    help_text += " (required)" if field.is_required() else f" (default: {default})"
     option = typer.Option(None, flag, help=help_text, show_default=False)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
 
