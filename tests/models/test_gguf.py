@@ -76,7 +76,7 @@ def test_explicit_out_is_written_and_must_be_new(tiny_gguf, tmp_path, cache):
 def test_a_missing_file_is_one_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such GGUF file"):
         convert_gguf(tmp_path / "absent.gguf")
-    with pytest.raises(FileNotFoundError, match="not a model directory"):
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face model directory"):
         load_causal_lm(tmp_path / "absent.gguf")
 
 
