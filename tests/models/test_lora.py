@@ -163,3 +163,27 @@ def test_ppo_with_lora_trains_adapters_and_the_value_head(tmp_path, tiny_model_d
     assert len(loads) == 1
     assert (result.model_dir / "adapter_model.safetensors").is_file() and (result.model_dir / VALUE_HEAD_FILE).is_file()
     assert "value_loss" in json.dumps(json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1]))
+
+
+def test_a_reward_model_adapter_loads_merged_with_its_trained_head(tmp_path, tiny_model_dir, one_torch_thread):
+    from tandem.models.loading import load_reward_model
+
+    model = add_lora(load_reward_model(tiny_model_dir), rank=4, alpha=8, task_type="SEQ_CLS")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:  # adapters and the fresh head, as after training
+                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    expected = _logits(model.eval())
+    save_model(model, None, tmp_path / "rm")
+    assert torch.allclose(_logits(load_reward_model(tmp_path / "rm").eval()), expected, atol=1e-5)
+
+
+def test_tandem_convert_writes_an_adapter_merged(adapter_dir, tmp_path, one_torch_thread):
+    from transformers import AutoModelForCausalLM
+
+    from tandem.models.commands import ConvertConfig, run_convert
+
+    folder, expected = adapter_dir
+    out = run_convert(ConvertConfig(model=folder, out=tmp_path / "merged"))
+    assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(out).eval()), expected, atol=1e-5)
+    assert (out / "tokenizer.json").is_file()

@@ -29,7 +29,7 @@ from tandem.trainers.sources import train_eval_examples
 
 class DPOConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/dpo"), description="Run directory.")
-    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
+    model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
     ref_model: Path | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
     loss: str = Field(
         "sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo; kto for unpaired (prompt, completion, label) data."

@@ -41,7 +41,7 @@ from tandem.trainers.sft import LoRAOptions
 class OnlineRLConfig(TrainConfig, LoRAOptions):
     """Options every online RL command shares."""
 
-    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
+    model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
     ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
     data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")

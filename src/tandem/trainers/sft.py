@@ -38,7 +38,7 @@ class FinetuneSourceConfig(TrainConfig, LoRAOptions):
 
 class SFTConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/sft"), description="Run directory.")
-    model: Path = Field(Path("runs/pretrain/model"), description="Hugging Face causal-LM directory to fine-tune.")
+    model: Path = Field(Path("runs/pretrain/model"), description="Causal LM to fine-tune: a model directory, a .gguf file or a LoRA adapter folder (merged first).")
     padding_free: bool = Field(
         True, description="Pack each micro-batch into one row with per-sequence positions (no padding tokens computed)."
     )
