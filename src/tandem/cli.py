@@ -137,6 +137,7 @@ COMMAND_MODULES = (
     "tandem.agents.commands_lang",
     "tandem.judges.commands",
     "tandem.serve.commands",
+    "tandem.models.commands",
     "tandem.feedback.commands",
     "tandem.explain.commands",
     "tandem.overopt.commands",

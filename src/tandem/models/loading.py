@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,49 +23,128 @@ from transformers import (
 hf_logging.disable_progress_bar()
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a model path names, resolved to folders on disk.
+
+    `path`: what the caller passed, absolute (a LoRA adapter trained on this model records it as its base).
+    `folder`: the Hugging Face directory to load (a converted GGUF's cache), or the adapter folder.
+    `base`: for an adapter, the source of the model it adapts; None otherwise.
+    """
+
+    path: Path
+    folder: Path
+    base: ModelSource | None = None
+
+    @property
+    def tokenizer_folder(self) -> Path:
+        """An adapter folder's own tokenizer when it saved one (tandem does), else its base's."""
+        if self.base is None or (self.folder / "tokenizer_config.json").is_file():
+            return self.folder
+        return self.base.tokenizer_folder
+
+
+def resolve_model(path: str | Path) -> ModelSource:
+    """Resolve a model path: a Hugging Face directory, a .gguf file (converted once, cached) or a LoRA adapter folder.
+
+    An adapter's base (`base_model_name_or_path` in its adapter_config.json) is resolved the same way, so it
+    may be a directory, a GGUF file or another adapter. Tandem never downloads: a base that is not on disk
+    is an error naming the adapter config to edit.
+    """
+    from tandem.models.gguf import convert_gguf, is_gguf_file
+
+    path = Path(path).expanduser()
+    if (path / "config.json").is_file():
+        return ModelSource(path.absolute(), path)
+    if is_gguf_file(path):
+        return ModelSource(path.absolute(), convert_gguf(path))
+    if (path / ADAPTER_CONFIG).is_file():
+        return ModelSource(path.absolute(), path, resolve_model(adapter_base_path(path)))
+    if path.is_file():
+        raise FileNotFoundError(f"{path} is not a model: pass a .gguf file or a model directory")
+    raise FileNotFoundError(
+        f"{path} is not a Hugging Face model directory (no config.json), a LoRA adapter folder "
+        "(no adapter_config.json) nor a .gguf file; pass a folder written by save_pretrained or by a tandem command"
+    )
+
+
+def adapter_base_path(adapter: Path) -> Path:
+    """The local base model of a LoRA adapter folder.
+
+    A relative base is looked up next to the adapter folder first (a run directory moved as a whole), then
+    from the working directory (how peft records the path it was given).
+    """
+    config_file = adapter / ADAPTER_CONFIG
+    try:
+        base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"{config_file}: not a readable adapter config ({error})") from None
+    if not base:
+        raise FileNotFoundError(f"{config_file} names no base model (base_model_name_or_path)")
+    base = Path(base).expanduser()
+    candidates = [base] if base.is_absolute() else [adapter.absolute().parent / base, base]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(
+        f"base model {str(base)!r} of the adapter {adapter} is not on this machine (tandem never downloads); "
+        f"set base_model_name_or_path in {config_file} to a local model directory or .gguf file"
+    )
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """`AutoTokenizer` with a pad token guaranteed (GPT-2 and Llama ship none: EOS is reused)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(_check_model_dir(path)))
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(path).tokenizer_folder))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def _check_model_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"{path} is not a Hugging Face model directory (no config.json); "
-            "pass a folder written by save_pretrained or by a tandem command"
-        )
-    return path
+def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, merge: bool = True):
+    """Any causal LM (Llama, Qwen2, GPT-2 families...) from disk, never from a hub; see `resolve_model`.
 
-
-def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """Any causal LM directory (Llama, Qwen2, GPT-2 families...) from disk; never from a hub."""
-    model = AutoModelForCausalLM.from_pretrained(str(_check_model_dir(path)), dtype=dtype)
-    if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-        eos = model.config.eos_token_id
-        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
-    return model
+    A LoRA adapter comes merged into its base (a plain model), or with `merge=False` as a `PeftModel`
+    whose adapters train on.
+    """
+    return _load(resolve_model(path), AutoModelForCausalLM, merge, dtype=dtype)
 
 
 def load_reward_model(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     """A causal-LM backbone with a scalar head (`AutoModelForSequenceClassification`, num_labels=1).
 
-    From a causal-LM directory the head is freshly initialised; from a reward-model directory it is loaded.
+    From a causal-LM directory the head is freshly initialised; from a reward-model directory (or a
+    reward model's LoRA adapter, merged) it is loaded.
     """
-    path = _check_model_dir(path)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a fresh head is expected here, not worth transformers' load report
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
+        return _load(resolve_model(path), AutoModelForSequenceClassification, True, num_labels=1, dtype=dtype)
     finally:
         hf_logging.set_verbosity(verbosity)
-    if model.config.pad_token_id is None and model.config.eos_token_id is not None:
-        eos = model.config.eos_token_id
-        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+
+
+def _load(source: ModelSource, auto_class, merge: bool, **options):
+    """`auto_class` from a resolved source; an adapter is loaded onto its (recursively loaded, merged) base."""
+    if source.base is None:
+        model = auto_class.from_pretrained(str(source.folder), **options)
+    else:
+        base = _load(source.base, auto_class, True, **options)
+        model = PeftModel.from_pretrained(base, str(source.folder), is_trainable=not merge)
+        if merge:
+            model = model.merge_and_unload()
+    _set_pad_token_id(model.config)
+    if not isinstance(model, PeftModel):
+        model.name_or_path = str(source.path)  # what a LoRA saved on top records as its base
     return model
+
+
+def _set_pad_token_id(config) -> None:
+    if config.pad_token_id is None and config.eos_token_id is not None:
+        eos = config.eos_token_id
+        config.pad_token_id = eos[0] if isinstance(eos, list) else eos
 
 
 def add_lora(model: PreTrainedModel, rank: int, alpha: float, dropout: float = 0.0, task_type: str = "CAUSAL_LM"):
@@ -73,10 +155,37 @@ def add_lora(model: PreTrainedModel, rank: int, alpha: float, dropout: float = 0
     return get_peft_model(model, config)
 
 
+def lora_model(model) -> PeftModel | None:
+    """The `PeftModel` that `model` is or wraps (PPO's value-head wrapper holds it as `.policy`), if any."""
+    for candidate in (model, getattr(model, "policy", None)):
+        if isinstance(candidate, PeftModel):
+            return candidate
+    return None
+
+
+def reference_and_context(policy, reference):
+    """(model, context factory) for a reference forward: `reference` as it is, or when there is none and
+    `policy` has LoRA adapters, the policy with its adapters disabled: the base model, without a second copy.
+    """
+    adapted = lora_model(policy)
+    if reference is None and adapted is not None:
+        return adapted, adapted.disable_adapter
+    return reference, nullcontext
+
+
 def save_model(model, tokenizer: PreTrainedTokenizerBase | None, folder: Path, merge_lora: bool = False) -> None:
-    """Write a Hugging Face directory; a LoRA model writes its adapter, or the merged model on request."""
+    """Write a Hugging Face directory; a LoRA model writes its adapter, or the merged model on request.
+
+    An adapter records its base as an absolute path, so the folder loads from any working directory.
+    """
     if isinstance(model, PeftModel) and merge_lora:
         model = model.merge_and_unload()
+    adapted = lora_model(model)
+    if adapted is not None:
+        for config in adapted.peft_config.values():
+            base = config.base_model_name_or_path
+            if base and Path(base).expanduser().exists():
+                config.base_model_name_or_path = str(Path(base).expanduser().resolve())
     model.save_pretrained(str(folder), safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))

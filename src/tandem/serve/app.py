@@ -51,7 +51,7 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: Path = Field(description="Model directory to serve: any tandem output or Hugging Face causal LM folder.")
+    model: Path = Field(description="Model to serve: any tandem output, Hugging Face causal LM folder, .gguf file or LoRA adapter folder.")
     host: str = Field("127.0.0.1", description="Address to bind; 127.0.0.1 keeps the server local to this machine.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
     model_name: str | None = Field(None, description="Model id clients send and /v1/models lists (default: the folder name).")

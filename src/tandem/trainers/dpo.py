@@ -9,12 +9,10 @@ so no second copy of the weights is held. Reference-free losses (SimPO, ORPO) sk
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
 import torch
-from peft import PeftModel
 from pydantic import Field, field_validator
 from transformers import set_seed
 
@@ -22,7 +20,7 @@ from tandem.algorithms.preference import NEEDS_REFERENCE, PREFERENCE_LOSSES, Pai
 from tandem.data import pad_preference_batch, tokenize_preference
 from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs, sample
-from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
+from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context, save_model
 from tandem.tasks import get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
 from tandem.trainers.sft import FinetuneSourceConfig
@@ -32,7 +30,7 @@ from tandem.trainers.sources import train_eval_examples
 
 class DPOConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/dpo"), description="Run directory.")
-    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
+    model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
     ref_model: Path | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
     loss: str = Field(
         "sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo; kto for unpaired (prompt, completion, label) data."
@@ -58,13 +56,6 @@ class DPOConfig(FinetuneSourceConfig):
         if value not in PREFERENCE_LOSSES and value != "kto":
             raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}, kto")
         return value
-
-
-def _reference_context(policy, reference):
-    """The reference forward: a separate model, or the LoRA policy with its adapter disabled."""
-    if reference is None and isinstance(policy, PeftModel):
-        return policy, policy.disable_adapter()
-    return reference, nullcontext()
 
 
 class DPOTrainer(GenerativeTrainer):
@@ -102,8 +93,8 @@ class DPOTrainer(GenerativeTrainer):
 
     @torch.no_grad()
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        model, context = _reference_context(self.accelerator.unwrap_model(self.model), self.reference)
-        with context, self.accelerator.autocast():
+        model, context = reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)
+        with context(), self.accelerator.autocast():
             logps, _ = completion_log_probs(model, batch)
         half = logps.shape[0] // 2
         return logps[:half].float(), logps[half:].float()
@@ -147,10 +138,7 @@ class DPOTrainer(GenerativeTrainer):
         metrics = super(GenerativeTrainer, self).evaluate(model)
         if self.task is None or not self.eval_prompts:
             return metrics
-        if self.reference is None and isinstance(model, PeftModel):
-            reference, context = model, model.disable_adapter
-        else:
-            reference, context = self.reference, nullcontext
+        reference, context = reference_and_context(model, self.reference)
         gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
                          reference_context=context, max_new_tokens=self.eval_max_new_tokens)
         metrics.update({f"eval/{k}": v for k, v in gold.items()})

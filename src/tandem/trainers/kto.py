@@ -14,9 +14,9 @@ from transformers import set_seed
 from tandem.algorithms.preference import kto_loss
 from tandem.data import pad_prompt_response_batch, pad_unpaired_batch, tokenize_unpaired
 from tandem.generation import completion_log_probs
-from tandem.models.loading import load_tokenizer
+from tandem.models.loading import load_tokenizer, reference_and_context
 from tandem.tasks import get_task
-from tandem.trainers.dpo import DPOConfig, DPOTrainer, _reference_context, load_policy_and_reference
+from tandem.trainers.dpo import DPOConfig, DPOTrainer, load_policy_and_reference
 from tandem.trainers.loop import LossOutput, TrainResult
 from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
@@ -55,8 +55,8 @@ class KTOTrainer(DPOTrainer):
 
     @torch.no_grad()
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        model, context = _reference_context(self.accelerator.unwrap_model(self.model), self.reference)
-        with context, self.accelerator.autocast():
+        model, context = reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)
+        with context(), self.accelerator.autocast():
             matched, _ = completion_log_probs(model, batch)
             mismatched, _ = completion_log_probs(model, self._mismatched(batch))
         return matched.float(), mismatched.float()

@@ -31,7 +31,7 @@ from tandem.algorithms.policy_losses import (
 )
 from tandem.config import TrainConfig
 from tandem.data import load_examples
-from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
 from tandem.rewards import build_reward
 from tandem.tasks import get_task
 from tandem.evaluation import gold_eval
@@ -39,13 +39,14 @@ from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollo
 from tandem.rewards import score_safely
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 from tandem.trainers.setup import RunSetup, prepare_run
+from tandem.trainers.sft import LoRAOptions
 
 
-class OnlineRLConfig(TrainConfig):
+class OnlineRLConfig(TrainConfig, LoRAOptions):
     """Options every online RL command shares."""
 
-    model: Path = Field(Path("runs/sft/model"), description="Causal-LM directory of the policy to start from (usually the SFT model).")
-    ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model).")
+    model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
+    ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
     data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
     reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
@@ -252,6 +253,7 @@ class OnlineTrainer(GenerativeTrainer):
         labels = self._labels(batch)
         old, ref, values = [], [], []
         model = self.accelerator.unwrap_model(self.model)
+        reference, reference_context = reference_and_context(model, self.reference)
         step = self.config.micro_batch_size
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
@@ -259,9 +261,10 @@ class OnlineTrainer(GenerativeTrainer):
                 logits, value = self._sampler_forward(model, batch, rows)
                 old.append(token_log_probs(logits, labels[rows])[0].float())
                 values.append(value[:, :-1].float() if value is not None else None)
-                if self.reference is not None:
-                    ref_logits = self.reference(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
-                                                use_cache=False).logits / self.config.temperature
+                if reference is not None:
+                    with reference_context():
+                        ref_logits = reference(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
+                                               use_cache=False).logits / self.config.temperature
                     ref.append(token_log_probs(ref_logits, labels[rows])[0].float())
         old_logp = torch.cat(old)
         ref_logp = torch.cat(ref) if ref else old_logp.clone()
@@ -425,8 +428,9 @@ class OnlineTrainer(GenerativeTrainer):
         if self.task is None or not self.eval_prompts:
             return {}
         length = self.eval_max_new_tokens
-        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=self.reference,
-                         max_new_tokens=length)
+        reference, reference_context = reference_and_context(model, self.reference)
+        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
+                         reference_context=reference_context, max_new_tokens=length)
         metrics = {f"eval/{k}": v for k, v in gold.items()}
         if self.task.eval_temperature != self.config.temperature:
             # greedy exact match moves only when the mode flips; the policy RL trains is the sampling one
@@ -491,9 +495,12 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     setup = prepare_run(config, tokenizer)
-    model = trainer_class.prepare_model(load_causal_lm(config.model))
+    policy = load_causal_lm(config.model)
+    if config.lora_rank:  # only adapters train; the reference is the policy with them off, unless one is given
+        policy = add_lora(policy, config.lora_rank, config.lora_alpha)
+    model = trainer_class.prepare_model(policy)
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
-    reference = load_causal_lm(config.ref_model or config.model)
+    reference = load_causal_lm(config.ref_model or config.model) if config.ref_model or not config.lora_rank else None
     if reward is None:
         reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
     if monitor is None and task is not None and config.reward != "task":

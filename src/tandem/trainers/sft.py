@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 from transformers import set_seed
 
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
@@ -18,7 +18,14 @@ from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
 
 
-class FinetuneSourceConfig(TrainConfig):
+class LoRAOptions(BaseModel):
+    """Adapter options of every command that fine-tunes a model (SFT, RM, DPO, PPO, GRPO)."""
+
+    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) on all linear layers; 0 trains every weight.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha.")
+
+
+class FinetuneSourceConfig(TrainConfig, LoRAOptions):
     """Model, data and adapter options shared by fine-tuning commands."""
 
     task: str = Field("sentiment", description="Built-in task to draw data from when --data is not given.")
@@ -27,14 +34,12 @@ class FinetuneSourceConfig(TrainConfig):
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of --data held out when --eval-data is not given.")
     n_train: int = Field(4000, ge=1, description="Training examples to generate from the task.")
     n_eval: int = Field(200, ge=0, description="Held-out examples / prompts to generate from the task.")
-    lora_rank: int = Field(0, ge=0, description="LoRA rank (peft) on all linear layers; 0 trains every weight.")
-    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha.")
     merge_lora: bool = Field(False, description="Save the merged model instead of the adapter.")
 
 
 class SFTConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/sft"), description="Run directory.")
-    model: Path = Field(Path("runs/pretrain/model"), description="Hugging Face causal-LM directory to fine-tune.")
+    model: Path = Field(Path("runs/pretrain/model"), description="Causal LM to fine-tune: a model directory, a .gguf file or a LoRA adapter folder (merged first).")
     padding_free: bool = Field(
         True, description="Pack each micro-batch into one row with per-sequence positions (no padding tokens computed)."
     )
