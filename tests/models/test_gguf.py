@@ -44,6 +44,8 @@ def test_converted_directory_loads_in_plain_transformers_and_generates_as_the_gg
     saved = json.loads((out / "generation_config.json").read_text())
     assert tokenizer.eos_token_id in (saved["eos_token_id"] if isinstance(saved["eos_token_id"], list) else [saved["eos_token_id"]])
     assert saved["pad_token_id"] == tokenizer.pad_token_id
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    model.save_pretrained(out.parent / "trained-from-it")  # a model trained from the directory saves as usual
 
 
 def test_a_second_call_reuses_the_cached_directory(tiny_gguf, cache, monkeypatch):

@@ -84,7 +84,12 @@ def _write_hf_dir(path: Path, folder: Path) -> None:
         hf_logging.set_verbosity(verbosity)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    # the weights are de-quantised now: a quantization entry left in config.json would make transformers treat
+    # the directory as GGUF-quantised again and refuse to save any model trained from it
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = generation_config(GenerationConfig.from_model_config(model.config), tokenizer)
