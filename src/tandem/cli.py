@@ -7,6 +7,7 @@ lists every option with its help text and default.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import types
 import typing
@@ -14,11 +15,17 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from tandem.config import load_config
 from tandem.data import DataError
 from tandem.rewards import RewardSpecError
+from tandem.trainers.loop import NonFiniteError
+
+# Errors that mean the input (data, options, files, rewards) is wrong: one line, exit 1, no traceback.
+USER_ERRORS = (DataError, RewardSpecError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+               NonFiniteError, ValueError)
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
@@ -72,10 +79,16 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
             lines = [f"  --{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in error.errors()]
             typer.echo(f"tandem {name}: invalid options\n" + "\n".join(lines), err=True)
             raise typer.Exit(2) from None
+        except (OSError, yaml.YAMLError, ValueError) as error:  # a missing, unreadable or malformed --config
+            typer.echo(f"tandem {name}: --config {config_file}: {str(error).splitlines()[0] if str(error) else error!r}",
+                       err=True)
+            raise typer.Exit(2) from None
         try:
             run(config)
-        except (DataError, RewardSpecError, FileNotFoundError, FileExistsError) as error:
-            # the user's input is wrong: say what, without a traceback
+        except USER_ERRORS as error:
+            # the user's input is wrong: say what, without a traceback (TANDEM_TRACEBACK=1 shows it)
+            if os.environ.get("TANDEM_TRACEBACK"):
+                raise
             typer.echo(f"tandem {name}: {error}", err=True)
             raise typer.Exit(1) from None
         finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -18,10 +18,11 @@ C = TypeVar("C", bound=BaseModel)
 class TrainConfig(BaseModel):
     """Options every training command shares (the one training loop reads these)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are never valid option values (`--lr inf` trained NaN weights before)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     out: Path = Field(Path("runs/run"), description="Run directory: config, metrics, checkpoints and the final model.")
-    seed: int = Field(0, description="Seed for data order, initialisation and sampling.")
+    seed: int = Field(0, ge=0, lt=2**32, description="Seed for data order, initialisation and sampling.")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps to run; overrides --epochs when set.")
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
     batch_size: int = Field(32, ge=1, description="Global batch size: examples per optimizer step, over all processes.")
@@ -33,7 +34,10 @@ class TrainConfig(BaseModel):
     adam_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of steps with linear learning-rate warm-up.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate decay after warm-up.")
-    max_grad_norm: float | None = Field(1.0, description="Clip the global gradient norm to this value (none: no clipping).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this value (none: no clipping).")
+    max_bad_steps: int = Field(
+        3, ge=0, description="Optimizer steps whose loss or gradient is not finite are skipped (the weights untouched) and counted; one more than this stops the run."
+    )
     mixed_precision: Literal["auto", "bf16", "fp16", "no"] = Field(
         "auto", description="Autocast precision; auto picks bf16 where the hardware has it (AMX/AVX512-BF16 CPUs, Ampere+ GPUs)."
     )
@@ -63,6 +67,13 @@ class TrainConfig(BaseModel):
     # Defaults that differ for a pretrained checkpoint (a model tandem did not build from scratch); a value
     # given in the config file or on the command line always wins. See `apply_model_defaults`.
     pretrained_defaults: ClassVar[dict[str, Any]] = {}
+
+    @field_validator("lr", check_fields=False)
+    @classmethod
+    def _sane_learning_rate(cls, value: float) -> float:
+        if not 0 < value <= 1:
+            raise ValueError(f"the learning rate must lie in (0, 1], got {value}")
+        return value
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> TrainConfig:

@@ -17,7 +17,7 @@ def answering_judge_dir(tmp_path_factory, tiny_model_dir):
     questions = [{"prompt": f"Review: film {i}", "response_a": f" was great {i}.", "response_b": f" was dull {i}."} for i in range(4)]
     examples = [
         tokenize_sft({"prompt": tokenizer.apply_chat_template(template.messages(q), tokenize=False, add_generation_prompt=True),
-                      "completion": "Verdict: A<|im_end|>"}, tokenizer)
+                      "completion": "Verdict: A<|im_end|><|endoftext|>"}, tokenizer)
         for q in questions
     ]
     batch = pad_sft_batch(examples, tokenizer.pad_token_id)

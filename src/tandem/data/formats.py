@@ -18,6 +18,7 @@ not use (an ``answer`` a verifier checks, say) are carried through unchanged.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,6 +103,10 @@ def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> di
         chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
     else:
         raise record.error(f"expected {type_name(chosen)} like 'chosen', got {type_name(rejected)}", "rejected")
+    if "margin" in record.data:
+        margin = record.data["margin"]
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            raise record.error(f"expected a finite number, got {margin!r}", "margin")
     normalised = prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
     if normalised["chosen"] == normalised["rejected"]:
         raise record.error("'chosen' and 'rejected' are identical", "rejected")

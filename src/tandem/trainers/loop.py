@@ -42,6 +42,10 @@ from tandem.trainers.checkpoint import (
 )
 
 
+class NonFiniteError(FloatingPointError):
+    """Training produced NaN or infinite losses or gradients more often than `--max-bad-steps` allows."""
+
+
 @dataclass
 class LossOutput:
     """A micro-batch's summed loss, and metric sums to be averaged over the step's units."""
@@ -115,6 +119,33 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
+        self.bad_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
+
+    def _optimizer_step(self, step: int, describe_batch) -> float:
+        """Clip and check the gradient, then step: a non-finite loss or gradient never reaches the weights.
+
+        Such a step is skipped (gradients dropped, weights and schedule unchanged) and counted; after
+        `max_bad_steps` of them the run stops, naming the step and its batch (`describe_batch()`), so the
+        last checkpoint and the saved model always hold finite weights. Returns the gradient norm.
+        """
+        limit = self.config.max_grad_norm if self.config.max_grad_norm is not None else float("inf")
+        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            where = f"step {step + 1}, {describe_batch()}"
+            if self.bad_steps > self.config.max_bad_steps:
+                raise NonFiniteError(f"the loss or gradient was not finite {self.bad_steps} times (last at {where}); "
+                                     "the weights were not updated with it. Check the data (NaN values, margins), "
+                                     "the rewards and --lr")
+            if self.accelerator.is_main_process:
+                print(f"[tandem] warning: non-finite gradient at {where}: step skipped "
+                      f"({self.bad_steps} of at most {self.config.max_bad_steps})", flush=True)
+            return grad_norm
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def _accumulation_steps(self) -> int:
         """Micro-batches per process per step; the batch must split evenly over processes and micro-batches."""
@@ -258,7 +289,8 @@ class Trainer:
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
-            metrics = self.evaluate(model)
+            with self.accelerator.autocast():
+                metrics = self.evaluate(model)
             model.train()
             if metrics:
                 self._log({"step": step, **metrics}, writer)
@@ -295,12 +327,7 @@ class Trainer:
                 step_stats["loss"] += float(output.loss_sum.detach())
                 for key, value in output.stats.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value)
-            grad_norm = None
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            grad_norm = self._optimizer_step(step, lambda: f"examples {self._global_indices(step)[:8]}")
             keys = sorted(step_stats)
             reduced = self._all_reduce_sum([step_stats[k] for k in keys])
             for key, value in zip(keys, reduced):
@@ -317,8 +344,9 @@ class Trainer:
                 record = {"step": done, "lr": self.scheduler.get_last_lr()[0]}
                 record.update({f"train/{k}": v / sums["_steps"] for k, v in sums.items() if k != "_steps"})
                 record["train/tokens_per_s"] = window["tokens"] / max(window["time"], 1e-9)
-                if grad_norm is not None:
-                    record["train/grad_norm"] = grad_norm
+                record["train/grad_norm"] = grad_norm
+                if self.bad_steps:
+                    record["train/skipped_steps"] = self.bad_steps
                 if main:
                     self._log(record, writer)
                 sums, window = {}, {"tokens": 0.0, "time": 0.0}

@@ -83,7 +83,9 @@ class PPOConfig(OnlineRLConfig):
     update_epochs: int = Field(4, ge=1, description="PPO epochs over each rollout batch.")
     minibatches: int = Field(2, ge=1, description="Minibatches (optimizer steps) per epoch.")
     batch_size: int = Field(32, ge=1, description="Prompts per rollout step.")
-    lr: float = Field(3e-5, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(3e-5, gt=0, description="Peak learning rate of AdamW (pretrained models: 3e-6, TRL's PPO default).")
+
+    pretrained_defaults = {"lr": 3e-6, "max_new_tokens": 256}
 
 
 class PPOTrainer(OnlineTrainer):
