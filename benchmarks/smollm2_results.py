@@ -94,7 +94,7 @@ def run_grpo_study(args) -> dict:
     base = accuracy(args.model, args)
     print(f"base: accuracy {base['accuracy']:.3f}", flush=True)
     started = time.perf_counter()
-    run_grpo(GRPOConfig(**rl_options(args, out)))
+    run_grpo(GRPOConfig(**rl_options(args, out), n_prompts=args.n_prompts))
     seconds = time.perf_counter() - started
     points = curve(out, base, args)
     plot(points, args.out / "grpo_accuracy.png", f"GRPO on SmolLM2-135M-Instruct, {args.task}")
@@ -102,17 +102,29 @@ def run_grpo_study(args) -> dict:
 
 
 def run_one_shot_study(args) -> dict:
+    """Wang et al. 2025 on this model: a short full-data GRPO history picks the example with the largest
+    variance of its per-epoch accuracy; then GRPO on that one example, held-out accuracy over steps."""
+    from tandem.trainers.grpo import GRPOConfig, run_grpo
     from tandem.trainers.one_shot import OneShotConfig, run_one_shot
 
     out = args.out / "one-shot"
+    history = args.history
+    if history is None:  # a few epochs over a small prompt set, so every example has an accuracy history
+        history = args.out / "one-shot-history"
+        settings = {**rl_options(args, history), "max_steps": args.history_steps, "save_every": 0,
+                    "n_prompts": args.history_prompts}
+        run_grpo(GRPOConfig(**settings))
     base = accuracy(args.model, args)
     started = time.perf_counter()
-    run_one_shot(OneShotConfig(**rl_options(args, out), history=args.history, n_prompts=args.n_prompts))
+    run_one_shot(OneShotConfig(**rl_options(args, out), history=history, n_prompts=args.history_prompts))
     seconds = time.perf_counter() - started
     points = curve(out, base, args)
     plot(points, args.out / "one_shot_accuracy.png", f"one-shot RLVR on SmolLM2-135M-Instruct, {args.task}")
     picked = json.loads((out / "examples.json").read_text())
-    return {"study": "one-shot", "train_seconds": seconds, "points": points, "examples": picked}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_reward = [{"step": r["step"], "reward": r["train/reward"]} for r in records if "train/reward" in r]
+    return {"study": "one-shot", "train_seconds": seconds, "points": points, "examples": picked,
+            "train_reward_on_the_example": train_reward}
 
 
 def run_dpo_study(args) -> dict:
@@ -123,7 +135,7 @@ def run_dpo_study(args) -> dict:
     started = time.perf_counter()
     result = run_dpo(DPOConfig(model=args.model, task=args.task, out=out, pairs="sampled", n_train=args.n_prompts,
                                n_eval=0, batch_size=args.batch_size, micro_batch_size=args.batch_size, lr=args.lr,
-                               epochs=1, threads=args.threads, max_length=256, seed=args.seed, log_every=1))
+                               epochs=args.dpo_epochs, threads=args.threads, max_length=256, seed=args.seed, log_every=1))
     seconds = time.perf_counter() - started
     after = accuracy(result.model_dir, args)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -149,8 +161,11 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-6)
-    parser.add_argument("--n-prompts", type=int, default=256, help="DPO: prompts sampled twice for pairs; one-shot: copies.")
+    parser.add_argument("--n-prompts", type=int, default=2000, help="GRPO: training prompts; DPO: prompts sampled twice for pairs.")
     parser.add_argument("--history", type=Path, help="one-shot: the GRPO run whose example_rewards.jsonl picks the example.")
+    parser.add_argument("--dpo-epochs", type=float, default=2.0, help="DPO: passes over the sampled pairs.")
+    parser.add_argument("--history-prompts", type=int, default=16, help="one-shot: prompts of the history run.")
+    parser.add_argument("--history-steps", type=int, default=8, help="one-shot: steps of the history run.")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/smollm2"))

@@ -144,4 +144,4 @@ def test_explore_command(tmp_path):
     assert max(c["success"] for c in guided["curve"]) == 1.0  # a random policy succeeds ~1.5% of the time
     assert (out / "learning_curve.png").stat().st_size > 0
     bad = CliRunner().invoke(_cli_app(), ["explore", "--out", str(out), "--env", "nowhere", "--no-baseline"])
-    assert bad.exit_code != 0 and "unknown environment" in str(bad.exception)
+    assert bad.exit_code == 1 and "unknown environment" in bad.output  # one line, no traceback

@@ -1,0 +1,81 @@
+"""Nothing silent: invalid options fail at parse time, a non-finite gradient never reaches the weights."""
+
+import math
+
+import pytest
+import torch
+from pydantic import ValidationError
+from safetensors.torch import load_file
+
+from tandem.data import records_from_dicts, validate
+from tandem.data.errors import DataError
+from tandem.trainers.loop import NonFiniteError
+from tandem.trainers.sft import SFTConfig, SFTTrainer, run_sft
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"lr": math.inf}, "lr"), ({"lr": 1e10}, "lr"), ({"lr": -1.0}, "lr"), ({"max_grad_norm": math.nan}, "max_grad_norm"),
+    ({"max_grad_norm": -1.0}, "max_grad_norm"), ({"seed": -1}, "seed"), ({"seed": 2**64}, "seed"),
+    ({"warmup_ratio": math.nan}, "warmup_ratio"),
+])
+def test_invalid_options_fail_at_parse_time(options, field):
+    with pytest.raises(ValidationError) as caught:
+        SFTConfig(**options)
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_a_nan_margin_is_a_data_error(sentiment_tokenizer):
+    rows = [{"prompt": "a", "chosen": " good", "rejected": " bad", "margin": 0.5},
+            {"prompt": "a", "chosen": " good", "rejected": " bad", "margin": float("nan")}]
+    with pytest.raises(DataError, match="row 2, field 'margin': expected a finite number"):
+        validate(records_from_dicts(rows), "preference", sentiment_tokenizer)
+
+
+def _nan_loss_sft(monkeypatch, bad_steps: set[int]):
+    """SFT whose loss is NaN at the given (0-based) steps."""
+    original = SFTTrainer.compute_loss
+    calls = {"n": 0}
+
+    def compute_loss(self, model, batch):
+        out = original(self, model, batch)
+        step = calls["n"]
+        calls["n"] += 1
+        if step in bad_steps:
+            out.loss_sum = out.loss_sum * float("nan")
+        return out
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", compute_loss)
+
+
+def options(model_dir, out, **extra):
+    return dict(model=model_dir, out=out, n_train=32, n_eval=0, batch_size=8, micro_batch_size=8,
+                mixed_precision="no", progress=False, log_every=1, **extra)
+
+
+def test_a_nan_step_is_skipped_and_the_saved_weights_are_finite(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    _nan_loss_sft(monkeypatch, bad_steps={1})
+    result = run_sft(SFTConfig(**options(tiny_model_dir, tmp_path / "run", max_steps=3)))
+    weights = load_file(str(result.model_dir / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+    assert "non-finite gradient at step 2" in capsys.readouterr().out
+    last = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert '"train/skipped_steps": 1' in last
+
+
+def test_too_many_nan_steps_stop_the_run_without_saving_a_model(tmp_path, tiny_model_dir, monkeypatch):
+    _nan_loss_sft(monkeypatch, bad_steps={0, 1, 2, 3})
+    with pytest.raises(NonFiniteError, match="not finite 2 times .* step 2"):
+        run_sft(SFTConfig(**options(tiny_model_dir, tmp_path / "run", max_steps=4, max_bad_steps=1)))
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_the_cli_reports_a_bad_config_file_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    broken = tmp_path / "bad.yaml"
+    broken.write_text("lr: [1, 2\n")
+    for config in (broken, tmp_path / "missing.yaml"):
+        result = CliRunner().invoke(app, ["sft", "--config", str(config)])
+        assert result.exit_code == 2 and "--config" in result.output and "Traceback" not in result.output
