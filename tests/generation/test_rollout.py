@@ -41,3 +41,20 @@ def test_stop_strings_end_completions(tiny_model_dir):
     for text, ended in zip(batch.completions, batch.ended.tolist()):
         if "e" in text:
             assert ended and text.endswith("e") and text.count("e") == 1
+
+
+def test_sampled_log_probs_are_those_of_the_tempered_top_k_distribution(tiny_model_dir):
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    model.generation_config.top_k, model.generation_config.temperature = 3, 5.0  # a checkpoint's defaults stay out
+    torch.manual_seed(2)
+    batch = rollout(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=10, temperature=0.6, top_k=5))
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1] / 0.6
+    kth = logits.topk(5, dim=-1).values[..., -1:]
+    truncated = logits.masked_fill(logits < kth, float("-inf")).log_softmax(-1)
+    targets = batch.input_ids[:, 1:]
+    expected = truncated.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    mask = batch.completion_mask[:, 1:].bool()
+    assert mask.sum() > 10
+    assert torch.isfinite(expected[mask]).all()  # every drawn token is among the top 5
+    assert torch.allclose(expected[mask], batch.sampled_log_probs[:, 1:][mask], atol=1e-4)

@@ -98,8 +98,8 @@ def test_single_pass_skips_the_extra_forwards_and_takes_the_same_step(tmp_path, 
 
     options = dict(model=tiny_model_dir, task="sentiment", batch_size=2, samples_per_prompt=4, max_new_tokens=6,
                    n_eval=0, progress=False, mixed_precision="no", kl_coef=0.0, max_steps=2, lr=1e-3)
-    run_grpo(GRPOConfig(out=tmp_path / "two-pass", **options))
-    single = run_grpo(GRPOConfig(out=tmp_path / "single-pass", kl_metrics=False, **options))
+    run_grpo(GRPOConfig(out=tmp_path / "two-pass", kl_metrics=True, **options))
+    single = run_grpo(GRPOConfig(out=tmp_path / "single-pass", **options))  # the default with nothing reading the KL
     assert_same_weights(tmp_path / "two-pass" / "model", single.model_dir, atol=1e-5)
     records = [json.loads(line) for line in (tmp_path / "single-pass" / "metrics.jsonl").read_text().splitlines()]
     assert "train/kl" not in records[0]  # no reference forward, so no KL claimed
@@ -115,7 +115,7 @@ def test_the_trained_log_probs_are_those_of_the_sampling_temperature(tmp_path, t
     monkeypatch.setattr(GRPOTrainer, "collect", lambda self, step: seen.append(original(self, step)) or seen[-1])
     run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", max_steps=1, batch_size=2,
                         samples_per_prompt=2, max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no",
-                        temperature=0.6))
+                        temperature=0.6, kl_metrics=True))
     data = seen[0]
     sampled = data["batch"].sampled_log_probs[:, 1:]  # aligned with the labels shifted by one
     mask = data["mask"]

@@ -73,7 +73,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
     kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
-    kl_metrics: bool = Field(True, description="Measure the KL to the reference every step even when nothing needs it; off with --kl-coef 0, one update per rollout and a group advantage, the reference and old-policy forwards are skipped (as TRL does with beta=0).")
+    kl_metrics: bool | None = Field(None, description="Measure the KL to the reference every step even when nothing needs it (default: only when the KL is in the loss or reward, or a reward-hacking monitor reads it). Without it, --kl-coef 0, one update per rollout and a group advantage skip the reference and old-policy forwards (as TRL does with beta=0), and no reference model is loaded unless evaluation measures KL.")
     dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop prompt groups whose rewards are all equal (no advantage) and sample more prompts to refill the batch.")
     max_sampling_rounds: int = Field(4, ge=1, description="Dynamic sampling: most rollouts per step; a batch still short afterwards is topped up with dropped groups.")
     on_long_prompt: Literal["error", "truncate", "skip"] = Field(
@@ -187,10 +187,18 @@ class OnlineTrainer(GenerativeTrainer):
     SCORE_ONLY_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline")
 
     @property
+    def kl_metrics(self) -> bool:
+        """--kl-metrics, or by default whether anything reads the KL (the loss or reward, the monitor)."""
+        cfg = self.config
+        if cfg.kl_metrics is not None:
+            return cfg.kl_metrics
+        return self.monitor is not None or cfg.kl_coef > 0 or cfg.target_kl is not None
+
+    @property
     def single_pass(self) -> bool:
         """True when no forward pass is needed between rollout and update (see --kl-metrics)."""
         cfg = self.config
-        return (not cfg.kl_metrics and self.kl_controller.value == 0 and cfg.target_kl is None
+        return (not self.kl_metrics and self.kl_controller.value == 0 and cfg.target_kl is None
                 and self.optimizer_steps_per_step() == 1 and cfg.advantage in self.SCORE_ONLY_ADVANTAGES
                 and not self.needs_values)
 
@@ -360,7 +368,8 @@ class OnlineTrainer(GenerativeTrainer):
             old_logp, ref_logp, values = self._old_and_reference(batch)
             rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
             kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
-            stats["kl"] = float((kl * mask).sum(-1)[valid].mean()) if valid.any() else 0.0
+            if reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)[0] is not None:
+                stats["kl"] = float((kl * mask).sum(-1)[valid].mean()) if valid.any() else 0.0
         inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
         advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
         times["time/logprobs_advantages"] = time.perf_counter() - t0
@@ -497,7 +506,11 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
         policy = add_lora(policy, config.lora_rank, config.lora_alpha)
     model = trainer_class.prepare_model(policy)
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
-    reference = load_causal_lm(config.ref_model or config.model) if config.ref_model or not config.lora_rank else None
+    # a reference costs a second copy of the model: loaded only when the KL is read (LoRA: the base serves)
+    kl_read = bool(config.kl_metrics) or config.kl_coef > 0 or config.target_kl is not None or config.n_eval > 0
+    kl_read = kl_read or (monitor is None and task is not None and config.reward != "task")
+    needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
+    reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:
         reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
     if monitor is None and task is not None and config.reward != "task":
