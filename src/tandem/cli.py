@@ -20,11 +20,11 @@ from pydantic import BaseModel, ValidationError
 
 from tandem.config import load_config
 from tandem.data import DataError
-from tandem.rewards import RewardSpecError
+from tandem.rewards import RewardError, RewardSpecError
 from tandem.trainers.loop import NonFiniteError
 
 # Errors that mean the input (data, options, files, rewards) is wrong: one line, exit 1, no traceback.
-USER_ERRORS = (DataError, RewardSpecError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+USER_ERRORS = (DataError, RewardSpecError, RewardError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
                NonFiniteError, ValueError)
 
 app = typer.Typer(

@@ -79,3 +79,40 @@ def test_the_cli_reports_a_bad_config_file_in_one_line(tmp_path):
     for config in (broken, tmp_path / "missing.yaml"):
         result = CliRunner().invoke(app, ["sft", "--config", str(config)])
         assert result.exit_code == 2 and "--config" in result.output and "Traceback" not in result.output
+
+
+def test_rewards_are_bounded_and_overflow_or_exit_is_reported():
+    from tandem.rewards import RewardError, score_safely
+
+    def huge(prompts, completions):
+        return [1e300, 0.5]
+
+    with pytest.raises(RewardError, match="beyond the bound"):
+        score_safely(huge, ["a", "b"], ["x", "y"])
+    skipped = score_safely(huge, ["a", "b"], ["x", "y"], on_error="skip")
+    assert skipped.rewards == [None, 0.5] and skipped.report.counts == {"out_of_bounds": 1}
+    assert score_safely(huge, ["a", "b"], ["x", "y"], bound=1e301).rewards == [1e300, 0.5]
+    with pytest.raises(RewardError, match="too large"):
+        score_safely(lambda p, c: [10**400] * len(p), ["a"], ["x"])
+    with pytest.raises(RewardError, match="SystemExit"):
+        score_safely(lambda p, c: exit(0), ["a"], ["x"])
+
+    def mutating(prompts, completions):
+        prompts.clear()
+        return [1.0]
+
+    prompts = ["a"]
+    assert score_safely(mutating, prompts, ["x"]).rewards == [1.0] and prompts == ["a"]
+
+
+def test_skip_with_every_sample_failing_stops_the_run(tmp_path, tiny_model_dir, monkeypatch):
+    from tandem.rewards import RewardError
+    from tandem.trainers.grpo import GRPOConfig, run_grpo
+
+    (tmp_path / "broken_reward.py").write_text("def score(prompts, completions, **kw):\n    raise KeyError('x')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RewardError, match="KeyError"):
+        run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="broken_reward:score",
+                            reward_errors="skip", max_steps=1, batch_size=2, samples_per_prompt=2, max_new_tokens=4,
+                            n_eval=0, progress=False, mixed_precision="no"))
+    assert not (tmp_path / "run" / "model").exists()

@@ -21,6 +21,8 @@ from tandem.rewards.base import reward_name
 from tandem.rewards.combine import WeightedSum
 
 ON_ERROR = ("raise", "skip")
+# Rewards beyond this magnitude are errors like NaN: 1e300 is finite, yet it makes every weight NaN in one step.
+DEFAULT_BOUND = 1e6
 
 
 def shorten(text: str, limit: int = 80) -> str:
@@ -37,7 +39,7 @@ class SampleProblem:
 
     source: str
     index: int | None
-    kind: str  # "exception", "wrong_length", "nan", "inf" or "not_a_number"
+    kind: str  # "exception", "wrong_length", "nan", "inf", "out_of_bounds" or "not_a_number"
     detail: str
     prompt: str | None = None
     completion: str | None = None
@@ -121,8 +123,9 @@ def score_safely(
     completions: Sequence[str],
     columns: dict[str, Sequence] | None = None,
     on_error: str = "raise",
+    bound: float = DEFAULT_BOUND,
 ) -> ScoredRewards:
-    """Score `completions` with `source`, checking every value; see the module docstring."""
+    """Score `completions` with `source`, checking every value (finite, |r| <= `bound`); see the module docstring."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     prompts, completions = list(prompts), list(completions)
@@ -133,19 +136,19 @@ def score_safely(
         if len(values) != len(prompts):
             raise ValueError(f"column {key!r} has {len(values)} values for {len(prompts)} samples")
     if isinstance(source, WeightedSum):
-        return _score_weighted_sum(source, prompts, completions, columns, on_error)
+        return _score_weighted_sum(source, prompts, completions, columns, on_error, bound)
     name = reward_name(source)
     report = RewardReport(name, len(prompts))
-    rewards = _score(source, name, prompts, completions, columns, on_error, report)
+    rewards = _score(source, name, prompts, completions, columns, on_error, report, bound)
     return _finish(rewards, report, {name: rewards})
 
 
-def _score_weighted_sum(source: WeightedSum, prompts, completions, columns, on_error) -> ScoredRewards:
+def _score_weighted_sum(source: WeightedSum, prompts, completions, columns, on_error, bound) -> ScoredRewards:
     """Score each term on its own so failures carry the term's name; a sample failing in any term is skipped."""
     report = RewardReport(source.name, len(prompts))
     per_term, by_source = [], {}
     for _, term in source.terms:
-        scored = score_safely(term, prompts, completions, columns, on_error)
+        scored = score_safely(term, prompts, completions, columns, on_error, bound)
         report.problems.extend(scored.report.problems)
         report.retried.extend(scored.report.retried)
         per_term.append(scored.rewards)
@@ -165,7 +168,7 @@ def _finish(rewards: list[float | None], report: RewardReport, by_source: dict) 
     return ScoredRewards(rewards, report, by_source)
 
 
-def _score(source, name, prompts, completions, columns, on_error, report) -> list[float | None]:
+def _score(source, name, prompts, completions, columns, on_error, report, bound) -> list[float | None]:
     def failed(index: int | None, kind: str, detail: str, cause: BaseException | None) -> None:
         problem = SampleProblem(
             name, index, kind, detail,
@@ -183,7 +186,7 @@ def _score(source, name, prompts, completions, columns, on_error, report) -> lis
     if kind is None:
         rewards = []
         for index, value in enumerate(values):
-            reward, value_kind, value_detail = _check_value(value)
+            reward, value_kind, value_detail = _check_value(value, bound)
             if value_kind is not None:
                 failed(index, value_kind, value_detail, None)
             rewards.append(reward)
@@ -199,7 +202,7 @@ def _score(source, name, prompts, completions, columns, on_error, report) -> lis
         )
         reward = None
         if single_kind is None:
-            reward, single_kind, single_detail = _check_value(single_values[0])
+            reward, single_kind, single_detail = _check_value(single_values[0], bound)
         if single_kind is not None:
             found = True
             failed(index, single_kind, single_detail, single_cause)
@@ -211,9 +214,9 @@ def _score(source, name, prompts, completions, columns, on_error, report) -> lis
 
 def _call(source, prompts, completions, columns) -> tuple[list | None, str | None, str | None, BaseException | None]:
     """(values, None, None, None) when `source` returns one value per sample, else (None, kind, detail, cause)."""
-    try:
-        result = source(prompts, completions, **columns)
-    except Exception as error:
+    try:  # copies: a reward that edits its inputs must not change what is trained on
+        result = source(list(prompts), list(completions), **{key: list(values) for key, values in columns.items()})
+    except (Exception, SystemExit) as error:  # sys.exit() inside a reward must not end the run silently
         return None, "exception", f"raised {type(error).__name__}: {error}", error
     values = _as_list(result)
     if values is None:
@@ -231,17 +234,22 @@ def _as_list(result: Any) -> list | None:
     return None
 
 
-def _check_value(value: Any) -> tuple[float | None, str | None, str | None]:
-    """(reward, None, None) for a finite number or None, else (None, kind, detail)."""
+def _check_value(value: Any, bound: float = DEFAULT_BOUND) -> tuple[float | None, str | None, str | None]:
+    """(reward, None, None) for a finite number of magnitude at most `bound`, or None; else (None, kind, detail)."""
     if value is None:
         return None, None, None
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d tensor or numpy scalar
         value = value.item()
     if not isinstance(value, numbers.Real):
         return None, "not_a_number", f"returned {shorten(repr(value), 40)} ({type(value).__name__}), not a number or None"
-    reward = float(value)
+    try:
+        reward = float(value)
+    except OverflowError:  # an int such as 10**400
+        return None, "out_of_bounds", f"returned an integer too large for a float ({shorten(repr(value), 40)})"
     if math.isnan(reward):
         return None, "nan", "returned NaN"
     if math.isinf(reward):
         return None, "inf", f"returned {reward}"
+    if abs(reward) > bound:
+        return None, "out_of_bounds", f"returned {reward:g}, beyond the bound {bound:g} (--reward-bound)"
     return reward, None, None

@@ -37,6 +37,7 @@ from tandem.tasks import get_task
 from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
+from tandem.rewards.safety import RewardError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -50,6 +51,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
     data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
     reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
+    reward_bound: float = Field(1e6, gt=0, description="A reward of larger magnitude is an error, as NaN is (it would make the weights NaN).")
     reward_errors: Literal["raise", "skip"] = Field("raise", description="A reward that raises or returns NaN/inf: stop the run (raise) or leave that sample out (skip).")
     n_prompts: int = Field(2000, ge=1, description="Training prompts to draw from the task.")
     n_eval: int = Field(200, ge=0, description="Held-out prompts for gold reward and KL evaluation.")
@@ -245,7 +247,10 @@ class OnlineTrainer(GenerativeTrainer):
 
     @torch.no_grad()
     def _score_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        scored = score_safely(self.reward, batch.prompts, batch.completions, batch.columns, on_error=self.config.reward_errors)
+        scored = score_safely(self.reward, batch.prompts, batch.completions, batch.columns,
+                              on_error=self.config.reward_errors, bound=self.config.reward_bound)
+        if scored.report.n_skipped == len(batch.prompts):  # "skip" with nothing left is no run at all
+            raise RewardError(scored.report.problems[0])
         valid = torch.tensor([r is not None for r in scored.rewards], device=batch.input_ids.device)
         scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
         return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
