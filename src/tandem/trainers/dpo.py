@@ -22,7 +22,7 @@ from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs, sample
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context, save_model
 from tandem.tasks import get_task
-from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
+from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sources import train_eval_examples
@@ -191,8 +191,10 @@ def run_dpo(config: DPOConfig) -> TrainResult:
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
-        rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise, setup=setup,
-                             max_new_tokens=setup.eval_max_new_tokens(task))
+        device = next(model.parameters()).device
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(config.mixed_precision) == "bf16"):
+            rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise, setup=setup,
+                                 max_new_tokens=setup.eval_max_new_tokens(task))
         # the prompts are rendered already; the responses are the model's own text
         train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>",
                               **{**options, "chat": False})
