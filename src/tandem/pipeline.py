@@ -1,4 +1,4 @@
-"""`tandem quickstart`: the ChatGPT recipe of seed section 5.1 on a built-in task, stage by stage.
+"""`tandem quickstart`: the InstructGPT / ChatGPT recipe (Ouyang et al. 2022) on a built-in task, stage by stage.
 
 Pre-train a tiny model on the task corpus, fine-tune it on demonstrations, train a reward model on
 preference pairs, optimise the SFT policy against the reward model with PPO (KL to the SFT model), and

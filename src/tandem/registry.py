@@ -1,4 +1,4 @@
-"""Registries of functions by name (STYLE.md: algorithms are pure functions registered by name)."""
+"""Registries of functions by name: tandem's algorithms are pure functions, registered by name and chosen by name."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""One small interface over the language models agents use (SPEC.md Part B), and its backends.
+"""One small interface over the language models agents use, and its backends.
 
 Every backend answers three questions about text renderings of states (`tandem.agents.render`):
 
-- ``propose_action(env_text, action_names) -> int | None``: the action to take (the a_LLM of eq. 11);
-- ``predict_next_state(state_text, action_text) -> str``: the next state's rendering (a world model, eq. 9);
-- ``rate_progress(state_text, goal_text) -> float`` in [0, 1]: progress towards the goal (the Phi of eq. 12).
+- ``propose_action(env_text, action_names) -> int | None``: the action to take (the a_LLM of `tandem.agents.dqn`);
+- ``predict_next_state(state_text, action_text) -> str``: the next state's rendering (a world model);
+- ``rate_progress(state_text, goal_text) -> float`` in [0, 1]: progress towards the goal (the Phi of `shaping`).
 
 Backends: `HFBackend` (a local Hugging Face causal-LM directory; actions and ratings are scored by log-probability,
 never parsed from free text), `OpenAIBackend` (any OpenAI-compatible chat-completions endpoint, via httpx),

@@ -1,5 +1,6 @@
-"""`tandem explore` (DQN with and without LLM-guided exploration, eq. 11) and `tandem shape` (DQN with and without
-LLM potential-based reward shaping, eq. 12). Each writes `metrics.json` and `learning_curve.png` to --out.
+"""`tandem explore` (DQN with and without LLM-guided exploration, after Du et al. 2023) and `tandem shape` (DQN with
+and without LLM potential-based reward shaping, Ng, Harada & Russell 1999). Each writes `metrics.json` and
+`learning_curve.png` to --out.
 
 The language model is chosen with --lm: ``oracle`` (the default: NOT a language model, an optimal tabular policy
 answering at random with probability --lm-noise, standing in for a competent LM so the command needs no download),
@@ -61,7 +62,7 @@ class ExploreConfig(AgentLMConfig):
 
 class ShapeConfig(AgentLMConfig):
     out: Path = Field(Path("runs/shape"), description="Run directory: metrics.json, learning_curve.png, the demo model.")
-    p_explore_start: float = Field(0.0, ge=0, le=1, description="Eq. 11 guidance on top of shaping (0: shaping only).")
+    p_explore_start: float = Field(0.0, ge=0, le=1, description="LM-guided exploration on top (0: shaping only).")
     shaping_scale: float = Field(1.0, description="Phi = scale * the LM's progress rating.")
 
 
@@ -135,7 +136,7 @@ def _write(config: AgentLMConfig, runs: list[dict], command: str, started: float
 
 
 def run_explore(config: ExploreConfig) -> dict:
-    """DQN on --env with LLM-guided exploration (eq. 11), and without it when --baseline."""
+    """DQN on --env with LLM-guided exploration (`tandem.agents.dqn`), and without it when --baseline."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     make_env = make_env_factory(config.env)
@@ -150,7 +151,7 @@ def run_explore(config: ExploreConfig) -> dict:
 
 
 def run_shape(config: ShapeConfig) -> dict:
-    """DQN on --env with rewards shaped by the LM's progress rating (eq. 12), and without shaping when --baseline."""
+    """DQN on --env with rewards shaped by the LM's progress rating (as a potential), and unshaped when --baseline."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     make_env = make_env_factory(config.env)
@@ -172,6 +173,6 @@ def run_shape(config: ShapeConfig) -> dict:
 
 def register(add_command) -> None:
     add_command("explore", ExploreConfig, run_explore,
-                "DQN with LLM-guided exploration (eq. 11) vs plain DQN; writes metrics.json and learning_curve.png.")
+                "DQN with LLM-guided exploration vs plain DQN; writes metrics.json and learning_curve.png.")
     add_command("shape", ShapeConfig, run_shape,
-                "DQN with LLM potential-based reward shaping (eq. 12) vs unshaped; writes metrics.json and learning_curve.png.")
+                "DQN with LLM potential-based reward shaping vs unshaped; writes metrics.json and learning_curve.png.")

@@ -1,4 +1,5 @@
-"""`tandem world-model` (seed eqs. 9-10) and `tandem babyai` (eq. 14): runs that measure, write JSON and plots.
+"""`tandem world-model` (an LM world model and planning in it, Hao et al. 2023; Dyna, Sutton 1990) and `tandem babyai`
+(language-conditioned policies, Chevalier-Boisvert et al. 2019): runs that measure, write JSON and plots.
 
 `register(add_command)` adds both to the CLI (`tandem.cli.COMMAND_MODULES`); `run_world_model` and `run_babyai`
 are the same runs from Python.
@@ -325,6 +326,8 @@ def register(add_command) -> None:
         print(f"metrics in {config.out}/metrics.json")
 
     add_command("world-model", WorldModelConfig, show_world_model,
-                "Train a tiny LM world model on text transitions (eq. 9), report held-out exact match, plan in it (eq. 10).")
+                "Train a tiny LM world model on text transitions, report held-out exact match, "
+                "plan and run Dyna in it.")
     add_command("babyai", BabyAIConfig, show_babyai,
-                "Language-conditioned BabyAI policy (eq. 14) by BabyAIBot imitation and/or PPO; held-out mission success.")
+                "Language-conditioned BabyAI policy pi(a | s, l) by BabyAIBot imitation and/or PPO; "
+                "held-out mission success.")

@@ -1,4 +1,4 @@
-"""`tandem collect` (offline datasets) and `tandem dt` (Decision Transformer vs behaviour cloning, eq. 13).
+"""`tandem collect` (offline datasets) and `tandem dt` (Decision Transformer, Chen et al. 2021, vs behaviour cloning).
 
 `tandem dt` with no options collects a CartPole-v1 random / medium / expert mixture into OUT/data, trains a
 Decision Transformer and a behaviour-cloning twin (the same network without returns), evaluates the DT at

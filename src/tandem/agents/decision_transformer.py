@@ -1,11 +1,11 @@
-"""Decision Transformer (Chen et al. 2021; seed section 5.2, eq. 13): RL as conditional sequence modelling.
+"""Decision Transformer (Chen et al. 2021): RL as conditional sequence modelling.
 
 A trajectory becomes the token sequence  (R_1, s_1, a_1, R_2, s_2, a_2, ...)  where R_t = sum_{k >= t} r_k is
 the return-to-go; every token gets its own linear / embedding projection plus a learned embedding of its
 timestep t (shared by the three tokens of a step). A causal transformer reads the last K steps (3K tokens)
 and predicts a_t from the hidden state at s_t's token, i.e. from (R_{<=t}, s_{<=t}, a_{<t}):
 
-    a_t ~ pi(a_t | R_{t-K+1..t}, s_{t-K+1..t}, a_{t-K+1..t-1})                      (eq. 13)
+    a_t ~ pi(a_t | R_{t-K+1..t}, s_{t-K+1..t}, a_{t-K+1..t-1})         (return-conditioned policy)
 
 Discrete actions: cross-entropy on logits. Continuous actions: tanh outputs in [-1, 1] against the actions
 rescaled to [-1, 1], mean squared error. At evaluation the first return-to-go is the target return, and
@@ -55,7 +55,7 @@ class DTShape:
 
 
 def decrement_return_to_go(return_to_go: np.ndarray | float, reward: np.ndarray | float) -> np.ndarray | float:
-    """R_{t+1} = R_t - r_t: the return still to collect after receiving reward r_t (evaluation, eq. 13)."""
+    """R_{t+1} = R_t - r_t: the return still to collect after receiving reward r_t (evaluation, Chen et al. 2021)."""
     return return_to_go - reward
 
 

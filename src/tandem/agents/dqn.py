@@ -1,4 +1,5 @@
-"""DQN with double-Q targets, a target network, a replay buffer, and LLM-guided exploration (seed eq. 11).
+"""DQN (Mnih et al. 2015) with double-Q targets, a target network, a replay buffer, and LLM-guided exploration
+(a language model suggests actions, in the spirit of ELLM, Du et al. 2023):
 
     a_t = a_LLM                      with probability p_explore (annealed),
           argmax_a Q(s_t, a)         otherwise (epsilon-greedy: a uniform action with probability epsilon).
@@ -46,7 +47,7 @@ SCHEDULES: dict[str, Callable[[float, float, int, int], float]] = {"linear": lin
 
 # ---- the pure parts --------------------------------------------------------------------------------------------
 def exploration_sources(n: int, p_explore: float, epsilon: float, rng: np.random.Generator) -> np.ndarray:
-    """Eq. 11 for `n` environments: LLM with prob. p_explore, else RANDOM with prob. epsilon, else GREEDY."""
+    """The rule above for `n` environments: LLM with prob. p_explore, else RANDOM with prob. epsilon, else GREEDY."""
     u = rng.random(n)
     v = rng.random(n)
     return np.where(u < p_explore, LLM, np.where(v < epsilon, RANDOM, GREEDY))
@@ -127,7 +128,7 @@ class QNetwork(torch.nn.Module):
 
 # ---- training --------------------------------------------------------------------------------------------------
 class DQNConfig(BaseModel):
-    """DQN hyper-parameters and the eq. 11 exploration schedule (all environment counts are total env steps)."""
+    """DQN hyper-parameters and the LLM-guided exploration schedule (all environment counts are total env steps)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -146,8 +147,8 @@ class DQNConfig(BaseModel):
     epsilon_start: float = Field(1.0, ge=0, le=1, description="Epsilon of epsilon-greedy at the start.")
     epsilon_end: float = Field(0.05, ge=0, le=1, description="Epsilon after annealing.")
     epsilon_steps: int = Field(5_000, ge=0, description="Environment steps over which epsilon is annealed.")
-    p_explore_start: float = Field(0.5, ge=0, le=1, description="Eq. 11: probability of taking the LM's action at the start.")
-    p_explore_end: float = Field(0.0, ge=0, le=1, description="Eq. 11: probability of taking the LM's action after annealing.")
+    p_explore_start: float = Field(0.5, ge=0, le=1, description="Probability of taking the LM's action at the start.")
+    p_explore_end: float = Field(0.0, ge=0, le=1, description="Probability of taking the LM's action after annealing.")
     p_explore_steps: int = Field(5_000, ge=0, description="Environment steps over which p_explore is annealed.")
     schedule: Literal["linear", "exponential"] = Field("linear", description="How epsilon and p_explore are annealed.")
     eval_every: int = Field(500, ge=1, description="Evaluate the greedy policy every N environment steps.")
@@ -208,7 +209,7 @@ def train_dqn(
     state_text: Callable[[int, Any], str] | None = None,
     progress: bool = True,
 ) -> DQNResult:
-    """Train a double DQN on `env` (a vector env, or a single env), exploring with `backend` by eq. 11 when given.
+    """Train a double DQN on `env` (a vector env, or a single env), exploring with `backend` (LLM-guided) when given.
 
     `eval_env` (a single, unshaped env) measures the greedy policy's success every `eval_every` steps.
     `state_text(i, obs_i)` renders environment i for the LM; by default `render_state` of the vector env's i-th env.

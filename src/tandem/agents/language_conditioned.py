@@ -1,4 +1,4 @@
-"""Language-conditioned policies on BabyAI (seed section 5.3, eq. 14): pi(a | s, l) = p(a | s, l).
+"""Language-conditioned policies on BabyAI (Chevalier-Boisvert et al. 2019): pi(a | s, l) = p(a | s, l).
 
 The instruction l is the mission string ("go to the red ball"). The policy (`FiLMPolicy`) embeds the 7x7x3
 symbolic view (object, colour and state ids), encodes the mission with a GRU over word tokens, and lets the
@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from tandem.agents.ppo import AgentPPOConfig, PPOHistory, train_ppo
 
-# Thousands of episodes PPO needed to reach 99% success in the BabyAI paper (SPEC.md Part B), as (low, high).
+# Thousands of episodes PPO needed to reach 99% success in the BabyAI paper (Chevalier-Boisvert et al. 2019),
+# as (low, high).
 BABYAI_PAPER_PPO_KILO_EPISODES: dict[str, tuple[float, float]] = {
     "BabyAI-GoToRedBallGrey-v0": (16.0, 16.0),
     "BabyAI-GoToRedBall-v0": (261.0, 334.0),

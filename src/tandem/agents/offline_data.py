@@ -1,4 +1,5 @@
-"""Offline RL datasets collected by tandem's own agents on Gymnasium tasks (seed section 5.2; SPEC.md Part B).
+"""Offline RL datasets collected by tandem's own agents on Gymnasium tasks (random / medium / expert behaviour
+policies, as in D4RL, Fu et al. 2020), for offline RL such as the Decision Transformer (Chen et al. 2021).
 
 Behaviour policies: `random` (uniform actions), and `medium` / `expert` snapshots of one PPO run
 (`tandem.agents.ppo`): expert is the snapshot with the best training return, medium the first snapshot that
@@ -62,7 +63,7 @@ PPO_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def returns_to_go(rewards: np.ndarray, episode_ids: np.ndarray, gamma: float = 1.0) -> np.ndarray:
-    """R_hat_t = sum_{k >= t, same episode} gamma^(k - t) r_k (the Decision Transformer's conditioning, eq. 13).
+    """R_hat_t = sum_{k >= t, same episode} gamma^(k - t) r_k (Decision Transformer conditioning).
 
     `episode_ids` must keep each episode's steps contiguous; the sum stops at the episode's last step.
     """

@@ -1,4 +1,5 @@
-"""Planning in a world model and Dyna-style learning from imagined transitions (seed section 4.1, eq. 10).
+"""Planning in a world model (an LM one, as in Hao et al. 2023, or the true simulator) and Dyna-style learning
+from imagined transitions (Sutton 1990).
 
 Every planner here talks to a *transition model* (`TransitionModel`): `predict(states, actions)` returns one
 `Prediction` (next state, reward, done) per pair, in a batch, and `observe(env, obs)` says which model state a
@@ -92,7 +93,7 @@ def expand_graph(
 
 
 def finite_horizon_q(graph: dict[Any, list[Prediction]], root: Any, horizon: int, gamma: float) -> list[float]:
-    """Q_H(root, a) by dynamic programming on an expanded graph (eq. 10 truncated at H steps):
+    """Q_H(root, a) by dynamic programming on an expanded graph (the Bellman optimality backup truncated at H steps):
 
         Q_h(s, a) = r(s, a) + gamma * (1 - done) * max_a' Q_{h-1}(s', a'),   Q_0 = 0,
 

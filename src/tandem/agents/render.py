@@ -1,4 +1,4 @@
-"""Text renderings of environment states, so a language model can read them (SPEC.md Part B).
+"""Text renderings of environment states, so a language model can read them.
 
 Supported: MiniGrid / BabyAI (the full grid of the unwrapped env, the agent's position, direction, carried object and
 the mission), FrozenLake and Taxi (toy-text, from the integer state). Any other env with a discrete action space falls

@@ -1,4 +1,5 @@
-"""Potential-based reward shaping with a language model's rating of progress (seed eq. 12).
+"""Potential-based reward shaping (Ng, Harada & Russell 1999) with a language model's rating of progress as the
+potential (an LLM as a reward source, as in Kwon et al. 2023).
 
     r'(s, a, s') = r(s, a, s') + F(s, s'),    F(s, s') = gamma * Phi(s') - Phi(s),    Phi(terminal) = 0.
 
@@ -23,12 +24,12 @@ TabularModel = Mapping[int, Mapping[int, Sequence[tuple[float, int, float, bool]
 
 
 def shaping_reward(phi_s: float, phi_next: float, gamma: float, terminated: bool) -> float:
-    """F(s, s') = gamma * Phi(s') - Phi(s), with Phi(s') = 0 when s' is terminal (eq. 12)."""
+    """F(s, s') = gamma * Phi(s') - Phi(s), with Phi(s') = 0 when s' is terminal (Ng et al. 1999)."""
     return gamma * (0.0 if terminated else phi_next) - phi_s
 
 
 def shaped_model(model: TabularModel, potential: Sequence[float], gamma: float) -> dict:
-    """The tabular MDP with every reward replaced by r + F(s, s') (eq. 12 applied to `env.unwrapped.P`)."""
+    """The tabular MDP with every reward replaced by r + F(s, s') (the shaping above applied to `env.unwrapped.P`)."""
     return {
         s: {
             a: [(p, s2, r + shaping_reward(potential[s], potential[s2], gamma, done), done) for p, s2, r, done in outcomes]
@@ -55,7 +56,7 @@ def q_value_iteration(model: TabularModel, gamma: float, tol: float = 1e-12, max
 
 
 class PotentialShaping(gym.Wrapper):
-    """Adds F = gamma * Phi(s') - Phi(s) to every reward (eq. 12), Phi cached per state key, Phi(terminal) = 0.
+    """Adds F = gamma * Phi(s') - Phi(s) to every reward (Ng et al. 1999), Phi cached per state key, Phi(terminal) = 0.
 
     `potential` maps a state key (by default the text rendering `render_state(env, obs)`) to Phi; it may be a
     backend's ``rate_progress`` bound to a goal (see `progress_potential`). Each step's ``info`` carries the

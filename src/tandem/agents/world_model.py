@@ -1,4 +1,4 @@
-"""A language model as a world model (seed section 4.1, eq. 9): p(s_{t+1} | s_t, a_t) = f_LLM(s_t, a_t).
+"""A language model as a world model (as in RAP, Hao et al. 2023): p(s_{t+1} | s_t, a_t) = f_LLM(s_t, a_t).
 
 Transitions of an environment are written as text (`tandem.agents.render`): the prompt holds the state and
 the action's name, the completion the next state, the reward and whether the episode ended::
@@ -12,10 +12,10 @@ the action's name, the completion the next state, the reward and whether the epi
     done: no
 
 A tiny tandem model (tokenizer `train_tokenizer`, model `build_model`) is fine-tuned on these pairs with the
-ordinary SFT trainer (loss on the completion only, eq. 1) and measured by greedy next-state exact match on
+ordinary SFT trainer (next-token NLL on the completion only) and measured by greedy next-state exact match on
 held-out transitions. `LMWorldModel` answers batched transition queries (the `TransitionModel` interface of
-`tandem.agents.planning`, where agents plan in it, eq. 10), and `WorldModelEnv` wraps any such model as a
-Gymnasium environment whose `step` reports text it cannot parse instead of guessing.
+`tandem.agents.planning`, where agents plan in it and learn Dyna-style from it), and `WorldModelEnv` wraps any
+such model as a Gymnasium environment whose `step` reports text it cannot parse instead of guessing.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def make_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -
 
 # ---- the model -------------------------------------------------------------------------------------
 class LMWorldModel:
-    """f_LLM of eq. 9 behind the `TransitionModel` interface: batched greedy decoding, cached per (state, action).
+    """f_LLM(s_t, a_t) behind the `TransitionModel` interface: batched greedy decoding, cached per (state, action).
 
     States are the renderer's text; an output that does not parse comes back as an invalid `Prediction`
     (and is counted in `n_parse_errors`) rather than a guess.
@@ -311,7 +311,8 @@ def train_world_model(
 
 # ---- a Gymnasium face on any transition model ----------------------------------------------------------
 class WorldModelEnv(gym.Env):
-    """Eq. 10's imagined environment: `step` asks the transition model (e.g. an `LMWorldModel`) what happens.
+    """The imagined environment of planning and Dyna: `step` asks the transition model (e.g. an `LMWorldModel`)
+    what happens.
 
     `reset` starts from `options["state"]`, or from `initial_state(rng)` when given. A prediction that could
     not be read ends the episode (`terminated=True`, reward 0) with `info["error"]` set, is logged, and is

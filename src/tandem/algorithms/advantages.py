@@ -1,4 +1,4 @@
-"""Advantage estimators for RL on language models, registered by name (seed eqs. 4 and 8).
+"""Advantage estimators for RL on language models, registered by name (GAE, GRPO, Dr. GRPO, RLOO, REINFORCE++).
 
 Token-level tensors are (B, T) over response positions with a `mask` (bool or 0/1 float) that is 1 on
 response tokens; outcome rewards sit on each response's last token (`token_rewards_from_scores`).
@@ -256,7 +256,7 @@ def reinforce_plus_plus_baseline_advantages(
 
 
 def _kl_penalised(inputs: AdvantageInputs, kl_coef: float) -> Tensor:
-    """r_t - beta KL_t (seed eq. 4): the per-token KL penalty folded into the token rewards."""
+    """r_t - beta KL_t (Ziegler et al. 2019; Ouyang et al. 2022, eq. 2): the per-token KL penalty in the rewards."""
     if not kl_coef:
         return inputs.rewards
     if inputs.kl is None:

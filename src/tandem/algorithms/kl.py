@@ -1,4 +1,5 @@
-"""KL to the reference policy (seed eq. 4): per-token estimators registered by name, and KL controllers.
+"""KL to the reference policy, the beta KL(pi || pi_ref) penalty of RLHF (Ziegler et al. 2019; Ouyang et al. 2022,
+eq. 2): per-token estimators registered by name, and KL controllers.
 
 Estimators follow Schulman (2020), "Approximating KL divergence": with tokens sampled from pi and
 x = log pi(y_t) - log pi_ref(y_t), each k is a per-token estimate whose mean over samples estimates

@@ -1,4 +1,4 @@
-"""Supervised and reward-model losses (seed eqs. 1-3)."""
+"""Supervised and reward-model losses: next-token NLL on completion tokens, and the Bradley-Terry pairwise loss."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 
 def sft_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Seed eq. (1), L_SFT = -E[log p_theta(y | x)], as a sum over completion tokens and their count.
+    """L_SFT = -E[log p_theta(y | x)] = -E[sum_t log p_theta(y_t | x, y_<t)], the standard next-token NLL on the
+    completion tokens (e.g. Ouyang et al. 2022, sec. 3.5), as a sum over completion tokens and their count.
 
     Prompt and padding positions carry IGNORE_INDEX in `labels` and add nothing. Returning the sum lets
     the training loop divide by the number of tokens in the whole global batch, so accumulation and
@@ -41,7 +42,7 @@ def bradley_terry_loss(
     margin: torch.Tensor | float | None = None,
     center_coefficient: float = 0.0,
 ) -> torch.Tensor:
-    """Per-pair reward-model loss, seed eqs. (2)-(3): -log sigma(r(x, y_w) - r(x, y_l) - m).
+    """Per-pair reward-model loss (Ouyang et al. 2022, eq. 1): -log sigma(r(x, y_w) - r(x, y_l) - m).
 
     P(y_w > y_l | x) = exp(r_w) / (exp(r_w) + exp(r_l)) = sigma(r_w - r_l) (Bradley & Terry 1952;
     Ouyang et al. 2022). `margin` m (Llama 2, Touvron et al. 2023) asks the chosen reward to exceed the

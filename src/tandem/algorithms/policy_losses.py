@@ -2,7 +2,7 @@
 
 Per-token losses are (B, T) over response positions; `aggregate_loss` reduces them to a scalar.
 
-Aggregation contract (SPEC Part A): every mode is  sum over this micro-batch / a GLOBAL normaliser,
+Aggregation contract: every mode is  sum over this micro-batch / a GLOBAL normaliser,
 where the normaliser comes from `global_normaliser(mode, mask_of_the_whole_batch, constant)`. The
 normaliser is additive (the sum over micro-batches or shards of their own `global_normaliser` is the
 full batch's), so a trainer can all-reduce (SUM) the per-process counts. Then:

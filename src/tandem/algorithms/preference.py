@@ -1,9 +1,10 @@
-"""The DPO family (seed eq. 7): preference losses on sequence log-probabilities, registered by name.
+"""The DPO family (DPO: Rafailov et al. 2023, eq. 7): preference losses on sequence log-probabilities, by name.
 
 Every paired loss takes a `PairedLogps` and `beta` and returns per-pair losses plus detached implicit
 rewards. Notation: pc, pr = policy log p(y_chosen | x), log p(y_rejected | x) summed over response
-tokens; rc, rr = the same under the frozen reference; h = (pc - rc) - (pr - rr). Conventions follow
-TRL where it differs from the papers (noted per loss), so results can be compared with it.
+tokens; rc, rr = the same under the frozen reference; h = (pc - rc) - (pr - rr), so DPO's loss is
+-log sigma(beta h). Conventions follow TRL where it differs from the papers (noted per loss), so results can be
+compared with it.
 """
 
 from __future__ import annotations

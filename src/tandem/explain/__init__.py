@@ -1,4 +1,4 @@
-"""Interpretability (seed section 6.3): why a reward model scores a response as it does, and where a policy moved.
+"""Interpretability (post-hoc explanation): why a reward model scores a response as it does, and where a policy moved.
 
     from tandem.explain.attribution import explain_reward, explain_policy_shift
     from tandem.explain.commands import ExplainConfig, run_explain      # `tandem explain`

@@ -1,4 +1,4 @@
-"""Per-token explanations (seed section 6.3, "tools for post-hoc explanation of model decisions").
+"""Per-token explanations: post-hoc attributions of a reward model's score, and of a policy's shift from its reference.
 
 Reward-model attribution, on the input embeddings x (T, D) of prompt + response + EOS, with F the
 reward model's score:
@@ -19,7 +19,7 @@ is still zero (Hugging Face initialises it so).
 
 Policy against reference, for each response token y_t with prefix s_t = (x, y_<t):
 
-    log-prob change   log pi(y_t | s_t) - log pi_ref(y_t | s_t)       (the k1 term of seed eq. 4; sums to the
+    log-prob change   log pi(y_t | s_t) - log pi_ref(y_t | s_t)       (the k1 estimator, Schulman 2020; sums to the
                                                                       sequence log-ratio whose mean over samples
                                                                       is KL(pi || pi_ref))
     next-token KL     sum_v pi(v | s_t) log(pi(v | s_t) / pi_ref(v | s_t))   (exact, over the vocabulary)

@@ -1,4 +1,5 @@
-"""Cheaper feedback (seed section 6.2): active selection of pairs to label, synthetic preferences, reward-model transfer.
+"""Cheaper feedback for reward models: active selection of pairs to label, synthetic preferences, reward-model
+transfer.
 
     from tandem.feedback.active import ActiveConfig, run_active_study        # `tandem active`
     from tandem.feedback.synthetic import SyntheticConfig, run_synthetic_study  # `tandem synth-prefs`

@@ -1,12 +1,13 @@
-"""Active selection of which preference pairs to label (seed section 6.2, "active learning techniques").
+"""Active selection of which preference pairs to label (active learning; querying where an ensemble of reward
+models disagrees, as in Christiano et al. 2017).
 
 The reward model here is an ensemble of K small reward heads r_k on *frozen* features phi(x, y) of a
 causal LM (the SFT model by default): phi is the last hidden state averaged over the response tokens,
 standardised with the unlabelled pool's statistics. Each head is linear (r = w . phi) or a one-layer
-MLP; P_k(A > B) = sigma(r_k(phi_A) - r_k(phi_B)) (Bradley-Terry, seed eq. 2) and each member is fitted
-with the Bradley-Terry loss (seed eq. 3) on its own bootstrap resample of the labelled pairs
-(Poisson(1) weights) from its own initialisation, which is what makes the members disagree where the
-data say little (Lakshminarayanan et al. 2017, "deep ensembles").
+MLP; P_k(A > B) = sigma(r_k(phi_A) - r_k(phi_B)) (Bradley & Terry 1952) and each member is fitted with the
+Bradley-Terry loss -log sigma(r_k(phi_w) - r_k(phi_l)) (Ouyang et al. 2022, eq. 1) on its own bootstrap resample
+of the labelled pairs (Poisson(1) weights) from its own initialisation, which is what makes the members disagree
+where the data say little (Lakshminarayanan et al. 2017, "deep ensembles").
 
 Acquisition rules score every unlabelled pair from the (K, N) matrix of member probabilities p_kn;
 the loop labels the top `batch_size` pairs, asking a judge that stands in for the human:
@@ -175,7 +176,7 @@ class RewardHeadEnsemble(nn.Module):
 
 
 def fit_ensemble(features_a: Tensor, features_b: Tensor, labels: Tensor, config: EnsembleConfig, seed: int) -> RewardHeadEnsemble:
-    """Train every member on its bootstrap resample with the Bradley-Terry loss (seed eq. 3); labels 1 = A better."""
+    """Train every member on its bootstrap resample with -log sigma(r_w - r_l) (Bradley-Terry); labels 1 = A better."""
     generator = torch.Generator().manual_seed(seed)
     ensemble = RewardHeadEnsemble(features_a.shape[1], config, generator)
     n = len(labels)
@@ -225,8 +226,8 @@ def labelling_curve(
     """Label `seed_size` random pairs, then repeatedly fit the ensemble, measure held-out accuracy and
     label the `batch_size` pairs the rule scores highest, until `budget` labels are spent.
 
-    `oracle(indices)` returns labels (1: A better) for pool pairs: the human's place. The seed set
-    depends only on `seed`, so every rule starts from the same labelled pairs.
+    `oracle(indices)` returns labels (1: A better) for pool pairs: the human's place. The initial
+    labelled set depends only on `seed`, so every rule starts from the same labelled pairs.
     Returns {"labels": [n labelled at each fit], "accuracy": [held-out accuracy], "picked": [pool indices in order]}.
     """
     if not 0 < seed_size <= budget <= len(pool_a):

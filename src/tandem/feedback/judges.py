@@ -21,7 +21,7 @@ def gold_judge(task, temperature: float = 0.0) -> Judge:
     """A judge from a task's gold reward g: P(A > B) = sigma((g_A - g_B) / temperature).
 
     temperature 0 is the noiseless labeller: 1 if g_A > g_B, 0 if g_A < g_B, 0.5 on a tie. A positive
-    temperature is the Bradley-Terry model of a noisy human (seed eq. 2) whose utility is the gold reward.
+    temperature is the Bradley-Terry model of a noisy human (Bradley & Terry 1952) whose utility is the gold reward.
     """
     if temperature < 0:
         raise ValueError(f"judge temperature must be >= 0, got {temperature}")

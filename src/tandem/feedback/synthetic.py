@@ -1,4 +1,5 @@
-"""Synthetic preference generation from existing models (seed section 6.2), and what it is worth.
+"""Synthetic preference generation from existing models (rule-labelled comparisons, in the spirit of Kim et al.
+2023, "Aligning Large Language Models through Synthetic Feedback"), and what it is worth.
 
 Candidate pairs {prompt, a, b} are built so that a rule says which side is better, with no human:
 

@@ -1,4 +1,4 @@
-"""Transfer of a reward model to a new task with few labels (seed section 6.2, "transfer learning").
+"""Transfer of a reward model to a new task with few labels (transfer learning: fine-tune the source reward model).
 
 The source reward model (trained on one task, e.g. the quickstart's sentiment RM) is fine-tuned on k
 gold-labelled pairs of a target task; the baseline trains a fresh scalar head on the same backbone

@@ -1,4 +1,5 @@
-"""Learning from AI and verbal feedback: RLAIF (seed eq. 6), Constitutional AI (eq. 5), rewards from verbal feedback (eq. 8).
+"""Learning from AI and verbal feedback: RLAIF (Lee et al. 2023), Constitutional AI (Bai et al. 2022b), rewards from
+verbal feedback (Sumers et al. 2021).
 
     from tandem.feedback_rl import run_rlaif, RLAIFConfig       # tandem rlaif
     from tandem.feedback_rl import run_cai, CAIConfig           # tandem cai

@@ -1,11 +1,12 @@
-"""`tandem cai`: Constitutional AI (Bai et al. 2022; seed section 2.3, eq. 5).
+"""`tandem cai`: Constitutional AI (Bai et al. 2022b, "Constitutional AI: Harmlessness from AI Feedback").
 
 SL-CAI: sample a response from the policy, critique it against a principle drawn from the constitution,
-revise it, repeat for N rounds, then fine-tune the policy on the final revisions (SFT, seed eq. 1).
+revise it, repeat for N rounds, then fine-tune the policy on the final revisions (SFT: next-token NLL on
+the revision's tokens).
 
 RL-CAI: sample two responses per prompt, ask a judge which one better follows each principle (both
 orders averaged, optionally an ensemble over principles), keep the confident labels as preference
-pairs, and optimise max E[r_const(x, y)] - beta KL(p_theta || p_ref) (eq. 5), with r_const either a
+pairs, and optimise max E[r_const(x, y)] - beta KL(p_theta || p_ref) (RL-CAI), with r_const either a
 reward model trained on them followed by PPO, or implicitly through DPO (whose beta is the KL weight).
 
 The critic and reviser is a language model (`ModelReviser`: any local causal LM, the policy itself by
@@ -67,7 +68,7 @@ class KeywordReviser:
 
 
 class ModelReviser:
-    """A causal LM critiques and revises, prompted as in Bai et al. (2022), greedy by default.
+    """A causal LM critiques and revises, prompted as in Bai et al. (2022b), greedy by default.
 
         {prompt}{response}
 
@@ -262,7 +263,7 @@ class CAIConfig(BaseModel):
     principles_per_label: int = Field(0, ge=0, description="Principles averaged per AI label (0: all, an ensemble).")
     min_confidence: float = Field(0.0, ge=0, lt=0.5, description="Keep AI labels with |P(a better) - 0.5| above this.")
     rl_algorithm: Literal["dpo", "ppo"] = Field("dpo", description="RL-CAI optimiser: dpo (beta = the KL weight) or ppo on a reward model r_const.")
-    kl_coef: float = Field(0.05, ge=0, description="beta of eq. (5) for PPO.")
+    kl_coef: float = Field(0.05, ge=0, description="beta of the RL-CAI objective (the KL weight) for PPO.")
     seed: int = Field(0, description="Seed for every stage.")
     mixed_precision: Literal["auto", "bf16", "no"] = Field("auto", description="Autocast precision.")
     progress: bool = Field(True, description="Show progress bars.")

@@ -20,11 +20,13 @@ def register(add_command) -> None:
     from tandem.feedback_rl.verbal import VerbalRewardConfig, run_verbal_reward
 
     add_command("rlaif", RLAIFConfig, _printing(run_rlaif),
-                "RLAIF (seed eq. 6): a judge's verdicts as the RL reward (direct), or AI preference labels -> reward "
-                "model -> PPO / DPO (distilled); reports AI-label agreement with gold and gold reward before/after.")
+                "RLAIF (Lee et al. 2023): a judge's verdicts as the RL reward (direct), or AI preference labels "
+                "-> reward model -> PPO / DPO (distilled); reports AI-label agreement with gold and gold reward "
+                "before/after.")
     add_command("cai", CAIConfig, _printing(run_cai),
-                "Constitutional AI (seed eq. 5): SL-CAI (critique -> revise -> SFT) and RL-CAI (AI labels from the "
-                "principles -> DPO or r_const -> PPO); reports rule-violation rate and helpfulness before/after.")
+                "Constitutional AI (Bai et al. 2022b): SL-CAI (critique -> revise -> SFT) and RL-CAI (AI labels "
+                "from the principles -> DPO or r_const -> PPO); reports rule-violation rate and helpfulness "
+                "before/after.")
     add_command("verbal-reward", VerbalRewardConfig, _printing(run_verbal_reward),
-                "Reward from verbal feedback (seed eq. 8): train r = g_phi(prompt, response, feedback), then RL with it; "
-                "reports g_phi's correlation with gold and the gold reward gained.")
+                "Reward from verbal feedback (Sumers et al. 2021): train r = g_phi(prompt, response, feedback), "
+                "then RL with it; reports g_phi's correlation with gold and the gold reward gained.")

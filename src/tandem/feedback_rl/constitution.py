@@ -1,4 +1,4 @@
-"""Constitutions (seed section 2.3): YAML files of principles, each with a critique and a revision request.
+"""Constitutions (Bai et al. 2022b): YAML files of principles, each with a critique and a revision request.
 
     constitution = load_constitution("polite")            # a built-in one (constitutions/*.yaml), or a path
     principle = constitution.principles[0]

@@ -1,4 +1,5 @@
-"""AI preference labels (RLAIF, seed eq. 6; RL-CAI, eq. 5): pairs sampled from a policy, labelled by a judge.
+"""AI preference labels (RLAIF, Lee et al. 2023; RL-CAI, Bai et al. 2022b): pairs sampled from a policy, labelled by
+a judge.
 
     a, b = sample_pairs(policy, tokenizer, prompts, max_new_tokens=40, seed=0)
     p = ai_preferences(judge, prompts, a, b)            # P(a better), both orders averaged by the judge; None = unusable

@@ -1,4 +1,4 @@
-"""`tandem rlaif`: reinforcement learning from AI feedback (Lee et al. 2023; seed section 2.4, eq. 6).
+"""`tandem rlaif`: reinforcement learning from AI feedback (Lee et al. 2023).
 
     max_theta E_{x, y ~ p_theta} [ r_{C_psi}(x, y) - beta log p_theta(y|x) / p_ref(y|x) ]
 
@@ -100,7 +100,7 @@ class RLAIFConfig(BaseModel):
     direct_reward: Literal["score", "compare"] = Field("score", description="direct: the judge's score, or P(completion better than an SFT sample).")
     n_pairs: int | None = Field(None, ge=8, description="Pairs sampled from the SFT policy and labelled by the judge (default: preset's).")
     min_confidence: float = Field(0.0, ge=0, lt=0.5, description="Keep AI labels with |P(a better) - 0.5| above this.")
-    kl_coef: float = Field(0.05, ge=0, description="beta of eq. (6) for PPO/GRPO (DPO uses the preset's beta).")
+    kl_coef: float = Field(0.05, ge=0, description="beta of the KL term, for PPO/GRPO (DPO uses the preset's beta).")
     rl_steps: int | None = Field(None, ge=1, description="RL or DPO steps (default: preset's).")
     n_eval: int | None = Field(None, ge=8, description="Held-out prompts for gold reward and violation rate (default: preset's).")
     seed: int = Field(0, description="Seed for every stage.")

@@ -1,4 +1,5 @@
-"""`tandem verbal-reward`: a reward learned from verbal feedback, r = g_phi(s, a, s', f) (seed section 3.2, eq. 8).
+"""`tandem verbal-reward`: a reward learned from verbal feedback, r = g_phi(s, a, s', f) (rewards from linguistic
+feedback, Sumers et al. 2021).
 
 For a language model the state s is the prompt, the action a the response (and s' = s + a), and f a
 sentence of feedback on it ("Too rude: do not say 'stupid'.", "The answer is off by 3."). g_phi is a
@@ -168,7 +169,7 @@ def train_feedback_reward(config, backbone: Path, train_rows: list[dict], eval_r
 
 
 class VerbalFeedbackReward:
-    """The reward of eq. (8): a feedback source comments on each response, g_phi maps the comment to a scalar.
+    """r = g_phi(s, a, s', f): a feedback source comments on each response, g_phi maps the comment to a scalar.
 
     Args:
         model: g_phi's directory (written by `train_feedback_reward`).

@@ -1,4 +1,5 @@
-"""Judges: the critic C_psi of RLAIF and Constitutional AI (seed sections 2.3-2.4, eqs. 5-6), and one-shot judging (3.3).
+"""Judges: the AI critic of RLAIF (Lee et al. 2023) and Constitutional AI (Bai et al. 2022b), and one-shot judging
+from a single in-context example (Brown et al. 2020; LLM-as-a-judge, Zheng et al. 2023).
 
     judge = LocalJudge("runs/judge/model")                               # answer-token probabilities
     judge = OpenAIJudge("http://127.0.0.1:8000/v1", "model", cot=True)    # any OpenAI-compatible server

@@ -1,4 +1,5 @@
-"""The judge interface (the critic C_psi of seed section 2.4, eq. 6): score one response, or compare two.
+"""The judge interface (the AI critic of RLAIF, Lee et al. 2023, and Constitutional AI, Bai et al. 2022b):
+score one response, or compare two.
 
     verdicts = judge.score(prompts, responses)            # value in [0, 1] per response
     verdicts = judge.compare(prompts, responses_a, responses_b)   # value = P(response a is better)

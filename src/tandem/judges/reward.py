@@ -1,4 +1,5 @@
-"""A judge as a reward source for tandem's RL trainers (the r_{C_psi} of seed eq. 6).
+"""A judge as a reward source for tandem's RL trainers: the AI-feedback reward r_C(x, y) of RLAIF (Lee et al. 2023),
+maximised as E[r_C(x, y)] - beta KL(p_theta || p_ref).
 
     reward = JudgeReward(judge)                          # r = judge score of the completion, in [0, 1]
     reward = JudgeReward(judge, reference="reference")   # r = P(completion better than columns["reference"])

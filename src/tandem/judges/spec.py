@@ -1,12 +1,13 @@
 """Build a judge, or a judge reward, from a spec string (the `judge:` kind of reward specs).
 
-    local:PATH[:key=value...]                 a local model directory       local:runs/sft/model:cot=true
+    local:PATH[:key=value...]                 a local model (see below)     local:runs/sft/model:cot=true
     openai:URL:MODEL[:key=value...]           an OpenAI-compatible endpoint openai:http://127.0.0.1:8000/v1:judge
     python:MODULE:FUNCTION                    a score function (or a ready `Judge` object) in a module or .py file
 
-A leading "judge:" is accepted and ignored. MODEL may itself contain colons ("llama3:8b"): every
-piece after the URL up to the first `key=value` belongs to it. Options (values read as int, float,
-true/false or none where they can):
+PATH may be a Hugging Face model directory, a .gguf file (converted once and cached) or a LoRA adapter folder
+(its base model resolved from its adapter_config.json). A leading "judge:" is accepted and ignored. MODEL may
+itself contain colons ("llama3:8b"): every piece after the URL up to the first `key=value` belongs to it. Options
+(values read as int, float, true/false or none where they can):
 
     all backends   on_unusable=skip|neutral|raise  both_orders=true|false  calibration=average|log_odds  name=TEXT
     local, openai  template=NAME|PATH (score)  compare_template=NAME|PATH  cot=true  cache=PATH.jsonl

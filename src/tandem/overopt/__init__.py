@@ -1,4 +1,5 @@
-"""Reward hacking (seed section 6.1, eq. 15): over-optimisation scaling laws, a monitor for RL runs, mitigations.
+"""Reward hacking, argmax_pi E_pi[r_proxy] != argmax_pi E_pi[r_gold]: over-optimisation scaling laws (Gao et al.
+2022), a monitor for RL runs, mitigations.
 
     from tandem.overopt import RewardHackingMonitor, EnsembleReward, ClippedReward, fit_gao, kl_best_of_n
 

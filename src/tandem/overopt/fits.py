@@ -7,8 +7,8 @@ With d = sqrt(KL(pi || pi_init)) and R the gold reward gained over the initial p
 
 Both are linear in (alpha, beta), so least squares has a closed form. Best-of-n's KL is analytic,
 KL_bon(n) = log n - (n - 1) / n, and its expected rewards are estimated without bias from one pool of
-N >= n samples per prompt (`best_of_n_estimate`). These serve seed eq. (15): the argmax of the proxy
-reward is not the argmax of the gold reward, and the fitted peak says where the two part.
+N >= n samples per prompt (`best_of_n_estimate`). They quantify over-optimisation: the argmax of the
+proxy reward is not the argmax of the gold reward, and the fitted peak says where the two part.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Watch an RL run for reward hacking (seed eq. 15): proxy reward rising while the gold reward falls.
+"""Watch an RL run for reward hacking (over-optimisation, Gao et al. 2022): proxy reward rising while the gold
+reward falls.
 
 Fed once per RL step with the proxy reward being optimised, the gold reward when one exists (a task's
 gold scorer, a held-out judge or reward function) and the KL to the reference, the monitor keeps
@@ -10,7 +11,7 @@ exponentially smoothed histories and applies one rule:
     where P, G are the smoothed series (EMA, s_t = decay * s_{t-1} + (1 - decay) * x_t, s_1 = x_1).
 
 Both must hold for `monitor/divergence` = 1. The peak of the gold history against the peak of the
-proxy history is the empirical form of eq. (15): argmax proxy != argmax gold.
+proxy history is the empirical form of over-optimisation: argmax_pi E_pi[r_proxy] != argmax_pi E_pi[r_gold].
 
 In an RL loop:
 

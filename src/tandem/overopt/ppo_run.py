@@ -1,13 +1,15 @@
 """PPO against any reward source, with the reward-hacking monitor in the loop and proxy/gold/KL evaluations.
 
-`MonitoredPPOTrainer` is tandem's `PPOTrainer` with two additions, which are also the hook for any
-online trainer (see `RewardHackingMonitor`):
+`MonitoredPPOTrainer` is tandem's `PPOTrainer` with one change, its evaluation: each evaluation samples the
+held-out prompts at temperature 1 with a fixed seed (`eval_seed`) and logs the gold reward, the proxy reward
+being optimised and KL(policy || reference) per sequence (`sequence_kl`) as `eval/gold_reward`,
+`eval/proxy_reward` and `eval/kl_to_reference` (`evaluate_policy`).
 
-- after each rollout (`collect`), the gold reward of the rollout's completions is computed and the
-  monitor is fed the step's proxy reward, gold reward and per-sequence KL; its `monitor/*` metrics are
-  logged with the step's other `train/*` metrics;
-- each evaluation samples the held-out prompts at temperature 1 and measures the gold reward, the
-  proxy reward being optimised and KL(policy || reference) per sequence (`sequence_kl`).
+Feeding the monitor is not this trainer's doing: every online trainer given a `RewardHackingMonitor` and a
+task with a gold reward computes, after each rollout (`collect`), the gold reward of the rollout's
+completions and feeds the monitor the step's proxy reward, gold reward and per-sequence KL; the monitor's
+`monitor/*` metrics are logged among the step's `train/*` metrics. `run_monitored_ppo` runs `tandem ppo`
+with a given reward source and passes the given monitor to `run_online`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Two things are measured separately, so alignment can trade them off visibly:
   forbidden topics, so an SFT model breaks the rules at a measurable rate.
 
 `feedback(prompt, completion)` writes the verbal feedback a person would give ("Too rude: do not say
-'stupid'.", "It does not say where the blue lamp is."), from the same gold scorer (seed section 3.2).
+'stupid'.", "It does not say where the blue lamp is."), from the same gold scorer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`tandem dpo`: direct preference optimisation and its family (seed eq. 7), one loss chosen by name.
+"""`tandem dpo`: direct preference optimisation (Rafailov et al. 2023, eq. 7) and its family, one loss chosen by name.
 
 Chosen and rejected responses go through the policy in one forward pass (2B rows). Reference
 log-probabilities are computed once before training and cached with the examples (or recomputed each

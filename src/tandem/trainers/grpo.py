@@ -1,4 +1,4 @@
-"""`tandem grpo`: RL with verifiable rewards, group-relative advantages (GRPO and kin, seed section 3.2).
+"""`tandem grpo`: RL with verifiable rewards (RLVR, Lambert et al. 2024), group-relative advantages (GRPO and kin).
 
 Several completions per prompt; each completion's advantage compares its reward with its group's
 (GRPO: (r - mean)/std, Shao et al. 2024; Dr. GRPO: r - mean, Liu et al. 2025; RLOO: leave-one-out,

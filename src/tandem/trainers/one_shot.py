@@ -1,4 +1,4 @@
-"""`tandem one-shot-rlvr`: RL with a verifiable reward on one training example (seed section 3.3, reading b).
+"""`tandem one-shot-rlvr`: RL with a verifiable reward on one training example (Wang et al. 2025).
 
 Wang et al. 2025 ("Reinforcement Learning for Reasoning in Large Language Models with One Training
 Example"): run RLVR on the full data once, keep each example's training accuracy per epoch, and pick

@@ -71,7 +71,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
     loss_agg: str = Field("token-mean", description="Loss aggregation: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO).")
     kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3, abs, low_var_kl.")
-    kl_coef: float = Field(0.05, ge=0, description="beta of seed eq. (4): weight of the KL to the reference.")
+    kl_coef: float = Field(0.05, ge=0, description="beta in r - beta KL: weight of the KL to the reference.")
     target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
     kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
     entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
@@ -166,7 +166,7 @@ class OnlineTrainer(GenerativeTrainer):
                  eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None):
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens)
-        self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (seed eq. 15)
+        self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (over-optimisation)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.reward = reward
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,

@@ -1,4 +1,5 @@
-"""`tandem ppo`: PPO-RLHF (seed eq. 4), maximise r_phi(x, y) - beta log(p_theta(y|x) / p_SFT(y|x)).
+"""`tandem ppo`: PPO-RLHF (Ouyang et al. 2022, eq. 2; Ziegler et al. 2019), maximise
+E[r_phi(x, y) - beta log(p_theta(y|x) / p_SFT(y|x))] with PPO (Schulman et al. 2017).
 
 The policy carries a value head on its last hidden state (shared backbone, as in Ziegler et al. 2019
 and TRL's classic PPO). The reward model's score sits on the final token; the per-token KL to the

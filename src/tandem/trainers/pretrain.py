@@ -1,4 +1,5 @@
-"""`tandem pretrain`: next-token training of a tiny model on a task corpus (seed section 5.1, stage 1)."""
+"""`tandem pretrain`: next-token training of a tiny model on a task corpus (the pre-training that the SFT -> RM -> RL
+recipe of Ouyang et al. 2022 starts from)."""
 
 from __future__ import annotations
 

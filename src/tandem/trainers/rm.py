@@ -1,4 +1,5 @@
-"""`tandem rm`: a scalar-head reward model trained with the Bradley-Terry loss (seed eqs. 2-3).
+"""`tandem rm`: a scalar-head reward model trained with the Bradley-Terry loss (Bradley & Terry 1952;
+Ouyang et al. 2022, eq. 1): -log sigma(r(x, y_w) - r(x, y_l)).
 
 The model is `AutoModelForSequenceClassification` with one label on the causal-LM backbone, the same
 layout TRL and OpenRLHF use, so plain transformers loads the result; the reward of a sequence is the

@@ -1,4 +1,5 @@
-"""`tandem sft`: supervised fine-tuning on demonstrations, loss on completion tokens only (seed eq. 1)."""
+"""`tandem sft`: supervised fine-tuning on demonstrations: the next-token NLL -sum_t log p_theta(y_t | x, y_<t) on
+completion tokens only (e.g. Ouyang et al. 2022, sec. 3.5)."""
 
 from __future__ import annotations
 
