@@ -73,7 +73,7 @@ def plot(points: list[dict], path: Path, title: str) -> None:
                   yerr=[[p["accuracy"] - p["ci95"][0] for p in points], [p["ci95"][1] - p["accuracy"] for p in points]])
     axis.set_xlabel("RL step")
     axis.set_ylabel(f"held-out accuracy (n={points[0]['n']})")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

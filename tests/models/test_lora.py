@@ -187,3 +187,21 @@ def test_tandem_convert_writes_an_adapter_merged(adapter_dir, tmp_path, one_torc
     out = run_convert(ConvertConfig(model=folder, out=tmp_path / "merged"))
     assert torch.allclose(_logits(AutoModelForCausalLM.from_pretrained(out).eval()), expected, atol=1e-5)
     assert (out / "tokenizer.json").is_file()
+
+
+def test_serve_dpo_and_local_judges_take_an_adapter_folder(adapter_dir, tmp_path, one_torch_thread):
+    from fastapi.testclient import TestClient
+
+    from tandem.judges import LocalJudge
+    from tandem.serve import ServeConfig, create_app
+    from tandem.trainers.dpo import DPOConfig, run_dpo
+
+    folder, _ = adapter_dir
+    client = TestClient(create_app(ServeConfig(model=folder, model_name="adapted")))
+    reply = client.post("/v1/completions", json={"model": "adapted", "prompt": "Review: The film", "max_tokens": 3})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["text"] is not None
+    verdict = LocalJudge(folder, both_orders=False).compare(["Review: it"], [" was great."], [" was dull."])[0]
+    assert verdict.value is not None and 0.0 <= verdict.value <= 1.0
+    result = run_dpo(DPOConfig(model=folder, out=tmp_path / "dpo", task="sentiment", n_train=16, n_eval=0, batch_size=8,
+                               max_steps=1, mixed_precision="no", progress=False))
+    assert (result.model_dir / "model.safetensors").exists()

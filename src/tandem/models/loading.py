@@ -133,8 +133,8 @@ def _load(source: ModelSource, auto_class, merge: bool, **options):
     else:
         base = _load(source.base, auto_class, True, **options)
         model = PeftModel.from_pretrained(base, str(source.folder), is_trainable=not merge)
-        if merge:
-            model = model.merge_and_unload()
+        if merge:  # peft froze the base for the adapter; merged, it is an ordinary model to train again
+            model = model.merge_and_unload().requires_grad_(True)
     _set_pad_token_id(model.config)
     if not isinstance(model, PeftModel):
         model.name_or_path = str(source.path)  # what a LoRA saved on top records as its base
