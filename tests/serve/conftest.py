@@ -15,7 +15,7 @@ def live_server(tiny_model_dir):
     from tandem.serve import BackgroundServer, ServeConfig, create_app
 
     config = ServeConfig(model=tiny_model_dir, model_name="tiny", api_key=API_KEY, max_tokens=64, max_n=4,
-                         max_body_bytes=8192)
+                         max_body_bytes=8192, max_request_tokens=2048)
     with BackgroundServer(create_app(config)) as server:
         yield server
 

@@ -188,3 +188,27 @@ def test_an_error_inside_generation_is_a_500_and_the_server_keeps_serving(tmp_pa
         with pytest.raises(openai.InternalServerError, match="out of memory"):
             client.completions.create(model="stub", prompt="boom", max_tokens=1)
         assert client.completions.create(model="stub", prompt="ok", max_tokens=1).choices[0].text == "fine"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"prompt": ["Review:"] * 17, "max_tokens": 1}, 400, "limit of 16"),
+    ({"prompt": ["Review:"] * 16, "n": 4, "max_tokens": 64}, 400, "4096 generated tokens"),
+    ({"prompt": "Review:", "seed": 2**64, "max_tokens": 1}, 400, "seed"),
+    ({"prompt": "Review:", "response_format": "json", "max_tokens": 1}, 400, "response_format"),
+])
+def test_work_per_request_is_bounded_and_odd_fields_are_4xx(live_server, api_key, body, status, words):
+    headers = {"Authorization": f"Bearer {api_key}"}
+    response = httpx.post(live_server.url + "/v1/completions", json={"model": "tiny", **body}, headers=headers, timeout=60)
+    assert response.status_code == status and words in response.json()["error"]["message"]
+    deep = b'{"model": "tiny", "prompt": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    response = httpx.post(live_server.url + "/v1/completions", content=deep, headers=headers, timeout=60)
+    assert 400 <= response.status_code < 500
+
+
+def test_an_empty_api_key_is_refused(tiny_model_dir):
+    from pydantic import ValidationError
+
+    from tandem.serve import ServeConfig
+
+    with pytest.raises(ValidationError, match="api_key"):
+        ServeConfig(model=tiny_model_dir, api_key="")

@@ -56,12 +56,16 @@ class ServeConfig(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
     model_name: str | None = Field(None, description="Model id clients send and /v1/models lists (default: the folder name).")
     api_key: str | None = Field(
-        None, description=f"Require 'Authorization: Bearer KEY' on /v1 requests; default from ${API_KEY_ENV} (unset: no key)."
+        None, min_length=1, description=f"Require 'Authorization: Bearer KEY' on /v1 requests; default from ${API_KEY_ENV} (unset: no key)."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes); larger get 413.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for; more get 400.")
     default_max_tokens: int = Field(64, ge=1, description="Tokens generated when a request gives no max_tokens.")
     max_n: int = Field(8, ge=1, description="Most choices (n) per request.")
+    max_prompts: int = Field(16, ge=1, description="Most prompts in one /v1/completions request.")
+    max_request_tokens: int = Field(
+        8192, ge=1, description="Most tokens one request may ask to generate (prompts x n x max_tokens); more get 400."
+    )
     max_concurrency: int = Field(1, ge=1, description="Requests generating at the same time.")
     max_queue: int = Field(16, ge=0, description="Requests allowed to wait for a free slot; beyond that: 429.")
     device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu.")
@@ -171,6 +175,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ServeError(400, f"request body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise ServeError(400, "request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise ServeError(400, f"request body must be a JSON object, got {type(data).__name__}")
         try:
@@ -202,6 +208,13 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         return dict(n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
                     seed=request.seed, stop=request.stop, logprobs=request.logprob_count, chat=chat)
 
+    def check_budget(jobs) -> None:
+        """One request may not hold the generation slot for unbounded work: prompts x n x max_tokens is capped."""
+        asked = sum(options["n"] * options["max_tokens"] for _, options in jobs)
+        if asked > config.max_request_tokens:
+            raise ServeError(400, f"the request asks for up to {asked} generated tokens (prompts x n x max_tokens); "
+                             f"this server's limit is {config.max_request_tokens}", param="max_tokens")
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         parsed = await read_request(request, ChatRequest)
@@ -213,6 +226,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         except Exception as error:  # bad content parts, or the template itself refusing the conversation
             raise ServeError(400, f"cannot apply the chat template: {error}", param="messages") from None
         jobs = [(prompt_ids, generation_options(parsed, prompt_ids, chat=True))]
+        check_budget(jobs)
         return await respond(parsed, jobs, "chat.completion", f"chatcmpl-{uuid.uuid4().hex}")
 
     @app.post("/v1/completions")
@@ -220,11 +234,15 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         parsed = await read_request(request, CompletionRequest)
         vocabulary = len(engine.tokenizer)
         jobs = []
+        if len(parsed.prompts()) > config.max_prompts:
+            raise ServeError(400, f"{len(parsed.prompts())} prompts exceed this server's limit of {config.max_prompts}",
+                             param="prompt")
         for prompt in parsed.prompts():
             if isinstance(prompt, list) and any(not 0 <= t < vocabulary for t in prompt):
                 raise ServeError(400, f"prompt token ids must lie in [0, {vocabulary})", param="prompt")
             ids = prompt if isinstance(prompt, list) else engine.prompt_ids(prompt)
             jobs.append((ids, generation_options(parsed, ids, chat=False)))
+        check_budget(jobs)
         return await respond(parsed, jobs, "text_completion", f"cmpl-{uuid.uuid4().hex}")
 
     async def respond(parsed, jobs, kind: str, response_id: str):

@@ -29,7 +29,7 @@ class _Request(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -53,7 +53,8 @@ class _Request(BaseModel):
             raise ValueError("'echo' is not supported by tandem serve")
         if extra.get("best_of") not in (None, self.n):
             raise ValueError("'best_of' other than n is not supported by tandem serve")
-        if (extra.get("response_format") or {}).get("type", "text") != "text":
+        response_format = extra.get("response_format") or {}
+        if not isinstance(response_format, dict) or response_format.get("type", "text") != "text":
             raise ValueError("only response_format {'type': 'text'} is supported by tandem serve")
         return self
 

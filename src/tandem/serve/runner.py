@@ -63,4 +63,9 @@ def run_server(config: ServeConfig) -> None:
     keyed = config.api_key is not None or bool(os.environ.get(API_KEY_ENV))
     print(f"tandem serve: {name} at http://{config.host}:{config.port}/v1"
           + (" (API key required)" if keyed else " (no API key)"), flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
+    if not keyed and config.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"tandem serve: warning: listening on {config.host} without an API key: anyone who can reach this "
+              f"address can use the model (set ${API_KEY_ENV})", flush=True)
+    # a stopped server finishes within seconds even mid-generation; idle connections do not linger
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, timeout_graceful_shutdown=5,
+                timeout_keep_alive=5)
