@@ -82,6 +82,13 @@ class TrainConfig(BaseModel):
         return self
 
 
+def registered_name(value: str, registry: dict, kind: str) -> str:
+    """`value` if it names an entry of `registry`, else a ValueError listing the names (for config validators)."""
+    if value not in registry:
+        raise ValueError(f"unknown {kind} {value!r}; choose one of: {', '.join(sorted(registry))}")
+    return value
+
+
 def apply_model_defaults(config: TrainConfig, origin: str) -> dict[str, Any]:
     """For a pretrained model, replace the defaults the user did not set by `pretrained_defaults`; return them."""
     if origin != "pretrained":

@@ -116,3 +116,28 @@ def test_skip_with_every_sample_failing_stops_the_run(tmp_path, tiny_model_dir, 
                             reward_errors="skip", max_steps=1, batch_size=2, samples_per_prompt=2, max_new_tokens=4,
                             n_eval=0, progress=False, mixed_precision="no"))
     assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("field, value, listed", [
+    ("advantage", "grpoo", "dr_grpo, gae, grpo"), ("policy_loss", "ppo", "gspo, ppo_clip"),
+    ("kl_estimator", "k4", "k1, k2, k3"), ("loss_agg", "mean", "token-mean"), ("task", "nope", "arithmetic"),
+])
+def test_registered_names_are_checked_when_the_config_is_parsed(field, value, listed):
+    from tandem.trainers.grpo import GRPOConfig
+
+    with pytest.raises(ValidationError, match=listed):
+        GRPOConfig(**{field: value})
+
+
+def test_score_only_advantages_come_from_the_registry():
+    from tandem.algorithms.advantages import SCORE_ONLY
+
+    assert {name for name, flag in SCORE_ONLY.items() if flag} == {"grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline"}
+
+
+def test_dual_clip_reaches_ppo_clip():
+    from tandem.trainers.grpo import GRPOConfig, GRPOTrainer
+
+    trainer = GRPOTrainer.__new__(GRPOTrainer)
+    trainer.config = GRPOConfig(dual_clip=3.0)
+    assert trainer._policy_options() == {"dual_clip": 3.0}

@@ -31,19 +31,21 @@ class AdvantageInputs:
 
 AdvantageEstimator = Callable[..., tuple[Tensor, Tensor]]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
-NEEDS_VALUES: dict[str, bool] = {}
+NEEDS_VALUES: dict[str, bool] = {}  # reads critic values (a value head)
+SCORE_ONLY: dict[str, bool] = {}  # reads nothing but the sequence scores and groups: no log-prob forward needed
 
 
 def register_advantage_estimator(
-    name: str, needs_values: bool = False
+    name: str, needs_values: bool = False, score_only: bool = False
 ) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    """Decorator: make `fn(inputs, **options)` available as `compute_advantages(name, ...)`."""
+    """Decorator: make `fn(inputs, **options)` available as `compute_advantages(name, ...)`, with what it reads."""
 
     def register(fn: AdvantageEstimator) -> AdvantageEstimator:
         if name in ADVANTAGE_ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} is already registered")
         ADVANTAGE_ESTIMATORS[name] = fn
         NEEDS_VALUES[name] = needs_values
+        SCORE_ONLY[name] = score_only
         return fn
 
     return register
@@ -279,19 +281,19 @@ def _outcome(inputs: AdvantageInputs, sequence_advantages: Tensor) -> tuple[Tens
     return token_advantages, token_advantages
 
 
-@register_advantage_estimator("grpo")
+@register_advantage_estimator("grpo", score_only=True)
 def _grpo(inputs: AdvantageInputs, eps: float = 1e-6, norm_by_std: bool = True):
     scores = sequence_scores(inputs.rewards, inputs.mask)
     return _outcome(inputs, grpo_advantages(scores, inputs.group_ids, inputs.group_size, eps, norm_by_std))
 
 
-@register_advantage_estimator("dr_grpo")
+@register_advantage_estimator("dr_grpo", score_only=True)
 def _dr_grpo(inputs: AdvantageInputs):
     """Dr. GRPO's advantage: GRPO without the std division. Pair it with "seq-mean-token-sum-norm"."""
     return _grpo(inputs, norm_by_std=False)
 
 
-@register_advantage_estimator("rloo")
+@register_advantage_estimator("rloo", score_only=True)
 def _rloo(inputs: AdvantageInputs):
     scores = sequence_scores(inputs.rewards, inputs.mask)
     return _outcome(inputs, rloo_advantages(scores, inputs.group_ids, inputs.group_size))
@@ -302,7 +304,7 @@ def _reinforce_plus_plus(inputs: AdvantageInputs, gamma: float = 1.0, kl_coef: f
     return reinforce_plus_plus_advantages(inputs.rewards, inputs.mask, gamma, inputs.kl, kl_coef)
 
 
-@register_advantage_estimator("reinforce_plus_plus_baseline")
+@register_advantage_estimator("reinforce_plus_plus_baseline", score_only=True)
 def _reinforce_plus_plus_baseline(inputs: AdvantageInputs):
     scores = sequence_scores(inputs.rewards, inputs.mask)
     advantages = reinforce_plus_plus_baseline_advantages(scores, inputs.mask, inputs.group_ids, inputs.group_size)

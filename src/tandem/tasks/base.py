@@ -63,6 +63,14 @@ def get_task(name: str, **kwargs: Any) -> "Task":
     return TASKS[name](**kwargs)
 
 
+def check_task_spec(spec: str) -> str:
+    """`spec` if its task name is registered (options are checked when the task is built), else a ValueError."""
+    name = spec.partition(":")[0]
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return spec
+
+
 def stable_unit_hash(key: str) -> float:
     """Map a string to [0, 1) with a hash that is the same in every process and Python version."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()

@@ -18,22 +18,22 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from transformers import set_seed
 
 from tandem.algorithms.advantages import (
-    AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
+    ADVANTAGE_ESTIMATORS, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
 )
-from tandem.algorithms.kl import FixedKLController, AdaptiveKLController, kl_estimate
+from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
-    POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
+    LOSS_AGGREGATIONS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
 )
-from tandem.config import TrainConfig
+from tandem.config import TrainConfig, registered_name
 from tandem.data import load_examples
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
 from tandem.rewards import build_reward
-from tandem.tasks import get_task
+from tandem.tasks import check_task_spec, get_task
 from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
@@ -68,6 +68,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     advantage: str = Field("grpo", description="Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline.")
     policy_loss: str = Field("ppo_clip", description="Policy loss: ppo_clip, gspo (sequence-level ratio, Zheng et al. 2025) or reinforce.")
     clip_low: float = Field(0.2, gt=0, description="Clip epsilon below 1 (default: the loss's own, 0.2 for ppo_clip, 3e-4 for gspo).")
+    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO constant c > 1 (Ye et al. 2020): bounds the loss of negative-advantage tokens at -c A (ppo_clip only; default: off).")
     clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
     loss_agg: str = Field("token-mean", description="Loss aggregation: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO).")
     kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3, abs, low_var_kl.")
@@ -90,6 +91,17 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     # TRL's GRPO defaults for a pretrained checkpoint (learning rate; room for a chat model's answer)
     pretrained_defaults = {"lr": 1e-6, "max_new_tokens": 256}
 
+    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg")
+    @classmethod
+    def _registered(cls, value: str, info) -> str:
+        """A typo in a registered name fails here, before any model loads, with the names to choose from."""
+        return registered_name(value, REGISTRIES[info.field_name], info.field_name.replace("_", " "))
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return check_task_spec(value)
+
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> OnlineRLConfig:
         # micro-batches count sequences (prompts x samples), not prompts
@@ -102,6 +114,9 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
             raise ValueError("dynamic sampling compares the rewards within a group: set --samples-per-prompt >= 2")
         return self
 
+
+REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS,
+              "loss_agg": LOSS_AGGREGATIONS}
 
 # A prompt is all RL needs; records of the richer formats are accepted and their prompt used.
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
@@ -185,9 +200,6 @@ class OnlineTrainer(GenerativeTrainer):
             raise ValueError(f"batch_size {self.config.batch_size} must be a multiple of the {self.world} processes")
         return 1
 
-    # Group advantages that read nothing but the scores; the rest need log-probs or values before the update.
-    SCORE_ONLY_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline")
-
     @property
     def kl_metrics(self) -> bool:
         """--kl-metrics, or by default whether anything reads the KL (the loss or reward, the monitor)."""
@@ -201,7 +213,7 @@ class OnlineTrainer(GenerativeTrainer):
         """True when no forward pass is needed between rollout and update (see --kl-metrics)."""
         cfg = self.config
         return (not self.kl_metrics and self.kl_controller.value == 0 and cfg.target_kl is None
-                and self.optimizer_steps_per_step() == 1 and cfg.advantage in self.SCORE_ONLY_ADVANTAGES
+                and self.optimizer_steps_per_step() == 1 and SCORE_ONLY[cfg.advantage]
                 and not self.needs_values)
 
     def extra_state(self) -> dict:
@@ -433,7 +445,8 @@ class OnlineTrainer(GenerativeTrainer):
         loss = POLICY_LOSSES.get(self.config.policy_loss)
         accepted = inspect.signature(loss).parameters if loss is not None else {}
         given = set(self.config.model_fields_set) | ({"clip_high"} if "clip_low" in self.config.model_fields_set else set())
-        return {key: getattr(self.config, key) for key in ("clip_low", "clip_high") if key in accepted and key in given}
+        return {key: getattr(self.config, key) for key in ("clip_low", "clip_high", "dual_clip")
+                if key in accepted and key in given}
 
     def evaluate(self, model) -> dict[str, float]:
         if self.task is None or not self.eval_prompts:

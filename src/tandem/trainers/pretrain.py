@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from transformers import set_seed
 
 from tandem.algorithms.losses import sft_nll_sum
@@ -16,7 +16,7 @@ from tandem.data import pack_sequences, tokenize_text
 from tandem.models.factory import MODEL_SIZES, build_model
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.models.tokenizer import train_tokenizer
-from tandem.tasks import get_task
+from tandem.tasks import check_task_spec, get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
 from tandem.trainers.sources import train_eval_examples
 
@@ -34,6 +34,11 @@ class PretrainConfig(TrainConfig):
     max_length: int = Field(128, ge=8, description="Block size: the corpus is packed into blocks of this many tokens.")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return check_task_spec(value)
 
 
 class PretrainTrainer(GenerativeTrainer):

@@ -6,14 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from transformers import set_seed
 
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
 from tandem.config import TrainConfig
 from tandem.data import pad_sft_batch, tokenize_sft
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
-from tandem.tasks import get_task
+from tandem.tasks import check_task_spec, get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
 from tandem.trainers.setup import prepare_run
 from tandem.trainers.sources import train_eval_examples
@@ -36,6 +36,11 @@ class FinetuneSourceConfig(TrainConfig, LoRAOptions):
     n_train: int = Field(4000, ge=1, description="Training examples to generate from the task.")
     n_eval: int = Field(200, ge=0, description="Held-out examples / prompts to generate from the task.")
     merge_lora: bool = Field(False, description="Save the merged model instead of the adapter.")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        return check_task_spec(value)
 
 
 class SFTConfig(FinetuneSourceConfig):
