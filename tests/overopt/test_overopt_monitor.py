@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from tandem.overopt.monitor import RewardHackingMonitor, ema
+from tandem.diagnostics.monitor import RewardHackingMonitor, ema
 
 
 def run(monitor, proxy, gold, kl):

@@ -360,7 +360,7 @@ def train_demo_backend(
     from tandem.models.factory import MODEL_SIZES, build_model
     from tandem.models.loading import save_model
     from tandem.models.tokenizer import train_tokenizer
-    from tandem.trainers.checkpoint import atomic_write_text
+    from tandem.files import atomic_write_text
     from tandem.trainers.sft import SFTConfig, run_sft
 
     out = Path(out)

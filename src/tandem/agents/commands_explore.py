@@ -23,7 +23,7 @@ from pydantic import Field
 from tandem.agents.backends import HFBackend, OpenAIBackend, oracle_backend, train_demo_backend
 from tandem.agents.dqn import DQNConfig, DQNResult, make_vector_env, train_dqn
 from tandem.agents.shaping import PotentialShaping, progress_potential
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 # Sparse-reward tasks with a text renderer; FrozenLake is deterministic here, so one greedy episode is its success.
 ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {

@@ -40,7 +40,7 @@ from tandem.agents.world_model import (
     split_transitions,
     train_world_model,
 )
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 
 def _pyplot():

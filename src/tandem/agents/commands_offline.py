@@ -35,7 +35,7 @@ from tandem.agents.offline_data import (
     random_actor,
 )
 from tandem.config import save_config
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 AUTO_TARGET_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 

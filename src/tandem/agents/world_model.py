@@ -41,7 +41,7 @@ from tandem.generation import generate_completions
 from tandem.models.factory import ModelSize, build_model
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.models.tokenizer import train_tokenizer
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 from tandem.trainers.sft import SFTConfig, run_sft
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from tandem.data import SFT_FORMATS, DataError, read_records, validate
 from tandem.data.io import Record
 from tandem.explain.attribution import explain_policy_shift, explain_reward
 from tandem.explain.report import plot_record, render_tokens_png, write_html
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 
 class ExplainConfig(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 BLUE = (33, 102, 172)
 RED = (178, 24, 43)

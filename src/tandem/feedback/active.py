@@ -43,7 +43,7 @@ from tandem.data import pad_sft_batch, tokenize_sft
 from tandem.feedback.judges import draw_labels, gold_judge
 from tandem.registry import registrar
 from tandem.tasks import get_task
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 AcquisitionRule = Callable[[Tensor, torch.Generator], Tensor]
 ACQUISITION_RULES: dict[str, AcquisitionRule] = {}

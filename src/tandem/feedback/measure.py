@@ -16,7 +16,7 @@ from transformers import set_seed
 
 from tandem.models.loading import load_reward_model, load_tokenizer
 from tandem.rewards.model import RewardModelScorer
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 from tandem.trainers.rm import RMConfig, run_rm
 
 

@@ -30,7 +30,7 @@ from tandem.feedback.measure import train_and_score, untrained_accuracy, write_p
 from tandem.generation import sample
 from tandem.registry import registrar
 from tandem.tasks import get_task
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 Corruption = Callable[[str, random.Random, list[str]], str]
 CORRUPTIONS: dict[str, Corruption] = {}

@@ -24,7 +24,7 @@ from tandem.feedback.measure import pair_accuracy, train_and_score
 from tandem.models.loading import load_reward_model, load_tokenizer
 from tandem.rewards.model import RewardModelScorer
 from tandem.tasks import get_task
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 
 def parse_task_options(text: str) -> dict:

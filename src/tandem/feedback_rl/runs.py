@@ -17,7 +17,7 @@ from tandem.generation import sample
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.pipeline import PRESETS as QUICKSTART_PRESETS
 from tandem.tasks import get_task
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 from tandem.trainers.grpo import GRPOTrainer
 from tandem.trainers.loop import TrainResult
 from tandem.trainers.online import OnlineRLConfig, run_online

@@ -13,10 +13,8 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tandem.judges.base import Verdict
+from tandem.judges.verdict import Verdict
 
 logger = logging.getLogger("tandem.judges")
 
@@ -45,7 +43,6 @@ class VerdictCache:
             self._load()
 
     def _load(self) -> None:
-        from tandem.judges.base import Verdict
 
         bad = 0
         with open(self.path, encoding="utf-8") as file:

@@ -105,7 +105,7 @@ def summarise(verdicts: list[Verdict], gold_first: bool, judge: Judge, mode: str
 def run_judge(config: JudgeCommandConfig) -> dict:
     """Judge every record of `config.data`; write the verdicts and the summary; return the summary."""
     from tandem.data import DataError, read_records
-    from tandem.trainers.checkpoint import atomic_write_text
+    from tandem.files import atomic_write_text
 
     parse_judge_spec(config.judge)  # a bad spec is reported before any data is read or model loaded
     records = read_records(config.data)[: config.limit]

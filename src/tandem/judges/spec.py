@@ -26,6 +26,7 @@ from tandem.judges.base import Judge, check_calibration, check_orders
 from tandem.judges.function import FunctionJudge
 from tandem.judges.reward import JudgeReward
 from tandem.rewards.base import RewardSpecError, load_reward_function
+from tandem.rewards.spec import register_spec_kind
 
 _URL = re.compile(r"^(?P<url>https?://[^/\s]+(?:/[^:\s]*)?):(?P<rest>.+)$")
 _SHARED = {"on_unusable", "both_orders", "calibration", "name"}
@@ -44,7 +45,7 @@ class JudgeSpecError(RewardSpecError):
 
 def _split_target_and_options(rest: str, spec: str) -> tuple[str, dict[str, Any]]:
     """'a:b:k=v:k2=v2' -> ('a:b', {k: v, k2: v2}): the target is everything before the first key=value piece."""
-    from tandem.rewards.spec import parse_option_value  # lazy: rewards.spec imports this module
+    from tandem.specs import parse_option_value
 
     pieces = rest.split(":")
     first_option = next((i for i, piece in enumerate(pieces) if "=" in piece), len(pieces))
@@ -130,3 +131,7 @@ def build_judge_reward(spec: str, device: str | None = None) -> JudgeReward:
 def judge_reward_from_spec(rest: str, spec: str, tokenizer=None, device=None) -> JudgeReward:
     """The entry for `tandem.rewards.spec.SPEC_KINDS["judge"]` (same signature as its other kinds)."""
     return build_judge_reward(rest, device=device)
+
+
+# `judge:...` reward specs (tandem.rewards imports this package on the first such spec; see SPEC_PROVIDERS there)
+register_spec_kind("judge", judge_reward_from_spec)

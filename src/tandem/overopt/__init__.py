@@ -22,7 +22,7 @@ from tandem.overopt.fits import (
     rl_curve,
     rl_peak,
 )
-from tandem.overopt.monitor import RewardHackingMonitor
+from tandem.diagnostics.monitor import RewardHackingMonitor
 
 __all__ = [
     "COMBINERS",

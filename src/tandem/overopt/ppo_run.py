@@ -20,7 +20,7 @@ import torch
 
 from tandem.evaluation import sequence_kl
 from tandem.generation import sample
-from tandem.overopt.monitor import RewardHackingMonitor
+from tandem.diagnostics.monitor import RewardHackingMonitor
 from tandem.trainers.loop import TrainResult
 from tandem.trainers.online import run_online
 from tandem.trainers.ppo import PPOConfig, PPOTrainer

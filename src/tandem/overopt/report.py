@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tandem.overopt.fits import GAO_FORMS
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 
 
 def _fitted(curve: dict, form: str, d_max: float) -> tuple[np.ndarray, np.ndarray] | None:

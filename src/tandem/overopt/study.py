@@ -36,12 +36,12 @@ from tandem.generation import sample
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.overopt.ensemble import COMBINERS, ClippedReward, EnsembleReward, combine_scores
 from tandem.overopt.fits import best_of_n_estimate, fit_gao, kl_best_of_n
-from tandem.overopt.monitor import RewardHackingMonitor
+from tandem.diagnostics.monitor import RewardHackingMonitor
 from tandem.overopt.ppo_run import evaluate_policy, run_monitored_ppo
 from tandem.overopt.report import plot_study, write_report
 from tandem.rewards import RewardModelScorer
 from tandem.tasks import get_task
-from tandem.trainers.checkpoint import atomic_write_text
+from tandem.files import atomic_write_text
 from tandem.trainers.ppo import PPOConfig
 from tandem.trainers.rm import RMConfig, run_rm
 

@@ -14,11 +14,14 @@ A string is split at commas that start a new spec; pass a list to keep a spec wi
 
 from __future__ import annotations
 
+import importlib
+
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tandem.rewards.base import RewardSpecError, as_reward_source, load_reward_function
+from tandem.specs import parse_option_value, parse_options as _parse_options  # noqa: F401 (re-exported)
 from tandem.rewards.combine import WeightedSum
 from tandem.rewards.model import RewardModelScorer
 from tandem.rewards.verifiers import get_verifier
@@ -38,33 +41,9 @@ def split_specs(spec: str | Sequence[str]) -> list[str]:
     return pieces
 
 
-def parse_option_value(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered == "none":
-        return None
-    for convert in (int, float):
-        try:
-            return convert(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_options(text: str, spec: str) -> dict[str, Any]:
-    """`k=v:k=v` into a dict; `pattern=` swallows the rest (regular expressions contain colons)."""
-    options: dict[str, Any] = {}
-    while text:
-        if text.startswith("pattern="):
-            options["pattern"] = text[len("pattern=") :]
-            break
-        piece, _, text = text.partition(":")
-        key, equals, value = piece.partition("=")
-        if not equals or not key:
-            raise RewardSpecError(f"reward spec {spec!r}: expected option 'key=value', got {piece!r}")
-        options[key.strip()] = parse_option_value(value.strip())
-    return options
+    """`k=v:k=v` into a dict (see `tandem.specs.parse_options`); a bad piece is a RewardSpecError."""
+    return _parse_options(text, f"reward spec {spec!r}", RewardSpecError)
 
 
 def _verifier(rest: str, spec: str, tokenizer, device):
@@ -90,15 +69,21 @@ def _python(rest: str, spec: str, tokenizer, device):
     return as_reward_source(load_reward_function(rest), name=f"python:{rest}")
 
 
-def _judge(rest: str, spec: str, tokenizer, device):
-    from tandem.judges.spec import judge_reward_from_spec  # tandem.judges imports tandem.rewards
+SPEC_KINDS: dict[str, Callable[..., Any]] = {"verifier": _verifier, "task": _task, "model": _model, "python": _python}
+# Kinds that packages above this one provide: imported on first use, they add themselves to SPEC_KINDS with
+# `register_spec_kind` (the judges are reward sources built on this package, so it never imports them).
+SPEC_PROVIDERS = {"judge": "tandem.judges"}
 
-    return judge_reward_from_spec(rest, spec, tokenizer, device)
+
+def register_spec_kind(kind: str, build: Callable[..., Any]) -> None:
+    """Make `KIND:rest` specs build with `build(rest, spec, tokenizer, device)`."""
+    SPEC_KINDS[kind] = build
 
 
-SPEC_KINDS: dict[str, Callable[..., Any]] = {
-    "verifier": _verifier, "task": _task, "model": _model, "python": _python, "judge": _judge,
-}
+def _spec_kind(kind: str) -> Callable[..., Any] | None:
+    if kind not in SPEC_KINDS and kind in SPEC_PROVIDERS:
+        importlib.import_module(SPEC_PROVIDERS[kind])
+    return SPEC_KINDS.get(kind)
 
 
 def build_one(spec: str, tokenizer=None, device=None):
@@ -109,9 +94,10 @@ def build_one(spec: str, tokenizer=None, device=None):
             f"reward spec {spec!r} must be verifier:NAME, task:NAME, model:PATH, judge:local:PATH, "
             "judge:openai:URL:MODEL, python:MODULE:FUNCTION or MODULE:FUNCTION"
         )
-    if kind not in SPEC_KINDS:  # a plain module:function
+    build = _spec_kind(kind)
+    if build is None:  # a plain module:function
         return _python(spec, spec, tokenizer, device)
-    return SPEC_KINDS[kind](rest, spec, tokenizer, device)
+    return build(rest, spec, tokenizer, device)
 
 
 def build_reward(spec: str | Sequence[str], tokenizer=None, weights: Sequence[float] | None = None, device=None):

@@ -21,6 +21,8 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
+from tandem.specs import parse_options
+
 TASKS: dict[str, type["Task"]] = {}
 
 TaskClass = TypeVar("TaskClass", bound=type["Task"])
@@ -47,8 +49,6 @@ def get_task(name: str, **kwargs: Any) -> "Task":
     `positional_option` also takes its value bare, first: `rg:leg_counting:size=100` sets dataset=leg_counting.
     """
     if ":" in name:
-        from tandem.rewards.spec import parse_options
-
         spec = name
         name, _, options = name.partition(":")
         positional = TASKS[name].positional_option if name in TASKS else None
@@ -56,7 +56,7 @@ def get_task(name: str, **kwargs: Any) -> "Task":
         if positional and first and "=" not in first:
             kwargs = {positional: first, **kwargs}
             options = rest
-        kwargs = {**parse_options(options, f"task {spec}"), **kwargs}
+        kwargs = {**parse_options(options, f"task {spec!r}"), **kwargs}
     if name not in TASKS:
         known = ", ".join(sorted(TASKS)) or "(none registered)"
         raise ValueError(f"unknown task {name!r}; known tasks: {known}")

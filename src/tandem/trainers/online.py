@@ -514,7 +514,7 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     When a built-in task supplies a gold reward and the run optimises something else (a reward model, a
     judge, a user function), a `RewardHackingMonitor` logs proxy and gold against KL and flags divergence.
     """
-    from tandem.overopt.monitor import RewardHackingMonitor
+    from tandem.diagnostics.monitor import RewardHackingMonitor
 
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
