@@ -112,8 +112,8 @@ def _parse_json(text: str, label: str, line: int | None) -> Any:
     except json.JSONDecodeError as error:
         where = line if line is not None else error.lineno
         raise DataError(f"invalid JSON: {error.msg} (column {error.colno})", path=label, line=where) from None
-    except ValueError as error:  # integers of over 4,300 digits
-        raise DataError(f"invalid JSON: {error}", path=label, line=line) from None
+    except ValueError as error:  # integers of over 4,300 digits; the advice after ';' is for Python code
+        raise DataError(f"invalid JSON: {str(error).split(';')[0]}", path=label, line=line) from None
     except RecursionError:
         where = line if line is not None else _first_line_deeper_than(text, MAX_NESTING)
         raise DataError(f"invalid JSON: nested deeper than {MAX_NESTING} levels", path=label, line=where) from None
