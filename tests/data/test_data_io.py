@@ -204,3 +204,10 @@ def test_one_bad_boolean_cell_keeps_its_column_boolean(tmp_path):
                                                          enumerate(["true", "false", "maybe", "TRUE", "false"])))
     labels = [record.data["label"] for record in read_records(path)]
     assert labels == [True, False, "maybe", True, False]
+
+
+def test_parquet_text_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "bad_text.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([b"\xff\xfe"], pa.binary()).view(pa.string())}), path)
+    with pytest.raises(DataError, match=r"bad_text\.parquet: cannot read this file as Parquet \(UnicodeDecodeError"):
+        read_records(path)

@@ -262,30 +262,44 @@ def write_csv(rows: list[dict], path: Path, duplicate_column: bool = False) -> l
     writer.writerow(header)
     for row in rows:
         start = buffer.tell()
-        writer.writerow([_cell(row.get(name)) for name in header])
+        if "__not_an_object__" in row:  # a CSV row cannot be a list or a number: write one odd cell instead
+            writer.writerow([_cell(row["__not_an_object__"])])
+        else:
+            writer.writerow([_cell(row.get(name)) for name in header])
         lines.append(line)
         line += buffer.getvalue()[start:].count("\n")
     path.write_bytes(buffer.getvalue().encode("utf-8", "surrogatepass"))
     return lines
 
 
+def _csv_fills_gaps(rows: list[dict]) -> bool:
+    """Whether some row lacks a column others have (CSV writes an empty cell there, changing that row too)."""
+    keys = [set(row) - {"__not_an_object__"} for row in rows if "__not_an_object__" not in row]
+    return any(key_set != keys[0] or not key_set for key_set in keys)  # a row of no columns is a blank line
+
+
 def write_parquet(rows: list[dict], path: Path) -> tuple[list[int], bool]:
-    """Write rows; a column arrow cannot type is written as JSON text (then the second value is True)."""
+    """Write rows; if arrow cannot type or write a column, every value is written as text (then True)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = [{k: v for k, v in row.items() if k != "__not_an_object__"} or {"x": 1} for row in rows]
     try:
         if any(isinstance(v, Deep) for row in rows for v in row.values()):
-            raise TypeError("deep")
-        table = pa.Table.from_pylist(rows)
-        recoded = False
-    except (pa.ArrowException, TypeError, ValueError):
-        table = pa.Table.from_pylist([{k: _cell(v).encode("utf-8", "surrogatepass") if isinstance(v, str) and not _utf8(v)
-                                       else (v if isinstance(v, str) else _cell(v)) for k, v in row.items()} for row in rows])
-        recoded = True
-    pq.write_table(table, path)
-    return list(range(1, len(rows) + 1)), recoded
+            raise TypeError("arrow has no raw-bracket nesting")
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        return list(range(1, len(rows) + 1)), False
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    as_text = [{k: _parquet_text(v) for k, v in row.items()} for row in rows]
+    pq.write_table(pa.Table.from_pylist(as_text), path)
+    return list(range(1, len(rows) + 1)), True
+
+
+def _parquet_text(value: Any) -> str | bytes:
+    """A value as a Parquet string, or as bytes where it is not valid UTF-8 (a lone surrogate)."""
+    text = _cell(value)
+    return text if _utf8(text) else text.encode("utf-8", "surrogatepass")
 
 
 def _utf8(text: str) -> bool:
@@ -341,28 +355,27 @@ def _write(rows: list[dict], file_format: str, path: Path, duplicate: bool = Fal
     if file_format == "parquet":
         return write_parquet(rows, path)
     if file_format == "csv":
-        return write_csv(rows, path, duplicate), False
+        return write_csv(rows, path, duplicate), _csv_fills_gaps(rows)
     return (write_jsonl if file_format == "jsonl" else write_json)(rows, path), False
 
 
 def check_example(example: dict, formats: list[str]) -> str | None:
-    """What is wrong with an accepted example, or None."""
-    if isinstance(example.get("prompt"), str) and "chosen" in example:
+    """What is wrong with an accepted example of one of `formats`, or None."""
+    if not isinstance(example.get("prompt"), str):
+        return f"prompt is {type(example.get('prompt')).__name__}"
+    if formats == ["preference"]:
         chosen, rejected = example.get("chosen"), example.get("rejected")
         if not (isinstance(chosen, str) and isinstance(rejected, str) and chosen and rejected and chosen != rejected):
             return f"bad preference pair {chosen!r} / {rejected!r}"
         margin = example.get("margin", 0.0)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
             return f"accepted margin {margin!r}"
-        return None
-    if "label" in example and "unpaired" in formats and not isinstance(example["label"], bool):
-        return f"accepted label {example['label']!r}"
-    if not isinstance(example.get("prompt"), str):
-        return f"prompt is {type(example.get('prompt')).__name__}"
-    if "completion" in example and not (isinstance(example["completion"], str) and example["completion"]):
-        return f"empty completion {example['completion']!r}"
-    if "completion" not in example and not example["prompt"]:
-        return "empty prompt"
+    elif formats == ["prompt_only"]:
+        return None if example["prompt"] else "empty prompt"
+    elif not (isinstance(example.get("completion"), str) and example["completion"]):
+        return f"empty completion {example.get('completion')!r}"
+    if formats == ["unpaired"] and not isinstance(example.get("label"), bool):
+        return f"accepted label {example.get('label')!r}"
     return None
 
 
@@ -375,7 +388,7 @@ def _accepted(path: Path, case: Case, tokenizer) -> bool:
 
 
 # Errors about a whole line or record, which name no field.
-WHOLE_RECORD_ERRORS = ("invalid JSON", "limit of", "expected a JSON object")
+WHOLE_RECORD_ERRORS = ("invalid JSON", "invalid UTF-8", "limit of", "expected a JSON object", "cells but the header")
 
 
 def run_case(case: Case, baseline: Path | None, tokenizer) -> tuple[str, str]:
@@ -389,7 +402,8 @@ def run_case(case: Case, baseline: Path | None, tokenizer) -> tuple[str, str]:
         if case.bad_line is not None and baseline is not None and _accepted(baseline, case, tokenizer):
             if error.line != case.bad_line:
                 return "bad_error", f"names line {error.line}, not the bad record's {case.bad_line}: {message}"
-            if case.field is not None and error.field is None and not any(words in message for words in WHOLE_RECORD_ERRORS):
+            whole_record = any(words in message for words in WHOLE_RECORD_ERRORS)
+            if case.field is not None and error.field is None and not whole_record:
                 return "bad_error", f"names no field (the case broke '{case.field}'): {message}"
         return "data_error", message
     except Exception as error:  # noqa: BLE001 -- the point is to catch everything else

@@ -37,7 +37,8 @@ def max_record_bytes() -> int:
 
 
 def _too_large(what: str, size: int, noun: str, path: str, line: int, unit: str) -> DataError:
-    message = f"{what} is {size:,} {noun}, over the limit of {max_record_bytes():,} ({MAX_RECORD_BYTES_VARIABLE} raises it)"
+    limit = max_record_bytes()
+    message = f"{what} is {size:,} {noun}, over the limit of {limit:,} ({MAX_RECORD_BYTES_VARIABLE} raises it)"
     return DataError(message, path=path, line=line, unit=unit)
 
 
@@ -168,7 +169,7 @@ def _read_parquet(path: Path, label: str) -> list[Record]:
 
     try:
         rows = parquet.read_table(path).to_pylist()
-    except (pyarrow.ArrowException, OSError) as error:
+    except (pyarrow.ArrowException, OSError, UnicodeDecodeError) as error:  # the last: a text column is not UTF-8
         raise DataError(f"cannot read this file as Parquet ({type(error).__name__}: {error})", path=label) from None
     return [_checked(Record(row, label, number, "row")) for number, row in enumerate(rows, start=1)]
 
