@@ -77,3 +77,26 @@ def test_parquet_errors_name_the_row(tmp_path, tokenizer):
     pq.write_table(pa.Table.from_pylist([GOOD_PREFERENCE, {**GOOD_PREFERENCE, "chosen": ""}]), path)
     with pytest.raises(DataError, match=r"prefs\.parquet, row 2, field 'chosen': must not be empty"):
         validate(read_records(path), "preference", tokenizer)
+
+
+@pytest.mark.parametrize("content", ["", "  \n"])
+def test_an_empty_final_assistant_turn_is_rejected(write_jsonl, tokenizer, content):
+    path = write_jsonl([{"messages": [USER, ASSISTANT]}, {"messages": [USER, {"role": "assistant", "content": content}]}])
+    with pytest.raises(DataError, match=r"line 2, field 'messages\[1\]\.content': the final assistant turn is empty"):
+        validate(read_records(path), "messages", tokenizer)
+
+
+def test_one_bad_csv_label_is_blamed_on_its_own_line(tmp_path, tokenizer):
+    path = tmp_path / "labels.csv"
+    cells = ["true", "false", "true", "maybe", "false"]
+    path.write_text("prompt,completion,label\n" + "".join(f"hi,there,{cell}\n" for cell in cells))
+    with pytest.raises(DataError) as caught:
+        validate(read_records(path), "unpaired", tokenizer)
+    assert str(caught.value) == f"{path}, line 5, field 'label': expected a bool (true = desirable), got str 'maybe'"
+
+
+@pytest.mark.parametrize("margin", [10**400, float("inf"), "1.0", True])
+def test_a_margin_that_is_no_finite_number_is_rejected(write_jsonl, tokenizer, margin):
+    path = write_jsonl([GOOD_PREFERENCE, {**GOOD_PREFERENCE, "margin": margin}])
+    with pytest.raises(DataError, match=r"line 2, field 'margin': expected a finite number, got .{1,45}$"):
+        validate(read_records(path), "preference", tokenizer)

@@ -121,3 +121,93 @@ def test_data_error_survives_pickling():
     copy = pickle.loads(pickle.dumps(error))
     assert (copy.path, copy.line, copy.field, str(copy)) == ("data.jsonl", 7, "chosen", str(error))
     assert str(error) == "data.jsonl, line 7, field 'chosen': bad (3 of 9 records failed validation; this is the first)"
+
+
+# (file name, raw bytes, words in the message, line named): every way a file can be unreadable is a DataError.
+BROKEN_FILES = [
+    ("bad_utf8.jsonl", b'{"prompt": "a"}\n{"prompt": "\xff\xfe"}\n', "invalid UTF-8 at byte 12 of the line", 2),
+    ("bad_utf8.csv", b"prompt,completion\na,b\nc,\xc3\x28\n", "invalid UTF-8", 3),
+    ("bad_utf8.json", b'[{"prompt": "a"},\n {"prompt": "\xff"}]', "invalid UTF-8", 2),
+    ("corrupt.parquet", b"PAR1 this is not parquet", "cannot read this file as Parquet", None),
+    ("zero.parquet", b"", "cannot read this file as Parquet", None),
+    ("deep.jsonl", b'{"a": 1}\n{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}\n", "nested deeper than 100 levels", 2),
+    ("deep.json", b'[{"a": 1},\n {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}]", "nested deeper than 100 levels", 2),
+    ("fairly_deep.jsonl", b'{"a": ' + b"[" * 200 + b"]" * 200 + b"}\n", "field 'a': nested deeper than 100", 1),
+    ("huge_int.jsonl", b'{"margin": ' + b"1" * 5000 + b"}\n", "invalid JSON: Exceeds the limit (4300 digits)", 1),
+    ("surrogate.jsonl", b'{"prompt": "\\ud800"}\n', "field 'prompt': text holds an invalid Unicode escape", 1),
+    ("empty.jsonl", b"", "no records", None),
+    ("blank.jsonl", b"\n  \n", "no records", None),
+    ("empty.json", b"", "no records", None),
+    ("empty_list.json", b"[]", "no records", None),
+    ("empty.csv", b"", "no records", None),
+    ("header_only.csv", b"prompt,completion\n", "no records", None),
+    ("duplicate.csv", b"prompt,completion,prompt\na,b,c\n", "field 'prompt': this column appears twice", 1),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "words", "line"), BROKEN_FILES, ids=[case[0] for case in BROKEN_FILES])
+def test_broken_files_are_data_errors_naming_file_and_line(tmp_path, name, content, words, line):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError) as caught:
+        read_records(path)
+    assert str(caught.value).startswith(str(path)) and words in str(caught.value)
+    assert caught.value.line == line
+
+
+def test_empty_parquet_table_has_no_records(tmp_path):
+    path = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([], pa.string())}), path)
+    with pytest.raises(DataError, match=r"empty\.parquet: no records"):
+        read_records(path)
+
+
+def test_csv_cell_longer_than_the_old_csv_limit_is_read(tmp_path):
+    path = tmp_path / "long.csv"
+    path.write_text("prompt,completion\nhi," + "x" * 200_000 + "\n")
+    assert len(read_records(path)[0].data["completion"]) == 200_000  # csv's default limit is 131,072
+
+
+@pytest.mark.parametrize("name", ["long.jsonl", "long.csv", "long.json"])
+def test_a_record_over_the_size_limit_fails_fast_naming_its_line(tmp_path, monkeypatch, name):
+    monkeypatch.setenv("TANDEM_MAX_RECORD_BYTES", "1000")
+    path = tmp_path / name
+    rows = [{"prompt": "hi", "completion": "x"}, {"prompt": "hi", "completion": "x" * 2000}]
+    if name.endswith(".jsonl"):
+        path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    elif name.endswith(".csv"):
+        path.write_text("prompt,completion\n" + "".join(f"{row['prompt']},{row['completion']}\n" for row in rows))
+    else:
+        path.write_text(json.dumps(rows))
+    with pytest.raises(DataError, match="over the limit of 1,000|longer than the limit of 1,000") as caught:
+        read_records(path)
+    assert caught.value.line == (3 if name.endswith(".csv") else 2)  # a CSV's header is line 1
+    assert "TANDEM_MAX_RECORD_BYTES raises it" in str(caught.value)
+
+
+def test_a_line_over_the_default_limit_is_rejected_before_parsing(tmp_path):
+    path = tmp_path / "huge.jsonl"
+    path.write_text('{"prompt": "hi", "completion": "x"}\n{"prompt": "' + "x" * 11 * 2**20 + '"}\n')
+    with pytest.raises(DataError, match=r"huge\.jsonl, line 2: the line is 11,534,351 bytes, over the limit of 10,485,760"):
+        read_records(path)
+
+
+def test_a_bad_size_limit_variable_is_a_one_line_error(tmp_path, monkeypatch, write_jsonl):
+    monkeypatch.setenv("TANDEM_MAX_RECORD_BYTES", "10MB")
+    with pytest.raises(ValueError, match="TANDEM_MAX_RECORD_BYTES must be a positive whole number of bytes, got '10MB'"):
+        read_records(write_jsonl([ROWS[0]]))
+
+
+def test_one_bad_boolean_cell_keeps_its_column_boolean(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("prompt,completion,label\n" + "".join(f"p{i},c{i},{cell}\n" for i, cell in
+                                                         enumerate(["true", "false", "maybe", "TRUE", "false"])))
+    labels = [record.data["label"] for record in read_records(path)]
+    assert labels == [True, False, "maybe", True, False]
+
+
+def test_parquet_text_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "bad_text.parquet"
+    pq.write_table(pa.table({"prompt": pa.array([b"\xff\xfe"], pa.binary()).view(pa.string())}), path)
+    with pytest.raises(DataError, match=r"bad_text\.parquet: cannot read this file as Parquet \(UnicodeDecodeError"):
+        read_records(path)

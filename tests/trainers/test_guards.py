@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from tandem.data import records_from_dicts, validate
 from tandem.data.errors import DataError
-from tandem.trainers.loop import NonFiniteError
+from tandem.trainers.loop import NonFiniteError, too_few_examples_message
 from tandem.trainers.sft import SFTConfig, SFTTrainer, run_sft
 
 
@@ -141,3 +141,12 @@ def test_dual_clip_reaches_ppo_clip():
     trainer = GRPOTrainer.__new__(GRPOTrainer)
     trainer.config = GRPOConfig(dual_clip=3.0)
     assert trainer._policy_options() == {"dual_clip": 3.0}
+
+
+def test_too_few_examples_for_one_batch_says_which_data_and_what_to_do():
+    config = SFTConfig(data="tiny.jsonl", batch_size=8)
+    assert too_few_examples_message(config, 3) == (
+        "the training data (tiny.jsonl) has 3 examples after any evaluation split, fewer than one batch of 8: "
+        "lower --batch-size to at most 3 or give more records")
+    no_data = too_few_examples_message(SFTConfig(task="sentiment"), 0)
+    assert "(task 'sentiment') has 0 examples" in no_data and no_data.endswith(": give more records")

@@ -14,6 +14,9 @@ conversational records are rendered with the tokenizer's chat template:
 ``prompt = template(prompt_messages, add_generation_prompt=True)`` and the response is the rest of
 ``template(prompt_messages + response_messages)``, which must start with the prompt. Fields a format does
 not use (an ``answer`` a verifier checks, say) are carried through unchanged.
+
+Text is tokenized as written, so control tokens such as ``<|im_start|>`` inside a string are real control
+tokens: this is intended, so that chat data rendered ahead of time trains as rendered.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ def _messages(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict
     if messages[last]["role"] != "assistant":
         message = f"the last message must be from the assistant (it is the training target), got {messages[last]['role']!r}"
         raise record.error(message, f"messages[{last}].role")
+    if not messages[last]["content"].strip():
+        raise record.error("the final assistant turn is empty (it is the training target)", f"messages[{last}].content")
     prompt, completion = split_conversation(record, tokenizer, messages[:last], messages[last:], "messages")
     return {"prompt": prompt, "completion": completion}
 
@@ -105,18 +110,36 @@ def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> di
         raise record.error(f"expected {type_name(chosen)} like 'chosen', got {type_name(rejected)}", "rejected")
     if "margin" in record.data:
         margin = record.data["margin"]
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            raise record.error(f"expected a finite number, got {margin!r}", "margin")
+        if not _is_finite_number(margin):
+            raise record.error(f"expected a finite number, got {_short_repr(margin)}", "margin")
     normalised = prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
     if normalised["chosen"] == normalised["rejected"]:
         raise record.error("'chosen' and 'rejected' are identical", "rejected")
     return normalised
 
 
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 128 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _type_and_text(value: Any) -> str:
+    return f"str {_short_repr(value)}" if isinstance(value, str) else type_name(value)
+
+
 def _unpaired(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> dict[str, Any]:
     label = record.data.get("label")
     if not isinstance(label, bool):
-        raise record.error(f"expected a bool (true = desirable), got {type_name(label)}", "label")
+        raise record.error(f"expected a bool (true = desirable), got {_type_and_text(label)}", "label")
     return {**_prompt_completion(record, tokenizer), "label": label}
 
 

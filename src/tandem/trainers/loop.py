@@ -74,6 +74,14 @@ def resolve_precision(choice: str) -> str:
     return "bf16" if cpu_bf16 else "no"
 
 
+def too_few_examples_message(config: TrainConfig, count: int) -> str:
+    """Which data is too small for one batch, and the ways out."""
+    source = getattr(config, "data", None) or f"task '{getattr(config, 'task', None)}'"
+    fix = f"lower --batch-size to at most {count} or give more records" if count else "give more records"
+    return (f"the training data ({source}) has {count} examples after any evaluation split, fewer than one "
+            f"batch of {config.batch_size}: {fix}")
+
+
 class Trainer:
     """Subclass and implement `collate` and `compute_loss`; override `batch_units` and `evaluate` as needed."""
 
@@ -97,7 +105,7 @@ class Trainer:
         self.accumulation = self._accumulation_steps()
         self.steps_per_epoch = len(train_data) // config.batch_size
         if self.steps_per_epoch == 0:
-            raise ValueError(f"{len(train_data)} training examples are fewer than one batch of {config.batch_size}")
+            raise ValueError(too_few_examples_message(config, len(train_data)))
         self.total_steps = config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         torch.manual_seed(config.seed)
         params = [p for p in model.parameters() if p.requires_grad]
