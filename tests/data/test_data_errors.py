@@ -100,3 +100,15 @@ def test_a_margin_that_is_no_finite_number_is_rejected(write_jsonl, tokenizer, m
     path = write_jsonl([GOOD_PREFERENCE, {**GOOD_PREFERENCE, "margin": margin}])
     with pytest.raises(DataError, match=r"line 2, field 'margin': expected a finite number, got .{1,45}$"):
         validate(read_records(path), "preference", tokenizer)
+
+
+def test_csv_margins_are_read_as_numbers(tmp_path, tokenizer):
+    from tandem.data import load_examples
+
+    path = tmp_path / "prefs.csv"
+    path.write_text("prompt,chosen,rejected,margin\nQ:, good, bad,0.5\nQ:, fine, worse,2\n")
+    rows = load_examples(path, "preference", tokenizer)
+    assert [r["margin"] for r in rows] == [0.5, 2.0]
+    path.write_text("prompt,chosen,rejected,margin\nQ:, good, bad,0.5\nQ:, fine, worse,lots\n")
+    with pytest.raises(DataError, match="line 3, field 'margin'"):
+        load_examples(path, "preference", tokenizer)

@@ -108,11 +108,17 @@ def _preference(record: Record, tokenizer: PreTrainedTokenizerBase | None) -> di
         chosen, rejected = chosen[len(prompt) :], rejected[len(prompt) :]
     else:
         raise record.error(f"expected {type_name(chosen)} like 'chosen', got {type_name(rejected)}", "rejected")
-    if "margin" in record.data:
-        margin = record.data["margin"]
-        if not _is_finite_number(margin):
-            raise record.error(f"expected a finite number, got {_short_repr(margin)}", "margin")
+    margin = record.data.get("margin")
+    if isinstance(margin, str) and record.path.lower().endswith(".csv"):  # CSV cells are text: "0.5" is a number
+        try:
+            margin = float(margin)
+        except ValueError:
+            pass
+    if "margin" in record.data and not _is_finite_number(margin):
+        raise record.error(f"expected a finite number, got {_short_repr(margin)}", "margin")
     normalised = prompt_and_responses(record, tokenizer, prompt, {"chosen": chosen, "rejected": rejected})
+    if "margin" in record.data:
+        normalised["margin"] = float(margin)
     if normalised["chosen"] == normalised["rejected"]:
         raise record.error("'chosen' and 'rejected' are identical", "rejected")
     return normalised
