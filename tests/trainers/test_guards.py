@@ -150,3 +150,21 @@ def test_too_few_examples_for_one_batch_says_which_data_and_what_to_do():
         "lower --batch-size to at most 3 or give more records")
     no_data = too_few_examples_message(SFTConfig(task="sentiment"), 0)
     assert "(task 'sentiment') has 0 examples" in no_data and no_data.endswith(": give more records")
+
+
+def test_a_reward_that_hangs_is_a_reported_timeout():
+    import time as clock
+
+    from tandem.rewards import RewardError, score_safely
+
+    def slow(prompts, completions):
+        clock.sleep(30)
+        return [1.0] * len(prompts)
+
+    started = clock.monotonic()
+    with pytest.raises(RewardError, match="within 0.2 s"):
+        score_safely(slow, ["a", "b"], ["x", "y"], timeout=0.2)
+    skipped = score_safely(slow, ["a", "b"], ["x", "y"], timeout=0.2, on_error="skip")
+    assert skipped.rewards == [None, None] and skipped.report.counts == {"timeout": 2}
+    assert clock.monotonic() - started < 5
+    assert score_safely(lambda p, c: [0.5] * len(p), ["a"], ["x"], timeout=5).rewards == [0.5]

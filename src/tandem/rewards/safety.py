@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,7 @@ class SampleProblem:
 
     source: str
     index: int | None
-    kind: str  # "exception", "wrong_length", "nan", "inf", "out_of_bounds" or "not_a_number"
+    kind: str  # "exception", "timeout", "wrong_length", "nan", "inf", "out_of_bounds" or "not_a_number"
     detail: str
     prompt: str | None = None
     completion: str | None = None
@@ -124,6 +125,7 @@ def score_safely(
     columns: dict[str, Sequence] | None = None,
     on_error: str = "raise",
     bound: float = DEFAULT_BOUND,
+    timeout: float | None = None,
 ) -> ScoredRewards:
     """Score `completions` with `source`, checking every value (finite, |r| <= `bound`); see the module docstring."""
     if on_error not in ON_ERROR:
@@ -136,19 +138,19 @@ def score_safely(
         if len(values) != len(prompts):
             raise ValueError(f"column {key!r} has {len(values)} values for {len(prompts)} samples")
     if isinstance(source, WeightedSum):
-        return _score_weighted_sum(source, prompts, completions, columns, on_error, bound)
+        return _score_weighted_sum(source, prompts, completions, columns, on_error, bound, timeout)
     name = reward_name(source)
     report = RewardReport(name, len(prompts))
-    rewards = _score(source, name, prompts, completions, columns, on_error, report, bound)
+    rewards = _score(source, name, prompts, completions, columns, on_error, report, bound, timeout)
     return _finish(rewards, report, {name: rewards})
 
 
-def _score_weighted_sum(source: WeightedSum, prompts, completions, columns, on_error, bound) -> ScoredRewards:
+def _score_weighted_sum(source: WeightedSum, prompts, completions, columns, on_error, bound, timeout) -> ScoredRewards:
     """Score each term on its own so failures carry the term's name; a sample failing in any term is skipped."""
     report = RewardReport(source.name, len(prompts))
     per_term, by_source = [], {}
     for _, term in source.terms:
-        scored = score_safely(term, prompts, completions, columns, on_error, bound)
+        scored = score_safely(term, prompts, completions, columns, on_error, bound, timeout)
         report.problems.extend(scored.report.problems)
         report.retried.extend(scored.report.retried)
         per_term.append(scored.rewards)
@@ -168,7 +170,7 @@ def _finish(rewards: list[float | None], report: RewardReport, by_source: dict) 
     return ScoredRewards(rewards, report, by_source)
 
 
-def _score(source, name, prompts, completions, columns, on_error, report, bound) -> list[float | None]:
+def _score(source, name, prompts, completions, columns, on_error, report, bound, timeout) -> list[float | None]:
     def failed(index: int | None, kind: str, detail: str, cause: BaseException | None) -> None:
         problem = SampleProblem(
             name, index, kind, detail,
@@ -179,7 +181,11 @@ def _score(source, name, prompts, completions, columns, on_error, report, bound)
             raise RewardError(problem) from cause
         report.problems.append(problem)
 
-    values, kind, detail, cause = _call(source, prompts, completions, columns)
+    values, kind, detail, cause = _call(source, prompts, completions, columns, timeout)
+    if kind == "timeout":  # a hung reward is not retried sample by sample: that could hang n times over
+        for index in range(len(prompts)):
+            failed(index, kind, detail, cause)
+        return [None] * len(prompts)
     if kind is not None and len(prompts) == 1:
         failed(0, kind, detail, cause)
         return [None]
@@ -198,7 +204,7 @@ def _score(source, name, prompts, completions, columns, on_error, report, bound)
     for index in range(len(prompts)):
         single = {key: column[index : index + 1] for key, column in columns.items()}
         single_values, single_kind, single_detail, single_cause = _call(
-            source, prompts[index : index + 1], completions[index : index + 1], single
+            source, prompts[index : index + 1], completions[index : index + 1], single, timeout
         )
         reward = None
         if single_kind is None:
@@ -212,10 +218,36 @@ def _score(source, name, prompts, completions, columns, on_error, report, bound)
     return rewards  # under "skip", scores of samples that pass alone stand
 
 
-def _call(source, prompts, completions, columns) -> tuple[list | None, str | None, str | None, BaseException | None]:
+def _call_with_timeout(call, timeout: float | None):
+    """`call()`, or TimeoutError after `timeout` seconds (the call goes on in a daemon thread, which is left behind)."""
+    if timeout is None:
+        return call()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="tandem-reward", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise TimeoutError(f"no answer within {timeout:g} s (--reward-timeout)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _call(source, prompts, completions, columns, timeout: float | None = None):
     """(values, None, None, None) when `source` returns one value per sample, else (None, kind, detail, cause)."""
-    try:  # copies: a reward that edits its inputs must not change what is trained on
-        result = source(list(prompts), list(completions), **{key: list(values) for key, values in columns.items()})
+    # copies: a reward that edits its inputs must not change what is trained on
+    call = lambda: source(list(prompts), list(completions), **{k: list(v) for k, v in columns.items()})  # noqa: E731
+    try:
+        result = _call_with_timeout(call, timeout)
+    except TimeoutError as error:
+        return None, "timeout", str(error), error
     except (Exception, SystemExit) as error:  # sys.exit() inside a reward must not end the run silently
         return None, "exception", f"raised {type(error).__name__}: {error}", error
     values = _as_list(result)

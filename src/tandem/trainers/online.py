@@ -51,6 +51,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
     data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
     reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
+    reward_timeout: float | None = Field(300.0, gt=0, description="Seconds a reward call (one batch) may take; a slower one is a reward error, as an exception is (none: no limit).")
     reward_bound: float = Field(1e6, gt=0, description="A reward of larger magnitude is an error, as NaN is (it would make the weights NaN).")
     reward_errors: Literal["raise", "skip"] = Field("raise", description="A reward that raises or returns NaN/inf: stop the run (raise) or leave that sample out (skip).")
     n_prompts: int = Field(2000, ge=1, description="Training prompts to draw from the task.")
@@ -260,7 +261,8 @@ class OnlineTrainer(GenerativeTrainer):
     @torch.no_grad()
     def _score_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, dict]:
         scored = score_safely(self.reward, batch.prompts, batch.completions, batch.columns,
-                              on_error=self.config.reward_errors, bound=self.config.reward_bound)
+                              on_error=self.config.reward_errors, bound=self.config.reward_bound,
+                              timeout=self.config.reward_timeout)
         if scored.report.n_skipped == len(batch.prompts):  # "skip" with nothing left is no run at all
             raise RewardError(scored.report.problems[0])
         valid = torch.tensor([r is not None for r in scored.rewards], device=batch.input_ids.device)
