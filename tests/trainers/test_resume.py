@@ -69,3 +69,24 @@ def test_latest_pointer_and_pruning(tmp_path):
         mark_latest(tmp_path, folder, keep=2)
     assert latest_checkpoint(tmp_path).name == "step-0000003"
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-0000002", "step-0000003"]
+
+
+def test_resume_falls_back_past_a_damaged_checkpoint_and_a_lost_pointer(tmp_path, tiny_model_dir, capsys):
+    import yaml
+
+    options = dict(model=tiny_model_dir, out=tmp_path / "run", n_train=32, n_eval=0, batch_size=8, save_every=1,
+                   keep_checkpoints=3, mixed_precision="no", progress=False)
+    run_sft(SFTConfig(max_steps=3, **options))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    weights = checkpoints / "step-0000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    (checkpoints / "latest").unlink()  # and the pointer lost
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "model")
+    run_sft(SFTConfig(max_steps=4, resume=True, lr=2e-3, **options))
+    out = capsys.readouterr().out
+    assert "step-0000003 cannot be loaded" in out and "resumed from" in out and "(step 2)" in out
+    assert "max_steps: 3 -> 4" in out and "lr:" in out
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["max_steps"] == 4
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()

@@ -74,13 +74,22 @@ def load_training_state(folder: Path, optimizer, scheduler) -> dict:
     return json.loads((folder / "trainer_state.json").read_text())
 
 
+def checkpoints_newest_first(checkpoint_dir: Path) -> list[Path]:
+    """Every finished checkpoint folder (it has its trainer state), newest step first."""
+    found = [p for p in checkpoint_dir.glob("step-*") if p.is_dir() and (p / "trainer_state.json").is_file()]
+    return sorted(found, reverse=True)
+
+
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The checkpoint named by `latest`, or None when the run has none yet."""
+    """The checkpoint named by `latest`; if that pointer is missing or names no folder, the newest finished
+    checkpoint there is (a run is never silently restarted from step 0 over its own checkpoints); else None."""
     pointer = checkpoint_dir / LATEST
-    if not pointer.exists():
-        return None
-    folder = checkpoint_dir / pointer.read_text().strip()
-    return folder if folder.is_dir() else None
+    if pointer.exists():
+        folder = checkpoint_dir / pointer.read_text().strip()
+        if folder.is_dir():
+            return folder
+    found = checkpoints_newest_first(checkpoint_dir)
+    return found[0] if found else None
 
 
 def mark_latest(checkpoint_dir: Path, folder: Path, keep: int) -> None:

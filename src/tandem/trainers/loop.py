@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
@@ -35,6 +36,7 @@ from tandem.models.loading import load_weights, save_model
 from tandem.trainers.setup import set_threads
 from tandem.trainers.checkpoint import (
     atomic_directory,
+    checkpoints_newest_first,
     latest_checkpoint,
     load_training_state,
     mark_latest,
@@ -255,12 +257,43 @@ class Trainer:
                 f"{self.out} already holds a run (checkpoint {found.name}); pass --resume to continue it "
                 "or choose another --out"
             )
-        load_weights(self.accelerator.unwrap_model(self.model), found)
-        state = load_training_state(found, self.optimizer, self.scheduler)
+        state, found = self._load_checkpoint(found)
         self.load_extra_state(state)
         if self.accelerator.is_main_process:
             print(f"[tandem] resumed from {found} (step {state['step']})")
+            self._note_changed_options()
         return int(state["step"])
+
+    def _load_checkpoint(self, first: Path) -> tuple[dict, Path]:
+        """Load `first`, or when it is damaged (a truncated file, a corrupt state) the next older checkpoint."""
+        candidates = [first] + [p for p in checkpoints_newest_first(self.checkpoints) if p != first]
+        problems = []
+        for folder in candidates:
+            try:
+                load_weights(self.accelerator.unwrap_model(self.model), folder)
+                return load_training_state(folder, self.optimizer, self.scheduler), folder
+            except Exception as error:  # noqa: BLE001 - any damage means: try the previous checkpoint
+                problems.append(f"{folder.name}: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
+                if self.accelerator.is_main_process:
+                    print(f"[tandem] warning: checkpoint {folder} cannot be loaded ({problems[-1]}); "
+                          "trying the previous one", flush=True)
+        raise FileNotFoundError(f"no checkpoint in {self.checkpoints} can be loaded: " + "; ".join(problems))
+
+    def _note_changed_options(self) -> None:
+        """--resume with other options than the run had: say which, and keep config.yaml what the run now uses."""
+        saved_file = self.out / "config.yaml"
+        try:
+            saved = yaml.safe_load(saved_file.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            saved = {}
+        current = self.config.model_dump(mode="json")
+        changed = {k: (saved[k], v) for k, v in current.items() if k in saved and saved[k] != v and k != "resume"}
+        if changed:
+            listed = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
+            print(f"[tandem] --resume with changed options ({listed}); config.yaml now holds the new values "
+                  "(the old ones are in config.previous.yaml)", flush=True)
+            (self.out / "config.previous.yaml").write_text(saved_file.read_text())
+            save_config(self.config, saved_file)
 
     def _save_checkpoint(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
