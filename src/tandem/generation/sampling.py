@@ -16,19 +16,26 @@ class Samples:
     texts: list[str]
 
 
-# Tokens that end an assistant turn in the common chat templates (ChatML, Llama 3, Gemma, Phi-3).
+# Tokens that end an assistant turn in the common chat templates (ChatML, Llama 3, Gemma, Phi-3): a chat reply
+# stops at them.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    """EOS of the model's generation config and of the tokenizer, and the chat template's end-of-turn token."""
+def end_of_turn_ids(tokenizer) -> set[int]:
+    """Ids of the end-of-turn tokens the tokenizer has."""
+    vocabulary = tokenizer.get_vocab()
+    return {vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary}
+
+
+def _stop_ids(model, tokenizer, end_of_turn: bool = True) -> set[int]:
+    """EOS of the model's generation config and of the tokenizer, and (`end_of_turn`, for a tokenizer with a
+    chat template) its end-of-turn token."""
     eos = getattr(model.generation_config, "eos_token_id", None)
     stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         stops.add(tokenizer.eos_token_id)
-    if getattr(tokenizer, "chat_template", None):
-        vocabulary = tokenizer.get_added_vocab()
-        stops.update(vocabulary[token] for token in END_OF_TURN_TOKENS if token in vocabulary)
+    if end_of_turn and getattr(tokenizer, "chat_template", None):
+        stops |= end_of_turn_ids(tokenizer)
     return stops
 
 

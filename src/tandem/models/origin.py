@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from tandem.models.loading import ADAPTER_CONFIG, adapter_base_path
+
 Origin = Literal["scratch", "pretrained"]
 ORIGIN_KEY = "tandem_origin"
 
@@ -27,20 +29,16 @@ def model_origin(path: str | Path | None) -> Origin:
     if path is None:
         return "scratch"  # no model given: the command builds a new tiny one
     path = Path(path)
-    config_file, adapter_file = path / "config.json", path / "adapter_config.json"
-    if config_file.is_file():
+    if not (path / "config.json").is_file() and (path / ADAPTER_CONFIG).is_file():
         try:
-            return "scratch" if json.loads(config_file.read_text()).get(ORIGIN_KEY) == "scratch" else "pretrained"
-        except (OSError, ValueError):
+            return model_origin(adapter_base_path(path))  # the base the loader itself resolves
+        except FileNotFoundError:
             return "pretrained"
-    if adapter_file.is_file():
-        try:
-            base = json.loads(adapter_file.read_text()).get("base_model_name_or_path")
-        except (OSError, ValueError):
-            return "pretrained"
-        if base and base != str(path):
-            return model_origin(base if Path(base).is_absolute() else path.parent / base)
-    return "pretrained"
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):  # a .gguf file, or no readable config: not one of tandem's
+        return "pretrained"
+    return "scratch" if config.get(ORIGIN_KEY) == "scratch" else "pretrained"
 
 
 def use_chat_template(mode: str, tokenizer, origin: Origin) -> bool:

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers.generation.logits_process import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
-from tandem.generation.sampling import _stop_ids
-
-# End-of-turn tokens of common chat formats (ChatML, Llama 3, Phi-3): a chat reply stops at them.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>")
+from tandem.generation.sampling import _stop_ids, end_of_turn_ids
 
 
 @dataclass
@@ -77,9 +74,8 @@ class Engine:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
-        self.eos_ids = _stop_ids(model, tokenizer)
-        vocabulary = tokenizer.get_vocab()
-        self.end_of_turn_ids = {vocabulary[t] for t in END_OF_TURN_TOKENS if t in vocabulary}
+        self.eos_ids = _stop_ids(model, tokenizer, end_of_turn=False)  # raw completions run past a turn's end
+        self.end_of_turn_ids = end_of_turn_ids(tokenizer)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
 
     def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:

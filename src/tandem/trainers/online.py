@@ -123,6 +123,11 @@ REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
 
 
+def reads_kl(config: OnlineRLConfig, monitor) -> bool:
+    """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a monitor."""
+    return monitor is not None or config.kl_coef > 0 or config.target_kl is not None
+
+
 def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
     return {"response_length": float(mask.sum(-1).float().mean()), "ended_fraction": float(batch.ended.float().mean())}
 
@@ -191,6 +196,9 @@ class OnlineTrainer(GenerativeTrainer):
         controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.target_kl else None
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
+        # a separate reference, or LoRA's base with the adapters off: without either there is no KL to report
+        policy = self.accelerator.unwrap_model(self.model)
+        self.has_reference = reference_and_context(policy, self.reference)[0] is not None
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -204,10 +212,7 @@ class OnlineTrainer(GenerativeTrainer):
     @property
     def kl_metrics(self) -> bool:
         """--kl-metrics, or by default whether anything reads the KL (the loss or reward, the monitor)."""
-        cfg = self.config
-        if cfg.kl_metrics is not None:
-            return cfg.kl_metrics
-        return self.monitor is not None or cfg.kl_coef > 0 or cfg.target_kl is not None
+        return self.config.kl_metrics if self.config.kl_metrics is not None else reads_kl(self.config, self.monitor)
 
     @property
     def single_pass(self) -> bool:
@@ -387,7 +392,7 @@ class OnlineTrainer(GenerativeTrainer):
             old_logp, ref_logp, values = self._old_and_reference(batch)
             rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
             kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
-            if reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)[0] is not None:
+            if self.has_reference:
                 stats["kl"] = float((kl * mask).sum(-1)[valid].mean()) if valid.any() else 0.0
         inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
         advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
@@ -413,6 +418,7 @@ class OnlineTrainer(GenerativeTrainer):
         n = labels.shape[0]
         sums: dict[str, float] = {}
         count = 0
+        options = self._policy_options()
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         for _ in range(cfg.update_epochs):
             order = torch.randperm(n, generator=generator)
@@ -428,7 +434,7 @@ class OnlineTrainer(GenerativeTrainer):
                         micro_mask = mask[rows]
                         old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
                         out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows],
-                                          micro_mask, **self._policy_options())
+                                          micro_mask, **options)
                         extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
                         loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
                         self.accelerator.backward(loss * self.world)
@@ -526,15 +532,14 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
         policy = add_lora(policy, config.lora_rank, config.lora_alpha)
     model = trainer_class.prepare_model(policy)
     task = get_task(config.task) if config.data is None or config.reward == "task" else None
+    if monitor is None and task is not None and config.reward != "task":
+        monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     # a reference costs a second copy of the model: loaded only when the KL is read (LoRA: the base serves)
-    kl_read = bool(config.kl_metrics) or config.kl_coef > 0 or config.target_kl is not None or config.n_eval > 0
-    kl_read = kl_read or (monitor is None and task is not None and config.reward != "task")
+    kl_read = bool(config.kl_metrics) or reads_kl(config, monitor) or config.n_eval > 0
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
     reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:
         reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
-    if monitor is None and task is not None and config.reward != "task":
-        monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     prompts = load_prompts(config, tokenizer, task, setup) if prompts is None else prompts
     if eval_prompts is None:
         eval_prompts = setup.eval_prompts(task, config, tokenizer)

@@ -41,10 +41,8 @@ class RunSetup:
             return rows
         return [{**row, "prompt": render_user_prompt(tokenizer, row["prompt"])} for row in rows]
 
-    def eval_max_new_tokens(self, task, configured: int | None = None) -> int | None:
-        """Evaluation length: the configured one, else the task's, with room for a chat model's fuller answer."""
-        if configured:
-            return configured
+    def eval_max_new_tokens(self, task) -> int | None:
+        """Evaluation length: the task's, with room for a chat model's fuller answer (None without a task)."""
         if task is None:
             return None
         return max(task.max_new_tokens, CHAT_EVAL_TOKENS) if self.chat else task.max_new_tokens
