@@ -148,6 +148,7 @@ COMMAND_MODULES = (
     "tandem.agents.commands_explore",
     "tandem.agents.commands_offline",
     "tandem.agents.commands_lang",
+    "tandem.agentrl.trainer",
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",
