@@ -8,7 +8,9 @@ code runs, the child sets its resource limits (CPU seconds, address space, file 
 no core files) and installs an audit hook (PEP 578) that stops it at the first socket, process start, native
 library load, signal to another process, or write outside its directory. Where user namespaces are allowed
 (`unshare -rn`), the child also runs in a network namespace of its own with no interface but loopback, so
-the network stays closed even to code that slips past the hook: audit hooks are a guard, not a boundary.
+the network stays closed even to code that slips past the hook: audit hooks are a guard, not a boundary
+(code that pokes the interpreter's memory through `ctypes.memmove` could disable them; the files it could
+then write are those the user running tandem may write).
 
 Statuses: ``ok``; ``error`` (the code raised or exited non-zero); ``timeout`` (wall time or CPU seconds);
 ``memory`` (the address-space limit); ``network`` (a socket or name lookup); ``write`` (a file written,
@@ -112,6 +114,8 @@ def guard(event, args):
         for index in PATH_EVENTS[event]:
             if index < len(args) and not inside(args[index]):
                 stop(122, f"{event} on {args[index]!r} outside the sandbox directory is not allowed")
+    elif event == "ctypes.dlopen" and args[0] is None:
+        pass  # `import ctypes` opens the interpreter itself (numpy imports ctypes); looking up a symbol is stopped
     elif event.startswith(NETWORK):
         stop(121, f"network access is not allowed ({event})")
     elif event.startswith(PROCESS):
@@ -148,14 +152,14 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return (unshare, "-rn") if works else ()
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}\n... [{len(text) - limit} more characters cut]"
-
-
 def _read(path: Path, limit: int) -> str:
+    """The first `limit` characters of an output file, with a note of how much was cut."""
     with open(path, "rb") as f:
         data = f.read(4 * limit + 4)  # utf-8 is at most 4 bytes a character
-    return _cut(data.decode("utf-8", "replace"), limit)
+    text = data.decode("utf-8", "replace")
+    if len(text) <= limit and len(data) == path.stat().st_size:
+        return text
+    return f"{text[:limit]}\n... [output cut at {limit} characters; {path.stat().st_size} bytes in all]"
 
 
 def run_python(code: str, limits: SandboxLimits | None = None, stdin: str = "") -> SandboxResult:
