@@ -90,6 +90,10 @@ PROCESS = ("subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", 
            "resource.prlimit", "os.startfile", "winreg.", "_posixsubprocess.")
 
 def stop(code, what):
+    try:
+        sys.stdout.flush()  # what the code printed before it was stopped
+    except BaseException:
+        pass
     _write(2, ("\nsandbox: " + what + "\n").encode())
     _exit(code)
 
@@ -134,6 +138,7 @@ except SystemExit:
 except BaseException as error:
     import traceback
     traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+    sys.stdout.flush()
     sys.stderr.flush()
     _exit(1)
 '''

@@ -142,12 +142,10 @@ def evaluate_arithmetic(expression: str) -> int | float:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ToolError(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
     try:
-        tree = ast.parse(text, mode="eval")
+        return _evaluate(ast.parse(text, mode="eval"))
     except SyntaxError as error:
         raise ToolError(f"not an arithmetic expression: {error.msg}") from None
-    try:
-        return _evaluate(tree)
-    except RecursionError:
+    except (RecursionError, MemoryError):  # the parser's or ours
         raise ToolError("the expression is nested too deeply") from None
 
 
