@@ -29,6 +29,7 @@ import os
 import random
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,8 @@ def _textarena_kind(spec: str, game: str | None, invalid: InvalidAction, invalid
         return TextArenaEnv(game, invalid, invalid_penalty, EVAL_SEED_OFFSET if split == "eval" else 0, **game_options)
 
     probe = make("train")  # fail now, with the reason, rather than in the first episode
-    limit = getattr(probe.env, "max_turns", None)
-    return EnvSuite(spec, make, max_turns or min(int(limit or 32), 32))
+    limit = getattr(probe.env, "max_turns", None)  # TextArena ends the game on move limit + 1 (it counts after checking)
+    return EnvSuite(spec, make, max_turns or (min(int(limit) + 1, 32) if limit else 32))
 
 
 # ---- TextWorld -------------------------------------------------------------------------------------------------
@@ -206,7 +207,9 @@ class TextWorldEnv(TextEnv):
         self.close()
         infos = textworld.EnvInfos(admissible_commands=True, policy_commands=True, objective=True, description=True,
                                    won=True, lost=True, score=True, max_score=True)
-        self.env = textworld.start(str(self.game_file(seed)), infos)
+        with warnings.catch_warnings():  # jericho: "not fully supported"; TextWorld keeps the score itself
+            warnings.filterwarnings("ignore", message=".*is not fully supported")
+            self.env = textworld.start(str(self.game_file(seed)), infos)
         self.state = self.env.reset()
         self.score = 0
         return self._with_commands(f"{self.state.objective.strip()}\n\n{_clean(self.state.description)}")
