@@ -6,11 +6,10 @@ Each call is a fresh interpreter (`python -I -S`: no site-packages, no PYTHON* v
 environment) in a fresh temporary directory, its own process group killed at the wall-time limit. Before the
 code runs, the child sets its resource limits (CPU seconds, address space, file size, open files, processes,
 no core files) and installs an audit hook (PEP 578) that stops it at the first socket, process start, native
-library load, signal to another process, or write outside its directory. Where user namespaces are allowed
-(`unshare -rn`), the child also runs in a network namespace of its own with no interface but loopback, so
-the network stays closed even to code that slips past the hook: audit hooks are a guard, not a boundary
-(code that pokes the interpreter's memory through `ctypes.memmove` could disable them; the files it could
-then write are those the user running tandem may write).
+library load, signal to another process, or write outside its directory. Audit hooks are a guard, not a
+boundary (`os.open` with a `dir_fd`, or `ctypes.memmove` on the interpreter, gets past them), so where user
+namespaces are allowed (`isolation()`; `unshare -rmn`) the child also runs with every mount read-only but its
+directory and with a network of its own that has only loopback: the kernel then refuses what slips past.
 
 Statuses: ``ok``; ``error`` (the code raised or exited non-zero); ``timeout`` (wall time or CPU seconds);
 ``memory`` (the address-space limit); ``network`` (a socket or name lookup); ``write`` (a file written,
@@ -67,94 +66,124 @@ class SandboxResult:
 
 # Runs in the child before the user's code: limits, then the audit hook, then the code from main.py.
 _BOOTSTRAP = r'''
-import os, resource, sys
-root, seconds, memory, fsize, nofile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-for limit, value in ((resource.RLIMIT_CPU, seconds), (resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, fsize),
-                     (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
+def _sandbox():  # one function: the guard's names are closure cells, not globals the code could rebind
+    import os, resource, sys
+    root, seconds, memory, fsize, nofile = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    for limit, value in ((resource.RLIMIT_CPU, seconds), (resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, fsize),
+                         (resource.RLIMIT_NOFILE, nofile), (resource.RLIMIT_NPROC, 0), (resource.RLIMIT_CORE, 0)):
+        try:
+            resource.setrlimit(limit, (value, value))
+        except (ValueError, OSError):  # e.g. a hard limit already lower
+            pass
+    source = open(os.path.join(root, "main.py"), encoding="utf-8").read()
+    os.chdir(root)
+    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+    _exit, _write, _fspath, _real = os._exit, os.write, os.fspath, os.path.realpath
+    _join, _cwd, _isabs = os.path.join, os.getcwd, os.path.isabs
+    PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.chmod": (0,),
+                   "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,), "os.symlink": (1,), "os.link": (0, 1),
+                   "os.chflags": (0,), "os.lchflags": (0,), "os.lchmod": (0,), "shutil.rmtree": (0,),
+                   "os.mkfifo": (0,), "os.mknod": (0,), "os.setxattr": (0,), "os.removexattr": (0,)}
+    NETWORK = ("socket.",)
+    PROCESS = ("subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
+               "pty.", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "resource.setrlimit",
+               "resource.prlimit", "os.startfile", "winreg.", "_posixsubprocess.")
+
+    def stop(code, what):
+        try:
+            sys.stdout.flush()  # what the code printed before it was stopped
+        except BaseException:
+            pass
+        _write(2, ("\nsandbox: " + what + "\n").encode())
+        _exit(code)
+
+    def inside(path):
+        if isinstance(path, int):
+            return True  # an open descriptor (stdout, stderr)
+        path = _fspath(path)
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "surrogateescape")
+        if path in ("/dev/null",):
+            return True
+        full = _real(path if _isabs(path) else _join(_cwd(), path))
+        return full == root or full.startswith(root + "/")
+
+    def guard(event, args):
+        if event == "open":
+            path, mode, flags = (tuple(args) + (None, None))[:3]
+            writing = bool((flags or 0) & WRITE_FLAGS) or any(c in (mode or "") for c in "wax+")
+            if writing and not inside(path):
+                stop(122, f"writing {path!r} outside the sandbox directory is not allowed")
+        elif event in PATH_EVENTS:
+            for index in PATH_EVENTS[event]:
+                if index < len(args) and not inside(args[index]):
+                    stop(122, f"{event} on {args[index]!r} outside the sandbox directory is not allowed")
+        elif event == "ctypes.dlopen" and args[0] is None:
+            pass  # `import ctypes` opens the interpreter itself (numpy imports ctypes); looking up a symbol is stopped
+        elif event.startswith(NETWORK):
+            stop(121, f"network access is not allowed ({event})")
+        elif event.startswith(PROCESS):
+            stop(123, f"{event} is not allowed")
+
+    sys.addaudithook(guard)
+    del resource
     try:
-        resource.setrlimit(limit, (value, value))
-    except (ValueError, OSError):  # e.g. a hard limit already lower
-        pass
-source = open(os.path.join(root, "main.py"), encoding="utf-8").read()
-os.chdir(root)
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-_exit, _write, _fspath, _real = os._exit, os.write, os.fspath, os.path.realpath
-_join, _cwd, _isabs = os.path.join, os.getcwd, os.path.isabs
-PATH_EVENTS = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1), "os.chmod": (0,),
-               "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,), "os.symlink": (1,), "os.link": (1,),
-               "os.chflags": (0,), "os.lchflags": (0,), "os.lchmod": (0,), "shutil.rmtree": (0,),
-               "os.mkfifo": (0,), "os.mknod": (0,), "os.setxattr": (0,), "os.removexattr": (0,)}
-NETWORK = ("socket.",)
-PROCESS = ("subprocess.", "os.system", "os.exec", "os.spawn", "os.posix_spawn", "os.fork", "os.forkpty",
-           "pty.", "os.kill", "os.killpg", "signal.pthread_kill", "ctypes.", "resource.setrlimit",
-           "resource.prlimit", "os.startfile", "winreg.", "_posixsubprocess.")
+        code = compile(source, "<python>", "exec")
+        del source
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+    except MemoryError:
+        stop(124, f"out of memory (limit {memory // 2**20} MB)")
+    except SystemExit:
+        raise
+    except BaseException as error:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__.tb_next)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _exit(1)
 
-def stop(code, what):
-    try:
-        sys.stdout.flush()  # what the code printed before it was stopped
-    except BaseException:
-        pass
-    _write(2, ("\nsandbox: " + what + "\n").encode())
-    _exit(code)
 
-def inside(path):
-    if isinstance(path, int):
-        return True  # an open descriptor (stdout, stderr)
-    path = _fspath(path)
-    if isinstance(path, bytes):
-        path = path.decode("utf-8", "surrogateescape")
-    if path in ("/dev/null",):
-        return True
-    full = _real(path if _isabs(path) else _join(_cwd(), path))
-    return full == root or full.startswith(root + "/")
-
-def guard(event, args):
-    if event == "open":
-        path, mode, flags = (tuple(args) + (None, None))[:3]
-        writing = bool((flags or 0) & WRITE_FLAGS) or any(c in (mode or "") for c in "wax+")
-        if writing and not inside(path):
-            stop(122, f"writing {path!r} outside the sandbox directory is not allowed")
-    elif event in PATH_EVENTS:
-        for index in PATH_EVENTS[event]:
-            if index < len(args) and not inside(args[index]):
-                stop(122, f"{event} on {args[index]!r} outside the sandbox directory is not allowed")
-    elif event == "ctypes.dlopen" and args[0] is None:
-        pass  # `import ctypes` opens the interpreter itself (numpy imports ctypes); looking up a symbol is stopped
-    elif event.startswith(NETWORK):
-        stop(121, f"network access is not allowed ({event})")
-    elif event.startswith(PROCESS):
-        stop(123, f"{event} is not allowed")
-
-sys.addaudithook(guard)
-del resource
-try:
-    code = compile(source, "<python>", "exec")
-    del source
-    exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-except MemoryError:
-    stop(124, f"out of memory (limit {memory // 2**20} MB)")
-except SystemExit:
-    raise
-except BaseException as error:
-    import traceback
-    traceback.print_exception(type(error), error, error.__traceback__.tb_next)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    _exit(1)
+_sandbox()
 '''
 
 
+# In new user + mount + network namespaces: every mount read-only but the work directory, then the child.
+_READ_ONLY_MOUNTS = r"""
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+work=$1; shift
+mount --bind "$work" "$work" || exit 125
+for point in $(awk '{print $2}' /proc/self/mounts | sort -u); do mount -o remount,bind,ro "$point" 2>/dev/null; done
+mount -o remount,bind,rw "$work" || exit 125
+exec env -i "$@"  # sh adds PWD and friends; the child gets none
+"""
+Isolation = Literal["filesystem+network", "network", "none"]
+
+
 @functools.cache
-def network_namespace_prefix() -> tuple[str, ...]:
-    """``("unshare", "-rn")`` when this machine lets a process enter a new user + network namespace, else ()."""
-    unshare = shutil.which("unshare") or ("/usr/bin/unshare" if os.path.exists("/usr/bin/unshare") else None)
-    if unshare is None or not sys.platform.startswith("linux"):
-        return ()
-    try:
-        works = subprocess.run([unshare, "-rn", "true"], capture_output=True, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        works = False
-    return (unshare, "-rn") if works else ()
+def isolation() -> Isolation:
+    """What the kernel lets the sandbox add to its guard (probed once): namespaces where the whole file system
+    is read-only but the work directory and the network has only loopback, a network namespace alone, or none."""
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    if not sys.platform.startswith("linux") or not os.path.exists(unshare):
+        return "none"
+    with tempfile.TemporaryDirectory(prefix="tandem-sandbox-probe-") as work:
+        probe = [unshare, "-rmn", "sh", "-c", _READ_ONLY_MOUNTS, "sh", work, "sh", "-c",
+                 f"echo > {work}/ok && ! (echo > /proc/sys/tandem-probe) 2>/dev/null"]
+        for level, command in (("filesystem+network", probe), ("network", [unshare, "-rn", "true"])):
+            try:
+                if subprocess.run(command, capture_output=True, timeout=20).returncode == 0:
+                    return level  # type: ignore[return-value]
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return "none"
+
+
+def _isolation_prefix(root: Path) -> list[str]:
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    level = isolation()
+    if level == "filesystem+network":
+        return [unshare, "-rmn", "sh", "-c", _READ_ONLY_MOUNTS, "sh", str(root)]
+    return [unshare, "-rn"] if level == "network" else []
 
 
 def _read(path: Path, limit: int) -> str:
@@ -175,7 +204,7 @@ def run_python(code: str, limits: SandboxLimits | None = None, stdin: str = "") 
     root.mkdir()
     (root / "main.py").write_text(code, encoding="utf-8")
     flags = [] if limits.site_packages else ["-S"]
-    command = [*network_namespace_prefix(), sys.executable, "-I", *flags, "-X", "utf8", "-c", _BOOTSTRAP,
+    command = [*_isolation_prefix(root.resolve()), sys.executable, "-I", *flags, "-X", "utf8", "-c", _BOOTSTRAP,
                str(root.resolve()), str(max(1, int(-(-limits.seconds // 1)))), str(limits.memory_mb * 2**20),
                str(limits.file_mb * 2**20), str(limits.open_files)]
     start = time.monotonic()
@@ -199,18 +228,18 @@ def run_python(code: str, limits: SandboxLimits | None = None, stdin: str = "") 
         stderr = _read(scratch / "stderr", limits.output_chars)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    code_ = process.returncode
-    if timed_out or code_ in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+    exit_code = process.returncode
+    if timed_out or exit_code == -signal.SIGXCPU:
         status: Status = "timeout"
-        stderr = (stderr + f"\nsandbox: stopped after {limits.seconds:g} s").lstrip("\n")
-    elif code_ == 0:
+        stderr += f"\nsandbox: stopped after {limits.seconds:g} s"
+    elif exit_code == 0:
         status = "ok"
-    elif code_ in _EXIT_CODES:
-        status = _EXIT_CODES[code_]
-    elif code_ < 0 or code_ > 128:
+    elif exit_code in _EXIT_CODES:
+        status = _EXIT_CODES[exit_code]
+    elif exit_code < 0:
         status = "killed"
-        number = -code_ if code_ < 0 else code_ - 128
-        stderr = (stderr + f"\nsandbox: killed by signal {signal.Signals(number).name if number in signal.valid_signals() else number}").lstrip("\n")
+        stderr += f"\nsandbox: killed by {signal.Signals(-exit_code).name}"
     else:
         status = "error"
-    return SandboxResult(stdout, stderr.strip("\n") + ("\n" if stderr.strip() else ""), status, seconds)
+    stderr = stderr.strip("\n")
+    return SandboxResult(stdout, stderr + "\n" if stderr else "", status, seconds)
