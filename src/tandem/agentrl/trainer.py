@@ -16,7 +16,7 @@ Credit (``--advantage``):
   multi-turn PPO, at turn rather than token granularity).
 The policy loss is the registered one (``ppo_clip`` by default; `tandem.algorithms.policy_losses`).
 
-Evaluation plays held-out start states (seeds the training never uses) greedily and reports the success
+Evaluation plays held-out start states (seeds the training never uses) and reports the success
 rate, return, invalid-action rate and turns, before training (zero-shot) and after; first and last episode
 transcripts, `metrics.jsonl`, `curves.png` and `report.json` go to the run directory.
 """
@@ -68,8 +68,8 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
     episodes_per_start: int = Field(8, ge=1, description="Episodes from each start state: the group of trajectory-level GRPO / RLOO.")
     micro_batch_size: int = Field(8, ge=1, description="Training rows per forward pass in the update.")
     n_train_starts: int = Field(1000, ge=1, description="Training start states (seeds 0..N-1).")
-    n_eval: int = Field(32, ge=0, description="Held-out start states for evaluation (seeds training never uses).")
-    eval_temperature: float = Field(0.0, ge=0, description="Sampling temperature of evaluation episodes (0: greedy).")
+    n_eval: int = Field(64, ge=0, description="Held-out start states for evaluation (seeds training never uses).")
+    eval_temperature: float | None = Field(None, ge=0, description="Sampling temperature of evaluation episodes (default: --temperature, the policy RL trains; 0: greedy).")
     eval_zero_shot: bool = Field(True, description="Evaluate before the first update too (the zero-shot success rate).")
     max_new_tokens: int = Field(32, ge=1, description="Longest reply per turn.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of training episodes.")
@@ -395,14 +395,17 @@ class AgentRLTrainer(Trainer):
             return {}
         if not self.eval_envs:
             self.eval_envs = [self.suite.make("eval") for _ in range(cfg.n_eval)]
-        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.eval_temperature,
+        temperature = cfg.temperature if cfg.eval_temperature is None else cfg.eval_temperature
+        sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=temperature,
                                   top_p=cfg.top_p, top_k=cfg.top_k)
         seeds = list(range(cfg.n_eval))
         episodes = []
-        for start in range(0, cfg.n_eval, 32):  # bounded batches
-            chunk = seeds[start:start + 32]
-            episodes += run_episodes(model, self.tokenizer, self.format, self.eval_envs[start:start + 32], chunk, chunk,
-                                     sampling, self.options)
+        with torch.random.fork_rng(devices=[]):  # the same sampling noise at every evaluation; training's RNG untouched
+            torch.manual_seed(cfg.seed + 99_991)
+            for start in range(0, cfg.n_eval, 32):  # bounded batches
+                chunk = seeds[start:start + 32]
+                episodes += run_episodes(model, self.tokenizer, self.format, self.eval_envs[start:start + 32], chunk,
+                                         chunk, sampling, self.options)
         metrics = {f"eval/{k}": v for k, v in episode_metrics(episodes).items()}
         step = int(self.scheduler.last_epoch) // max(self.optimizer_steps_per_step(), 1)
         metrics["eval/env_steps_trained"] = float(self.real_env_steps)
@@ -476,7 +479,7 @@ def plot_curves(metrics_file: Path, path: Path, title: str) -> None:
         if train:
             ax.plot(*zip(*train), label="training episodes", alpha=0.7)
         if evals:
-            ax.plot(*zip(*evals), "o-", label="held-out (greedy)")
+            ax.plot(*zip(*evals), "o-", label="held-out start states")
         ax.set_xlabel("RL step")
         ax.set_ylabel(key.replace("_", " "))
         ax.legend(fontsize=8)
