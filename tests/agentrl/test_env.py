@@ -94,3 +94,15 @@ def test_corridor_and_task_env():
     assert suite.max_turns == 1 and result.terminated and result.reward == 0.0 and not result.info["success"]
     held_out = {suite.make("eval").reset(seed=s) for s in range(20)}
     assert not held_out & {task_env.reset(seed=s) for s in range(200)}  # eval problems are not training problems
+
+
+def test_explore_and_shape_take_any_discrete_gymnasium_id():
+    from tandem.agents.commands_explore import make_env_factory
+
+    env = make_env_factory("CliffWalking-v1")()
+    assert env.action_space.n == 4
+    assert make_env_factory("frozenlake4x4")().unwrapped.desc.shape == (4, 4)
+    with pytest.raises(ValueError, match="registered Gymnasium id"):
+        make_env_factory("CliffWalkin-v9")
+    with pytest.raises(ValueError, match="Discrete action space"):
+        make_env_factory("Pendulum-v1")

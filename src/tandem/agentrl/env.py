@@ -32,6 +32,7 @@ import gymnasium as gym
 import numpy as np
 
 from tandem.agents.render import action_names, parse_action_name, render_state, _lookup, _RENDERERS
+from tandem.registry import registrar
 from tandem.specs import parse_options
 
 EVAL_SEED_OFFSET = 1_000_000  # held-out start states are drawn from seeds this far from the training ones
@@ -270,16 +271,9 @@ EnvBuilder = Callable[..., EnvSuite]
 ENV_KINDS: dict[str, EnvBuilder] = {}
 
 
-def register_env_kind(name: str) -> Callable[[EnvBuilder], EnvBuilder]:
-    """Decorator: `builder(spec, positional=None, **options) -> EnvSuite` answers specs ``name[:value][:key=value...]``."""
-
-    def register(builder: EnvBuilder) -> EnvBuilder:
-        if name in ENV_KINDS:
-            raise ValueError(f"environment kind {name!r} is already registered")
-        ENV_KINDS[name] = builder
-        return builder
-
-    return register
+# Decorator: `@register_env_kind(name)` on `builder(spec, positional=None, **options) -> EnvSuite` answers specs
+# ``name[:value][:key=value...]``.
+register_env_kind = registrar(ENV_KINDS, "environment kind")
 
 
 def _split_spec(spec: str) -> tuple[str, str | None, dict[str, Any]]:
