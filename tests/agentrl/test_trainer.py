@@ -81,3 +81,30 @@ def test_turn_level_ppo_agent_learns_too(corridor_model_dir, tmp_path):
     report = _train(corridor_model_dir, tmp_path, advantage="ppo", history="none", gamma=0.9)
     assert report["after"]["eval/success_rate"] > report["before"]["eval/success_rate"] + 0.2
     assert (tmp_path / "run" / "model" / "value_head.safetensors").exists()
+
+
+def test_env_steps_count_only_what_the_environment_carried_out():
+    from tandem.agentrl.trainer import env_steps, episode_metrics
+
+    episode = _episode(0, [0.0, 0.0, 1.0])
+    episode.turns[0].tool = True      # a tool call: answered by the tool, not the env
+    episode.turns[1].invalid = True   # an invalid reply: the env did not move
+    episode.success = True
+    assert env_steps([episode]) == 1
+    metrics = episode_metrics([episode])
+    assert metrics["tool_calls"] == 1 and metrics["invalid_rate"] == pytest.approx(1 / 3) and metrics["success_rate"] == 1
+
+
+@pytest.mark.e2e
+def test_an_interrupted_run_resumes_to_the_same_weights(corridor_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    common = dict(model=corridor_model_dir, env="corridor:length=3", max_turns=3, batch_size=2, episodes_per_start=2,
+                  n_eval=0, max_new_tokens=4, lr=3e-3, progress=False, threads=1)
+    run_agent_rl(AgentRLConfig(out=tmp_path / "straight", max_steps=3, **common))
+    run_agent_rl(AgentRLConfig(out=tmp_path / "cut", max_steps=2, final_checkpoint=True, **common))
+    (tmp_path / "cut" / "model").rename(tmp_path / "cut" / "model-at-2")
+    run_agent_rl(AgentRLConfig(out=tmp_path / "cut", max_steps=3, resume=True, **common))
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
