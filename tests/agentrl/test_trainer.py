@@ -108,3 +108,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights(corridor_model_dir, tmp_
     straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_shaping_model_gives_a_bounded_potential(corridor_model_dir):
+    from tandem.agentrl.trainer import shaping_potential
+
+    assert shaping_potential(AgentRLConfig()) is None
+    phi = shaping_potential(AgentRLConfig(shaping_model=corridor_model_dir, shaping_scale=2.0))
+    values = [phi(text) for text in ("@..G", ".@.G", "..@G")]
+    assert all(0.0 <= v <= 2.0 for v in values) and len(set(values)) > 1  # a real rating, scaled
