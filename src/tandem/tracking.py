@@ -134,9 +134,9 @@ def resolve_trackers(names: list[str] | None) -> list[str]:
     return names
 
 
-def make_trackers(names: list[str] | None, run: RunInfo) -> list:
-    """accelerate tracker objects for `Accelerator(log_with=...)`; they start in `Trackers.start`."""
-    return [TRACKERS[name].make(run) for name in resolve_trackers(names)]
+def make_trackers(names: list[str] | None, run: RunInfo) -> list | None:
+    """accelerate tracker objects for `Accelerator(log_with=...)` (None: no tracker); they start in `Trackers.start`."""
+    return [TRACKERS[name].make(run) for name in resolve_trackers(names)] or None
 
 
 def flat_config(config: dict) -> dict[str, Any]:
