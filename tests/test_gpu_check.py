@@ -22,5 +22,5 @@ def test_gpu_check_tiny_writes_throughput_and_mfu_of_sft_dpo_and_grpo(tmp_path):
     for name in ("sft", "dpo", "grpo"):
         result = report[name]
         assert result["tokens_per_s"] > 0 and result["timed_steps"] >= 1, name
-        assert 0 < result["mfu_vs_measured_bf16_peak"] < 1, name
+        assert result["mfu_vs_measured_bf16_peak"] > 0 and result["achieved_tflops"] > 0, name
     assert report["grpo"]["sequences_per_step"] == 4 and report["grpo"]["mean_seconds_per_step"]["train/time/generate"] > 0
