@@ -2,7 +2,8 @@
 
 Device placement, mixed precision and multi-process wrapping (accelerate), gradient accumulation,
 AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and the
-experiment trackers of `--report-to`: TensorBoard when installed by default; see `tandem.tracking`), a progress bar, and atomic checkpoints with exact resume live here.
+trackers of `--report-to`, `tandem.tracking`; TensorBoard when installed by default), a progress bar, and
+atomic checkpoints with exact resume live here.
 A trainer says only what is its own: how examples become a batch (`collate`), what one unit of
 loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`).
 
