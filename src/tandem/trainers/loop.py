@@ -1,8 +1,9 @@
 """The one training loop every trainer shares.
 
 Device placement, mixed precision and multi-process wrapping (accelerate), gradient accumulation,
-AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and
-TensorBoard when installed), a progress bar, and atomic checkpoints with exact resume live here.
+AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and the
+trackers of `--report-to`, `tandem.tracking`; TensorBoard when installed by default), a progress bar, and
+atomic checkpoints with exact resume live here.
 A trainer says only what is its own: how examples become a batch (`collate`), what one unit of
 loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`).
 
@@ -33,6 +34,7 @@ from transformers import get_scheduler
 from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
+from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.setup import set_threads
 from tandem.trainers.checkpoint import (
     atomic_directory,
@@ -100,7 +102,8 @@ class Trainer:
         AcceleratorState._reset_state()
         # cpu=True on CPU-only machines so a torchrun / accelerate launch run uses gloo across processes.
         self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
+            mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available(),
+            log_with=make_trackers(config.report_to, self._run_info()),
         )
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
@@ -308,22 +311,20 @@ class Trainer:
             mark_latest(self.checkpoints, folder, self.config.keep_checkpoints)
         self.accelerator.wait_for_everyone()
 
-    def _log(self, record: dict, writer) -> None:
+    def _log(self, record: dict, writer: Trackers | None) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, record["step"])
+            writer.log(record)
 
-    def _tensorboard(self):
-        if not self.accelerator.is_main_process:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
+    def _run_info(self) -> RunInfo:
+        out = Path(self.config.out)
+        return RunInfo(out, self.config.project, self.config.run_name or out.resolve().name, self.config.run_group)
+
+    def _trackers(self) -> Trackers | None:
+        """The --report-to trackers, started with the run's resolved config (main process only)."""
+        return Trackers.start(self.accelerator, self.config.project,
+                              {"command": self.name, **self.config.model_dump(mode="json")})
 
     def _run_evaluation(self, step: int, writer) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -339,12 +340,12 @@ class Trainer:
         return metrics
 
     def _start(self):
-        """Run directory (or resume point), TensorBoard writer, progress bar and start time."""
+        """Run directory (or resume point), experiment trackers, progress bar and start time."""
         start_step = self._prepare_run_dir()
         bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name,
                    disable=not (self.accelerator.is_main_process and self.config.progress))
         self.model.train()
-        return start_step, self._tensorboard(), bar, time.perf_counter()
+        return start_step, self._trackers(), bar, time.perf_counter()
 
     def train(self) -> TrainResult:
         cfg = self.config
