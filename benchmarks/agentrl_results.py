@@ -70,7 +70,7 @@ def babyai_film(args) -> dict:
 
 def tools(args) -> dict:
     task = "arithmetic:digits=2:operations=+-*"
-    common = ["--model", smollm2(), "--max-steps", str(args.steps), "--n-eval", "48", "--eval-every",
+    common = ["--model", smollm2(), "--max-steps", str(args.steps), "--n-eval", "32", "--eval-every",
               str(args.eval_every), "--eval-temperature", "0", "--max-new-tokens", "48", "--history", "full",
               "--batch-size", "2", "--episodes-per-start", "4", "--threads", "1", "--lr", "1e-5"]
     return {"without_tool": agent_rl(args.out / "tools-none", "--env", f"task:{task}", *common),
