@@ -19,3 +19,10 @@ def assert_same_weights(first, second, atol=0.0):
 def max_weight_change(first, second) -> float:
     a, b = read_weights(first), read_weights(second)
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def max_weight_difference(first, second, file="model.safetensors") -> float:
+    """Largest absolute difference between two saved models' tensors (same names)."""
+    a, b = load_file(str(first / file)), load_file(str(second / file))
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
