@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -25,7 +27,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -34,6 +35,7 @@ from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
 from tandem.trainers.setup import set_threads
+from tandem.trainers import distributed
 from tandem.trainers.checkpoint import (
     atomic_directory,
     checkpoints_newest_first,
@@ -98,10 +100,12 @@ class Trainer:
         # Several trainers may run in one process (the quickstart chain), each with its own precision;
         # accelerate keeps one global state, so drop it (the process group, if any, is kept).
         AcceleratorState._reset_state()
-        # cpu=True on CPU-only machines so a torchrun / accelerate launch run uses gloo across processes.
-        self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available()
-        )
+        # DDP, FSDP or DeepSpeed as `accelerate launch` asks (gloo across processes on CPU-only machines)
+        self.accelerator = distributed.make_accelerator(resolve_precision(config.mixed_precision))
+        self.sharded = distributed.is_sharded(self.accelerator)
+        if self.sharded:
+            distributed.check_shardable(model)
+            self.model_class, self.model_config = distributed.original_class(model), model.config
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.accumulation = self._accumulation_steps()
@@ -127,6 +131,8 @@ class Trainer:
             num_training_steps=optimizer_steps,
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.sharded:
+            distributed.mark_sharded_for_generate(self.model)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         self.bad_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
@@ -270,6 +276,9 @@ class Trainer:
         problems = []
         for folder in candidates:
             try:
+                if self.sharded:
+                    distributed.load_sharded(folder, self.model, self.optimizer)
+                    return load_training_state(folder, None, self.scheduler), folder
                 load_weights(self.accelerator.unwrap_model(self.model), folder)
                 return load_training_state(folder, self.optimizer, self.scheduler), folder
             except Exception as error:  # noqa: BLE001 - any damage means: try the previous checkpoint
@@ -297,6 +306,8 @@ class Trainer:
 
     def _save_checkpoint(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
+        if self.sharded:
+            return self._save_sharded_checkpoint(step)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
 
@@ -306,6 +317,30 @@ class Trainer:
 
             folder = atomic_directory(self.checkpoints / f"step-{step:07d}", write)
             mark_latest(self.checkpoints, folder, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _save_sharded_checkpoint(self, step: int) -> None:
+        """FSDP: every process writes its shards into a staging folder; the main process adds config, tokenizer
+        and training state and moves the whole into place atomically, as for an ordinary checkpoint."""
+        final = self.checkpoints / f"step-{step:07d}"
+        staging = final.with_name(f".{final.name}.shards")
+        main = self.accelerator.is_main_process
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        distributed.save_sharded(staging, self.model, self.optimizer)
+        self.accelerator.wait_for_everyone()
+        if main:
+            def write(folder: Path) -> None:
+                os.replace(staging / distributed.SHARDED, folder / distributed.SHARDED)
+                self.model_config.architectures = [self.model_class.__name__]
+                self.model_config.save_pretrained(str(folder))
+                self.tokenizer.save_pretrained(str(folder))
+                save_training_state(folder, step, None, self.scheduler, extra=self.extra_state())
+
+            mark_latest(self.checkpoints, atomic_directory(final, write), self.config.keep_checkpoints)
+            shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def _log(self, record: dict, writer) -> None:
@@ -327,13 +362,14 @@ class Trainer:
 
     def _run_evaluation(self, step: int, writer) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.accelerator.is_main_process:
+        # sharded weights: every process evaluates (each forward is a collective), the main one logs
+        if self.accelerator.is_main_process or self.sharded:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
             with self.accelerator.autocast():
                 metrics = self.evaluate(model)
             model.train()
-            if metrics:
+            if metrics and self.accelerator.is_main_process:
                 self._log({"step": step, **metrics}, writer)
         self.accelerator.wait_for_everyone()
         return metrics
@@ -409,7 +445,12 @@ class Trainer:
             self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
         model_dir = self.out / "model"
-        if self.accelerator.is_main_process:
+        if self.sharded:  # the full weights gathered once, written as an ordinary HF directory
+            weights = distributed.full_state_dict(self.model)
+            if self.accelerator.is_main_process:
+                atomic_directory(model_dir, lambda folder: distributed.write_model_directory(
+                    self.model_class, self.model_config, weights, self.tokenizer, folder))
+        elif self.accelerator.is_main_process:
             atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
         self.accelerator.wait_for_everyone()
         if writer is not None:

@@ -1,0 +1,170 @@
+"""The engines tandem runs on beyond one process, all through accelerate: DDP, FSDP2, DeepSpeed ZeRO.
+
+`accelerate launch --config_file X.yaml tandem sft ...` chooses the engine; the training loop calls
+`make_accelerator` and, when the model is sharded (FSDP), saves sharded checkpoints and gathers the
+full weights once at the end, so `out/model` is always one ordinary Hugging Face directory.
+
+accelerate enables FSDP only on accelerators (CUDA, XPU, ...): on a CPU-only machine it would quietly
+run DDP instead. torch's FSDP2 (`fully_shard`) does run on CPU over gloo, so here tandem hands
+accelerate's own FSDP plugin (read from the launch config) to accelerate's FSDP2 preparation itself;
+the same config file then shards on CPU and on GPUs. FSDP1 and DeepSpeed need an accelerator and are
+refused on CPU with a message, never silently replaced by DDP.
+
+A sharded checkpoint is a `torch.distributed.checkpoint` folder per state (`sharded/model`,
+`sharded/optimizer`: each process writes its shard, and it loads back into any number of processes)
+beside the model's config and tokenizer; `export_checkpoint` turns one into a plain HF directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+
+SHARDED = "sharded"  # the folder of a sharded checkpoint holding the distributed-checkpoint shards
+
+
+class EngineError(RuntimeError):
+    """The accelerate launch config asks for an engine this machine or model cannot run."""
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """The run's Accelerator, with the engine `accelerate launch` asked for (see the module docstring)."""
+    cpu = not torch.cuda.is_available()
+    if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
+        raise EngineError("the accelerate config asks for DeepSpeed, which accelerate runs only on GPUs (or other "
+                          "accelerators); on CPU use distributed_type: FSDP with fsdp_version: 2, or MULTI_CPU (DDP)")
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+    if _flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        _fsdp2_on_cpu(accelerator)
+    return accelerator
+
+
+def _fsdp2_on_cpu(accelerator: Accelerator) -> None:
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    version = os.environ.get("FSDP_VERSION", "1")
+    if version != "2":
+        raise EngineError(f"the accelerate config asks for FSDP version {version}; on CPU (gloo) only FSDP2 runs: "
+                          "set fsdp_version: 2 in its fsdp_config")
+    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
+    if accelerator.mixed_precision != "no":
+        plugin.set_mixed_precision(accelerator.mixed_precision)
+    accelerator.state.fsdp_plugin = plugin
+    accelerator.state.distributed_type = DistributedType.FSDP
+
+
+def is_sharded(accelerator: Accelerator) -> bool:
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def check_shardable(model) -> None:
+    """Refuse what tandem does not shard yet (before any weight moves), with what to do instead."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        raise EngineError("LoRA adapters with FSDP are not supported: run LoRA with DDP (a plain accelerate launch) "
+                          "or train the full model with FSDP")
+    if getattr(model, "_no_split_modules", None) is None and os.environ.get("FSDP_AUTO_WRAP_POLICY") == "TRANSFORMER_BASED_WRAP" \
+            and not os.environ.get("FSDP_TRANSFORMER_CLS_TO_WRAP"):
+        raise EngineError(f"FSDP's TRANSFORMER_BASED_WRAP does not know the layers of {type(model).__name__}: set "
+                          "fsdp_transformer_layer_cls_to_wrap in the accelerate config (e.g. LlamaDecoderLayer)")
+
+
+def mark_sharded_for_generate(model) -> None:
+    """transformers' `generate` keeps every process stepping until all are done (`synced_gpus`) for modules marked
+    FSDP-managed: with sharded weights each forward is a collective, and processes finish at different lengths."""
+    for module in model.modules():
+        module._is_fsdp_managed_module = True
+
+
+def original_class(model) -> type:
+    """The model's own class (FSDP2 makes a subclass `FSDP<Name>` in place)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+
+
+def full_state_dict(model) -> dict[str, torch.Tensor]:
+    """Every process joins; the main process gets the whole model's weights on CPU (the others an empty dict)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _states(model, optimizer) -> tuple[dict, dict]:
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    return get_state_dict(model, getattr(optimizer, "optimizer", optimizer))
+
+
+def save_sharded(folder: Path, model, optimizer) -> None:
+    """Every process writes its shard of the weights and of the optimizer state into `folder/sharded`."""
+    import torch.distributed.checkpoint as dcp
+
+    model_state, optimizer_state = _states(model, optimizer)
+    dcp.save(model_state, checkpoint_id=str(folder / SHARDED / "model"))
+    dcp.save(optimizer_state, checkpoint_id=str(folder / SHARDED / "optimizer"))
+
+
+def load_sharded(folder: Path, model, optimizer) -> None:
+    """Load a sharded checkpoint's weights and optimizer state back into the sharded model (exact resume)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    if not (folder / SHARDED).is_dir():
+        raise FileNotFoundError(f"{folder} is not a sharded checkpoint (a run with FSDP resumes only from one)")
+    model_state, optimizer_state = _states(model, optimizer)
+    dcp.load(model_state, checkpoint_id=str(folder / SHARDED / "model"))
+    dcp.load(optimizer_state, checkpoint_id=str(folder / SHARDED / "optimizer"))
+    set_state_dict(model, getattr(optimizer, "optimizer", optimizer), model_state_dict=model_state,
+                   optim_state_dict=optimizer_state)
+
+
+def write_model_directory(model_class: type, config, state_dict: dict[str, torch.Tensor], tokenizer, folder: Path) -> None:
+    """An ordinary HF directory (safetensors) from full weights: the model is built without memory (meta device),
+    given the tensors, and saved by transformers itself (tied weights, config, generation config)."""
+    with torch.device("meta"):
+        model = model_class._from_config(config) if hasattr(model_class, "_from_config") else model_class(config)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
+    if unexpected or [k for k in missing if k not in state_dict]:
+        tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
+        missing = [k for k in missing if k not in tied]
+        if unexpected or missing:
+            raise RuntimeError(f"weights do not fit {model_class.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    model.save_pretrained(str(folder), safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+
+
+def export_checkpoint(checkpoint: Path, out: Path) -> Path:
+    """One process, no process group: a sharded checkpoint folder -> an ordinary HF model directory at `out`."""
+    import transformers
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from tandem.trainers.checkpoint import atomic_directory
+
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / SHARDED / "model").is_dir():
+        raise FileNotFoundError(f"{checkpoint} holds no sharded weights ({SHARDED}/model): it is not a sharded checkpoint")
+    config = transformers.AutoConfig.from_pretrained(str(checkpoint))
+    model_class = getattr(transformers, (config.architectures or ["AutoModelForCausalLM"])[0])
+    with tempfile.TemporaryDirectory() as scratch:
+        gathered = Path(scratch) / "model.pt"
+        dcp_to_torch_save(str(checkpoint / SHARDED / "model"), str(gathered))
+        state_dict = torch.load(gathered, weights_only=True)
+    tokenizer = None
+    if (checkpoint / "tokenizer_config.json").exists():
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
+    return atomic_directory(Path(out), lambda folder: write_model_directory(model_class, config, state_dict, tokenizer, folder))
+
