@@ -21,8 +21,9 @@ def max_weight_change(first, second) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def max_weight_difference(first, second, file="model.safetensors") -> float:
-    """Largest absolute difference between two saved models' tensors (same names)."""
+def max_weight_difference(first, second, file="model.safetensors", shared_only=False) -> float:
+    """Largest absolute difference between two saved models' tensors (the same names, or with `shared_only` the
+    names both have: a reward model against its base)."""
     a, b = load_file(str(first / file)), load_file(str(second / file))
-    assert a.keys() == b.keys()
-    return max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert shared_only or a.keys() == b.keys(), set(a) ^ set(b)
+    return max(float((a[k] - b[k]).abs().max()) for k in a if k in b)

@@ -7,8 +7,10 @@ full weights once at the end, so `out/model` is always one ordinary Hugging Face
 accelerate enables FSDP only on accelerators (CUDA, XPU, ...): on a CPU-only machine it would quietly
 run DDP instead. torch's FSDP2 (`fully_shard`) does run on CPU over gloo, so here tandem hands
 accelerate's own FSDP plugin (read from the launch config) to accelerate's FSDP2 preparation itself;
-the same config file then shards on CPU and on GPUs. FSDP1 and DeepSpeed need an accelerator and are
-refused on CPU with a message, never silently replaced by DDP.
+the same config file then shards on CPU and on GPUs. FSDP1 needs an accelerator and is refused on CPU
+with a message, never silently replaced by DDP. DeepSpeed ZeRO (stages 1-3) runs wherever DeepSpeed
+is installed (on CPU its own CPU accelerator, over gloo): tandem gives it the batch geometry
+(micro-batch, accumulation, global batch) and the gradient clipping, and lets the engine step.
 
 A sharded checkpoint is a `torch.distributed.checkpoint` folder per state (`sharded/model`,
 `sharded/optimizer`: each process writes its shard, and it loads back into any number of processes)
@@ -39,10 +41,17 @@ def _flag(name: str) -> bool:
 def make_accelerator(mixed_precision: str) -> Accelerator:
     """The run's Accelerator, with the engine `accelerate launch` asked for (see the module docstring)."""
     cpu = not torch.cuda.is_available()
+    if cpu and _flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise EngineError(f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; on CPU "
+                          "(gloo) only FSDP2 runs: set fsdp_version: 2 in its fsdp_config")
+    options = {}
     if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
-        raise EngineError("the accelerate config asks for DeepSpeed, which accelerate runs only on GPUs (or other "
-                          "accelerators); on CPU use distributed_type: FSDP with fsdp_version: 2, or MULTI_CPU (DDP)")
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+        # accelerate skips DeepSpeed when told cpu=True; without it, and told gloo (it finds no device to pick a
+        # backend for), DeepSpeed runs on its CPU accelerator with every process counted
+        from accelerate.utils import InitProcessGroupKwargs
+
+        cpu, options = False, {"kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu, **options)
     if _flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
         _fsdp2_on_cpu(accelerator)
     return accelerator
@@ -51,10 +60,6 @@ def make_accelerator(mixed_precision: str) -> Accelerator:
 def _fsdp2_on_cpu(accelerator: Accelerator) -> None:
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    version = os.environ.get("FSDP_VERSION", "1")
-    if version != "2":
-        raise EngineError(f"the accelerate config asks for FSDP version {version}; on CPU (gloo) only FSDP2 runs: "
-                          "set fsdp_version: 2 in its fsdp_config")
     plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* settings accelerate launch exported
     if accelerator.mixed_precision != "no":
         plugin.set_mixed_precision(accelerator.mixed_precision)
@@ -64,6 +69,27 @@ def _fsdp2_on_cpu(accelerator: Accelerator) -> None:
 
 def is_sharded(accelerator: Accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
+
+
+def deepspeed_stage(accelerator: Accelerator) -> int | None:
+    """The ZeRO stage of a DeepSpeed run, None without DeepSpeed."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return None
+    return int(accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get("stage", 0))
+
+
+def configure_deepspeed(accelerator: Accelerator, config, accumulation: int) -> None:
+    """tandem's batch geometry and clipping in the DeepSpeed config (accelerate leaves them to a dataloader, which
+    tandem does not use: data order is its own). Checkpoints stay tandem's own: refused until they are sharded."""
+    if config.save_every or config.final_checkpoint:
+        raise EngineError("resumable checkpoints (--save-every, --final-checkpoint) are not written under DeepSpeed "
+                          "yet: use FSDP2 (configs/accelerate/fsdp2.yaml) for sharded checkpoints, or DDP")
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = config.micro_batch_size
+    ds["gradient_accumulation_steps"] = accumulation
+    ds["train_batch_size"] = config.batch_size
+    ds["gradient_clipping"] = config.max_grad_norm or 0.0
+    ds["zero_allow_untested_optimizer"] = True  # tandem's AdamW
 
 
 def check_shardable(model) -> None:
@@ -93,8 +119,10 @@ def original_class(model) -> type:
     return next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
 
 
-def full_state_dict(model) -> dict[str, torch.Tensor]:
-    """Every process joins; the main process gets the whole model's weights on CPU (the others an empty dict)."""
+def full_state_dict(accelerator: Accelerator, model) -> dict[str, torch.Tensor]:
+    """Every process joins; the main process gets the whole model's weights on CPU (the others may get nothing)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:  # ZeRO-3 gathers its partitions
+        return {k: v.detach().cpu() for k, v in (accelerator.get_state_dict(model) or {}).items()}
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -132,8 +160,8 @@ def load_sharded(folder: Path, model, optimizer) -> None:
 def write_model_directory(model_class: type, config, state_dict: dict[str, torch.Tensor], tokenizer, folder: Path) -> None:
     """An ordinary HF directory (safetensors) from full weights: the model is built without memory (meta device),
     given the tensors, and saved by transformers itself (tied weights, config, generation config)."""
-    with torch.device("meta"):
-        model = model_class._from_config(config) if hasattr(model_class, "_from_config") else model_class(config)
+    with torch.device("meta"):  # the plain constructor: `_from_config` would enter ZeRO-3's collective init
+        model = model_class(config)
     missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
     if unexpected or [k for k in missing if k not in state_dict]:
         tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])

@@ -102,10 +102,13 @@ class Trainer:
         AcceleratorState._reset_state()
         # DDP, FSDP or DeepSpeed as `accelerate launch` asks (gloo across processes on CPU-only machines)
         self.accelerator = distributed.make_accelerator(resolve_precision(config.mixed_precision))
-        self.sharded = distributed.is_sharded(self.accelerator)
+        self.sharded = distributed.is_sharded(self.accelerator)  # FSDP
+        self.zero_stage = distributed.deepspeed_stage(self.accelerator)
+        # weights not whole on the main process: evaluation on every process, the final model gathered
+        self.gathers = self.sharded or self.zero_stage == 3
         if self.sharded:
             distributed.check_shardable(model)
-            self.model_class, self.model_config = distributed.original_class(model), model.config
+        self.model_class, self.model_config = distributed.original_class(model), model.config
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.accumulation = self._accumulation_steps()
@@ -130,8 +133,10 @@ class Trainer:
             schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * optimizer_steps),
             num_training_steps=optimizer_steps,
         )
+        if self.zero_stage is not None:
+            distributed.configure_deepspeed(self.accelerator, config, self.accumulation)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        if self.sharded:
+        if self.gathers:
             distributed.mark_sharded_for_generate(self.model)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
@@ -162,6 +167,14 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        if self.zero_stage is not None:
+            # the DeepSpeed engine accumulates, divides by its accumulation steps (undone here: the loss is already
+            # a share of the global batch) and steps the optimizer itself after the last micro-batch
+            self.accelerator.gradient_state._set_sync_gradients(last)
+            loss = loss * self.accumulation
+        self.accelerator.backward(loss)
 
     def _accumulation_steps(self) -> int:
         """Micro-batches per process per step; the batch must split evenly over processes and micro-batches."""
@@ -363,7 +376,7 @@ class Trainer:
     def _run_evaluation(self, step: int, writer) -> dict[str, float]:
         metrics: dict[str, float] = {}
         # sharded weights: every process evaluates (each forward is a collective), the main one logs
-        if self.accelerator.is_main_process or self.sharded:
+        if self.accelerator.is_main_process or self.gathers:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
             with self.accelerator.autocast():
@@ -400,7 +413,7 @@ class Trainer:
                 sync = k == len(batches) - 1
                 with nullcontext() if sync else self.accelerator.no_sync(self.model):
                     output = self.compute_loss(self.model, batch)
-                    self.accelerator.backward(output.loss_sum * scale)
+                    self._backward(output.loss_sum * scale, sync)
                 step_stats["loss"] += float(output.loss_sum.detach())
                 for key, value in output.stats.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value)
@@ -445,8 +458,8 @@ class Trainer:
             self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
         model_dir = self.out / "model"
-        if self.sharded:  # the full weights gathered once, written as an ordinary HF directory
-            weights = distributed.full_state_dict(self.model)
+        if self.gathers or self.zero_stage is not None:  # the full weights gathered once, as an ordinary HF directory
+            weights = distributed.full_state_dict(self.accelerator, self.model)
             if self.accelerator.is_main_process:
                 atomic_directory(model_dir, lambda folder: distributed.write_model_directory(
                     self.model_class, self.model_config, weights, self.tokenizer, folder))

@@ -44,6 +44,7 @@ from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
+from tandem.trainers.distributed import EngineError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -203,6 +204,9 @@ class OnlineTrainer(GenerativeTrainer):
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
         # a separate reference, or LoRA's base with the adapters off: without either there is no KL to report
+        if self.zero_stage is not None:
+            raise EngineError("RL commands do not run under DeepSpeed yet (the update steps the optimizer itself): "
+                              "use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP")
         policy = self.accelerator.unwrap_model(self.model)
         self.has_reference = reference_and_context(policy, self.reference)[0] is not None
 
