@@ -24,7 +24,7 @@ def run_convert(config: ConvertConfig) -> Path:
     if is_gguf_file(config.model):
         return convert_gguf(config.model, config.out)
     from tandem.models.loading import load_causal_lm, load_tokenizer, save_model
-    from tandem.trainers.distributed import SHARDED, export_checkpoint
+    from tandem.models.sharded import SHARDED, export_checkpoint
 
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):

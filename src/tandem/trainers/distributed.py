@@ -14,20 +14,20 @@ is installed (on CPU its own CPU accelerator, over gloo): tandem gives it the ba
 
 A sharded checkpoint is a `torch.distributed.checkpoint` folder per state (`sharded/model`,
 `sharded/optimizer`: each process writes its shard, and it loads back into any number of processes)
-beside the model's config and tokenizer; `export_checkpoint` turns one into a plain HF directory.
+beside the model's config and tokenizer; `tandem convert` (`tandem.models.sharded`) turns one into a
+plain HF directory.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 
-SHARDED = "sharded"  # the folder of a sharded checkpoint holding the distributed-checkpoint shards
+from tandem.models.sharded import SHARDED, write_model_directory  # noqa: F401 (the loop writes with it)
 
 
 class EngineError(RuntimeError):
@@ -155,44 +155,3 @@ def load_sharded(folder: Path, model, optimizer) -> None:
     dcp.load(optimizer_state, checkpoint_id=str(folder / SHARDED / "optimizer"))
     set_state_dict(model, getattr(optimizer, "optimizer", optimizer), model_state_dict=model_state,
                    optim_state_dict=optimizer_state)
-
-
-def write_model_directory(model_class: type, config, state_dict: dict[str, torch.Tensor], tokenizer, folder: Path) -> None:
-    """An ordinary HF directory (safetensors) from full weights: the model is built without memory (meta device),
-    given the tensors, and saved by transformers itself (tied weights, config, generation config)."""
-    with torch.device("meta"):  # the plain constructor: `_from_config` would enter ZeRO-3's collective init
-        model = model_class(config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False, assign=True)
-    if unexpected or [k for k in missing if k not in state_dict]:
-        tied = set(getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or [])
-        missing = [k for k in missing if k not in tied]
-        if unexpected or missing:
-            raise RuntimeError(f"weights do not fit {model_class.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
-    model.save_pretrained(str(folder), safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(folder))
-
-
-def export_checkpoint(checkpoint: Path, out: Path) -> Path:
-    """One process, no process group: a sharded checkpoint folder -> an ordinary HF model directory at `out`."""
-    import transformers
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    from tandem.trainers.checkpoint import atomic_directory
-
-    checkpoint = Path(checkpoint)
-    if not (checkpoint / SHARDED / "model").is_dir():
-        raise FileNotFoundError(f"{checkpoint} holds no sharded weights ({SHARDED}/model): it is not a sharded checkpoint")
-    config = transformers.AutoConfig.from_pretrained(str(checkpoint))
-    model_class = getattr(transformers, (config.architectures or ["AutoModelForCausalLM"])[0])
-    with tempfile.TemporaryDirectory() as scratch:
-        gathered = Path(scratch) / "model.pt"
-        dcp_to_torch_save(str(checkpoint / SHARDED / "model"), str(gathered))
-        state_dict = torch.load(gathered, weights_only=True)
-    tokenizer = None
-    if (checkpoint / "tokenizer_config.json").exists():
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(checkpoint))
-    return atomic_directory(Path(out), lambda folder: write_model_directory(model_class, config, state_dict, tokenizer, folder))
-
