@@ -379,7 +379,10 @@ class OnlineTrainer(GenerativeTrainer):
                 rows = chosen.nonzero().flatten().tolist()
                 pieces.append((select_rows(batch, rows), scores[chosen], valid[chosen]))
             n_kept += len(torch.unique(batch.group_ids[informative]))
-            if n_kept >= n_groups or rounds >= self.config.max_sampling_rounds:
+            done = n_kept >= n_groups or rounds >= self.config.max_sampling_rounds
+            if self.gathers and self.world > 1:  # sharded weights: sampling is collective, every process goes on
+                done = self._all_reduce_max(float(not done)) == 0.0
+            if done:
                 break
             batch, scores, valid, _ = self._sample_and_score(self._refill_rows(step, rounds, n_groups), times,
                                                              self._sample_keys(step, rounds, n_groups))
