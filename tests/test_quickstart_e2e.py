@@ -13,6 +13,7 @@ def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(smoke_pipe
     assert list(stages) == ["pretrain", "sft", "rm", "ppo"]
     assert stages["sft"]["gold_reward"] > stages["pretrain"]["gold_reward"] + 0.1
     assert stages["rm"]["rm_accuracy"] > 0.7
+    assert set(report["stage_seconds"]) == set(report["stage_cpu_seconds"]) == set(stages)
     # PPO starts at the SFT model (KL exactly 0 on its first rollout) and moves away from it
     records = [json.loads(line) for line in (out / "ppo" / "metrics.jsonl").read_text().splitlines()]
     kls = [r["train/kl"] for r in records if "train/kl" in r]

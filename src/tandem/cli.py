@@ -21,11 +21,12 @@ from pydantic import BaseModel, ValidationError
 from tandem.config import load_config
 from tandem.data import DataError
 from tandem.rewards import RewardError, RewardSpecError
+from tandem.tracking import MissingTrackerError
 from tandem.trainers.loop import NonFiniteError
 
 # Errors that mean the input (data, options, files, rewards) is wrong: one line, exit 1, no traceback.
 USER_ERRORS = (DataError, RewardSpecError, RewardError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-               NonFiniteError, ValueError)
+               NonFiniteError, MissingTrackerError, ValueError)
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
@@ -148,6 +149,7 @@ COMMAND_MODULES = (
     "tandem.agents.commands_explore",
     "tandem.agents.commands_offline",
     "tandem.agents.commands_lang",
+    "tandem.agentrl.trainer",
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",

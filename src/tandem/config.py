@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tandem.tracking import TRACKERS, parse_tracker_names
+
 C = TypeVar("C", bound=BaseModel)
 
 
@@ -48,6 +50,13 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1, description="Write metrics every N steps.")
     resume: bool = Field(False, description="Continue from the last checkpoint in --out.")
     progress: bool = Field(True, description="Show a progress bar.")
+    report_to: list[str] | None = Field(
+        None, description=f"Experiment trackers, comma-separated: any of {', '.join(TRACKERS)}, or none "
+        "(metrics.jsonl is always written; default: tensorboard when installed)."
+    )
+    project: str = Field("tandem", description="Tracker project (W&B and trackio project, MLflow experiment).")
+    run_name: str | None = Field(None, description="Run name in the trackers (default: the --out folder's name).")
+    run_group: str | None = Field(None, description="Group of runs in the trackers (W&B and trackio group, MLflow tag).")
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads (default: torch's choice; on a busy machine 1 can be several times faster than 2)."
     )
@@ -74,6 +83,11 @@ class TrainConfig(BaseModel):
         if not 0 < value <= 1:
             raise ValueError(f"the learning rate must lie in (0, 1], got {value}")
         return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value):
+        return parse_tracker_names(value)
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> TrainConfig:

@@ -38,7 +38,7 @@ class AgentLMConfig(DQNConfig):
     """The environment, the language model, and where results go (plus every DQN option)."""
 
     out: Path = Field(Path("runs/explore"), description="Run directory: metrics.json, learning_curve.png, the demo model.")
-    env: str = Field("frozenlake8x8", description="Environment: " + ", ".join(ENVIRONMENTS) + ".")
+    env: str = Field("frozenlake8x8", description="Environment: " + ", ".join(ENVIRONMENTS) + ", or any registered Gymnasium id with discrete actions (e.g. CliffWalking-v1).")
     lm: Literal["oracle", "demo", "hf", "endpoint"] = Field(
         "oracle", description="Language model: oracle (a noisy optimal policy standing in for an LM, not an LM), demo "
         "(a tiny model trained on expert demonstrations), hf (--lm-model) or endpoint (--endpoint-url).",
@@ -67,9 +67,19 @@ class ShapeConfig(AgentLMConfig):
 
 
 def make_env_factory(name: str) -> Callable[[], gym.Env]:
-    if name not in ENVIRONMENTS:
-        raise ValueError(f"unknown environment {name!r}; choose one of: {', '.join(ENVIRONMENTS)}")
-    return ENVIRONMENTS[name]
+    """A named task above, or any registered Gymnasium id with a discrete action space (``CliffWalking-v1``)."""
+    if name in ENVIRONMENTS:
+        return ENVIRONMENTS[name]
+    import minigrid  # noqa: F401 - registers the MiniGrid / BabyAI ids
+
+    if name not in gym.registry:
+        raise ValueError(f"unknown environment {name!r}: a registered Gymnasium id or one of: {', '.join(ENVIRONMENTS)}")
+    probe = gym.make(name)
+    space = probe.action_space
+    probe.close()
+    if not isinstance(space, gym.spaces.Discrete):
+        raise ValueError(f"{name}: DQN needs a Discrete action space, not {space}")
+    return lambda: gym.make(name)
 
 
 def build_backend(config: AgentLMConfig) -> Any:

@@ -128,11 +128,12 @@ def run_world_model(config: WorldModelConfig) -> dict:
     torch.manual_seed(config.seed)
     maps = frozen_lake_maps(config.n_maps, config.map_size, config.seed) if config.env.startswith("FrozenLake") else None
     make_env = make_env_factory(config.env, maps)
-    transitions = collect_transitions(make_env, config.episodes, seed=config.seed, progress=config.progress)
+    counts: dict = {}
+    transitions = collect_transitions(make_env, config.episodes, seed=config.seed, progress=config.progress, counts=counts)
     train, held_out = split_transitions(transitions, config.eval_fraction, config.seed)
     world_model, sft_metrics = train_world_model(config, train, held_out, action_names(make_env(0)))
     report: dict = {
-        "env": config.env, "n_transitions": len(transitions), "n_train": len(train), "n_held_out": len(held_out),
+        "env": config.env, "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
         "sft": sft_metrics,
         "held_out": evaluate_world_model(world_model, held_out),
         "train_sample": evaluate_world_model(world_model, train[: len(held_out)]),

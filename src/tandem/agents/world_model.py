@@ -137,6 +137,7 @@ def collect_transitions(
     seed: int = 0,
     max_episode_steps: int = 100,
     progress: bool = False,
+    counts: dict | None = None,
 ) -> list[TextTransition]:
     """Distinct text transitions from uniformly random episodes; `make_env(i)` builds the env of episode i.
 
@@ -153,6 +154,8 @@ def collect_transitions(
         for _ in range(max_episode_steps):
             action = rng.randrange(len(names))
             obs, reward, terminated, truncated, _ = env.step(action)
+            if counts is not None:  # real environment steps taken, repeats included
+                counts["steps"] = counts.get("steps", 0) + 1
             next_state = render_state(env, obs)
             seen.setdefault((state, names[action]), TextTransition(state, names[action], next_state, float(reward), bool(terminated)))
             if terminated or truncated:

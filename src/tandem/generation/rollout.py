@@ -176,43 +176,62 @@ class SampledLogProbs(LogitsProcessor):
         return torch.stack(self.values, dim=1) if self.values else sequences.new_zeros((sequences.shape[0], 0), dtype=torch.float)
 
 
-@torch.no_grad()
-def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
-            sample_keys: torch.Tensor | None = None) -> RolloutBatch:
-    """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call.
+@dataclass
+class SampledRow:
+    """One sampled continuation: its token ids (up to and including a stop token), their sampling log-probs,
+    whether it ended (a stop token or string, not the length limit) and its decoded text."""
 
-    `sample_keys` (one per row, rows = prompts x samples): keyed draws, independent of the batch (module docstring).
+    tokens: list[int]
+    log_probs: list[float]
+    ended: bool
+    text: str
+
+
+def left_pad(id_lists: list[list[int]], pad_token_id: int, device) -> dict[str, torch.Tensor]:
+    """Token id lists as a left-padded batch (`input_ids`, `attention_mask`), for generation."""
+    width = max(len(ids) for ids in id_lists)
+    input_ids = torch.full((len(id_lists), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(id_lists), width), dtype=torch.long)
+    for row, ids in enumerate(id_lists):
+        if ids:
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention_mask[row, width - len(ids):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
+@torch.no_grad()
+def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: SamplingConfig,
+                sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
+    """One continuation of each row of a left-padded batch, in one `generate` call, with sampling log-probs.
+
+    Rows stop at EOS, the chat template's end-of-turn token or a stop string; the token ids are exactly those
+    sampled (a multi-turn rollout appends them as they are, never re-tokenising the decoded text).
+    `sample_keys` (one per row): keyed draws, independent of the batch (module docstring).
     """
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        encoded = tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    finally:
-        tokenizer.padding_side = side
     width = encoded["input_ids"].shape[1]
     keyed = sample_keys is not None and config.temperature > 0
-    if keyed and len(sample_keys) != len(repeated):
-        raise ValueError(f"{len(sample_keys)} sample keys for {len(repeated)} rows")
-    recorder = SampledLogProbs(config, sample_keys.to(device) if keyed else None, width)
+    if keyed and len(sample_keys) != encoded["input_ids"].shape[0]:
+        raise ValueError(f"{len(sample_keys)} sample keys for {encoded['input_ids'].shape[0]} rows")
+    recorder = SampledLogProbs(config, sample_keys.to(encoded["input_ids"].device) if keyed else None, width)
     # the warping is the recorder's alone: neutral values here keep a checkpoint's own sampling defaults out
     sampling = {"do_sample": config.temperature > 0 and not keyed}
     if sampling["do_sample"]:
         sampling.update(temperature=1.0, top_p=1.0, top_k=0)
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
     stops = _stop_ids(model, tokenizer)
-    sequences = model.generate(
-        **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id, stopping_criteria=criteria,
-        eos_token_id=sorted(stops), logits_processor=LogitsProcessorList([recorder]), **sampling,
-    )
-    model.train(was_training)
+    try:
+        sequences = model.generate(
+            **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=criteria, eos_token_id=sorted(stops), logits_processor=LogitsProcessorList([recorder]),
+            **sampling,
+        )
+    finally:
+        model.train(was_training)
     generated = sequences[:, width:]
     token_log_probs = recorder.finish(sequences)
-
-    prompt_rows, completion_rows, log_prob_rows, ended, texts = [], [], [], [], []
+    rows = []
     for row in range(generated.shape[0]):
         tokens = generated[row].tolist()
         cut = next((i + 1 for i, token in enumerate(tokens) if token in stops), None)
@@ -222,20 +241,37 @@ def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, column
         if config.stop_strings:
             ends = [text.index(s) + len(s) for s in config.stop_strings if s in text]
             text = text[: min(ends)] if ends else text
-        ended.append(cut is not None)
+        ended = cut is not None
         cut = cut or len(tokens)
-        prompt_rows.append(encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist())
-        completion_rows.append(tokens[:cut])
-        log_prob_rows.append(token_log_probs[row, :cut].tolist())
-        texts.append(text)
-    batch = pad_prompt_response_batch(prompt_rows, completion_rows, tokenizer.pad_token_id)
+        rows.append(SampledRow(tokens[:cut], token_log_probs[row, :cut].tolist(), ended, text))
+    return rows
+
+
+@torch.no_grad()
+def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
+            sample_keys: torch.Tensor | None = None) -> RolloutBatch:
+    """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call.
+
+    `sample_keys` (one per row, rows = prompts x samples): keyed draws, independent of the batch (module docstring).
+    """
+    device = next(model.parameters()).device
+    repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        encoded = tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+    finally:
+        tokenizer.padding_side = side
+    sampled_rows = sample_rows(model, tokenizer, encoded, config, sample_keys)
+    prompt_rows = [encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist() for row in range(len(repeated))]
+    batch = pad_prompt_response_batch(prompt_rows, [r.tokens for r in sampled_rows], tokenizer.pad_token_id)
     sampled = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
-    for row, (prompt, values) in enumerate(zip(prompt_rows, log_prob_rows)):
-        sampled[row, len(prompt) : len(prompt) + len(values)] = torch.tensor(values)
+    for row, (prompt, sampled_row) in enumerate(zip(prompt_rows, sampled_rows)):
+        sampled[row, len(prompt) : len(prompt) + len(sampled_row.log_probs)] = torch.tensor(sampled_row.log_probs)
     groups = torch.arange(len(prompts)).repeat_interleave(config.samples_per_prompt)
     row_columns = {k: [v for v in values for _ in range(config.samples_per_prompt)] for k, values in (columns or {}).items()}
     return RolloutBatch(
-        prompts=repeated, completions=texts, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-        completion_mask=batch["completion_mask"], sampled_log_probs=sampled, ended=torch.tensor(ended),
-        group_ids=groups, columns=row_columns,
+        prompts=repeated, completions=[r.text for r in sampled_rows], input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"], completion_mask=batch["completion_mask"], sampled_log_probs=sampled,
+        ended=torch.tensor([r.ended for r in sampled_rows]), group_ids=groups, columns=row_columns,
     ).to(device)

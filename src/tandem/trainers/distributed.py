@@ -38,19 +38,19 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() in ("1", "true", "yes")
 
 
-def make_accelerator(mixed_precision: str) -> Accelerator:
-    """The run's Accelerator, with the engine `accelerate launch` asked for (see the module docstring)."""
+def make_accelerator(mixed_precision: str, **options) -> Accelerator:
+    """The run's Accelerator, with the engine `accelerate launch` asked for (see the module docstring); `options`
+    go to accelerate (the trackers' `log_with`)."""
     cpu = not torch.cuda.is_available()
     if cpu and _flag("ACCELERATE_USE_FSDP") and os.environ.get("FSDP_VERSION", "1") != "2":
         raise EngineError(f"the accelerate config asks for FSDP version {os.environ.get('FSDP_VERSION', '1')}; on CPU "
                           "(gloo) only FSDP2 runs: set fsdp_version: 2 in its fsdp_config")
-    options = {}
     if cpu and _flag("ACCELERATE_USE_DEEPSPEED"):
         # accelerate skips DeepSpeed when told cpu=True; without it, and told gloo (it finds no device to pick a
         # backend for), DeepSpeed runs on its CPU accelerator with every process counted
         from accelerate.utils import InitProcessGroupKwargs
 
-        cpu, options = False, {"kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
+        cpu, options = False, {**options, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cpu, **options)
     if _flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
         _fsdp2_on_cpu(accelerator)

@@ -1,8 +1,9 @@
 """The one training loop every trainer shares.
 
 Device placement, mixed precision and multi-process wrapping (accelerate), gradient accumulation,
-AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and
-TensorBoard when installed), a progress bar, and atomic checkpoints with exact resume live here.
+AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`metrics.jsonl`, and the
+trackers of `--report-to`, `tandem.tracking`; TensorBoard when installed by default), a progress bar, and
+atomic checkpoints with exact resume live here.
 A trainer says only what is its own: how examples become a batch (`collate`), what one unit of
 loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`).
 
@@ -34,6 +35,7 @@ from transformers import get_scheduler
 from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
+from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.setup import set_threads
 from tandem.trainers import distributed
 from tandem.trainers.checkpoint import (
@@ -101,7 +103,9 @@ class Trainer:
         # accelerate keeps one global state, so drop it (the process group, if any, is kept).
         AcceleratorState._reset_state()
         # DDP, FSDP or DeepSpeed as `accelerate launch` asks (gloo across processes on CPU-only machines)
-        self.accelerator = distributed.make_accelerator(resolve_precision(config.mixed_precision))
+        self.accelerator = distributed.make_accelerator(
+            resolve_precision(config.mixed_precision), log_with=make_trackers(config.report_to, self._run_info())
+        )
         self.sharded = distributed.is_sharded(self.accelerator)  # FSDP
         self.zero_stage = distributed.deepspeed_stage(self.accelerator)
         # weights not whole on the main process: evaluation on every process, the final model gathered
@@ -356,22 +360,20 @@ class Trainer:
             shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def _log(self, record: dict, writer) -> None:
+    def _log(self, record: dict, writer: Trackers | None) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         if writer is not None:
-            for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    writer.add_scalar(key, value, record["step"])
+            writer.log(record)
 
-    def _tensorboard(self):
-        if not self.accelerator.is_main_process:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional
-            return None
-        return SummaryWriter(str(self.out / "tensorboard"))
+    def _run_info(self) -> RunInfo:
+        out = Path(self.config.out)
+        return RunInfo(out, self.config.project, self.config.run_name or out.resolve().name, self.config.run_group)
+
+    def _trackers(self) -> Trackers | None:
+        """The --report-to trackers, started with the run's resolved config (main process only)."""
+        return Trackers.start(self.accelerator, self.config.project,
+                              {"command": self.name, **self.config.model_dump(mode="json")})
 
     def _run_evaluation(self, step: int, writer) -> dict[str, float]:
         metrics: dict[str, float] = {}
@@ -388,12 +390,12 @@ class Trainer:
         return metrics
 
     def _start(self):
-        """Run directory (or resume point), TensorBoard writer, progress bar and start time."""
+        """Run directory (or resume point), experiment trackers, progress bar and start time."""
         start_step = self._prepare_run_dir()
         bar = tqdm(total=self.total_steps, initial=start_step, desc=self.name,
                    disable=not (self.accelerator.is_main_process and self.config.progress))
         self.model.train()
-        return start_step, self._tensorboard(), bar, time.perf_counter()
+        return start_step, self._trackers(), bar, time.perf_counter()
 
     def train(self) -> TrainResult:
         cfg = self.config

