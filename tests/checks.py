@@ -19,3 +19,11 @@ def assert_same_weights(first, second, atol=0.0):
 def max_weight_change(first, second) -> float:
     a, b = read_weights(first), read_weights(second)
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def max_weight_difference(first, second, file="model.safetensors", shared_only=False) -> float:
+    """Largest absolute difference between two saved models' tensors (the same names, or with `shared_only` the
+    names both have: a reward model against its base)."""
+    a, b = load_file(str(first / file)), load_file(str(second / file))
+    assert shared_only or a.keys() == b.keys(), set(a) ^ set(b)
+    return max(float((a[k] - b[k]).abs().max()) for k in a if k in b)

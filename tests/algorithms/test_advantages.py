@@ -1,4 +1,5 @@
 import statistics
+import threading
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from tandem.algorithms.advantages import (
     NEEDS_VALUES,
     AdvantageInputs,
     compute_advantages,
+    masked_mean,
     discounted_returns,
     gae_advantages,
     grpo_advantages,
@@ -207,3 +209,81 @@ def test_informative_groups_drops_groups_with_one_reward_for_all():
     # an invalid sample does not count: group 3 has one valid reward left, so nothing to compare
     valid = torch.tensor([True] * 7 + [False])
     assert informative_groups(scores, groups, valid).tolist()[6:] == [False, False]
+
+
+
+def _shards_with_a_summing_reduce(tensors, world):
+    """Rows dealt to `world` shards (round-robin), as processes would hold them."""
+    return [tuple(t[rank::world] for t in tensors) for rank in range(world)]
+
+
+def _run_sharded(fn, shards):
+    """Run `fn(*shard, reduce)` for every shard in its own thread; `reduce` is an all-reduce (sum) across the
+    threads, as torch.distributed's would be across processes. Returns each shard's output."""
+    world = len(shards)
+    barrier = threading.Barrier(world)
+    slots: list = [None] * world
+    outputs: list = [None] * world
+
+    def all_reduce(rank):
+        def reduce(value):
+            slots[rank] = value
+            barrier.wait()
+            total = torch.stack(list(slots)).sum(0)
+            barrier.wait()  # every shard has read the slots before any overwrites them
+            return total
+        return reduce
+
+    def work(rank):
+        outputs[rank] = fn(*shards[rank], all_reduce(rank))
+
+    threads = [threading.Thread(target=work, args=(rank,)) for rank in range(world)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outputs
+
+def test_whiten_with_a_reduce_over_shards_equals_whitening_the_whole_batch():
+    torch.manual_seed(3)
+    values = torch.randn(6, 5, dtype=torch.float64) * 3 + 1
+    mask = torch.rand(6, 5) > 0.3
+    whole = whiten(values, mask)
+    world = 3
+    shards = _shards_with_a_summing_reduce((values, mask), world)
+    outputs = _run_sharded(lambda v, m, reduce: whiten(v, m, reduce=reduce), shards)
+    for rank, out in enumerate(outputs):
+        assert torch.allclose(out, whole[rank::world], atol=1e-12)
+    # without the reduce each shard is whitened on its own: different numbers, so the test can fail
+    assert not torch.allclose(whiten(values[0::world], mask[0::world]), whole[0::world], atol=1e-3)
+
+
+def test_masked_mean_with_a_reduce_is_the_global_mean():
+    values = torch.arange(12, dtype=torch.float64).reshape(4, 3)
+    mask = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0], [1, 1, 1]], dtype=torch.bool)
+    shards = _shards_with_a_summing_reduce((values, mask), 2)
+    outputs = _run_sharded(lambda v, m, reduce: masked_mean(v, m, reduce=reduce), shards)
+    expected = values[mask].mean()
+    assert all(torch.allclose(out, expected) for out in outputs)
+
+
+@pytest.mark.parametrize("name", ["gae", "reinforce_plus_plus", "reinforce_plus_plus_baseline"])
+def test_whitening_estimators_with_a_reduce_equal_the_single_process_batch(name):
+    torch.manual_seed(5)
+    batch, width = 8, 6
+    mask = torch.ones(batch, width, dtype=torch.bool)
+    mask[:, 4:] = torch.rand(batch, 2) > 0.5
+    scores = torch.randn(batch, dtype=torch.float64)
+    rewards = token_rewards_from_scores(scores, mask)
+    values = torch.randn(batch, width, dtype=torch.float64)
+    groups = torch.arange(batch) // 2  # groups of two, kept together on a shard
+
+    def run(r, m, v, g, reduce=None):
+        inputs = AdvantageInputs(rewards=r, mask=m, values=v, group_ids=g, reduce=reduce)
+        return compute_advantages(name, inputs)[0]
+
+    whole = run(rewards, mask, values, groups)
+    shards = [tuple(t[rank * 4:(rank + 1) * 4] for t in (rewards, mask, values, groups)) for rank in range(2)]
+    outputs = _run_sharded(run, shards)
+    assert torch.allclose(torch.cat(outputs), whole, atol=1e-10)
+    assert not torch.allclose(torch.cat([run(*shard) for shard in shards]), whole, atol=1e-4)

@@ -58,3 +58,37 @@ def test_sampled_log_probs_are_those_of_the_tempered_top_k_distribution(tiny_mod
     assert mask.sum() > 10
     assert torch.isfinite(expected[mask]).all()  # every drawn token is among the top 5
     assert torch.allclose(expected[mask], batch.sampled_log_probs[:, 1:][mask], atol=1e-4)
+
+
+def test_keyed_gumbel_draws_sample_the_distribution():
+    from tandem.generation.rollout import keyed_gumbel
+
+    log_probs = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    keys = torch.arange(20_000)
+    draws = (log_probs + keyed_gumbel(keys, position=7, vocab=4)).argmax(-1)
+    frequencies = torch.bincount(draws, minlength=4).float() / len(keys)
+    assert torch.allclose(frequencies, log_probs.exp(), atol=0.012)  # ~4 standard errors
+    # a pure function of (key, position): same noise again, other noise at another position
+    assert torch.equal(keyed_gumbel(keys[:5], 7, 4), keyed_gumbel(keys[:5], 7, 4))
+    assert not torch.equal(keyed_gumbel(keys[:5], 7, 4), keyed_gumbel(keys[:5], 8, 4))
+
+
+def test_keyed_rollouts_depend_on_the_key_not_on_the_batch(tiny_model_dir):
+    """A row's completion is the same alone, in a larger batch, or split over two calls (two processes)."""
+    model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    config = SamplingConfig(max_new_tokens=10, samples_per_prompt=2, temperature=1.0, top_k=20)
+    keys = torch.arange(100, 106)
+    torch.manual_seed(0)
+    whole = rollout(model, tokenizer, PROMPTS, config, sample_keys=keys)
+    torch.manual_seed(1)  # the torch RNG plays no part
+    first = rollout(model, tokenizer, PROMPTS[:1], config, sample_keys=keys[:2])
+    rest = rollout(model, tokenizer, PROMPTS[1:], config, sample_keys=keys[2:])
+    assert whole.completions == first.completions + rest.completions
+    assert len(set(whole.completions)) > 3  # sampled, not greedy: different keys, different completions
+    labels = whole.input_ids.masked_fill(whole.completion_mask == 0, IGNORE_INDEX)
+    with torch.no_grad():
+        logits = model(input_ids=whole.input_ids, attention_mask=whole.attention_mask).logits
+    top20 = logits.topk(20, dim=-1)
+    warped = torch.full_like(logits, float("-inf")).scatter(-1, top20.indices, top20.values)
+    recomputed, mask = token_log_probs(warped, labels)
+    assert mask.sum() > 0 and torch.allclose(recomputed[mask], whole.sampled_log_probs[:, 1:][mask], atol=1e-4)

@@ -4,8 +4,10 @@ Token-level tensors are (B, T) over response positions with a `mask` (bool or 0/
 response tokens; outcome rewards sit on each response's last token (`token_rewards_from_scores`).
 Every registered estimator maps `AdvantageInputs` and its own options to (advantages, returns), both
 (B, T) and 0 outside the mask. Estimators run without gradient: advantages are constants in the loss.
-Whitening is over the whole batch it is given, so call these on the full rollout batch (all
-processes' samples gathered) before splitting it into micro-batches.
+Whitening is over the whole batch: on one process, the batch it is given; across processes, give
+`AdvantageInputs.reduce` (a sum over processes, e.g. an all-reduce) and the mean and variance are
+those of the global batch (sums and counts reduced), while each process keeps only its own rows.
+Group estimators need every sample of a group on one process (the rollout keeps groups together).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+Reduce = Callable[[Tensor], Tensor]  # sums a tensor over processes (identity on one process)
 
 
 @dataclass
@@ -27,6 +31,7 @@ class AdvantageInputs:
     group_ids: Tensor | None = None  # (B,) which prompt each response answers, for group baselines
     group_size: int | None = None  # or: contiguous groups of this size
     kl: Tensor | None = None  # (B, T) per-token KL to the reference, for estimators that fold it in
+    reduce: Reduce | None = None  # sum over processes: batch statistics (whitening) become global
 
 
 AdvantageEstimator = Callable[..., tuple[Tensor, Tensor]]
@@ -63,25 +68,37 @@ def compute_advantages(name: str, inputs: AdvantageInputs, **options) -> tuple[T
 # Masked statistics and shape helpers.
 
 
-def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of `values` where mask is set (over everything, or along `dim`); 0 where nothing is set."""
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None, reduce: Reduce | None = None) -> Tensor:
+    """Mean of `values` where mask is set (over everything, or along `dim`); 0 where nothing is set.
+
+    With `reduce` (a sum over processes) the overall mean is that of every process's entries together.
+    """
     mask = mask.bool()
     total = torch.where(mask, values, 0).sum() if dim is None else torch.where(mask, values, 0).sum(dim)
     count = mask.sum() if dim is None else mask.sum(dim)
+    if reduce is not None:
+        if dim is not None:
+            raise ValueError("a reduced mean is over everything (dim=None)")
+        return (reduce(total.double()) / reduce(count.double()).clamp(min=1)).to(values.dtype)
     return total / count.clamp(min=1)
 
 
 @torch.no_grad()
-def whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
+def whiten(values: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, reduce: Reduce | None = None) -> Tensor:
     """(v - mean) / sqrt(var + eps) over the masked entries; 0 outside the mask.
 
     var is the unbiased (n - 1) masked variance, as in TRL and verl. With shift_mean=False the mean is
-    added back, so only the scale changes (TRL's whitening of rewards).
+    added back, so only the scale changes (TRL's whitening of rewards). With `reduce` (a sum over
+    processes) mean and variance are the global batch's: sum and count, then the sum of squared
+    deviations from the global mean, each summed over processes (two reductions, exact).
     """
     mask = mask.bool()
-    mean = masked_mean(values, mask)
+    mean = masked_mean(values, mask, reduce=reduce)
     count = mask.sum()
-    variance = torch.where(mask, (values - mean) ** 2, 0).sum() / (count - 1).clamp(min=1)
+    squares = torch.where(mask, (values - mean) ** 2, 0).sum()
+    if reduce is not None:
+        squares, count = reduce(squares.double()).to(values.dtype), reduce(count.double())
+    variance = squares / (count - 1).clamp(min=1)
     whitened = (values - mean) * torch.rsqrt(variance + eps)
     if not shift_mean:
         whitened = whitened + mean
@@ -224,7 +241,8 @@ def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Ten
 
 @torch.no_grad()
 def reinforce_plus_plus_advantages(
-    rewards: Tensor, mask: Tensor, gamma: float = 1.0, kl: Tensor | None = None, kl_coef: float = 0.0
+    rewards: Tensor, mask: Tensor, gamma: float = 1.0, kl: Tensor | None = None, kl_coef: float = 0.0,
+    reduce: Reduce | None = None,
 ) -> tuple[Tensor, Tensor]:
     """REINFORCE++ (Hu 2025): token rewards r_t = 1[t = last] r(x, y) - beta KL_t, return
     G_t = sum_{k >= t} gamma^(k - t) r_k, advantage = G whitened over the whole batch's response tokens.
@@ -237,12 +255,13 @@ def reinforce_plus_plus_advantages(
     if kl_coef:
         rewards = rewards - kl_coef * kl
     returns = discounted_returns(rewards, mask, gamma)
-    return whiten(returns, mask), returns
+    return whiten(returns, mask, reduce=reduce), returns
 
 
 @torch.no_grad()
 def reinforce_plus_plus_baseline_advantages(
-    scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, group_size: int | None = None
+    scores: Tensor, mask: Tensor, group_ids: Tensor | None = None, group_size: int | None = None,
+    reduce: Reduce | None = None,
 ) -> Tensor:
     """REINFORCE++-baseline (Hu 2025): A = whiten_batch(r - mean_group), broadcast to tokens, (B, T).
 
@@ -251,7 +270,7 @@ def reinforce_plus_plus_baseline_advantages(
     """
     index = _group_index(scores.shape[0], group_ids, group_size, scores.device)
     centered, _, _, _ = _group_centered(scores, index)
-    return whiten(sequence_to_token_advantages(centered, mask), mask)
+    return whiten(sequence_to_token_advantages(centered, mask), mask, reduce=reduce)
 
 
 # The registry: uniform (inputs, **options) -> (advantages, returns) adapters.
@@ -273,7 +292,7 @@ def _gae(
     """PPO-RLHF: GAE on KL-penalised token rewards, advantages whitened over the batch (TRL, verl)."""
     rewards = _kl_penalised(inputs, kl_coef)
     advantages, returns = gae_advantages(rewards, inputs.values, inputs.mask, gamma, lam)
-    return (whiten(advantages, inputs.mask) if whiten_advantages else advantages), returns
+    return (whiten(advantages, inputs.mask, reduce=inputs.reduce) if whiten_advantages else advantages), returns
 
 
 def _outcome(inputs: AdvantageInputs, sequence_advantages: Tensor) -> tuple[Tensor, Tensor]:
@@ -301,11 +320,12 @@ def _rloo(inputs: AdvantageInputs):
 
 @register_advantage_estimator("reinforce_plus_plus")
 def _reinforce_plus_plus(inputs: AdvantageInputs, gamma: float = 1.0, kl_coef: float = 0.0):
-    return reinforce_plus_plus_advantages(inputs.rewards, inputs.mask, gamma, inputs.kl, kl_coef)
+    return reinforce_plus_plus_advantages(inputs.rewards, inputs.mask, gamma, inputs.kl, kl_coef, inputs.reduce)
 
 
 @register_advantage_estimator("reinforce_plus_plus_baseline", score_only=True)
 def _reinforce_plus_plus_baseline(inputs: AdvantageInputs):
     scores = sequence_scores(inputs.rewards, inputs.mask)
-    advantages = reinforce_plus_plus_baseline_advantages(scores, inputs.mask, inputs.group_ids, inputs.group_size)
+    advantages = reinforce_plus_plus_baseline_advantages(scores, inputs.mask, inputs.group_ids, inputs.group_size,
+                                                         inputs.reduce)
     return advantages, advantages

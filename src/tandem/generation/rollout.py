@@ -5,6 +5,12 @@ attention mask, so left padding does not shift positions); several samples per p
 repeating each prompt. Returned tensors are right-padded prompt+completion rows, exactly the layout
 the training forward pass uses, with the log-probabilities of the sampled tokens under the sampling
 distribution (temperature, top-k, top-p applied), recorded at sampling time.
+
+Given `sample_keys` (one integer per row), draws are keyed: token t of a row is the argmax of its
+log-probabilities plus Gumbel noise computed from (key, t, token id) by a counter-based hash (the
+Gumbel-max trick: an exact sample of the same distribution). A row's completion then depends on its key
+alone, not on the torch RNG, on the other rows in the batch or on how many processes share the batch:
+a 2-process RL step samples what a 1-process step with the same global batch samples.
 """
 
 from __future__ import annotations
@@ -106,6 +112,28 @@ def _stop_string_cut(tokenizer, tokens: list[int], stop_strings: list[str]) -> i
     return None
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mix32(h: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser on int64 tensors holding values in [0, 2^32) (products wrap; the low 32
+    bits, kept by the mask, are exact on CPU and GPU alike)."""
+    h = h ^ (h >> 16)
+    h = (h * 0x85EBCA6B) & _MASK32
+    h = h ^ (h >> 13)
+    h = (h * 0xC2B2AE35) & _MASK32
+    return h ^ (h >> 16)
+
+
+def keyed_gumbel(keys: torch.Tensor, position: int, vocab: int) -> torch.Tensor:
+    """(rows, vocab) standard Gumbel noise, a pure function of (key, position, token id)."""
+    row = _mix32((keys.long() * 0x9E3779B1 + position * 0x7FEB352D + 0x165667B1) & _MASK32)
+    token = torch.arange(vocab, device=keys.device, dtype=torch.long)
+    h = _mix32(_mix32(row.unsqueeze(-1) ^ ((token * 0x27D4EB2F + 0x61C88647) & _MASK32)))
+    uniform = (h.double() + 0.5) / 2.0**32  # in (0, 1), never 0 or 1
+    return (-torch.log(-torch.log(uniform))).float()
+
+
 class SampledLogProbs(LogitsProcessor):
     """Temperature, top-k and top-p applied here, last, so what this sees is the distribution tokens are drawn
     from; the log-prob of each drawn token is read one step later from the previous step's scores.
@@ -114,7 +142,10 @@ class SampledLogProbs(LogitsProcessor):
     cost 3 full-vocabulary fp32 copies, about 10 GB for 64 rows x 256 tokens of a 49k-token vocabulary.
     """
 
-    def __init__(self, config: SamplingConfig):
+    def __init__(self, config: SamplingConfig, keys: torch.Tensor | None = None, prompt_width: int = 0):
+        # keyed draws (see the module docstring): scores become log-probs + Gumbel noise keyed by the new
+        # token's index in the completion (not in the padded row, whose width depends on the batch)
+        self.keys, self.prompt_width = keys, prompt_width
         warpers = []
         if config.temperature > 0 and config.temperature != 1.0:
             warpers.append(TemperatureLogitsWarper(config.temperature))
@@ -130,6 +161,8 @@ class SampledLogProbs(LogitsProcessor):
         self._read(input_ids)
         scores = self.warpers(input_ids, scores)
         self.previous = scores.float().log_softmax(-1)
+        if self.keys is not None:  # greedy decoding of log p + Gumbel draws from p
+            return self.previous + keyed_gumbel(self.keys, input_ids.shape[1] - self.prompt_width, scores.shape[-1])
         return scores
 
     def _read(self, sequences: torch.Tensor) -> None:
@@ -167,18 +200,25 @@ def left_pad(id_lists: list[list[int]], pad_token_id: int, device) -> dict[str, 
 
 
 @torch.no_grad()
-def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: SamplingConfig) -> list[SampledRow]:
+def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: SamplingConfig,
+                sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
     """One continuation of each row of a left-padded batch, in one `generate` call, with sampling log-probs.
 
     Rows stop at EOS, the chat template's end-of-turn token or a stop string; the token ids are exactly those
     sampled (a multi-turn rollout appends them as they are, never re-tokenising the decoded text).
+    `sample_keys` (one per row): keyed draws, independent of the batch (module docstring).
     """
     was_training = model.training
     model.eval()
     width = encoded["input_ids"].shape[1]
-    recorder = SampledLogProbs(config)
+    keyed = sample_keys is not None and config.temperature > 0
+    if keyed and len(sample_keys) != encoded["input_ids"].shape[0]:
+        raise ValueError(f"{len(sample_keys)} sample keys for {encoded['input_ids'].shape[0]} rows")
+    recorder = SampledLogProbs(config, sample_keys.to(encoded["input_ids"].device) if keyed else None, width)
     # the warping is the recorder's alone: neutral values here keep a checkpoint's own sampling defaults out
-    sampling = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0} if config.temperature > 0 else {"do_sample": False}
+    sampling = {"do_sample": config.temperature > 0 and not keyed}
+    if sampling["do_sample"]:
+        sampling.update(temperature=1.0, top_p=1.0, top_k=0)
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
     stops = _stop_ids(model, tokenizer)
     try:
@@ -208,8 +248,12 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
 
 
 @torch.no_grad()
-def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None) -> RolloutBatch:
-    """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call."""
+def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
+            sample_keys: torch.Tensor | None = None) -> RolloutBatch:
+    """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call.
+
+    `sample_keys` (one per row, rows = prompts x samples): keyed draws, independent of the batch (module docstring).
+    """
     device = next(model.parameters()).device
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
     side = tokenizer.padding_side
@@ -218,7 +262,7 @@ def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, column
         encoded = tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
     finally:
         tokenizer.padding_side = side
-    sampled_rows = sample_rows(model, tokenizer, encoded, config)
+    sampled_rows = sample_rows(model, tokenizer, encoded, config, sample_keys)
     prompt_rows = [encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist() for row in range(len(repeated))]
     batch = pad_prompt_response_batch(prompt_rows, [r.tokens for r in sampled_rows], tokenizer.pad_token_id)
     sampled = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)

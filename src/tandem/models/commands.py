@@ -1,4 +1,5 @@
-"""`tandem convert`: any model tandem can load (a .gguf file, a LoRA adapter folder) as a plain Hugging Face directory."""
+"""`tandem convert`: any model tandem can load (a .gguf file, a LoRA adapter folder, a sharded FSDP checkpoint) as a
+plain Hugging Face directory."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ class ConvertConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: Path = Field(description="What to convert: a .gguf file, a LoRA adapter folder (merged into its base) or a model directory.")
+    model: Path = Field(description="What to convert: a .gguf file, a LoRA adapter folder (merged into its base), a sharded (FSDP) checkpoint folder or a model directory.")
     out: Path = Field(description="New Hugging Face directory to write (must not exist, or be empty).")
 
 
@@ -23,10 +24,13 @@ def run_convert(config: ConvertConfig) -> Path:
     if is_gguf_file(config.model):
         return convert_gguf(config.model, config.out)
     from tandem.models.loading import load_causal_lm, load_tokenizer, save_model
+    from tandem.models.sharded import SHARDED, export_checkpoint
 
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} already exists and is not empty; choose another --out or remove it")
+    if (Path(config.model) / SHARDED).is_dir():  # one process, no process group: the shards are gathered here
+        return export_checkpoint(config.model, out)
     model, tokenizer = load_causal_lm(config.model), load_tokenizer(config.model)
     save_model(model, tokenizer, out)
     return out
@@ -41,5 +45,5 @@ def _run(config: ConvertConfig) -> None:
 def register(add_command) -> None:
     add_command(
         "convert", ConvertConfig, _run,
-        "Write a .gguf file, or a LoRA adapter merged into its base, as a plain Hugging Face model directory.",
+        "Write a .gguf file, a LoRA adapter merged into its base, or a sharded FSDP checkpoint as a plain Hugging Face model directory.",
     )

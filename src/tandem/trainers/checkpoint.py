@@ -60,15 +60,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(folder: Path, step: int, optimizer, scheduler, extra: dict | None = None) -> None:
-    """Everything besides the weights that a resumed run needs to continue exactly."""
-    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    """Everything besides the weights that a resumed run needs to continue exactly (optimizer None: it is sharded,
+    saved with the weights)."""
+    if optimizer is not None:
+        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
     torch.save(scheduler.state_dict(), folder / "scheduler.pt")
     torch.save(rng_state(), folder / "rng.pt")
     (folder / "trainer_state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
 
 
 def load_training_state(folder: Path, optimizer, scheduler) -> dict:
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(folder / "rng.pt", weights_only=True))
     return json.loads((folder / "trainer_state.json").read_text())

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -26,7 +28,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -36,6 +37,7 @@ from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
 from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.setup import set_threads
+from tandem.trainers import distributed
 from tandem.trainers.checkpoint import (
     atomic_directory,
     checkpoints_newest_first,
@@ -100,11 +102,17 @@ class Trainer:
         # Several trainers may run in one process (the quickstart chain), each with its own precision;
         # accelerate keeps one global state, so drop it (the process group, if any, is kept).
         AcceleratorState._reset_state()
-        # cpu=True on CPU-only machines so a torchrun / accelerate launch run uses gloo across processes.
-        self.accelerator = Accelerator(
-            mixed_precision=resolve_precision(config.mixed_precision), cpu=not torch.cuda.is_available(),
-            log_with=make_trackers(config.report_to, self._run_info()),
+        # DDP, FSDP or DeepSpeed as `accelerate launch` asks (gloo across processes on CPU-only machines)
+        self.accelerator = distributed.make_accelerator(
+            resolve_precision(config.mixed_precision), log_with=make_trackers(config.report_to, self._run_info())
         )
+        self.sharded = distributed.is_sharded(self.accelerator)  # FSDP
+        self.zero_stage = distributed.deepspeed_stage(self.accelerator)
+        # weights not whole on the main process: evaluation on every process, the final model gathered
+        self.gathers = self.sharded or self.zero_stage == 3
+        if self.sharded:
+            distributed.check_shardable(model)
+        self.model_class, self.model_config = distributed.original_class(model), model.config
         self.world = self.accelerator.num_processes
         self.rank = self.accelerator.process_index
         self.accumulation = self._accumulation_steps()
@@ -129,7 +137,11 @@ class Trainer:
             schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * optimizer_steps),
             num_training_steps=optimizer_steps,
         )
+        if self.zero_stage is not None:
+            distributed.configure_deepspeed(self.accelerator, config, self.accumulation)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.gathers:
+            distributed.mark_sharded_for_generate(self.model)
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         self.bad_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
@@ -159,6 +171,14 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def _backward(self, loss: torch.Tensor, last: bool) -> None:
+        if self.zero_stage is not None:
+            # the DeepSpeed engine accumulates, divides by its accumulation steps (undone here: the loss is already
+            # a share of the global batch) and steps the optimizer itself after the last micro-batch
+            self.accelerator.gradient_state._set_sync_gradients(last)
+            loss = loss * self.accumulation
+        self.accelerator.backward(loss)
 
     def _accumulation_steps(self) -> int:
         """Micro-batches per process per step; the batch must split evenly over processes and micro-batches."""
@@ -273,6 +293,9 @@ class Trainer:
         problems = []
         for folder in candidates:
             try:
+                if self.sharded:
+                    distributed.load_sharded(folder, self.model, self.optimizer)
+                    return load_training_state(folder, None, self.scheduler), folder
                 load_weights(self.accelerator.unwrap_model(self.model), folder)
                 return load_training_state(folder, self.optimizer, self.scheduler), folder
             except Exception as error:  # noqa: BLE001 - any damage means: try the previous checkpoint
@@ -300,6 +323,8 @@ class Trainer:
 
     def _save_checkpoint(self, step: int) -> None:
         self.accelerator.wait_for_everyone()
+        if self.sharded:
+            return self._save_sharded_checkpoint(step)
         if self.accelerator.is_main_process:
             model = self.accelerator.unwrap_model(self.model)
 
@@ -309,6 +334,30 @@ class Trainer:
 
             folder = atomic_directory(self.checkpoints / f"step-{step:07d}", write)
             mark_latest(self.checkpoints, folder, self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _save_sharded_checkpoint(self, step: int) -> None:
+        """FSDP: every process writes its shards into a staging folder; the main process adds config, tokenizer
+        and training state and moves the whole into place atomically, as for an ordinary checkpoint."""
+        final = self.checkpoints / f"step-{step:07d}"
+        staging = final.with_name(f".{final.name}.shards")
+        main = self.accelerator.is_main_process
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        distributed.save_sharded(staging, self.model, self.optimizer)
+        self.accelerator.wait_for_everyone()
+        if main:
+            def write(folder: Path) -> None:
+                os.replace(staging / distributed.SHARDED, folder / distributed.SHARDED)
+                self.model_config.architectures = [self.model_class.__name__]
+                self.model_config.save_pretrained(str(folder))
+                self.tokenizer.save_pretrained(str(folder))
+                save_training_state(folder, step, None, self.scheduler, extra=self.extra_state())
+
+            mark_latest(self.checkpoints, atomic_directory(final, write), self.config.keep_checkpoints)
+            shutil.rmtree(staging, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def _log(self, record: dict, writer: Trackers | None) -> None:
@@ -328,13 +377,14 @@ class Trainer:
 
     def _run_evaluation(self, step: int, writer) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self.accelerator.is_main_process:
+        # sharded weights: every process evaluates (each forward is a collective), the main one logs
+        if self.accelerator.is_main_process or self.gathers:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
             with self.accelerator.autocast():
                 metrics = self.evaluate(model)
             model.train()
-            if metrics:
+            if metrics and self.accelerator.is_main_process:
                 self._log({"step": step, **metrics}, writer)
         self.accelerator.wait_for_everyone()
         return metrics
@@ -365,7 +415,7 @@ class Trainer:
                 sync = k == len(batches) - 1
                 with nullcontext() if sync else self.accelerator.no_sync(self.model):
                     output = self.compute_loss(self.model, batch)
-                    self.accelerator.backward(output.loss_sum * scale)
+                    self._backward(output.loss_sum * scale, sync)
                 step_stats["loss"] += float(output.loss_sum.detach())
                 for key, value in output.stats.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value)
@@ -410,7 +460,12 @@ class Trainer:
             self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
         model_dir = self.out / "model"
-        if self.accelerator.is_main_process:
+        if self.gathers or self.zero_stage is not None:  # the full weights gathered once, as an ordinary HF directory
+            weights = distributed.full_state_dict(self.accelerator, self.model)
+            if self.accelerator.is_main_process:
+                atomic_directory(model_dir, lambda folder: distributed.write_model_directory(
+                    self.model_class, self.model_config, weights, self.tokenizer, folder))
+        elif self.accelerator.is_main_process:
             atomic_directory(model_dir, lambda folder: self.save_final(self.accelerator.unwrap_model(self.model), folder))
         self.accelerator.wait_for_everyone()
         if writer is not None:

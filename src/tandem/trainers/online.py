@@ -6,6 +6,12 @@ function, checked for errors and NaN), computes log-probabilities under the poli
 reference, turns rewards into advantages with an estimator chosen by name, and takes
 `update_epochs x minibatches` optimizer steps with a policy loss chosen by name. PPO and GRPO differ
 only in their configs and the two hooks `token_rewards` / `extra_losses` (see `ppo.py`, `grpo.py`).
+
+On several processes a step is the same step as on one: each process rolls out its share of the
+prompts (whole groups: every sample of a prompt stays on one process), draws are keyed by the row's
+place in the global batch (so the completions are those one process would sample), batch statistics
+(advantage whitening, the logged reward and KL, the KL the adaptive controller reads) are global sums,
+and the update's minibatches are drawn from the global rows, each process training on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
+from tandem.trainers.distributed import EngineError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -197,6 +204,9 @@ class OnlineTrainer(GenerativeTrainer):
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
         # a separate reference, or LoRA's base with the adapters off: without either there is no KL to report
+        if self.zero_stage is not None:
+            raise EngineError("RL commands do not run under DeepSpeed yet (the update steps the optimizer itself): "
+                              "use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP")
         policy = self.accelerator.unwrap_model(self.model)
         self.has_reference = reference_and_context(policy, self.reference)[0] is not None
 
@@ -326,12 +336,21 @@ class OnlineTrainer(GenerativeTrainer):
                     f.write(json.dumps({"step": step + 1, "epoch": epoch, "index": index,
                                         "reward": float(scores[rows][valid[rows]].mean())}) + "\n")
 
-    def _sample_and_score(self, rows: list[dict], times: dict) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
+    def _sample_keys(self, step: int, round_: int, n_prompts: int) -> torch.Tensor:
+        """One key per row (prompt x sample): its place in the step's global batch (round 0), or for dynamic
+        sampling's refills (rounds >= 1, drawn per process) in this process's refill."""
+        first = self.rank * n_prompts * self.config.samples_per_prompt
+        base = ((self.config.seed * 1_000_003 + step) * 101 + round_) * 1_048_583 + (first if round_ == 0 else 0)
+        offset = 0 if round_ == 0 else self.rank * 65_537
+        return base + offset + torch.arange(n_prompts * self.config.samples_per_prompt)
+
+    def _sample_and_score(self, rows: list[dict], times: dict, keys: torch.Tensor | None = None
+                          ) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
         columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
         t0 = time.perf_counter()
         with self.accelerator.autocast():  # the precision the update trains in (bf16 matmuls: ~3x faster on AMX)
             batch = rollout(self.accelerator.unwrap_model(self.model), self.tokenizer, [r["prompt"] for r in rows],
-                            self.sampling, columns)
+                            self.sampling, columns, sample_keys=keys)
         times["time/generate"] = times.get("time/generate", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         scores, valid, reward_stats = self._score_batch(batch)
@@ -360,9 +379,13 @@ class OnlineTrainer(GenerativeTrainer):
                 rows = chosen.nonzero().flatten().tolist()
                 pieces.append((select_rows(batch, rows), scores[chosen], valid[chosen]))
             n_kept += len(torch.unique(batch.group_ids[informative]))
-            if n_kept >= n_groups or rounds >= self.config.max_sampling_rounds:
+            done = n_kept >= n_groups or rounds >= self.config.max_sampling_rounds
+            if self.gathers and self.world > 1:  # sharded weights: sampling is collective, every process goes on
+                done = self._all_reduce_max(float(not done)) == 0.0
+            if done:
                 break
-            batch, scores, valid, _ = self._sample_and_score(self._refill_rows(step, rounds, n_groups), times)
+            batch, scores, valid, _ = self._sample_and_score(self._refill_rows(step, rounds, n_groups), times,
+                                                             self._sample_keys(step, rounds, n_groups))
         pieces = [p for p in kept + dropped if p[0].input_ids.shape[0]]
         merged = concat_rollouts([p[0] for p in pieces], self.tokenizer.pad_token_id)
         rows = (merged.group_ids < n_groups).nonzero().flatten().tolist()
@@ -376,14 +399,14 @@ class OnlineTrainer(GenerativeTrainer):
         """Rollout -> score -> log-probs -> advantages for one step's prompts."""
         rows = self._prompt_rows(step)
         times: dict[str, float] = {}
-        batch, scores, valid, reward_stats = self._sample_and_score(rows, times)
+        batch, scores, valid, reward_stats = self._sample_and_score(rows, times, self._sample_keys(step, 0, len(rows)))
         self._log_example_rewards(step, scores, valid)
         if self.config.dynamic_sampling:
             batch, scores, valid, dynamic_stats = self._dynamic_sampling(step, len(rows), batch, scores, valid, times)
             reward_stats = {**reward_stats, **dynamic_stats}
         t0 = time.perf_counter()
         mask = (self._labels(batch)[:, 1:] != IGNORE_INDEX) & valid.unsqueeze(-1)
-        stats = {"reward": float(scores[valid].mean()) if valid.any() else float("nan")}
+        stats = {"reward": self._global_mean(scores, valid)}
         if self.single_pass:
             # nothing needs log pi_old before the update: the update's own forward gives it (ratio 1)
             old_logp = ref_logp = values = kl = None
@@ -393,11 +416,13 @@ class OnlineTrainer(GenerativeTrainer):
             rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
             kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
             if self.has_reference:
-                stats["kl"] = float((kl * mask).sum(-1)[valid].mean()) if valid.any() else 0.0
-        inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl)
+                stats["kl"] = self._global_mean((kl * mask).sum(-1), valid, empty=0.0)
+        inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl,
+                                 reduce=self._sum_over_processes if self.world > 1 else None)
         advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
         times["time/logprobs_advantages"] = time.perf_counter() - t0
-        signal = learning_signal(batch, scores, valid, grouped=self.config.samples_per_prompt > 1)
+        # the whole batch's signal (shares averaged over processes), so every process judges alike
+        signal = self._mean_over_processes(learning_signal(batch, scores, valid, grouped=self.config.samples_per_prompt > 1))
         warning = self.signal_watch.update(step, signal, batch, scores)
         if warning and self.accelerator.is_main_process:
             print(warning, flush=True)
@@ -421,13 +446,17 @@ class OnlineTrainer(GenerativeTrainer):
         options = self._policy_options()
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         for _ in range(cfg.update_epochs):
-            order = torch.randperm(n, generator=generator)
-            for minibatch in order.chunk(cfg.minibatches):
+            # minibatches of the global rows (every process holds n of them), each process training on its own
+            order = torch.randperm(n * self.world, generator=generator)
+            for global_rows in order.chunk(cfg.minibatches):
+                minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.sampling.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
-                micro_batches = minibatch.split(cfg.micro_batch_size)
+                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
                 for k, rows in enumerate(micro_batches):
                     sync = k == len(micro_batches) - 1
+                    weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
+                    rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
                     with nullcontext() if sync else self.accelerator.no_sync(self.model):
                         logits, values = self._sampler_forward(self.model, batch, rows)
                         logp, _ = token_log_probs(logits, labels[rows])
@@ -437,15 +466,49 @@ class OnlineTrainer(GenerativeTrainer):
                                           micro_mask, **options)
                         extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
                         loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
-                        self.accelerator.backward(loss * self.world)
+                        self.accelerator.backward(loss * (self.world * weight))
                     for key, value in {**out.stats, **extra_stats}.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
                     sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                    count += 1
+                    count += weight > 0
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
         return {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+
+    def _same_count_everywhere(self, micro_batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Pad with empty micro-batches to the most any process has: every process runs as many forward and
+        backward passes (DDP's and FSDP's collectives), and one with no row of a minibatch still joins."""
+        most = len(micro_batches)
+        if self.world > 1:
+            most = int(self._all_reduce_max(most))
+        return micro_batches + [torch.zeros(0, dtype=torch.long)] * (max(most, 1) - len(micro_batches))
+
+    def _all_reduce_max(self, value: float) -> float:
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.accelerator.device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return float(tensor)
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The `reduce` of the advantage estimators: a tensor summed over processes."""
+        if self.world == 1:
+            return tensor
+        total = tensor.detach().to(self.accelerator.device, torch.float64).clone()
+        torch.distributed.all_reduce(total)
+        return total.to(tensor.device, tensor.dtype)
+
+    def _global_mean(self, values: torch.Tensor, valid: torch.Tensor, empty: float = float("nan")) -> float:
+        """Mean of the valid rows of every process's share."""
+        total, count = self._all_reduce_sum([float(values[valid].sum()), float(valid.sum())])
+        return total / count if count else empty
+
+    def _mean_over_processes(self, stats: dict[str, float]) -> dict[str, float]:
+        """Logged statistics averaged over processes (equal shares); reward and KL are already global."""
+        if self.world == 1:
+            return stats
+        keys = sorted(k for k in stats if k not in ("reward", "kl"))
+        means = self._all_reduce_sum([stats[k] for k in keys])
+        return {**stats, **{k: v / self.world for k, v in zip(keys, means)}}
 
     def _policy_options(self) -> dict:
         """--clip-low/--clip-high when given (a given --clip-low brings --clip-high, whose default is it), to a loss
@@ -480,10 +543,10 @@ class OnlineTrainer(GenerativeTrainer):
             data = self.collect(step)
             t1 = time.perf_counter()
             update_stats = self.update(data, step)
-            stats = {**data["stats"], **update_stats, "time/update": time.perf_counter() - t1,
-                     "time/step": time.perf_counter() - t0}
+            stats = self._mean_over_processes({**data["stats"], **update_stats, "time/update": time.perf_counter() - t1,
+                                               "time/step": time.perf_counter() - t0})
             if "kl" in stats:
-                self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts))
+                self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts) * self.world)
             done = step + 1
             if main:
                 bar.update(1)
