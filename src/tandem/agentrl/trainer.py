@@ -198,6 +198,9 @@ class AgentRLTrainer(Trainer):
 
     # ---- sizes ---------------------------------------------------------------------------------
     def _accumulation_steps(self) -> int:
+        if self.world > 1:  # episodes differ in length per process: micro-batch counts would not line up under DDP
+            raise ValueError("agent-rl runs in one process for now (launched on several, the processes' update "
+                             "steps would not line up); run it without accelerate launch / torchrun")
         if self.config.batch_size % self.world:
             raise ValueError(f"batch_size {self.config.batch_size} must be a multiple of the {self.world} processes")
         return 1
