@@ -117,3 +117,14 @@ def test_shaping_model_gives_a_bounded_potential(corridor_model_dir):
     phi = shaping_potential(AgentRLConfig(shaping_model=corridor_model_dir, shaping_scale=2.0))
     values = [phi(text) for text in ("@..G", ".@.G", "..@G")]
     assert all(0.0 <= v <= 2.0 for v in values) and len(set(values)) > 1  # a real rating, scaled
+
+
+@pytest.mark.e2e
+def test_the_sampler_and_trainer_agree_on_log_probs(corridor_model_dir, tmp_path):
+    """The recorded sampling log-probs are those the training forward computes (up to bf16 rounding)."""
+    config = AgentRLConfig(model=corridor_model_dir, env="corridor:length=3", max_turns=3, out=tmp_path / "run",
+                           batch_size=2, episodes_per_start=2, n_eval=0, max_new_tokens=4, max_steps=1,
+                           progress=False, threads=1, mixed_precision="no")
+    run_agent_rl(config)
+    record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert 0.0 <= record["train/logprob_mismatch"] < 1e-3

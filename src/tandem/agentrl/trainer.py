@@ -358,7 +358,9 @@ class AgentRLTrainer(Trainer):
         sums: dict[str, float] = {}
         count = 0
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
-        for _ in range(cfg.update_epochs):
+        sampled = rows.sampled_log_probs[:, 1:]
+        mismatch, mismatch_tokens = 0.0, 0.0
+        for epoch in range(cfg.update_epochs):
             order = torch.randperm(n, generator=generator)
             for minibatch in order.chunk(cfg.minibatches):
                 normaliser = self._all_reduce_sum([float(global_normaliser(cfg.loss_agg, mask[minibatch], cfg.max_new_tokens))])[0]
@@ -366,6 +368,10 @@ class AgentRLTrainer(Trainer):
                     logits, values = self._forward(self.model, rows, rows_index)
                     logp, _ = token_log_probs(logits, labels[rows_index])
                     micro_mask = mask[rows_index]
+                    if epoch == 0:  # sampler vs trainer: the same policy, two numerical paths (bf16 generate vs training forward)
+                        gap = (logp.detach().float() - sampled[rows_index]).abs()
+                        mismatch += float(torch.where(micro_mask, gap, 0.0).sum())
+                        mismatch_tokens += float(micro_mask.sum())
                     old = logp.detach() if data["old_logp"] is None else data["old_logp"][rows_index]
                     out = policy_loss(cfg.policy_loss, logp, old, data["advantages"][rows_index], micro_mask)
                     per_token = out.loss
@@ -389,7 +395,10 @@ class AgentRLTrainer(Trainer):
                 grad_norm = self._optimizer_step(step, lambda: f"episode seeds {[e.seed for e in data['episodes']][:8]}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
-        return {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+        averaged = {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+        # mean |log pi_train - log pi_sampled| over the sampled tokens (the rollout/training mismatch; 0 is ideal)
+        averaged["logprob_mismatch"] = mismatch / max(mismatch_tokens, 1.0)
+        return averaged
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, model) -> dict[str, float]:
