@@ -73,6 +73,15 @@ class EnvError(RuntimeError):
     """An environment raised while resetting or stepping; names the episode and turn."""
 
 
+def invalid_reply(action: str, names: list[str], state: str, invalid: InvalidAction, penalty: float) -> StepResult:
+    """What a reply naming none of `names` gets: the state shown again with the actions to choose from, and the
+    penalty (``retry``: none) or the end of the episode (``end``); the environment is not stepped."""
+    ended = invalid == "end"
+    return StepResult(f"'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(names)}.\n{state}",
+                      0.0 if invalid == "retry" else penalty, ended, False,
+                      {"invalid_action": True, **({"success": False} if ended else {})})
+
+
 # ---- Gymnasium ------------------------------------------------------------------------------------------------
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -160,11 +169,7 @@ class GymTextEnv(TextEnv):
     def step(self, action: str) -> StepResult:
         index = parse_action_name(action, self.names)
         if index is None:
-            note = f"'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(self.names)}.\n"
-            penalty = 0.0 if self.invalid == "retry" else self.invalid_penalty
-            ended = self.invalid == "end"
-            return StepResult(note + self.render(), penalty, ended, False,
-                              {"invalid_action": True, **({"success": False} if ended else {})})
+            return invalid_reply(action, self.names, self.render(), self.invalid, self.invalid_penalty)
         self.obs, reward, terminated, truncated, info = self.env.step(index)
         result = StepResult(self.render(), float(reward), bool(terminated), bool(truncated),
                             {"invalid_action": False, "action": self.names[index]})
@@ -224,10 +229,7 @@ class Corridor(TextEnv):
     def step(self, action: str) -> StepResult:
         index = parse_action_name(action, self.names)
         if index is None:
-            ended = self.invalid == "end"
-            return StepResult(f"not an action; reply left or right.\n{self._render()}",
-                              0.0 if self.invalid == "retry" else self.invalid_penalty, ended, False,
-                              {"invalid_action": True, **({"success": False} if ended else {})})
+            return invalid_reply(action, self.names, self._render(), self.invalid, self.invalid_penalty)
         self.position = max(0, self.position + (1 if index == 1 else -1))
         done = self.position == self.length
         return StepResult(self._render(), float(done), done, False,

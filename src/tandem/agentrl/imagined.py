@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tandem.agentrl.env import EnvSuite, GymTextEnv, StepResult, TextEnv, make_env_suite, register_env_kind
+from tandem.agentrl.env import (
+    EnvSuite, GymTextEnv, StepResult, TextEnv, invalid_reply, make_env_suite, register_env_kind,
+)
 from tandem.agents.render import parse_action_name
 
 REAL_ENVS = {"frozenlake": "frozenlake:size={size}", "taxi": "Taxi-v4"}
@@ -34,11 +36,7 @@ class ImaginedEnv(TextEnv):
     def step(self, action: str) -> StepResult:
         index = parse_action_name(action, self.names)
         if index is None:
-            real = self.real
-            ended = real.invalid == "end"
-            return StepResult(f"'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(self.names)}.\n"
-                              f"{self.state}", 0.0 if real.invalid == "retry" else real.invalid_penalty, ended, False,
-                              {"invalid_action": True, **({"success": False} if ended else {})})
+            return invalid_reply(action, self.names, self.state, self.real.invalid, self.real.invalid_penalty)
         prediction = self.world_model.predict([self.state], [index])[0]
         self.imagined_steps += 1
         if not prediction.valid:

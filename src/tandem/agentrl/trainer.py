@@ -144,29 +144,24 @@ def turn_tables(episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
 def turn_value_positions(rows: TrainingRows) -> dict[tuple[int, int], tuple[int, int]]:
     """(episode, turn) -> (row, position) of the token whose value V(s_t) is read: the one before the turn's first
     sampled token (the last token of what the model saw)."""
-    positions: dict[tuple[int, int], tuple[int, int]] = {}
-    turns = rows.turn.tolist()
-    for r, row_turns in enumerate(turns):
-        episode = int(rows.episode[r])
-        previous = -1
-        for p, t in enumerate(row_turns):
-            if t >= 0 and t != previous:
-                positions[(episode, t)] = (r, p - 1)
-            previous = t
-    return positions
+    turn = rows.turn
+    previous = torch.nn.functional.pad(turn[:, :-1], (1, 0), value=-1)
+    rows_at, positions = ((turn >= 0) & (turn != previous)).nonzero(as_tuple=True)  # each turn's first sampled token
+    episodes, turns = rows.episode[rows_at].tolist(), turn[rows_at, positions].tolist()
+    return {(e, t): (r, p - 1) for e, t, r, p in zip(episodes, turns, rows_at.tolist(), positions.tolist())}
 
 
-def episode_metrics(episodes: list[Episode], prefix: str = "") -> dict[str, float]:
+def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
     n = max(len(episodes), 1)
     turns = sum(len(e.turns) for e in episodes)
     return {
-        f"{prefix}success_rate": sum(e.success for e in episodes) / n,
-        f"{prefix}return": sum(e.env_return for e in episodes) / n,
-        f"{prefix}invalid_rate": sum(e.invalid_actions for e in episodes) / max(turns, 1),
-        f"{prefix}turns": turns / n,
-        f"{prefix}truncated_fraction": sum(e.truncated for e in episodes) / n,
-        f"{prefix}tool_calls": sum(t.tool for e in episodes for t in e.turns) / n,
-        f"{prefix}cut_reply_fraction": sum(not t.ended for e in episodes for t in e.turns) / max(turns, 1),
+        "success_rate": sum(e.success for e in episodes) / n,
+        "return": sum(e.env_return for e in episodes) / n,
+        "invalid_rate": sum(e.invalid_actions for e in episodes) / max(turns, 1),
+        "turns": turns / n,
+        "truncated_fraction": sum(e.truncated for e in episodes) / n,
+        "tool_calls": sum(t.tool for e in episodes for t in e.turns) / n,
+        "cut_reply_fraction": sum(not t.ended for e in episodes for t in e.turns) / max(turns, 1),
     }
 
 
@@ -181,7 +176,7 @@ class AgentRLTrainer(Trainer):
     def __init__(self, config: AgentRLConfig, model, tokenizer, suite: EnvSuite, chat: bool, reference=None,
                  shaping=None):
         super().__init__(config, model, tokenizer, list(range(config.n_train_starts)))
-        self.suite, self.chat, self.shaping = suite, chat, shaping
+        self.suite, self.shaping = suite, shaping
         self.format = chat_format(tokenizer, chat)
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.options = RolloutOptions(max_turns=config.max_turns or suite.max_turns, max_context=config.max_context,
@@ -201,8 +196,6 @@ class AgentRLTrainer(Trainer):
         if self.world > 1:  # episodes differ in length per process: micro-batch counts would not line up under DDP
             raise ValueError("agent-rl runs in one process for now (launched on several, the processes' update "
                              "steps would not line up); run it without accelerate launch / torchrun")
-        if self.config.batch_size % self.world:
-            raise ValueError(f"batch_size {self.config.batch_size} must be a multiple of the {self.world} processes")
         return 1
 
     def _local_starts(self) -> int:
