@@ -77,8 +77,8 @@ def test_finished_rows_leave_the_cache_and_padding_columns_are_cut(engine):
 
 @pytest.fixture()
 def server(tiny_model_dir):
-    config = ServeConfig(model=tiny_model_dir, model_name="tiny", max_tokens=400, max_request_tokens=4000,
-                         header_timeout=0.5, body_timeout=0.5, request_timeout=20)
+    config = ServeConfig(model=tiny_model_dir, model_name="tiny", max_tokens=400, max_request_tokens=4000, max_n=4,
+                         header_timeout=0.5, body_timeout=0.5, request_timeout=60)
     with BackgroundServer(create_app(config)) as live:
         yield live
 
@@ -91,19 +91,21 @@ def test_concurrent_requests_share_the_batch_and_a_short_one_is_not_stuck_behind
     scheduler = server.server.config.app.state.scheduler
     finished = {}
 
-    def ask(name, tokens):
-        response = complete(server.url, prompt="Review:", max_tokens=tokens, temperature=1.0, ignore_eos=True)
+    def ask(name, **body):
+        response = complete(server.url, temperature=1.0, ignore_eos=True, **body)
         finished[name] = (time.monotonic(), response.status_code, response.json())
 
-    long = threading.Thread(target=ask, args=("long", 400))
-    long.start()
+    # 4 prompts x n=4 = 16 rows, more than half of the 32-row batch: the request holds at most 16 at a time
+    big = threading.Thread(target=ask, args=("big",), kwargs=dict(prompt=["Review:"] * 4, n=4, max_tokens=200))
+    big.start()
     while scheduler.stats.steps < 5:
         time.sleep(0.01)
-    ask("short", 4)
-    long.join(60)
-    assert finished["short"][1] == finished["long"][1] == 200
-    assert finished["short"][0] < finished["long"][0]
-    assert scheduler.stats.most_rows >= 2
+    ask("short", prompt="Review: the", max_tokens=4, n=2)
+    big.join(120)
+    assert finished["short"][1] == finished["big"][1] == 200
+    assert len(finished["big"][2]["choices"]) == 16 and finished["big"][2]["usage"]["completion_tokens"] == 16 * 200
+    assert finished["short"][0] < finished["big"][0]
+    assert scheduler.stats.most_rows == 18  # the big request's half of the batch, and the short one's 2 rows
 
 
 def stream_then_hang_up(url, tokens):

@@ -318,7 +318,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         watcher = asyncio.create_task(hang_up())
         try:
             for number, job in enumerate(jobs):
-                tickets.append(scheduler.submit(job, sink(number)))
+                tickets.append(scheduler.submit(job, sink(number), request=inbox))
             left = len(jobs)
             while left:
                 number, item = await inbox.get()

@@ -35,6 +35,7 @@ class Ticket:
     job: Job
     sink: Callable[[object], None]
     deadline: float | None
+    request: object = None  # the jobs of one request share this; together they hold at most half the batch
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -65,8 +66,8 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="tandem-serve-scheduler", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, sink: Callable[[object], None]) -> Ticket:
-        ticket = Ticket(job, sink, time.monotonic() + self.timeout if self.timeout else None)
+    def submit(self, job: Job, sink: Callable[[object], None], request: object = None) -> Ticket:
+        ticket = Ticket(job, sink, time.monotonic() + self.timeout if self.timeout else None, request)
         with self._wake:
             if self._stopping:
                 raise ServerStopping("the server is shutting down")
@@ -92,13 +93,14 @@ class Scheduler:
                     self.waiting.clear()
                     return
                 joining = []
-                while self.waiting and self._fits(batch, joining, self.waiting[0].job):
-                    ticket = self.waiting.popleft()
-                    if not self._drop_if_done(ticket):
+                for ticket in list(self.waiting):  # FIFO, skipping a request that holds its share of the batch
+                    if self._drop_if_done(ticket):
+                        self.waiting.remove(ticket)
+                    elif self._fits(batch, running, joining, ticket):
+                        self.waiting.remove(ticket)
                         joining.append(ticket)
-                for ticket in [t for t in self.waiting if t.cancelled.is_set() or self._expired(t)]:
-                    self.waiting.remove(ticket)
-                    self._drop_if_done(ticket)
+                    elif not self._over_share(running, joining, ticket):
+                        break  # the batch is full: later jobs wait their turn
             for ticket in joining:
                 try:
                     events = batch.add(ticket.job)
@@ -139,12 +141,20 @@ class Scheduler:
             self.stats.finished += 1
             _deliver(running.pop(job), FINISHED)
 
-    def _fits(self, batch, joining: list[Ticket], job: Job) -> bool:
-        """Whether `job` may join now: always into an empty batch, else only if rows are left (and caches merge)."""
+    def _fits(self, batch, running: dict, joining: list[Ticket], ticket: Ticket) -> bool:
+        """Whether `ticket` may join now: always into an empty batch; else if rows are left (and caches merge)
+        and its request stays within half the batch, so a large request never shuts a small one out."""
         if not batch.rows and not joining:
             return True
-        rows = len(batch.rows) + sum(ticket.job.n for ticket in joining) + job.n
-        return getattr(self.engine, "mergeable", False) and rows <= self.max_rows
+        rows = len(batch.rows) + sum(t.job.n for t in joining) + ticket.job.n
+        mergeable = getattr(self.engine, "mergeable", False)
+        return mergeable and rows <= self.max_rows and not self._over_share(running, joining, ticket)
+
+    def _over_share(self, running: dict, joining: list[Ticket], ticket: Ticket) -> bool:
+        if ticket.request is None:
+            return False
+        held = sum(t.job.n for t in [*running.values(), *joining] if t.request is ticket.request)
+        return held > 0 and held + ticket.job.n > max(self.max_rows // 2, 1)
 
     def _expired(self, ticket: Ticket) -> bool:
         return ticket.deadline is not None and time.monotonic() > ticket.deadline
