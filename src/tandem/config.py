@@ -120,7 +120,10 @@ def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) 
     values: dict[str, Any] = {}
     if path is not None:
         with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except RecursionError:
+                raise ValueError(f"{path}: nested too deeply") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of option names to values, got {type(loaded).__name__}")
         values.update({k.replace("-", "_"): v for k, v in loaded.items()})

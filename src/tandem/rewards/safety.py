@@ -58,7 +58,7 @@ class RewardError(RuntimeError):
 
     def __init__(self, problem: SampleProblem) -> None:
         self.problem = problem
-        super().__init__(f"{problem.describe()} (use on_error='skip' to leave failing samples out of training instead)")
+        super().__init__(f"{problem.describe()} (on_error='skip', --reward-errors skip on the command line, leaves failing samples out of training instead)")
 
 
 @dataclass

@@ -48,7 +48,9 @@ def train_eval_examples(
         # evaluation pairs carry gold labels without noise: accuracy is measured against the truth
         eval_rows = TASK_GENERATORS[eval_kind](task, n_eval, seed + 10_000, 0.0) if n_eval else []
         train = load_examples(train_rows, expected, tokenizer, max_length=max_length, **load_options)
-        return train, load_examples(eval_rows, expected, tokenizer, max_length=max_length, **load_options)
+        # the user's held-out file, when given, is the evaluation set even for a task's training data
+        return train, load_examples(eval_data if eval_data is not None else eval_rows, expected, tokenizer,
+                                    max_length=max_length, **load_options)
     train = load_examples(data, expected, tokenizer, max_length=max_length, **load_options)
     if eval_data is not None:
         return train, load_examples(eval_data, expected, tokenizer, max_length=max_length, **load_options)
