@@ -64,7 +64,7 @@ class ServeConfig(BaseModel):
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
     model_name: str | None = Field(None, description="Model id clients send and /v1/models lists (default: the folder name).")
     api_key: str | None = Field(
-        None, min_length=1, description=f"Require 'Authorization: Bearer KEY' on /v1 requests; default from ${API_KEY_ENV} (unset: no key)."
+        None, min_length=1, description=f"Require 'Authorization: Bearer KEY' on /v1 requests; default from ${API_KEY_ENV} (unset: no key). Prefer ${API_KEY_ENV}: a command line is visible to every user in /proc."
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (bytes); larger get 413.")
     max_tokens: int = Field(512, ge=1, description="Largest max_tokens a request may ask for; more get 400.")
