@@ -5,7 +5,7 @@ constraints: NaN/inf for a float, a value just past a bound, a name no registry 
 a YAML file that does not parse or is not a mapping, an unknown option). The rule: the command exits
 non-zero with a message naming the option (or the --config file), never a traceback; it trains
 nothing (no `model` folder appears) and writes nothing outside its --out.
-`tests/fuzz/test_fuzz_inputs.py` runs a few hundred cases, `benchmarks/fuzz.py configs` thousands.
+`tests/fuzz/test_fuzz_inputs.py` runs a few hundred cases, `benchmarks/fuzz_inputs.py configs` thousands.
 """
 
 from __future__ import annotations

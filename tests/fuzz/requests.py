@@ -6,7 +6,7 @@ malformed messages, a body that is not JSON or not an object or nested too deepl
 path, content type or key. The rule: the server answers within `TIMEOUT` seconds with 200 (the
 mutation was harmless) or a 4xx whose body is OpenAI's error JSON with a message (naming the field
 when one field was mutated), never a 5xx, a hang or a dropped connection; and afterwards it still
-answers a good request. `tests/fuzz/test_fuzz_inputs.py` runs a few hundred, `benchmarks/fuzz.py requests` thousands.
+answers a good request. `tests/fuzz/test_fuzz_inputs.py` runs a few hundred, `benchmarks/fuzz_inputs.py requests` thousands.
 """
 
 from __future__ import annotations

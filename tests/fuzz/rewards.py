@@ -7,7 +7,7 @@ on batches; or it edits its input lists; or it hangs past the timeout. The rule,
 exception other than `RewardError` ("raise") and none at all ("skip"); every reward returned is None
 or a finite float within the bound; under "skip" exactly the faulty samples are left out when the
 fault is per sample; the caller's lists are unchanged; and the call ends within the timeout (plus
-slack). `tests/fuzz/test_fuzz_inputs.py` runs a few hundred cases, `benchmarks/fuzz.py rewards` thousands.
+slack). `tests/fuzz/test_fuzz_inputs.py` runs a few hundred cases, `benchmarks/fuzz_inputs.py rewards` thousands.
 """
 
 from __future__ import annotations

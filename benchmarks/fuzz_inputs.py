@@ -1,8 +1,8 @@
 """Fuzz command lines/configs, server requests and reward functions with thousands of seeded cases; print counts.
 
-    python benchmarks/fuzz.py configs --cases 2000     # ~3 min
-    python benchmarks/fuzz.py requests --cases 3000    # ~6 min (a live tiny-model server)
-    python benchmarks/fuzz.py rewards --cases 3000     # ~2 min (each case in both --reward-errors modes)
+    python benchmarks/fuzz_inputs.py configs --cases 2000     # ~3 min
+    python benchmarks/fuzz_inputs.py requests --cases 3000    # ~6 min (a live tiny-model server)
+    python benchmarks/fuzz_inputs.py rewards --cases 3000     # ~2 min (each case in both --reward-errors modes)
 
 The generators and the rule each case must keep are in `tests/fuzz/{configs,requests,rewards}.py`
 (data files: `benchmarks/fuzz_data.py`). Outcomes other than "refused"/"ok" are failures; the first
