@@ -72,6 +72,9 @@ class TrainConfig(BaseModel):
     on_long_prompt: Literal["error", "truncate", "skip"] = Field(
         "error", description="A prompt longer than --max-prompt-length: stop with its file and line (error), keep its last tokens (truncate), or leave the record out and count it (skip)."
     )
+    control_tokens: Literal["allow", "escape", "refuse"] = Field(
+        "allow", description="Control-token text such as <|im_start|> inside --data: a real control token (allow: data rendered ahead of time), plain text (escape: a zero-width space breaks it), or an error naming the record (refuse)."
+    )
 
     # Defaults that differ for a pretrained checkpoint (a model tandem did not build from scratch); a value
     # given in the config file or on the command line always wins. See `apply_model_defaults`.

@@ -16,7 +16,10 @@ conversational records are rendered with the tokenizer's chat template:
 not use (an ``answer`` a verifier checks, say) are carried through unchanged.
 
 Text is tokenized as written, so control tokens such as ``<|im_start|>`` inside a string are real control
-tokens: this is intended, so that chat data rendered ahead of time trains as rendered.
+tokens: this is intended (``control_tokens="allow"``), so that chat data rendered ahead of time trains as
+rendered. For scraped or user-written text, ``"escape"`` breaks each such token with a zero-width space
+(``<\u200b|im_start|>``: the same visible text, ordinary tokens) and ``"refuse"`` makes it a DataError
+naming the record and field.
 """
 
 from __future__ import annotations
@@ -241,18 +244,55 @@ def _fit_prompt(
     raise record.error(f"{message} (--on-long-prompt truncate or skip keeps going)", field)
 
 
+CONTROL_TOKEN_POLICIES = ("allow", "escape", "refuse")
+
+
+def control_token_texts(tokenizer: PreTrainedTokenizerBase | None) -> list[str]:
+    """The texts the tokenizer turns into special (control) tokens, longest first."""
+    if tokenizer is None:
+        return []
+    texts = set(tokenizer.all_special_tokens)
+    texts |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}
+    return sorted((t for t in texts if len(t) > 1), key=len, reverse=True)
+
+
+def _guard_control_tokens(record: Record, tokens: list[str], policy: str) -> Record:
+    """The record with control-token texts in its strings escaped, or a DataError for the first (policy "refuse")."""
+    def visit(value, field: str):
+        if isinstance(value, str):
+            found = next((t for t in tokens if t in value), None)
+            if found is None:
+                return value
+            if policy == "refuse":
+                raise record.error(f"the text holds the control token {found!r} (--control-tokens escape makes it "
+                                   "plain text, allow keeps it a control token)", field)
+            for token in tokens:
+                value = value.replace(token, token[0] + "\u200b" + token[1:])
+            return value
+        if isinstance(value, list):
+            return [visit(item, field) for item in value]
+        if isinstance(value, dict):
+            return {key: visit(item, field) for key, item in value.items()}
+        return value
+
+    return Record({key: visit(value, key) for key, value in record.data.items()}, record.path, record.line, record.unit)
+
+
 def normalise_record(
     record: Record, expected: Sequence[str], tokenizer: PreTrainedTokenizerBase | None, max_length: int | None = None,
     *, chat: bool = False, max_prompt_length: int | None = None, on_long_prompt: str = "error",
+    control_tokens: str = "allow",
 ) -> dict[str, Any]:
     """Validate one record against the expected formats and reduce it to plain text (plus its unused fields).
 
     With `chat`, string prompts and responses are first made one-turn conversations, so they are rendered
-    with the tokenizer's chat template exactly as message lists are.
+    with the tokenizer's chat template exactly as message lists are. `control_tokens`: see the module docstring.
     """
     name = _first_match(record.data, expected)
     if name is None:
         raise _wrong_format_error(record, list(expected))
+    if control_tokens != "allow":
+        record = _guard_control_tokens(record, control_token_texts(tokenizer), control_tokens)
     source = Record(as_chat(record.data), record.path, record.line, record.unit) if chat else record
     normalised = FORMATS[name].normalise(source, tokenizer)
     if (max_length is not None or max_prompt_length is not None) and "prompt" in normalised:
@@ -279,6 +319,7 @@ def validate(
     chat: bool = False,
     max_prompt_length: int | None = None,
     on_long_prompt: str = "error",
+    control_tokens: str = "allow",
 ) -> list[dict[str, Any]]:
     """Check every record and return them normalised to plain text; raise before any training if any is bad.
 
@@ -292,6 +333,8 @@ def validate(
         max_prompt_length: the longest prompt in tokens (default: max_length - 1).
         on_long_prompt: what a longer prompt gets: "error", "truncate" (keep its last tokens) or "skip"
             (the record is left out; the count is printed).
+        control_tokens: control-token texts inside the data: "allow" (they are control tokens), "escape"
+            (made plain text) or "refuse" (a DataError).
 
     Raises:
         DataError: for the first bad record, saying how many records failed in total.
@@ -299,13 +342,16 @@ def validate(
     names = _expected_names(expected)
     if on_long_prompt not in LONG_PROMPT_POLICIES:
         raise ValueError(f"on_long_prompt must be one of {', '.join(LONG_PROMPT_POLICIES)}, got {on_long_prompt!r}")
+    if control_tokens not in CONTROL_TOKEN_POLICIES:
+        raise ValueError(f"control_tokens must be one of {', '.join(CONTROL_TOKEN_POLICIES)}, got {control_tokens!r}")
     if (max_length is not None or max_prompt_length is not None) and tokenizer is None:
         raise ValueError("prompt lengths are measured in tokens, so validate needs a tokenizer")
     normalised, errors, skipped = [], [], 0
     for record in records:
         try:
             normalised.append(normalise_record(record, names, tokenizer, max_length, chat=chat,
-                                               max_prompt_length=max_prompt_length, on_long_prompt=on_long_prompt))
+                                               max_prompt_length=max_prompt_length, on_long_prompt=on_long_prompt,
+                                               control_tokens=control_tokens))
         except LongPrompt:
             skipped += 1
         except DataError as error:
@@ -333,7 +379,7 @@ def load_examples(
 ) -> list[dict[str, Any]]:
     """Read a data file/folder (or take in-memory rows, named `rows_name` in errors) and `validate` it.
 
-    `options`: `chat`, `max_prompt_length`, `on_long_prompt` (see `validate`).
+    `options`: `chat`, `max_prompt_length`, `on_long_prompt`, `control_tokens` (see `validate`).
     """
     if isinstance(source, (str, os.PathLike)):
         records = read_records(source, split=split)

@@ -33,7 +33,8 @@ class RunSetup:
 
     def load_options(self, config: TrainConfig) -> dict[str, Any]:
         """Keyword arguments for `tandem.data.load_examples`."""
-        return {"chat": self.chat, "max_prompt_length": config.max_prompt_length, "on_long_prompt": config.on_long_prompt}
+        return {"chat": self.chat, "max_prompt_length": config.max_prompt_length, "on_long_prompt": config.on_long_prompt,
+                "control_tokens": config.control_tokens}
 
     def prompt_rows(self, tokenizer, rows: list[dict]) -> list[dict]:
         """Task prompt rows ({"prompt", **columns}) rendered for the model (chat template when on)."""
