@@ -186,3 +186,41 @@ def test_stopping_the_server_mid_generation_takes_seconds(tiny_model_dir):
     live.stop()
     assert time.monotonic() - started < 8
     assert not scheduler._thread.is_alive()
+
+
+def test_sigterm_ends_tandem_serve_in_seconds_and_running_requests_get_503(tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+
+    from tandem.serve import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tandem.cli", "serve", "--model", str(tiny_model_dir), "--port",
+                               str(port), "--model-name", "tiny", "--max-tokens", "500", "--max-request-tokens", "100000",
+                               "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _answers(url), seconds=60)
+        replies = []
+        body = {"model": "tiny", "prompt": ["Review:"] * 8, "n": 8, "max_tokens": 500, "ignore_eos": True}
+        client = threading.Thread(target=lambda: replies.append(httpx.post(url + "/v1/completions", json=body,
+                                                                           timeout=60)))
+        client.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        assert time.monotonic() - started < 4
+        client.join(30)
+        assert replies[0].status_code == 503 and "shutting down" in replies[0].json()["error"]["message"]
+        assert "Traceback" not in server.stdout.read()
+    finally:
+        server.kill()
+
+
+def _answers(url):
+    try:
+        return httpx.get(url + "/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -46,6 +47,17 @@ def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
     return HeaderTimeoutProtocol
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, stopping the generation scheduler first on shutdown: requests still generating get
+    a 503 at once (instead of being cancelled after the graceful-shutdown timeout), so a stop takes about a second."""
+
+    async def shutdown(self, sockets=None) -> None:
+        scheduler = getattr(self.config.app.state, "scheduler", None) if hasattr(self.config.app, "state") else None
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+        await super().shutdown(sockets)
+
+
 def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Config:
     """How tandem runs uvicorn: timeouts against slow or idle clients, and a stop within seconds even mid-generation."""
     config: ServeConfig | None = getattr(app.state, "config", None)
@@ -68,7 +80,7 @@ class BackgroundServer:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
                  startup_timeout: float = 30.0) -> None:
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level))
+        self.server = Server(uvicorn_config(app, self.host, self.port, log_level))
         self.thread = threading.Thread(target=self.server.run, name=f"tandem-serve-{self.port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + startup_timeout
@@ -103,4 +115,4 @@ def run_server(config: ServeConfig) -> None:
     if not keyed and config.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"tandem serve: warning: listening on {config.host} without an API key: anyone who can reach this "
               f"address can use the model (set ${API_KEY_ENV})", flush=True)
-    uvicorn.Server(uvicorn_config(app, config.host, config.port, config.log_level)).run()
+    Server(uvicorn_config(app, config.host, config.port, config.log_level)).run()
