@@ -128,3 +128,21 @@ def test_the_sampler_and_trainer_agree_on_log_probs(corridor_model_dir, tmp_path
     run_agent_rl(config)
     record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
     assert 0.0 <= record["train/logprob_mismatch"] < 1e-3
+
+
+def test_a_run_with_nothing_to_learn_says_so_and_the_cli_exits_1(corridor_model_dir, tmp_path, capsys):
+    """A corridor too long to finish in one turn, no invalid-reply penalty: every return is 0, no signal."""
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    options = dict(model=corridor_model_dir, env="corridor:length=6", max_turns=1, invalid_penalty=0.0,
+                   batch_size=2, episodes_per_start=2, n_eval=0, max_new_tokens=4, max_steps=2, progress=False,
+                   threads=1)
+    args = ["agent-rl", "--out", str(tmp_path / "cli")]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        args += [flag if value is not False else "--no-progress"] + ([] if value is False else [str(value)])
+    ran = CliRunner().invoke(app, args)
+    assert ran.exit_code == 1 and "nothing was learned" in ran.output, ran.output
+    assert "none of the 2 steps had anything to learn from" in capsys.readouterr().out + ran.output
