@@ -87,6 +87,14 @@ class TrainConfig(BaseModel):
             raise ValueError(f"the learning rate must lie in (0, 1], got {value}")
         return value
 
+    @field_validator("data", "eval_data", "ref_model", "history", "shaping_model", check_fields=False)
+    @classmethod
+    def _input_exists(cls, value):
+        """Files and folders the run reads must exist, even when this run would not read them (a typo is a typo)."""
+        if value is not None and not Path(value).exists():
+            raise ValueError(f"{value} does not exist")
+        return value
+
     @field_validator("report_to", mode="before")
     @classmethod
     def _known_trackers(cls, value):
