@@ -156,8 +156,9 @@ class NoSignalWatch:
     """Say so when RL cannot learn, instead of finishing quietly with an unchanged model.
 
     A step has nothing to learn from when every reward is equal (no advantage: GRPO's groups are all
-    ties) or every completion is empty or cut at the length limit. After `patience` such steps in a row
-    it warns once, with a sample and what to check; `steps_with_signal` counts the others.
+    ties) or every completion is empty; `steps_with_signal` counts the others, and a run with none of
+    them exits 1 from the CLI. After `patience` such steps in a row, or steps whose every completion
+    was cut at the length limit, it warns once, with a sample and what to check.
     """
 
     def __init__(self, patience: int):
@@ -165,10 +166,11 @@ class NoSignalWatch:
 
     def update(self, step: int, signal: dict[str, float], batch: RolloutBatch, scores: torch.Tensor) -> str | None:
         self.steps += 1
-        dead = (signal["signal/informative_fraction"] == 0 or signal["signal/empty_fraction"] == 1
-                or signal["signal/truncated_fraction"] == 1)
-        self.steps_with_signal += not dead
-        self.run = self.run + 1 if dead else 0
+        # no gradient at all: every advantage zero, or nothing generated; every completion cut at the limit
+        # still teaches (rewards can differ) but is worth a warning
+        no_gradient = signal["signal/informative_fraction"] == 0 or signal["signal/empty_fraction"] == 1
+        self.steps_with_signal += not no_gradient
+        self.run = self.run + 1 if no_gradient or signal["signal/truncated_fraction"] == 1 else 0
         if self.run < self.patience or self.warned:
             return None
         self.warned = True
