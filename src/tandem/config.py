@@ -91,7 +91,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _input_exists(cls, value):
         """Files and folders the run reads must exist, even when this run would not read them (a typo is a typo)."""
-        if value is not None and not Path(value).exists():
+        if isinstance(value, Path) and not value.exists():  # (agent-rl's `history` is a word, not a path)
             raise ValueError(f"{value} does not exist")
         return value
 
