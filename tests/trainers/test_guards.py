@@ -143,7 +143,9 @@ def test_dual_clip_reaches_ppo_clip():
     assert trainer._policy_options() == {"dual_clip": 3.0}
 
 
-def test_too_few_examples_for_one_batch_says_which_data_and_what_to_do():
+def test_too_few_examples_for_one_batch_says_which_data_and_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.jsonl").write_text("")
     config = SFTConfig(data="tiny.jsonl", batch_size=8)
     assert too_few_examples_message(config, 3) == (
         "the training data (tiny.jsonl) has 3 examples after any evaluation split, fewer than one batch of 8: "
