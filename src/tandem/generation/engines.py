@@ -119,12 +119,11 @@ class VLLMEngine:
             torch.set_num_threads = set_num_threads
         self.vllm = vllm
 
-    def sampling_params(self, config: SamplingConfig, seed: int | None):
+    def sampling_params(self, config: SamplingConfig, n: int, seed: int | None):
         return self.vllm.SamplingParams(
-            n=config.samples_per_prompt, temperature=config.temperature, top_p=config.top_p,
-            top_k=config.top_k, max_tokens=config.max_new_tokens, seed=seed,
-            stop=list(config.stop_strings) or None, include_stop_str_in_output=True, stop_token_ids=self.stops,
-            logprobs=0, skip_special_tokens=True, detokenize=True,
+            n=n, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+            max_tokens=config.max_new_tokens, seed=seed, stop=list(config.stop_strings) or None,
+            include_stop_str_in_output=True, stop_token_ids=self.stops, logprobs=0, skip_special_tokens=True,
         )
 
     def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
@@ -132,8 +131,12 @@ class VLLMEngine:
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # a group's seed: the key of its first row (keys depend on (seed, step, row), as `hf`'s draws do)
         seeds = [int(sample_keys[i * n]) % 2**31 if sample_keys is not None else None for i in range(len(prompts))]
-        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
-        outputs = self.llm.generate(requests, [self.sampling_params(config, s) for s in seeds], use_tqdm=False)
+        # vLLM takes n > 1 only when sampling; greedy copies are n requests of one
+        copies, per_request = (n, 1) if config.temperature == 0 else (1, n)
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids for _ in range(copies)]
+        params = [self.sampling_params(config, per_request, s) for s in seeds for _ in range(copies)]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        prompt_ids = [ids for ids in prompt_ids for _ in range(copies)]
         rows_prompt, rows_tokens, rows_logp, texts, ended = [], [], [], [], []
         for ids, output in zip(prompt_ids, outputs):
             for completion in output.outputs:
