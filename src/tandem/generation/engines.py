@@ -75,6 +75,12 @@ def import_vllm():
     return vllm
 
 
+def language_model(model):
+    """The causal LM of a trainable model: PPO's value-head wrapper holds it as `.policy` (its head stays out)."""
+    inner = getattr(model, "policy", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
 def engine_weights(model) -> list[tuple[str, torch.Tensor]]:
     """Every weight as (checkpoint name, tensor); for a LoRA model the merged weights (adapters merged, read, unmerged).
 
@@ -105,6 +111,7 @@ class VLLMEngine:
     def __init__(self, model, tokenizer, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
                  max_model_len: int | None = None, enforce_eager: bool = False, **llm_options):
         vllm = import_vllm()
+        model = language_model(model)
         self.tokenizer = tokenizer
         self.stops = sorted(_stop_ids(model, tokenizer))
         folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tandem-vllm-"))
@@ -158,8 +165,7 @@ class VLLMEngine:
         )
 
     def sync(self, model) -> None:
-        weights = engine_weights(model)
-        self.load_weights(weights)
+        self.load_weights(engine_weights(language_model(model)))
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs, in Hugging Face names, into the engine's model (vLLM stacks q/k/v itself)."""
