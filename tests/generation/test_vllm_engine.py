@@ -115,3 +115,29 @@ def test_pushed_weights_change_greedy_tokens_exactly_as_the_trained_model(policy
                 p.copy_(original[name])
         vllm_engine.sync(model)
     assert vllm_engine.rollout(PROMPTS, greedy).completions == before.completions
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_grpo_with_the_vllm_engine_trains_and_keeps_the_engine_in_step(tmp_path, tiny_model_dir, monkeypatch, lora_rank):
+    """Each step's mismatch is logged (fp32: near 0) and after the run the engine samples the trained policy."""
+    import json
+
+    from tandem.generation.engines import HFEngine, VLLMEngine
+    from tandem.trainers.grpo import GRPOConfig, GRPOTrainer, run_grpo
+
+    trainers = []
+    original = GRPOTrainer.train
+    monkeypatch.setattr(GRPOTrainer, "train", lambda self: trainers.append(self) or original(self))
+    config = GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", batch_size=2, samples_per_prompt=4,
+                        max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no", max_steps=3, lr=1e-2,
+                        log_every=1, engine="vllm", lora_rank=lora_rank)
+    run_grpo(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(r["train/logprob_mismatch"] < TOLERANCE and "train/time/engine_sync" in r for r in records)
+    trainer = trainers[0]
+    assert isinstance(trainer.engine, VLLMEngine)
+    greedy = SamplingConfig(max_new_tokens=12, temperature=0.0)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    trained = HFEngine(model, trainer.tokenizer).rollout(PROMPTS, greedy)
+    assert torch.equal(trainer.engine.rollout(PROMPTS, greedy).input_ids, trained.input_ids)

@@ -54,7 +54,7 @@ def make_engine(name: str, model, tokenizer, **options) -> RolloutEngine:
 class HFEngine:
     """`generate` on the training model itself (no copy, nothing to sync); `autocast` is the update's precision."""
 
-    def __init__(self, model, tokenizer, autocast=nullcontext, **_ignored):
+    def __init__(self, model, tokenizer, autocast=nullcontext, **_engine_options):  # dtype, seed: vLLM's
         self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
 
     def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
@@ -109,7 +109,8 @@ class VLLMEngine:
     """
 
     def __init__(self, model, tokenizer, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
-                 max_model_len: int | None = None, enforce_eager: bool = False, **llm_options):
+                 max_model_len: int | None = None, enforce_eager: bool = False, autocast=None, **llm_options):
+        # `autocast` is the trainer's precision for `hf`; this engine computes in `dtype`
         vllm = import_vllm()
         model = language_model(model)
         self.tokenizer = tokenizer
