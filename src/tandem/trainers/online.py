@@ -471,7 +471,7 @@ class OnlineTrainer(GenerativeTrainer):
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
                     with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        logits, values = self._sampler_forward(self.model, batch, rows)
+                        logits, values = self._sampler_forward(self.forward_model, batch, rows)
                         logp, _ = token_log_probs(logits, labels[rows])
                         micro_mask = mask[rows]
                         old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
