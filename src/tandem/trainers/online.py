@@ -218,7 +218,7 @@ class OnlineTrainer(GenerativeTrainer):
         # created once per run; an engine with its own copy of the weights gets them after each update (`sync`)
         dtype = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}[resolve_precision(config.mixed_precision)]
         self.engine = make_engine(config.engine, policy, tokenizer, autocast=self.accelerator.autocast, dtype=dtype,
-                                  seed=config.seed, max_model_len=config.max_length)
+                                  seed=config.seed, max_model_len=config.max_length + max_new_tokens)
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -566,6 +566,8 @@ class OnlineTrainer(GenerativeTrainer):
         cfg = self.config
         main = self.accelerator.is_main_process
         start_step, writer, bar, started = self._start()
+        if start_step:  # resumed: the engine started from the weights before the checkpoint was loaded
+            self.engine.sync(self.accelerator.unwrap_model(self.model))
         for step in range(start_step, self.total_steps):
             t0 = time.perf_counter()
             data = self.collect(step)
