@@ -202,7 +202,6 @@ def write_engine_copy(model, tokenizer, folder: Path) -> None:
         tokenizer.save_pretrained(folder)
     else:
         save_model(model, tokenizer, folder)
-    # the engine must stop where `hf` stops: every stop id as EOS of the generation config
-    config_file = folder / "generation_config.json"
-    if not config_file.exists():
+    # vLLM reads the model's EOS from generation_config.json (the other stop ids go with each request)
+    if not (folder / "generation_config.json").exists():
         model.generation_config.save_pretrained(folder)
