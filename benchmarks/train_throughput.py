@@ -215,6 +215,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512, help="Trainer truncation length.")
     parser.add_argument("--matmul-size", type=int, help="Side of the peak matmul (default 2048 CPU, 8192 GPU).")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument("--compile", action="store_true", help="The trainers' --compile (torch.compile of the training forward).")
     parser.add_argument("--out", type=Path, help="Write every figure as JSON here.")
     args = parser.parse_args()
     if not 1 <= args.warmup_steps < args.steps:
@@ -248,7 +249,8 @@ def main() -> None:
                          args.seq_len, join_pairs, pair_length)
 
     common = dict(max_steps=args.steps, batch_size=args.batch_size, micro_batch_size=args.batch_size,
-                  mixed_precision=args.precision, max_length=args.max_length, progress=False, log_every=args.steps)
+                  mixed_precision=args.precision, max_length=args.max_length, progress=False, log_every=args.steps,
+                  compile=args.compile)
     rm_rows = [len(e["prompt_ids"]) + len(e[k]) for e in pair_data for k in ("chosen_ids", "rejected_ids")]
     with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp:
         sft_config = SFTConfig(out=Path(tmp, "sft"), padding_free=True, **common)

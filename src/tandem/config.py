@@ -57,6 +57,9 @@ class TrainConfig(BaseModel):
     project: str = Field("tandem", description="Tracker project (W&B and trackio project, MLflow experiment).")
     run_name: str | None = Field(None, description="Run name in the trackers (default: the --out folder's name).")
     run_group: str | None = Field(None, description="Group of runs in the trackers (W&B and trackio group, MLflow tag).")
+    compile: bool = Field(
+        False, description="Run the training forward and backward through torch.compile (TorchInductor, dynamic shapes); generation, evaluation and saving stay eager."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads (default: torch's choice; on a busy machine 1 can be several times faster than 2)."
     )

@@ -143,6 +143,9 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.gathers:
             distributed.mark_sharded_for_generate(self.model)
+        # --compile (PyTorch 2, Ansel et al. 2024): the same module through TorchInductor for the training forward
+        # only; dynamic shapes, since every batch has its own length (static shapes would recompile per length)
+        self.forward_model = torch.compile(self.model, dynamic=True) if config.compile else self.model
         self.out = Path(config.out)
         self.checkpoints = self.out / "checkpoints"
         self.bad_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
@@ -415,7 +418,7 @@ class Trainer:
             for k, batch in enumerate(batches):
                 sync = k == len(batches) - 1
                 with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                    output = self.compute_loss(self.model, batch)
+                    output = self.compute_loss(self.forward_model, batch)
                     self._backward(output.loss_sum * scale, sync)
                 step_stats["loss"] += float(output.loss_sum.detach())
                 for key, value in output.stats.items():

@@ -30,6 +30,7 @@ from transformers import set_seed
 from tandem.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
 )
+from tandem.algorithms.importance import logprob_gap, truncated_importance_weights
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
@@ -41,11 +42,12 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, refe
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.evaluation import gold_eval
-from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
+from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
+from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
 from tandem.trainers.distributed import EngineError
-from tandem.trainers.loop import GenerativeTrainer, TrainResult
+from tandem.trainers.loop import GenerativeTrainer, TrainResult, resolve_precision
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
 
@@ -71,6 +73,8 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a completion besides EOS.")
+    engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model) or vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
+    tis_cap: float | None = Field(None, gt=0, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by min(pi_old / pi_engine, C) for the engine/trainer mismatch (verl and TRL use C = 2; default: off).")
     update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
     advantage: str = Field("grpo", description="Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline.")
@@ -99,7 +103,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     # TRL's GRPO defaults for a pretrained checkpoint (learning rate; room for a chat model's answer)
     pretrained_defaults = {"lr": 1e-6, "max_new_tokens": 256}
 
-    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg")
+    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg", "engine")
     @classmethod
     def _registered(cls, value: str, info) -> str:
         """A typo in a registered name fails here, before any model loads, with the names to choose from."""
@@ -124,7 +128,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
 
 
 REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS,
-              "loss_agg": LOSS_AGGREGATIONS}
+              "loss_agg": LOSS_AGGREGATIONS, "engine": ROLLOUT_ENGINES}
 
 # A prompt is all RL needs; records of the richer formats are accepted and their prompt used.
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
@@ -211,6 +215,12 @@ class OnlineTrainer(GenerativeTrainer):
                               "use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP")
         policy = self.accelerator.unwrap_model(self.model)
         self.has_reference = reference_and_context(policy, self.reference)[0] is not None
+        if config.engine != "hf" and self.world > 1:
+            raise EngineError(f"--engine {config.engine} runs in one process for now: launch one process, or use --engine hf")
+        # created once per run; an engine with its own copy of the weights gets them after each update (`sync`)
+        dtype = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}[resolve_precision(config.mixed_precision)]
+        self.engine = make_engine(config.engine, policy, tokenizer, autocast=self.accelerator.autocast, dtype=dtype,
+                                  seed=config.seed, max_model_len=config.max_length + max_new_tokens)
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -350,9 +360,9 @@ class OnlineTrainer(GenerativeTrainer):
                           ) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
         columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
         t0 = time.perf_counter()
-        with self.accelerator.autocast():  # the precision the update trains in (bf16 matmuls: ~3x faster on AMX)
-            batch = rollout(self.accelerator.unwrap_model(self.model), self.tokenizer, [r["prompt"] for r in rows],
-                            self.sampling, columns, sample_keys=keys)
+        # hf: in the precision the update trains in (bf16 matmuls: ~3x faster on AMX)
+        batch = self.engine.rollout([r["prompt"] for r in rows], self.sampling, columns, sample_keys=keys)
+        batch = batch.to(self.accelerator.device)
         times["time/generate"] = times.get("time/generate", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         scores, valid, reward_stats = self._score_batch(batch)
@@ -417,6 +427,7 @@ class OnlineTrainer(GenerativeTrainer):
             old_logp, ref_logp, values = self._old_and_reference(batch)
             rewards, reward_terms = self.token_rewards(scores, mask, old_logp, ref_logp, batch)
             kl = kl_estimate(self.config.kl_estimator, old_logp, ref_logp)
+            stats["logprob_mismatch"] = self._mean_gap(old_logp, batch, mask)
             if self.has_reference:
                 stats["kl"] = self._global_mean((kl * mask).sum(-1), valid, empty=0.0)
         inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl,
@@ -446,6 +457,8 @@ class OnlineTrainer(GenerativeTrainer):
         sums: dict[str, float] = {}
         count = 0
         options = self._policy_options()
+        sampled = batch.sampled_log_probs[:, 1:]
+        gap = [0.0, 0.0]  # single pass: the engine/trainer mismatch, read from the update's own forward
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
@@ -460,12 +473,18 @@ class OnlineTrainer(GenerativeTrainer):
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
                     with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        logits, values = self._sampler_forward(self.model, batch, rows)
+                        logits, values = self._sampler_forward(self.forward_model, batch, rows)
                         logp, _ = token_log_probs(logits, labels[rows])
                         micro_mask = mask[rows]
                         old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
+                        if data["old_logp"] is None:
+                            gap = [a + b for a, b in zip(gap, logprob_gap(old_logp, sampled[rows], micro_mask))]
                         out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows],
                                           micro_mask, **options)
+                        if cfg.tis_cap is not None:  # the tokens came from the engine's pi, not pi_old
+                            weights = truncated_importance_weights(old_logp, sampled[rows], cfg.tis_cap)
+                            out.loss = out.loss * weights
+                            out.stats["tis_weight"] = masked_mean(weights, micro_mask)
                         extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
                         loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
                         self.accelerator.backward(loss * (self.world * weight))
@@ -476,7 +495,16 @@ class OnlineTrainer(GenerativeTrainer):
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
-        return {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+        averaged = {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+        if data["old_logp"] is None:
+            total, tokens = self._all_reduce_sum(gap)
+            averaged["logprob_mismatch"] = total / max(tokens, 1.0)
+        return averaged
+
+    def _mean_gap(self, train_logp: torch.Tensor, batch: RolloutBatch, mask: torch.Tensor) -> float:
+        """Mean |log pi_train - log pi_engine| over every process's sampled tokens (0 is ideal)."""
+        total, tokens = self._all_reduce_sum(list(logprob_gap(train_logp, batch.sampled_log_probs[:, 1:], mask)))
+        return total / max(tokens, 1.0)
 
     def _same_count_everywhere(self, micro_batches: list[torch.Tensor]) -> list[torch.Tensor]:
         """Pad with empty micro-batches to the most any process has: every process runs as many forward and
@@ -540,12 +568,17 @@ class OnlineTrainer(GenerativeTrainer):
         cfg = self.config
         main = self.accelerator.is_main_process
         start_step, writer, bar, started = self._start()
+        if start_step:  # resumed: the engine started from the weights before the checkpoint was loaded
+            self.engine.sync(self.accelerator.unwrap_model(self.model))
         for step in range(start_step, self.total_steps):
             t0 = time.perf_counter()
             data = self.collect(step)
             t1 = time.perf_counter()
             update_stats = self.update(data, step)
-            stats = self._mean_over_processes({**data["stats"], **update_stats, "time/update": time.perf_counter() - t1,
+            t2 = time.perf_counter()
+            self.engine.sync(self.accelerator.unwrap_model(self.model))  # the next rollout samples the updated policy
+            stats = self._mean_over_processes({**data["stats"], **update_stats, "time/update": t2 - t1,
+                                               "time/engine_sync": time.perf_counter() - t2,
                                                "time/step": time.perf_counter() - t0})
             if "kl" in stats:
                 self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts) * self.world)

@@ -1,0 +1,207 @@
+"""Rollout engines behind one interface: Hugging Face `generate` (`hf`) or an in-process vLLM engine (`vllm`).
+
+An engine turns prompts into a `RolloutBatch` (right-padded prompt + completion rows, the layout the training
+forward uses, with each sampled token's log-prob under the sampling distribution) and, when it holds its own
+copy of the weights, takes the policy's new weights after each update (`sync`). vLLM (Kwon et al. 2023,
+"Efficient memory management for large language model serving with PagedAttention") is what TRL, OpenRLHF
+and verl sample with; its log-probs come from other kernels than the training forward's, which the online
+trainer measures every step and can correct for (`tandem.algorithms.importance`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from tandem.data import pad_prompt_response_batch
+from tandem.generation.rollout import RolloutBatch, SamplingConfig, rollout
+from tandem.generation.sampling import _stop_ids
+from tandem.registry import registrar
+
+VLLM_MISSING = ("--engine vllm needs vLLM: pip install 'tandem[vllm]' (the CPU build; on a GPU machine "
+                "pip install vllm)")
+
+
+class EngineUnavailable(ImportError):
+    """The engine's package is not installed (the message says what to install)."""
+
+
+class RolloutEngine(Protocol):
+    def rollout(self, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
+                sample_keys: torch.Tensor | None = None) -> RolloutBatch: ...
+
+    def sync(self, model) -> None:
+        """Take `model`'s current weights (after an optimizer step)."""
+
+
+ROLLOUT_ENGINES: dict[str, type] = {}
+register_engine = registrar(ROLLOUT_ENGINES, "rollout engine")
+
+
+def make_engine(name: str, model, tokenizer, **options) -> RolloutEngine:
+    """The engine `name` for the policy `model` (options: that engine's keyword arguments)."""
+    if name not in ROLLOUT_ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; choose one of: {', '.join(sorted(ROLLOUT_ENGINES))}")
+    return ROLLOUT_ENGINES[name](model, tokenizer, **options)
+
+
+@register_engine("hf")
+class HFEngine:
+    """`generate` on the training model itself (no copy, nothing to sync); `autocast` is the update's precision."""
+
+    def __init__(self, model, tokenizer, autocast=nullcontext, **_engine_options):  # dtype, seed: vLLM's
+        self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
+
+    def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
+        with self.autocast():
+            return rollout(self.model, self.tokenizer, prompts, config, columns, sample_keys=sample_keys)
+
+    def sync(self, model) -> None:
+        pass
+
+
+def import_vllm():
+    """The `vllm` module, or EngineUnavailable with the pip command. In-process engine: its weights can be pushed."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    try:
+        import vllm
+    except ImportError as error:
+        raise EngineUnavailable(f"{VLLM_MISSING} ({error})") from error
+    return vllm
+
+
+def language_model(model):
+    """The causal LM of a trainable model: PPO's value-head wrapper holds it as `.policy` (its head stays out)."""
+    inner = getattr(model, "policy", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def engine_weights(model) -> list[tuple[str, torch.Tensor]]:
+    """Every weight as (checkpoint name, tensor); for a LoRA model the merged weights (adapters merged, read, unmerged).
+
+    All of them, not only the trained ones: vLLM's in-place reload processes a layer (repacking for its kernels)
+    once it has all of that layer's weights.
+    """
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return [(name, p.detach()) for name, p in model.named_parameters()]
+    model.merge_adapter()
+    try:
+        return [(name.replace(".base_layer", ""), p.detach().clone())
+                for name, p in model.get_base_model().named_parameters() if "lora_" not in name]
+    finally:
+        model.unmerge_adapter()
+
+
+@register_engine("vllm")
+class VLLMEngine:
+    """vLLM's `LLM` in this process, started once from a copy of the policy written to `folder`.
+
+    Sampling options map one to one (temperature, top-p, top-k, stop strings, n, seed, max tokens); the
+    engine returns the sampled token's log-prob after temperature and top-k/top-p (`processed_logprobs`,
+    the distribution `hf` records). `sync` reloads the policy's weights into the engine's model in place.
+    """
+
+    def __init__(self, model, tokenizer, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
+                 max_model_len: int | None = None, enforce_eager: bool = False, autocast=None, **llm_options):
+        # `autocast` is the trainer's precision for `hf`; this engine computes in `dtype`
+        vllm = import_vllm()
+        model = language_model(model)
+        self.tokenizer = tokenizer
+        self.stops = sorted(_stop_ids(model, tokenizer))
+        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tandem-vllm-"))
+        write_engine_copy(model, tokenizer, folder)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
+        set_num_threads = torch.set_num_threads
+        try:
+            self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=seed,
+                                max_model_len=max_model_len, enforce_eager=enforce_eager,
+                                logprobs_mode="processed_logprobs", **llm_options)
+        finally:  # vLLM's CPU worker replaces it process-wide with a no-op; the trainer's --threads still holds
+            torch.set_num_threads = set_num_threads
+        self.vllm = vllm
+
+    def sampling_params(self, config: SamplingConfig, n: int, seed: int | None):
+        return self.vllm.SamplingParams(
+            n=n, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+            max_tokens=config.max_new_tokens, seed=seed, stop=list(config.stop_strings) or None,
+            include_stop_str_in_output=True, stop_token_ids=self.stops, logprobs=0, skip_special_tokens=True,
+        )
+
+    def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
+        n = config.samples_per_prompt
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        # a group's seed: the key of its first row (keys depend on (seed, step, row), as `hf`'s draws do)
+        seeds = [int(sample_keys[i * n]) % 2**31 if sample_keys is not None else None for i in range(len(prompts))]
+        # vLLM takes n > 1 only when sampling; greedy copies are n requests of one
+        copies, per_request = (n, 1) if config.temperature == 0 else (1, n)
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids for _ in range(copies)]
+        params = [self.sampling_params(config, per_request, s) for s in seeds for _ in range(copies)]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        prompt_ids = [ids for ids in prompt_ids for _ in range(copies)]
+        rows_prompt, rows_tokens, rows_logp, texts, ended = [], [], [], [], []
+        for ids, output in zip(prompt_ids, outputs):
+            for completion in output.outputs:
+                tokens = list(completion.token_ids)
+                rows_prompt.append(ids)
+                rows_tokens.append(tokens)
+                rows_logp.append([step[token].logprob for step, token in zip(completion.logprobs, tokens)])
+                texts.append(completion.text)
+                ended.append(completion.finish_reason == "stop")
+        batch = pad_prompt_response_batch(rows_prompt, rows_tokens, self.tokenizer.pad_token_id)
+        sampled = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
+        for row, (ids, logp) in enumerate(zip(rows_prompt, rows_logp)):
+            sampled[row, len(ids) : len(ids) + len(logp)] = torch.tensor(logp, dtype=torch.float32)
+        row_columns = {k: [v for v in values for _ in range(n)] for k, values in (columns or {}).items()}
+        return RolloutBatch(
+            prompts=[p for p in prompts for _ in range(n)], completions=texts, input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"], completion_mask=batch["completion_mask"], sampled_log_probs=sampled,
+            ended=torch.tensor(ended), group_ids=torch.arange(len(prompts)).repeat_interleave(n), columns=row_columns,
+        )
+
+    def sync(self, model) -> None:
+        self.load_weights(engine_weights(language_model(model)))
+
+    def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
+        """Load (name, tensor) pairs, in Hugging Face names, into the engine's model (vLLM stacks q/k/v itself)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.apply_model(_repack_tied_head)
+        self.llm.reset_prefix_cache()  # cached keys and values were computed by the old weights
+
+
+def _repack_tied_head(engine_model) -> None:
+    """vLLM's CPU build packs the LM head's weight for its GEMM when loading; a head tied to the embedding is not
+    in the checkpoint, so a reload never repacks it and it would keep sampling with the old weights. (On a GPU
+    the call does nothing.)"""
+    head = getattr(engine_model, "lm_head", None)
+    if head is not None and hasattr(head, "cpu_linear") and getattr(head, "quant_method", None) is not None:
+        head.quant_method.process_weights_after_loading(head)
+
+
+def write_engine_copy(model, tokenizer, folder: Path) -> None:
+    """The policy as a plain Hugging Face directory for vLLM to start from (a LoRA model merged, in a copy)."""
+    from peft import PeftModel
+
+    from tandem.models.loading import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PeftModel):
+        model.merge_adapter()
+        try:
+            base = model.get_base_model()
+            state = {name.replace(".base_layer", ""): p for name, p in base.state_dict().items() if "lora_" not in name}
+            base.save_pretrained(folder, state_dict=state)
+        finally:
+            model.unmerge_adapter()
+        tokenizer.save_pretrained(folder)
+    else:
+        save_model(model, tokenizer, folder)
+    # vLLM reads the model's EOS from generation_config.json (the other stop ids go with each request)
+    if not (folder / "generation_config.json").exists():
+        model.generation_config.save_pretrained(folder)
