@@ -16,7 +16,6 @@ and the update's minibatches are drawn from the global rows, each process traini
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from contextlib import nullcontext
@@ -33,7 +32,7 @@ from tandem.algorithms.advantages import (
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
-    LOSS_AGGREGATIONS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
+    LOSS_AGGREGATIONS, POLICY_LOSS_FACTS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
 )
 from tandem.config import TrainConfig, registered_name
 from tandem.data import load_examples
@@ -511,13 +510,12 @@ class OnlineTrainer(GenerativeTrainer):
         return {**stats, **{k: v / self.world for k, v in zip(keys, means)}}
 
     def _policy_options(self) -> dict:
-        """--clip-low/--clip-high when given (a given --clip-low brings --clip-high, whose default is it), to a loss
-        that takes them; the rest keep the loss's own defaults (ppo_clip 0.2, gspo the paper's 3e-4 / 4e-4)."""
-        loss = POLICY_LOSSES.get(self.config.policy_loss)
-        accepted = inspect.signature(loss).parameters if loss is not None else {}
+        """The options the loss declares (its registry entry), those given: --clip-low, --clip-high (a given --clip-low
+        brings --clip-high, whose default is it), --dual-clip; the rest keep the loss's own defaults (ppo_clip 0.2,
+        gspo the paper's 3e-4 / 4e-4)."""
+        declared = POLICY_LOSS_FACTS[self.config.policy_loss]["options"]
         given = set(self.config.model_fields_set) | ({"clip_high"} if "clip_low" in self.config.model_fields_set else set())
-        return {key: getattr(self.config, key) for key in ("clip_low", "clip_high", "dual_clip")
-                if key in accepted and key in given}
+        return {key: getattr(self.config, key) for key in declared if key in given}
 
     def evaluate(self, model) -> dict[str, float]:
         if self.task is None or not self.eval_prompts:
