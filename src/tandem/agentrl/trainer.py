@@ -45,6 +45,7 @@ from tandem.config import TrainConfig, registered_name
 from tandem.files import atomic_write_text
 from tandem.generation.rollout import SamplingConfig
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
+from tandem.plotting import headless_pyplot
 from tandem.trainers.loop import Trainer, TrainResult
 from tandem.trainers.setup import prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -471,10 +472,7 @@ class AgentRLTrainer(Trainer):
 
 def plot_curves(metrics_file: Path, path: Path, title: str) -> None:
     """Success rate and return against RL steps (training episodes, and held-out evaluations)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

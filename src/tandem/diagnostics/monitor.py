@@ -28,6 +28,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tandem.plotting import headless_pyplot
+
 
 def ema(values: list[float], decay: float) -> list[float]:
     """Exponential moving average s_t = decay * s_{t-1} + (1 - decay) * x_t, starting at s_1 = x_1."""
@@ -147,10 +149,7 @@ class RewardHackingMonitor:
 
     def plot(self, path: Path) -> Path:
         """Proxy (left axis) and gold (right axis) against sqrt(KL); raw points faint, smoothed lines solid."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = headless_pyplot()
 
         d = [r.sqrt_kl for r in self.records]
         figure, proxy_axis = plt.subplots(figsize=(6, 3.8))
