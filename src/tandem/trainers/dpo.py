@@ -14,7 +14,6 @@ from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
-from transformers import set_seed
 
 from tandem.algorithms.preference import (
     NEEDS_REFERENCE, PREFERENCE_LOSS_FACTS, PREFERENCE_LOSSES, PairedLogps, UnpairedLogps, preference_loss,
@@ -24,12 +23,11 @@ from tandem.data import (
 )
 from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs, sample
-from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context, save_model
-from tandem.tasks import get_task
+from tandem.models.loading import add_lora, load_causal_lm, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
-from tandem.trainers.setup import RunSetup, prepare_run
-from tandem.trainers.sources import train_eval_examples
+from tandem.trainers.setup import RunSetup
+from tandem.trainers.sources import prepare_finetune
 
 
 class DPOConfig(FinetuneSourceConfig):
@@ -184,12 +182,9 @@ def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float 
 def run_dpo(config: DPOConfig) -> TrainResult:
     if not PREFERENCE_LOSS_FACTS[config.loss]["paired"]:
         return run_kto(config)
-    set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
-    task = get_task(config.task) if config.data is None else None
+    run = prepare_finetune(config)
+    tokenizer, setup, task = run.tokenizer, run.setup, run.task
     model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], task is not None)
-    options = setup.load_options(config)
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
@@ -199,23 +194,14 @@ def run_dpo(config: DPOConfig) -> TrainResult:
                                  max_new_tokens=setup.eval_max_new_tokens(task))
         # the prompts are rendered already; the responses are the model's own text
         train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>",
-                              **{**options, "chat": False})
-        _, held_out = train_eval_examples(
-            "preference", data=None, eval_data=None, task_name=config.task, n_train=1, n_eval=config.n_eval,
-            eval_fraction=0.0, seed=config.seed, tokenizer=tokenizer, max_length=config.max_length, **options,
-        )
+                              **{**setup.load_options(config), "chat": False})
+        _, held_out = run.examples("preference", data=None, eval_data=None, n_train=1, eval_fraction=0.0,
+                                   label_noise=0.0)
     else:
-        train, held_out = train_eval_examples(
-            "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-            n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-            max_length=config.max_length, label_noise=config.label_noise, **options,
-        )
+        train, held_out = run.examples("preference")
     train_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in held_out]
-    trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
-                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
-                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
-    return trainer.train()
+    return DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, **run.evaluation()).train()
 
 
 def load_policy_and_reference(config: DPOConfig, needs_reference: bool, has_task: bool):
@@ -299,19 +285,10 @@ class KTOTrainer(DPOTrainer):
 
 
 def run_kto(config: DPOConfig) -> TrainResult:
-    set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
-    task = get_task(config.task) if config.data is None else None
-    model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], has_task=task is not None)
-    train, held_out = train_eval_examples(
-        "unpaired", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-        n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length, **setup.load_options(config),
-    )
+    run = prepare_finetune(config)
+    tokenizer = run.tokenizer
+    model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], has_task=run.task is not None)
+    train, held_out = run.examples("unpaired")
     train_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in train])
     eval_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in held_out])
-    trainer = KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
-                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
-                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
-    return trainer.train()
+    return KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, **run.evaluation()).train()
