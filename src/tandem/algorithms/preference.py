@@ -228,15 +228,8 @@ def kto_unpaired_loss(
     return UnpairedLossOutput(losses, beta * log_ratio.detach())
 
 
-def kto_loss(
-    policy_logps: Tensor,
-    ref_logps: Tensor,
-    desirable: Tensor,
-    kl_estimate: Tensor,
-    beta: float,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-) -> tuple[Tensor, Tensor]:
+def kto_loss(policy_logps: Tensor, ref_logps: Tensor, desirable: Tensor, kl_estimate: Tensor, beta: float,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> tuple[Tensor, Tensor]:
     """`kto_unpaired_loss` on plain tensors: (losses, rewards)."""
     out = kto_unpaired_loss(UnpairedLogps(policy_logps, ref_logps, desirable, kl_estimate), beta,
                             desirable_weight, undesirable_weight)

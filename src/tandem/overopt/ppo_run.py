@@ -5,9 +5,9 @@ held-out prompts at temperature 1 with a fixed seed (`eval_seed`) and logs the g
 being optimised and KL(policy || reference) per sequence (`sequence_kl`) as `eval/gold_reward`,
 `eval/proxy_reward` and `eval/kl_to_reference` (`evaluate_policy`).
 
-Feeding the monitor is not this trainer's doing: every online trainer given a `RewardHackingMonitor` and a
-task with a gold reward computes, after each rollout (`collect`), the gold reward of the rollout's
-completions and feeds the monitor the step's proxy reward, gold reward and per-sequence KL; the monitor's
+Feeding the monitor is not this trainer's doing: a `RewardHackingMonitor` is a callback of the online loop
+(`tandem.trainers.callbacks`); after each rollout it computes the gold reward of the rollout's completions
+(the trainer's task) and records the step's proxy reward, gold reward and per-sequence KL; its
 `monitor/*` metrics are logged among the step's `train/*` metrics. `run_monitored_ppo` runs `tandem ppo`
 with a given reward source and passes the given monitor to `run_online`.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -43,6 +42,7 @@ from tandem.evaluation import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, rollout, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
+from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult
 from tandem.trainers.setup import RunSetup, prepare_run
@@ -129,9 +129,10 @@ REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
 
 
-def reads_kl(config: OnlineRLConfig, monitor) -> bool:
-    """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a monitor."""
-    return monitor is not None or config.kl_coef > 0 or config.target_kl is not None
+def reads_kl(config: OnlineRLConfig, callbacks=()) -> bool:
+    """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a callback
+    (the reward-hacking monitor)."""
+    return callbacks_read_kl(callbacks) or config.kl_coef > 0 or config.target_kl is not None
 
 
 def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
@@ -190,10 +191,11 @@ class OnlineTrainer(GenerativeTrainer):
     needs_values = False  # PPO: a value head read at rollout time
 
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
-                 eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None):
+                 eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None,
+                 callbacks=()):
+        # `monitor`: a RewardHackingMonitor, one callback among the others (fed proxy, gold and KL every step)
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
-                         eval_max_new_tokens=eval_max_new_tokens)
-        self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (over-optimisation)
+                         eval_max_new_tokens=eval_max_new_tokens, callbacks=[*callbacks, *([monitor] if monitor is not None else [])])
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.reward = reward
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,
@@ -221,7 +223,7 @@ class OnlineTrainer(GenerativeTrainer):
     @property
     def kl_metrics(self) -> bool:
         """--kl-metrics, or by default whether anything reads the KL (the loss or reward, the monitor)."""
-        return self.config.kl_metrics if self.config.kl_metrics is not None else reads_kl(self.config, self.monitor)
+        return self.config.kl_metrics if self.config.kl_metrics is not None else reads_kl(self.config, self.callbacks)
 
     @property
     def single_pass(self) -> bool:
@@ -427,10 +429,7 @@ class OnlineTrainer(GenerativeTrainer):
             print(warning, flush=True)
         stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
                       **reward_terms, **signal, **times})
-        if self.monitor is not None and self.task is not None:
-            gold = self.task.gold_reward(batch.prompts, batch.completions, **batch.columns)
-            stats["gold"] = sum(gold) / len(gold)
-            stats.update(self.monitor.update(step, proxy=stats["reward"], gold=stats["gold"], kl=stats.get("kl", 0.0)))
+        stats.update(fire(self.callbacks, "on_rollout", self, step, batch, stats))
         return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
                 "advantages": advantages, "returns": returns, "stats": stats}
 
@@ -451,24 +450,24 @@ class OnlineTrainer(GenerativeTrainer):
                 minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.sampling.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
-                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
-                for k, rows in enumerate(micro_batches):
-                    sync = k == len(micro_batches) - 1
+
+                def loss_of(rows):
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
-                    with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        logits, values = self._sampler_forward(self.model, batch, rows)
-                        logp, _ = token_log_probs(logits, labels[rows])
-                        micro_mask = mask[rows]
-                        old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
-                        out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows],
-                                          micro_mask, **options)
-                        extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
-                        loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
-                        self.accelerator.backward(loss * (self.world * weight))
-                    for key, value in {**out.stats, **extra_stats}.items():
+                    logits, values = self._sampler_forward(self.model, batch, rows)
+                    logp, _ = token_log_probs(logits, labels[rows])
+                    micro_mask = mask[rows]
+                    old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
+                    out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows], micro_mask, **options)
+                    extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
+                    loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
+                    return loss * (self.world * weight), ({**out.stats, **extra_stats}, loss.detach(), weight)
+
+                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
+                for micro_stats, loss, weight in self._accumulate(micro_batches, loss_of):
+                    for key, value in micro_stats.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss)
                     count += weight > 0
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
@@ -546,6 +545,7 @@ class OnlineTrainer(GenerativeTrainer):
             if "kl" in stats:
                 self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts) * self.world)
             done = step + 1
+            fire(self.callbacks, "on_step", self, done, {f"train/{k}": v for k, v in stats.items()})
             if main:
                 bar.update(1)
                 bar.set_postfix(reward=f"{stats['reward']:.3f}", **({"kl": f"{stats['kl']:.2f}"} if "kl" in stats else {}))
@@ -554,10 +554,6 @@ class OnlineTrainer(GenerativeTrainer):
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)
             self._after_step(done, writer)
         bar.close()
-        if main and self.monitor is not None:
-            figure = self.monitor.report().get("figure")
-            if writer is not None and figure:  # the gold-vs-KL plot, as an image in the trackers
-                writer.log_images({"monitor/proxy_gold_vs_sqrt_kl": Path(figure)}, self.total_steps)
         watch = self.signal_watch
         if main and watch.steps and not watch.steps_with_signal:
             print(f"[tandem] warning: none of the {watch.steps} steps had anything to learn from (see the warning "
@@ -583,7 +579,8 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     """Load policy, reference, prompts, reward and evaluation prompts (each unless given), then run `trainer_class`.
 
     When a built-in task supplies a gold reward and the run optimises something else (a reward model, a
-    judge, a user function), a `RewardHackingMonitor` logs proxy and gold against KL and flags divergence.
+    judge, a user function), a `RewardHackingMonitor` (a callback) logs proxy and gold against KL and flags
+    divergence. `trainer_options` may give other callbacks (`callbacks=[...]`).
     """
     from tandem.diagnostics.monitor import RewardHackingMonitor
 
@@ -598,7 +595,7 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     if monitor is None and task is not None and config.reward != "task":
         monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     # a reference costs a second copy of the model: loaded only when the KL is read (LoRA: the base serves)
-    kl_read = bool(config.kl_metrics) or reads_kl(config, monitor) or config.n_eval > 0
+    kl_read = bool(config.kl_metrics) or reads_kl(config, [monitor] if monitor is not None else []) or config.n_eval > 0
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
     reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:
