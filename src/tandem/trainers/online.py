@@ -26,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from transformers import set_seed
 
 from tandem.algorithms.advantages import (
-    ADVANTAGE_ESTIMATORS, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
+    ADVANTAGE_ESTIMATORS, NEEDS_VALUES, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
 )
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
@@ -205,6 +205,9 @@ class OnlineTrainer(GenerativeTrainer):
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
         # a separate reference, or LoRA's base with the adapters off: without either there is no KL to report
+        if NEEDS_VALUES[config.advantage] and not self.needs_values:  # before any rollout, not after the first
+            raise ValueError(f"advantage estimator {config.advantage!r} needs critic values, which {type(self).__name__} "
+                             "has not (no value head): use tandem ppo, or a group advantage (grpo, rloo, ...)")
         if self.zero_stage is not None:
             raise EngineError("RL commands do not run under DeepSpeed yet (the update steps the optimizer itself): "
                               "use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP")
