@@ -30,6 +30,16 @@ class Recorder(Callback):
         self.calls.append(("end",))
 
 
+class KLReader(Callback):
+    reads_kl = True  # the online loop then measures the KL to the reference every step, as for the monitor
+
+    def __init__(self):
+        self.saw_kl = []
+
+    def on_rollout(self, trainer, step, batch, stats):
+        self.saw_kl.append("kl" in stats)
+
+
 def test_the_supervised_loop_calls_its_callbacks(tmp_path, tiny_model_dir):
     tokenizer = load_tokenizer(tiny_model_dir)
     rows = get_task("sentiment").sft_examples(16, seed=0)
@@ -49,7 +59,9 @@ def test_the_online_loop_calls_its_callbacks_and_logs_what_they_return(tmp_path,
     config = GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", max_steps=2, batch_size=2,
                         samples_per_prompt=2, max_new_tokens=4, n_eval=2, progress=False, log_every=1,
                         mixed_precision="no")
-    run_online(config, GRPOTrainer, callbacks=[recorder])
+    kl_reader = KLReader()
+    run_online(config, GRPOTrainer, callbacks=[recorder, kl_reader])
+    assert kl_reader.saw_kl == [True, True]
     assert recorder.calls == [("rollout", 0), ("step", 1, True), ("rollout", 1), ("step", 2, True), ("end",),
                               ("evaluate", 2)]
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

@@ -193,6 +193,9 @@ class OnlineTrainer(GenerativeTrainer):
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
                  eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None,
                  callbacks=()):
+        if NEEDS_VALUES[config.advantage] and not self.needs_values:  # before the model is wrapped or anything rolls out
+            raise ValueError(f"advantage estimator {config.advantage!r} needs critic values, which {type(self).__name__} "
+                             "has not (no value head): use tandem ppo, or a group advantage (grpo, rloo, ...)")
         # `monitor`: a RewardHackingMonitor, one callback among the others (fed proxy, gold and KL every step)
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens, callbacks=[*callbacks, *([monitor] if monitor is not None else [])])
@@ -205,9 +208,6 @@ class OnlineTrainer(GenerativeTrainer):
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
         # a separate reference, or LoRA's base with the adapters off: without either there is no KL to report
-        if NEEDS_VALUES[config.advantage] and not self.needs_values:  # before any rollout, not after the first
-            raise ValueError(f"advantage estimator {config.advantage!r} needs critic values, which {type(self).__name__} "
-                             "has not (no value head): use tandem ppo, or a group advantage (grpo, rloo, ...)")
         if self.zero_stage is not None:
             raise EngineError("RL commands do not run under DeepSpeed yet (the update steps the optimizer itself): "
                               "use FSDP2 (configs/accelerate/fsdp2.yaml) or DDP")
@@ -598,7 +598,8 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     if monitor is None and task is not None and config.reward != "task":
         monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     # a reference costs a second copy of the model: loaded only when the KL is read (LoRA: the base serves)
-    kl_read = bool(config.kl_metrics) or reads_kl(config, [monitor] if monitor is not None else []) or config.n_eval > 0
+    callbacks = [*trainer_options.get("callbacks", ()), *([monitor] if monitor is not None else [])]
+    kl_read = bool(config.kl_metrics) or reads_kl(config, callbacks) or config.n_eval > 0
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
     reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:
