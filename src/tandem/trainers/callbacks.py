@@ -8,7 +8,9 @@ loops (`Trainer.train`, `OnlineTrainer.train`) call them, in the order the callb
                                             returns metrics logged with the step
   on_step(trainer, step, record)            after each training step (`step` counts from 1), with the step's
                                             metrics (`record`, as logged when it is a logging step)
-  on_evaluate(trainer, step, metrics)       after each evaluation, with its metrics; returns metrics to add
+  on_evaluate(trainer, step, metrics)       after each evaluation, with its metrics, the model still in eval mode
+                                            (`trainer.accelerator.unwrap_model(trainer.model)`); returns metrics
+                                            to add (a study's own measurements: `tandem.overopt.ppo_run`)
   on_train_end(trainer, writer)             main process, after the last step, before the final checkpoint,
                                             evaluation and model; `writer` holds the run's trackers (or None)
 

@@ -398,10 +398,10 @@ class Trainer:
         if self.accelerator.is_main_process or self.gathers:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
-            with self.accelerator.autocast():
+            with self.accelerator.autocast():  # callbacks see the model as evaluation does (eval mode, autocast)
                 metrics = self.evaluate(model)
+                metrics.update(fire(self.callbacks, "on_evaluate", self, step, metrics))
             model.train()
-            metrics.update(fire(self.callbacks, "on_evaluate", self, step, metrics))
             if metrics and self.accelerator.is_main_process:
                 self._log({"step": step, **metrics}, writer)
         self.accelerator.wait_for_everyone()
