@@ -4,6 +4,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 import tandem
 
 ROOT = Path(tandem.__file__).parent
@@ -90,5 +92,19 @@ def test_no_import_cycle_between_modules():
 
 
 def test_the_bottom_layer_imports_nothing_from_tandem():
-    for name in ("files.py", "specs.py", "registry.py"):
+    for name in ("files.py", "specs.py", "registry.py", "presets.py", "plotting.py"):
         assert not _imports(ast.parse((ROOT / name).read_text())), name
+
+
+def test_the_import_linter_contracts_hold():
+    """The layers and the no-cycle contract of pyproject.toml's [tool.importlinter], as `lint-imports` checks them
+    (its report, with any broken import chain, is this test's output)."""
+    pytest.importorskip("importlinter")
+    from importlinter.application.use_cases import lint_imports
+    from importlinter.configuration import configure
+
+    pyproject = ROOT.parent.parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("tandem is installed without its source tree")
+    configure()  # what the `lint-imports` command does first
+    assert lint_imports(config_filename=str(pyproject), cache_dir=None, no_logo=True) is True

@@ -135,21 +135,21 @@ def _register() -> None:
         "quickstart", QuickstartConfig, run_quickstart,
         "The whole pipeline on a built-in task: pretrain -> SFT -> reward model, with a report of each stage.",
     )
-    add_command("pretrain", PretrainConfig, lambda c: report(run_pretrain(c)),
-                "Next-token pre-training of a new tiny model (or a given one) on a task corpus or your text data.")
-    add_command("sft", SFTConfig, lambda c: report(run_sft(c)),
-                "Supervised fine-tuning (loss on completion tokens only), optionally with LoRA.")
-    add_command("rm", RMConfig, lambda c: report(run_rm(c)),
-                "Train a scalar reward model on preference pairs with the Bradley-Terry loss.")
-    add_command("ppo", PPOConfig, lambda c: report(run_ppo(c)),
-                "PPO-RLHF: policy with a value head, reward model score, per-token KL to the SFT reference, GAE.")
-    add_command("grpo", GRPOConfig, lambda c: report(run_grpo(c)),
-                "RL with verifiable rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++ with DAPO options.")
-    add_command("one-shot-rlvr", OneShotConfig, lambda c: report(run_one_shot(c)),
-                "RLVR on one example (Wang et al. 2025): picked by the variance of its accuracy in an earlier grpo run.")
-    add_command("dpo", DPOConfig, lambda c: report(run_dpo(c)),
-                "Direct preference optimisation and its family (IPO, robust/conservative DPO, hinge, SimPO, ORPO).")
-
+    trainers = [  # command, config, run, help; each prints where its model went and its last metrics
+        ("pretrain", PretrainConfig, run_pretrain,
+         "Next-token pre-training of a new tiny model (or a given one) on a task corpus or your text data."),
+        ("sft", SFTConfig, run_sft, "Supervised fine-tuning (loss on completion tokens only), optionally with LoRA."),
+        ("rm", RMConfig, run_rm, "Train a scalar reward model on preference pairs with the Bradley-Terry loss."),
+        ("ppo", PPOConfig, run_ppo,
+         "PPO-RLHF: policy with a value head, reward model score, per-token KL to the SFT reference, GAE."),
+        ("grpo", GRPOConfig, run_grpo, "RL with verifiable rewards: GRPO, Dr. GRPO, RLOO, REINFORCE++ with DAPO options."),
+        ("one-shot-rlvr", OneShotConfig, run_one_shot,
+         "RLVR on one example (Wang et al. 2025): picked by the variance of its accuracy in an earlier grpo run."),
+        ("dpo", DPOConfig, run_dpo,
+         "Direct preference optimisation and its family (IPO, robust/conservative DPO, hinge, SimPO, ORPO)."),
+    ]
+    for name, config_class, run, help_text in trainers:
+        add_command(name, config_class, lambda c, run=run: report(run(c)), help_text)
 
 _register()
 

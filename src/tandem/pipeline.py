@@ -16,41 +16,15 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tandem import files
+from tandem.plotting import headless_pyplot
+from tandem.presets import PRESETS
 from tandem.tracking import TRACKERS, RunInfo, Trackers, make_trackers, parse_tracker_names, resolve_trackers
 
 from tandem.trainers.ppo import PPOConfig, run_ppo
 from tandem.trainers.pretrain import PretrainConfig, run_pretrain
 from tandem.trainers.rm import RMConfig, run_rm
 from tandem.trainers.sft import SFTConfig, run_sft
-
-# Stage settings per preset: "default" is the README's main job (about 2 minutes on 2 idle cores), "full" the
-# longer run it was before (pre-training loss 1.01 instead of 1.04, RM accuracy 0.995 instead of 0.96, about
-# 3.5 minutes), "smoke" the seconds-long CI run. Pre-training's loss is flat after ~150 of 300 steps, and its
-# gold reward (of a model that has not seen the answer format) needs few prompts.
-_PPO = {"max_steps": 30, "batch_size": 32, "micro_batch_size": 32, "update_epochs": 2, "minibatches": 2, "lr": 2e-5,
-        "kl_coef": 0.05, "log_every": 1}
-PRESETS: dict[str, dict[str, dict]] = {
-    "default": {
-        "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 150, "batch_size": 32, "max_length": 128,
-                     "n_eval": 50},
-        "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
-        "rm": {"n_train": 3000, "max_steps": 100, "batch_size": 32},
-        "ppo": _PPO,
-    },
-    "full": {
-        "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 300, "batch_size": 32, "max_length": 128},
-        "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
-        "rm": {"n_train": 3000, "max_steps": 150, "batch_size": 32},
-        "ppo": _PPO,
-    },
-    "smoke": {
-        "pretrain": {"size": "tiny", "n_documents": 3000, "max_steps": 150, "batch_size": 32, "max_length": 64},
-        "sft": {"n_train": 800, "max_steps": 60, "batch_size": 16, "n_eval": 64},
-        "rm": {"n_train": 800, "max_steps": 50, "batch_size": 16, "n_eval": 128},
-        "ppo": {"max_steps": 8, "batch_size": 16, "micro_batch_size": 16, "update_epochs": 2, "minibatches": 2,
-                "lr": 5e-5, "kl_coef": 0.05, "n_eval": 64, "log_every": 1},
-    },
-}
 
 
 class QuickstartConfig(BaseModel):
@@ -143,10 +117,7 @@ def report_to_trackers(config: QuickstartConfig, group: str, report: dict, plots
 
 def plot_training(metrics_file: Path, out: Path) -> list[Path]:
     """PNG plots of reward and KL over the PPO stage's training steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     written = []
@@ -166,8 +137,6 @@ def plot_training(metrics_file: Path, out: Path) -> list[Path]:
 
 
 def write_report(out: Path, report: dict) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2))
     rows = ["| stage | gold reward | KL to SFT | RM accuracy | seconds |", "|---|---|---|---|---|"]
     for s in report["stages"]:
         def fmt(value):
@@ -175,5 +144,5 @@ def write_report(out: Path, report: dict) -> None:
         rows.append(f"| {s['name']} | {fmt(s.get('gold_reward'))} | {fmt(s.get('kl_to_sft'))} | "
                     f"{fmt(s.get('rm_accuracy'))} | {s['seconds']:.1f} |")
     table = "\n".join(rows)
-    (out / "report.md").write_text(f"# tandem quickstart: {report['task']} ({report['preset']})\n\n{table}\n")
+    files.write_report(out, report, f"# tandem quickstart: {report['task']} ({report['preset']})\n\n{table}\n")
     print("\n" + table + f"\n\nreport: {out / 'report.json'}")

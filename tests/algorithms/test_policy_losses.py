@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 
 from tandem.algorithms.kl import kl_estimate
 from tandem.algorithms.policy_losses import (
+    POLICY_LOSS_FACTS,
     LOSS_AGGREGATIONS,
     POLICY_LOSSES,
     aggregate_loss,
@@ -80,6 +82,15 @@ def test_reinforce_equals_unclipped_ppo():
     unclipped = policy_loss("ppo_clip", logp, old, advantages, mask, clip_low=1.0, clip_high=1e9).loss
     assert torch.allclose(policy_loss("reinforce", logp, old, advantages, mask).loss, unclipped)
     assert set(POLICY_LOSSES) >= {"ppo_clip", "reinforce"}
+
+
+def test_declared_options_are_keyword_arguments_the_rl_configs_set():
+    from tandem.trainers.online import OnlineRLConfig
+
+    for name, loss in POLICY_LOSSES.items():
+        declared = POLICY_LOSS_FACTS[name]["options"]
+        assert sorted(declared) == sorted(list(inspect.signature(loss).parameters)[4:]), name
+        assert set(declared) <= set(OnlineRLConfig.model_fields), name
 
 
 def test_clipped_value_loss_matches_formula():

@@ -1,3 +1,4 @@
+import inspect
 import math
 from types import SimpleNamespace
 
@@ -6,8 +7,10 @@ import torch
 
 from tandem.algorithms.preference import (
     NEEDS_REFERENCE,
+    PREFERENCE_LOSS_FACTS,
     PREFERENCE_LOSSES,
     PairedLogps,
+    UnpairedLogps,
     kto_loss,
     kto_reference_point,
     preference_loss,
@@ -170,6 +173,32 @@ def test_kto_matches_formula(seed, beta):
         sigma = 1 / (1 + math.exp(-beta * ((p - r) - expected_z0 if good else expected_z0 - (p - r))))
         assert math.isclose(losses[i].item(), (1.3 if good else 0.8) * (1 - sigma), rel_tol=1e-9)
         assert math.isclose(rewards[i].item(), beta * (p - r), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kto_is_the_registered_unpaired_loss(seed):
+    generator = torch.Generator().manual_seed(seed)
+    policy, ref = (-10 * torch.rand(6, generator=generator, dtype=torch.float64) for _ in range(2))
+    desirable = torch.rand(6, generator=generator) < 0.5
+    z0, beta = torch.tensor(0.4, dtype=torch.float64), 0.2
+    assert PREFERENCE_LOSS_FACTS["kto"] == {"needs_reference": True, "paired": False,
+                                            "options": ("desirable_weight", "undesirable_weight")}
+    out = preference_loss("kto", UnpairedLogps(policy, ref, desirable, z0), beta, desirable_weight=2.0)
+    for i, (p, r, good) in enumerate(zip(policy.tolist(), ref.tolist(), desirable.tolist())):
+        sigma = 1 / (1 + math.exp(-beta * ((p - r) - 0.4 if good else 0.4 - (p - r))))
+        assert math.isclose(out.loss[i].item(), (2.0 if good else 1.0) * (1 - sigma), rel_tol=1e-9)
+    with pytest.raises(TypeError, match="UnpairedLogps"):
+        preference_loss("kto", random_logps(3), beta)
+    with pytest.raises(TypeError, match="PairedLogps"):
+        preference_loss("sigmoid", UnpairedLogps(policy, ref, desirable, z0), beta)
+    with pytest.raises(ValueError, match="reference"):
+        preference_loss("kto", UnpairedLogps(policy, None, desirable, z0), beta)
+
+
+def test_declared_options_are_the_losses_keyword_arguments():
+    for name, loss in PREFERENCE_LOSSES.items():
+        keywords = list(inspect.signature(loss).parameters)[2:]  # after (logps, beta)
+        assert sorted(PREFERENCE_LOSS_FACTS[name]["options"]) == sorted(keywords), name
 
 
 def test_kto_reference_point_is_clamped_and_detached():

@@ -57,6 +57,30 @@ def test_unknown_loss_name_lists_the_known_ones():
         DPOConfig(loss="dpo-plus-plus")
 
 
+@pytest.mark.parametrize("loss, expected", [
+    ("sigmoid", {"label_smoothing": 0.2}),
+    ("orpo", {"orpo_lambda": 0.7}),
+    ("ipo", {"ipo_average": False}),
+    ("simpo", {"simpo_gamma": 0.5, "label_smoothing": 0.2}),
+    ("kto", {"desirable_weight": 1.0, "undesirable_weight": 2.0}),
+    ("hinge", {}),
+])
+def test_each_loss_gets_the_options_its_registry_entry_declares(loss, expected):
+    from tandem.trainers.dpo import loss_options
+
+    config = DPOConfig(loss=loss, label_smoothing=0.2, orpo_lambda=0.7, ipo_average=False, undesirable_weight=2.0)
+    assert loss_options(config) == expected
+
+
+def test_orpo_lambda_and_ipo_average_are_command_line_options():
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    result = CliRunner().invoke(app, ["dpo", "--help"], env={"COLUMNS": "200"})
+    assert "--orpo-lambda" in result.output and "--ipo-average" in result.output
+
+
 @pytest.mark.e2e
 def test_dpo_on_sampled_pairs_raises_gold_reward_over_sft(tmp_path, smoke_pipeline):
     out, report = smoke_pipeline

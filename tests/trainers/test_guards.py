@@ -135,6 +135,15 @@ def test_score_only_advantages_come_from_the_registry():
     assert {name for name, flag in SCORE_ONLY.items() if flag} == {"grpo", "dr_grpo", "rloo", "reinforce_plus_plus_baseline"}
 
 
+def test_an_advantage_that_needs_values_fails_before_any_rollout_without_a_value_head(tmp_path, tiny_model_dir):
+    from tandem.trainers.grpo import GRPOConfig, run_grpo
+
+    with pytest.raises(ValueError, match="'gae' needs critic values, which GRPOTrainer has not"):
+        run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", advantage="gae", max_steps=1, batch_size=2,
+                            samples_per_prompt=2, n_eval=0, progress=False, mixed_precision="no"))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_dual_clip_reaches_ppo_clip():
     from tandem.trainers.grpo import GRPOConfig, GRPOTrainer
 

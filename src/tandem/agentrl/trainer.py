@@ -34,7 +34,9 @@ from transformers import set_seed
 
 from tandem.agentrl.env import EnvSuite, check_env_spec, make_env_suite
 from tandem.agentrl.rollout import Episode, RolloutOptions, TrainingRows, chat_format, run_episodes, training_rows
-from tandem.algorithms.advantages import gae_advantages, grpo_advantages, masked_mean, rloo_advantages, whiten
+from tandem.algorithms.advantages import (
+    SCORE_ONLY, AdvantageInputs, compute_advantages, gae_advantages, masked_mean, whiten,
+)
 from tandem.algorithms.kl import KL_ESTIMATORS, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
@@ -45,6 +47,7 @@ from tandem.config import TrainConfig, registered_name
 from tandem.files import atomic_write_text
 from tandem.generation.rollout import SamplingConfig
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
+from tandem.plotting import headless_pyplot
 from tandem.trainers.loop import Trainer, TrainResult
 from tandem.trainers.setup import prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -100,17 +103,11 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
     # a pretrained model: a fine-tuning learning rate (measured on SmolLM2-135M-Instruct; tiny models need ~1e-3)
     pretrained_defaults = {"lr": 1e-5}
 
-    @field_validator("advantage")
-    @classmethod
-    def _known_advantage(cls, value: str) -> str:
-        if value not in ADVANTAGES:
-            raise ValueError(f"unknown advantage {value!r}; choose one of {', '.join(ADVANTAGES)}")
-        return value
-
-    @field_validator("policy_loss", "kl_estimator", "loss_agg")
+    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg")
     @classmethod
     def _registered(cls, value: str, info) -> str:
-        table = {"policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS, "loss_agg": LOSS_AGGREGATIONS}
+        table = {"advantage": ADVANTAGES, "policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS,
+                 "loss_agg": LOSS_AGGREGATIONS}
         return registered_name(value, table[info.field_name], info.field_name.replace("_", " "))
 
     @field_validator("env")
@@ -120,14 +117,13 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
 
 
 def episode_advantages(name: str, returns: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Trajectory-level advantage of each episode from its return and its group (start state)."""
-    if name == "grpo":
-        return grpo_advantages(returns, group_ids=groups)
-    if name == "dr_grpo":
-        return grpo_advantages(returns, group_ids=groups, norm_by_std=False)
-    if name == "rloo":
-        return rloo_advantages(returns, group_ids=groups)
-    raise ValueError(f"{name!r} is not a trajectory-level advantage")
+    """Trajectory-level advantage of each episode from its return and its group (start state): the registered
+    estimator `name`, which must read scores only, with each episode as a one-token sequence scored by its return."""
+    if not SCORE_ONLY.get(name, False):
+        raise ValueError(f"{name!r} is not a trajectory-level advantage")
+    mask = torch.ones(len(returns), 1, dtype=torch.bool, device=returns.device)
+    advantages, _ = compute_advantages(name, AdvantageInputs(rewards=returns.unsqueeze(-1), mask=mask, group_ids=groups))
+    return advantages.squeeze(-1)
 
 
 def turn_tables(episodes: list[Episode]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -472,10 +468,7 @@ class AgentRLTrainer(Trainer):
 
 def plot_curves(metrics_file: Path, path: Path, title: str) -> None:
     """Success rate and return against RL steps (training episodes, and held-out evaluations)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))

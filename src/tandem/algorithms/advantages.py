@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tandem.registry import FactView, lookup, registrar
+
 Reduce = Callable[[Tensor], Tensor]  # sums a tensor over processes (identity on one process)
 
 
@@ -36,33 +38,24 @@ class AdvantageInputs:
 
 AdvantageEstimator = Callable[..., tuple[Tensor, Tensor]]
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
-NEEDS_VALUES: dict[str, bool] = {}  # reads critic values (a value head)
-SCORE_ONLY: dict[str, bool] = {}  # reads nothing but the sequence scores and groups: no log-prob forward needed
+ADVANTAGE_FACTS: dict[str, dict] = {}
 
-
-def register_advantage_estimator(
-    name: str, needs_values: bool = False, score_only: bool = False
-) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
-    """Decorator: make `fn(inputs, **options)` available as `compute_advantages(name, ...)`, with what it reads."""
-
-    def register(fn: AdvantageEstimator) -> AdvantageEstimator:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_ESTIMATORS[name] = fn
-        NEEDS_VALUES[name] = needs_values
-        SCORE_ONLY[name] = score_only
-        return fn
-
-    return register
+# Decorator: make `fn(inputs, **options)` available as `compute_advantages(name, ...)`, with what it reads:
+# needs_values (critic values, a value head), score_only (nothing but the sequence scores and groups: no
+# log-prob forward needed before the update).
+register_advantage_estimator = registrar(
+    ADVANTAGE_ESTIMATORS, "advantage estimator", ADVANTAGE_FACTS, needs_values=False, score_only=False
+)
+NEEDS_VALUES = FactView(ADVANTAGE_FACTS, "needs_values")
+SCORE_ONLY = FactView(ADVANTAGE_FACTS, "score_only")
 
 
 def compute_advantages(name: str, inputs: AdvantageInputs, **options) -> tuple[Tensor, Tensor]:
     """Look up the estimator `name` and apply it; options are that estimator's keyword arguments."""
-    if name not in ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; known: {', '.join(sorted(ADVANTAGE_ESTIMATORS))}")
+    estimator = lookup(ADVANTAGE_ESTIMATORS, name, "advantage estimator")
     if NEEDS_VALUES[name] and inputs.values is None:
         raise ValueError(f"advantage estimator {name!r} needs critic values")
-    return ADVANTAGE_ESTIMATORS[name](inputs, **options)
+    return estimator(inputs, **options)
 
 
 # Masked statistics and shape helpers.

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from tandem.registry import registrar
+from tandem.registry import lookup, registrar
 
 KLEstimator = Callable[[Tensor, Tensor], Tensor]
 KL_ESTIMATORS: dict[str, KLEstimator] = {}
@@ -26,9 +26,7 @@ register_kl_estimator = registrar(KL_ESTIMATORS, "KL estimator")
 
 def kl_estimate(name: str, logp: Tensor, ref_logp: Tensor) -> Tensor:
     """Per-token KL estimate `name` for tokens sampled from the policy whose log-probs are `logp`."""
-    if name not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {name!r}; known: {', '.join(sorted(KL_ESTIMATORS))}")
-    return KL_ESTIMATORS[name](logp, ref_logp)
+    return lookup(KL_ESTIMATORS, name, "KL estimator")(logp, ref_logp)
 
 
 @register_kl_estimator("k1")

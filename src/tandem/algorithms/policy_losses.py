@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tandem.algorithms.advantages import masked_mean
 from tandem.algorithms.kl import kl_k3
-from tandem.registry import registrar
+from tandem.registry import lookup, registrar
 
 
 @dataclass
@@ -33,19 +33,18 @@ class PolicyLossOutput:
 
 PolicyLoss = Callable[..., PolicyLossOutput]
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
+POLICY_LOSS_FACTS: dict[str, dict] = {}
 
-
-# Decorator: make `fn(logp, old_logp, advantages, mask, **options)` available as `policy_loss(name, ...)`.
-register_policy_loss = registrar(POLICY_LOSSES, "policy loss")
+# Decorator: make `fn(logp, old_logp, advantages, mask, **options)` available as `policy_loss(name, ...)`;
+# `options` names the keyword arguments a config may set (the trainer passes those the user gave).
+register_policy_loss = registrar(POLICY_LOSSES, "policy loss", POLICY_LOSS_FACTS, options=())
 
 
 def policy_loss(
     name: str, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, **options
 ) -> PolicyLossOutput:
     """Look up the policy loss `name` and apply it; options are that loss's keyword arguments."""
-    if name not in POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; known: {', '.join(sorted(POLICY_LOSSES))}")
-    return POLICY_LOSSES[name](logp, old_logp, advantages, mask, **options)
+    return lookup(POLICY_LOSSES, name, "policy loss")(logp, old_logp, advantages, mask, **options)
 
 
 def _ratio(logp: Tensor, old_logp: Tensor) -> Tensor:
@@ -53,7 +52,7 @@ def _ratio(logp: Tensor, old_logp: Tensor) -> Tensor:
     return torch.exp((logp - old_logp).clamp(-20.0, 20.0))
 
 
-@register_policy_loss("ppo_clip")
+@register_policy_loss("ppo_clip", options=("clip_low", "clip_high", "dual_clip"))
 def ppo_clip_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -90,7 +89,7 @@ def ppo_clip_loss(
     return PolicyLossOutput(loss, stats)
 
 
-@register_policy_loss("gspo")
+@register_policy_loss("gspo", options=("clip_low", "clip_high"))
 def gspo_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -218,9 +217,7 @@ LOSS_AGGREGATIONS: dict[str, Aggregation] = {
 
 
 def _aggregation(mode: str) -> Aggregation:
-    if mode not in LOSS_AGGREGATIONS:
-        raise ValueError(f"unknown loss aggregation {mode!r}; known: {', '.join(LOSS_AGGREGATIONS)}")
-    return LOSS_AGGREGATIONS[mode]
+    return lookup(LOSS_AGGREGATIONS, mode, "loss aggregation")
 
 
 def global_normaliser(mode: str, mask: Tensor, constant: float | None = None) -> Tensor:

@@ -4,7 +4,7 @@ Every paired loss takes a `PairedLogps` and `beta` and returns per-pair losses p
 rewards. Notation: pc, pr = policy log p(y_chosen | x), log p(y_rejected | x) summed over response
 tokens; rc, rr = the same under the frozen reference; h = (pc - rc) - (pr - rr), so DPO's loss is
 -log sigma(beta h). Conventions follow TRL where it differs from the papers (noted per loss), so results can be
-compared with it.
+compared with it. An unpaired loss (KTO) takes an `UnpairedLogps` instead: one response per example, good or bad.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from tandem.registry import FactView, lookup, registrar
 
 
 @dataclass
@@ -32,37 +34,54 @@ class PairedLogps:
 
 
 @dataclass
+class UnpairedLogps:
+    """Sequence log-probabilities of a batch of single responses labelled good or bad (KTO's data), all (B,)."""
+
+    policy: Tensor  # sum of log p_theta over response tokens
+    reference: Tensor | None  # the same under the frozen reference
+    desirable: Tensor  # bool: the response is good
+    kl_estimate: Tensor  # 0-d: mean log pi_theta - log pi_ref over mismatched responses (KTO's z0 before clamping)
+
+
+@dataclass
 class PreferenceLossOutput:
     loss: Tensor  # (B,) per-pair loss; the trainer sums and normalises
     chosen_rewards: Tensor  # (B,) implicit rewards, detached
     rejected_rewards: Tensor  # (B,)
 
 
-PreferenceLoss = Callable[..., PreferenceLossOutput]
+@dataclass
+class UnpairedLossOutput:
+    loss: Tensor  # (B,) per-example loss
+    rewards: Tensor  # (B,) implicit rewards, detached
+
+
+PreferenceLoss = Callable[..., PreferenceLossOutput | UnpairedLossOutput]
 PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {}
-NEEDS_REFERENCE: dict[str, bool] = {}
+PREFERENCE_LOSS_FACTS: dict[str, dict] = {}
+
+# Decorator: make `fn(logps, beta, **options)` available as `preference_loss(name, ...)`. Facts:
+# needs_reference (reads reference log-probs), paired (takes PairedLogps; else UnpairedLogps, one labelled
+# response per example), options (the keyword arguments a config sets).
+register_preference_loss = registrar(
+    PREFERENCE_LOSSES, "preference loss", PREFERENCE_LOSS_FACTS, needs_reference=True, paired=True, options=()
+)
+NEEDS_REFERENCE = FactView(PREFERENCE_LOSS_FACTS, "needs_reference")
 
 
-def register_preference_loss(name: str, needs_reference: bool = True) -> Callable[[PreferenceLoss], PreferenceLoss]:
-    """Decorator: make `fn(logps, beta, **options)` available as `preference_loss(name, ...)`."""
-
-    def register(fn: PreferenceLoss) -> PreferenceLoss:
-        if name in PREFERENCE_LOSSES:
-            raise ValueError(f"preference loss {name!r} is already registered")
-        PREFERENCE_LOSSES[name] = fn
-        NEEDS_REFERENCE[name] = needs_reference
-        return fn
-
-    return register
-
-
-def preference_loss(name: str, logps: PairedLogps, beta: float, **options) -> PreferenceLossOutput:
+def preference_loss(
+    name: str, logps: PairedLogps | UnpairedLogps, beta: float, **options
+) -> PreferenceLossOutput | UnpairedLossOutput:
     """Look up the loss `name` and apply it; options are that loss's keyword arguments."""
-    if name not in PREFERENCE_LOSSES:
-        raise ValueError(f"unknown preference loss {name!r}; known: {', '.join(sorted(PREFERENCE_LOSSES))}")
-    if NEEDS_REFERENCE[name] and (logps.ref_chosen is None or logps.ref_rejected is None):
-        raise ValueError(f"preference loss {name!r} needs reference log-probs (ref_chosen, ref_rejected)")
-    return PREFERENCE_LOSSES[name](logps, beta, **options)
+    loss = lookup(PREFERENCE_LOSSES, name, "preference loss")
+    facts = PREFERENCE_LOSS_FACTS[name]
+    if facts["paired"] != isinstance(logps, PairedLogps):
+        raise TypeError(f"preference loss {name!r} takes {'PairedLogps' if facts['paired'] else 'UnpairedLogps'}")
+    references = (logps.ref_chosen, logps.ref_rejected) if facts["paired"] else (logps.reference,)
+    if facts["needs_reference"] and any(r is None for r in references):
+        raise ValueError(f"preference loss {name!r} needs reference log-probs "
+                         f"({'ref_chosen, ref_rejected' if facts['paired'] else 'reference'})")
+    return loss(logps, beta, **options)
 
 
 def _log_ratios(logps: PairedLogps, average: bool = False) -> tuple[Tensor, Tensor]:
@@ -84,7 +103,7 @@ def _smoothed_sigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
     return -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
 
 
-@register_preference_loss("sigmoid")
+@register_preference_loss("sigmoid", options=("label_smoothing",))
 def dpo_sigmoid_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0.0) -> PreferenceLossOutput:
     """DPO (Rafailov et al. 2023): -log sigma(beta h).
 
@@ -97,7 +116,7 @@ def dpo_sigmoid_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0
     return _output(_smoothed_sigmoid_loss(beta * (chosen - rejected), label_smoothing), beta, chosen, rejected)
 
 
-@register_preference_loss("robust")
+@register_preference_loss("robust", options=("label_smoothing",))
 def robust_dpo_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0.0) -> PreferenceLossOutput:
     """Robust DPO (Chowdhury et al. 2024), for labels flipped with known probability eps < 1/2:
 
@@ -115,7 +134,7 @@ def robust_dpo_loss(logps: PairedLogps, beta: float, label_smoothing: float = 0.
     return _output(loss, beta, chosen, rejected)
 
 
-@register_preference_loss("ipo")
+@register_preference_loss("ipo", options=("ipo_average",))
 def ipo_loss(logps: PairedLogps, beta: float, ipo_average: bool = True) -> PreferenceLossOutput:
     """IPO (Azar et al. 2023): (h - 1/(2 tau))^2 with tau = beta.
 
@@ -141,7 +160,7 @@ def _average_logps(logps: PairedLogps) -> tuple[Tensor, Tensor]:
     return chosen, logps.policy_rejected / logps.rejected_lengths.clamp(min=1)
 
 
-@register_preference_loss("simpo", needs_reference=False)
+@register_preference_loss("simpo", needs_reference=False, options=("simpo_gamma", "label_smoothing"))
 def simpo_loss(
     logps: PairedLogps, beta: float, simpo_gamma: float = 0.5, label_smoothing: float = 0.0
 ) -> PreferenceLossOutput:
@@ -162,7 +181,7 @@ def _log1mexp(x: Tensor) -> Tensor:
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-@register_preference_loss("orpo", needs_reference=False)
+@register_preference_loss("orpo", needs_reference=False, options=("orpo_lambda",))
 def orpo_loss(logps: PairedLogps, beta: float, orpo_lambda: float | None = None) -> PreferenceLossOutput:
     """ORPO (Hong et al. 2024), reference-free: NLL(y_c) + lambda * -log sigma(log odds(y_c) - log odds(y_r)).
 
@@ -189,26 +208,29 @@ def kto_reference_point(policy_logps_mismatched: Tensor, ref_logps_mismatched: T
     return (policy_logps_mismatched - ref_logps_mismatched).mean().detach().clamp(min=0)
 
 
-def kto_loss(
-    policy_logps: Tensor,
-    ref_logps: Tensor,
-    desirable: Tensor,
-    kl_estimate: Tensor,
-    beta: float,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-) -> tuple[Tensor, Tensor]:
+@register_preference_loss("kto", paired=False, options=("desirable_weight", "undesirable_weight"))
+def kto_unpaired_loss(
+    logps: UnpairedLogps, beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
+) -> UnpairedLossOutput:
     """KTO (Ethayarajh et al. 2024) for unpaired data: one response per example, labelled good or bad.
 
     With r = log pi_theta(y|x) - log pi_ref(y|x) (summed over tokens) and z0 = max(0, kl_estimate), detached:
       desirable:   lambda_D (1 - sigma(beta (r - z0)))
       undesirable: lambda_U (1 - sigma(beta (z0 - r)))
     At initialisation (r = 0, z0 = 0) every example's loss is 0.5 (times its weight).
-    Returns (losses, rewards), both (B,) in input order; rewards = beta r, detached.
+    Losses and rewards are (B,) in input order; rewards = beta r, detached.
     """
-    z0 = kl_estimate.detach().clamp(min=0)
-    log_ratio = policy_logps - ref_logps
+    z0 = logps.kl_estimate.detach().clamp(min=0)
+    log_ratio = logps.policy - logps.reference
     desirable_loss = desirable_weight * (1 - torch.sigmoid(beta * (log_ratio - z0)))
     undesirable_loss = undesirable_weight * (1 - torch.sigmoid(beta * (z0 - log_ratio)))
-    losses = torch.where(desirable.bool(), desirable_loss, undesirable_loss)
-    return losses, beta * log_ratio.detach()
+    losses = torch.where(logps.desirable.bool(), desirable_loss, undesirable_loss)
+    return UnpairedLossOutput(losses, beta * log_ratio.detach())
+
+
+def kto_loss(policy_logps: Tensor, ref_logps: Tensor, desirable: Tensor, kl_estimate: Tensor, beta: float,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0) -> tuple[Tensor, Tensor]:
+    """`kto_unpaired_loss` on plain tensors: (losses, rewards)."""
+    out = kto_unpaired_loss(UnpairedLogps(policy_logps, ref_logps, desirable, kl_estimate), beta,
+                            desirable_weight, undesirable_weight)
+    return out.loss, out.rewards

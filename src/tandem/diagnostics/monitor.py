@@ -13,7 +13,8 @@ exponentially smoothed histories and applies one rule:
 Both must hold for `monitor/divergence` = 1. The peak of the gold history against the peak of the
 proxy history is the empirical form of over-optimisation: argmax_pi E_pi[r_proxy] != argmax_pi E_pi[r_gold].
 
-In an RL loop:
+In tandem's online RL loop it is a callback (`on_rollout`, `on_train_end`: `OnlineTrainer(..., callbacks=[monitor])`);
+in any other RL loop:
 
     monitor = RewardHackingMonitor(out=run_dir / "monitor")
     for step in ...:
@@ -27,6 +28,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tandem.plotting import headless_pyplot
 
 
 def ema(values: list[float], decay: float) -> list[float]:
@@ -102,6 +105,23 @@ class RewardHackingMonitor:
             metrics["monitor/gold"] = record.gold_smooth
         return metrics
 
+    # As a training-loop callback (`tandem.trainers.callbacks`): fed by the online loop after every rollout.
+    reads_kl = True  # the loop measures KL(policy || reference) every step for it
+
+    def on_rollout(self, trainer, step: int, batch, stats: dict[str, float]) -> dict[str, float] | None:
+        """The rollout's mean gold reward (the trainer's task) with the step's proxy reward and KL; its metrics."""
+        if trainer.task is None:
+            return None
+        gold = trainer.task.gold_reward(batch.prompts, batch.completions, **batch.columns)
+        mean_gold = sum(gold) / len(gold)
+        return {"gold": mean_gold, **self.update(step, proxy=stats["reward"], gold=mean_gold, kl=stats.get("kl", 0.0))}
+
+    def on_train_end(self, trainer, writer) -> None:
+        """The report in `out`, and its gold-vs-KL plot as an image in the run's trackers."""
+        figure = self.report().get("figure")
+        if writer is not None and figure:
+            writer.log_images({"monitor/proxy_gold_vs_sqrt_kl": Path(figure)}, trainer.total_steps)
+
     def _diverging(self) -> bool:
         with_gold = [r for r in self.records if r.gold_smooth is not None][-self.window:]
         if len(with_gold) < self.window:
@@ -147,10 +167,7 @@ class RewardHackingMonitor:
 
     def plot(self, path: Path) -> Path:
         """Proxy (left axis) and gold (right axis) against sqrt(KL); raw points faint, smoothed lines solid."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = headless_pyplot()
 
         d = [r.sqrt_kl for r in self.records]
         figure, proxy_axis = plt.subplots(figsize=(6, 3.8))

@@ -11,6 +11,7 @@ import html
 from pathlib import Path
 
 from tandem.files import atomic_write_text
+from tandem.plotting import headless_pyplot
 
 BLUE = (33, 102, 172)
 RED = (178, 24, 43)
@@ -117,13 +118,6 @@ def write_html(path: Path, records: list[dict], images: list[list[str]], header:
 # ----- PNGs ----------------------------------------------------------------------------------------
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _labels(tokens: list[str]) -> list[str]:
@@ -132,7 +126,7 @@ def _labels(tokens: list[str]) -> list[str]:
 
 def plot_record(record: dict, path: Path) -> Path:
     """Bar plots: IG and occlusion per token (reward), log-prob change and next-token KL per token (policy)."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     panels = [key for key in ("reward", "policy") if record.get(key) is not None]
     widths = [len(record[key]["tokens"]) for key in panels]
     figure, axes = plt.subplots(len(panels), 1, figsize=(max(7, 0.28 * max(widths)), 3.2 * len(panels)), squeeze=False)
@@ -157,7 +151,7 @@ def plot_record(record: dict, path: Path) -> Path:
 
 def render_tokens_png(record: dict, path: Path, width_chars: int = 92) -> Path:
     """A picture of the coloured token rows as the HTML shows them (monospace, wrapped), for a quick look."""
-    plt = _pyplot()
+    plt = headless_pyplot()
     rows = []  # (label, tokens, values, how many leading tokens are the prompt)
     if record.get("reward") is not None:
         reward = record["reward"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from tandem.generation import sample
 from tandem.models.loading import load_causal_lm, load_tokenizer
-from tandem.pipeline import PRESETS as QUICKSTART_PRESETS
+from tandem.presets import PRESETS as QUICKSTART_PRESETS
 from tandem.tasks import get_task
 from tandem.files import atomic_write_text
 from tandem.trainers.grpo import GRPOTrainer

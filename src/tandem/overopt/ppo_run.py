@@ -1,15 +1,16 @@
 """PPO against any reward source, with the reward-hacking monitor in the loop and proxy/gold/KL evaluations.
 
-`MonitoredPPOTrainer` is tandem's `PPOTrainer` with one change, its evaluation: each evaluation samples the
-held-out prompts at temperature 1 with a fixed seed (`eval_seed`) and logs the gold reward, the proxy reward
-being optimised and KL(policy || reference) per sequence (`sequence_kl`) as `eval/gold_reward`,
-`eval/proxy_reward` and `eval/kl_to_reference` (`evaluate_policy`).
+Both plug into tandem's `PPOTrainer` as callbacks of the online loop (`tandem.trainers.callbacks`):
 
-Feeding the monitor is not this trainer's doing: every online trainer given a `RewardHackingMonitor` and a
-task with a gold reward computes, after each rollout (`collect`), the gold reward of the rollout's
-completions and feeds the monitor the step's proxy reward, gold reward and per-sequence KL; the monitor's
-`monitor/*` metrics are logged among the step's `train/*` metrics. `run_monitored_ppo` runs `tandem ppo`
-with a given reward source and passes the given monitor to `run_online`.
+- `ProxyGoldEvaluation` is the run's evaluation: each evaluation samples the held-out prompts at temperature
+  1 with a fixed seed (`eval_seed`) and logs the gold reward, the proxy reward being optimised and
+  KL(policy || reference) per sequence (`sequence_kl`) as `eval/gold_reward`, `eval/proxy_reward` and
+  `eval/kl_to_reference` (`evaluate_policy`); the trainer's own evaluation gets no prompts.
+- a `RewardHackingMonitor`, after each rollout, computes the gold reward of the rollout's completions (the
+  trainer's task) and records the step's proxy reward, gold reward and per-sequence KL; its `monitor/*`
+  metrics are logged among the step's `train/*` metrics.
+
+`run_monitored_ppo` runs `tandem ppo` with a given reward source, the given monitor and that evaluation.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from tandem.evaluation import sequence_kl
 from tandem.generation import sample
 from tandem.diagnostics.monitor import RewardHackingMonitor
+from tandem.trainers.callbacks import Callback
 from tandem.trainers.loop import TrainResult
 from tandem.trainers.online import run_online
 from tandem.trainers.ppo import PPOConfig, PPOTrainer
@@ -42,18 +44,19 @@ def evaluate_policy(model, tokenizer, task, prompts: list[str], reward, referenc
     return {"gold": fmean(gold), "proxy": fmean(proxy) if proxy else float("nan"), "kl": kl}
 
 
-class MonitoredPPOTrainer(PPOTrainer):
-    """PPO whose evaluations measure proxy, gold and KL (the monitor itself is fed by every online trainer)."""
+class ProxyGoldEvaluation(Callback):
+    """Each evaluation of a run: gold, proxy and KL to the reference of the policy's own samples (`evaluate_policy`)."""
 
-    def __init__(self, *args, eval_seed: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, eval_prompts: list[dict], eval_seed: int = 0):
+        self.prompts = [row["prompt"] for row in eval_prompts]
         self.eval_seed = eval_seed
 
-    def evaluate(self, model) -> dict[str, float]:
-        if not self.eval_prompts:
-            return {}
-        prompts = [row["prompt"] for row in self.eval_prompts]
-        point = evaluate_policy(model, self.tokenizer, self.task, prompts, self.reward, self.reference, self.eval_seed)
+    def on_evaluate(self, trainer, step: int, metrics: dict[str, float]) -> dict[str, float] | None:
+        if not self.prompts:
+            return None
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        point = evaluate_policy(model, trainer.tokenizer, trainer.task, self.prompts, trainer.reward, trainer.reference,
+                                self.eval_seed)
         return {"eval/gold_reward": point["gold"], "eval/proxy_reward": point["proxy"],
                 "eval/kl_to_reference": point["kl"]}
 
@@ -61,5 +64,5 @@ class MonitoredPPOTrainer(PPOTrainer):
 def run_monitored_ppo(config: PPOConfig, reward, task, eval_prompts: list[dict],
                       monitor: RewardHackingMonitor) -> TrainResult:
     """`tandem ppo` from `config.model` against the reward source `reward` (instead of `config.reward`)."""
-    return run_online(config, MonitoredPPOTrainer, reward=reward, eval_prompts=eval_prompts, monitor=monitor,
-                      eval_seed=config.seed)
+    return run_online(config, PPOTrainer, reward=reward, eval_prompts=[], monitor=monitor,
+                      callbacks=[ProxyGoldEvaluation(eval_prompts, eval_seed=config.seed)])

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from tandem.overopt.fits import GAO_FORMS
-from tandem.files import atomic_write_text
+from tandem import files
+from tandem.plotting import headless_pyplot
 
 
 def _fitted(curve: dict, form: str, d_max: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -36,10 +36,7 @@ def _plot_curve(axis, curve: dict, form: str, color, label: str, key: str = "gol
 
 def plot_study(report: dict, out: Path) -> list[Path]:
     """`overopt.png` (Gao et al. Fig. 1 in miniature) and `mitigations.png` (gold vs d for every variant)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     bon, rl = report["bon"]["proxy"], report["ppo"]["proxy"]
     figure, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex="col")
@@ -100,7 +97,6 @@ def mitigation_rows(report: dict) -> list[str]:
 
 def write_report(out: Path, report: dict) -> None:
     """`report.json` (everything) and `report.md` (the tables a person reads)."""
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     proxies = ["| proxy | labels | held-out accuracy |", "|---|---|---|"]
     proxies += [f"| {p['name']} | {p['labels']} | {p['heldout_accuracy']:.3f} |" for p in report["proxies"]]
     monitor = ["| PPO run | divergence flagged | first flagged step | gold peak step (smoothed) | proxy peak step |",
@@ -123,5 +119,5 @@ def write_report(out: Path, report: dict) -> None:
         "## Reward-hacking monitor (PPO training rollouts)", "", *monitor, "",
         f"Wall time: {timings}.", "",
     ])
-    atomic_write_text(out / "report.md", text)
+    files.write_report(out, report, text)
     print(text)

@@ -41,7 +41,7 @@ from tandem.overopt.ppo_run import evaluate_policy, run_monitored_ppo
 from tandem.overopt.report import plot_study, write_report
 from tandem.rewards import RewardModelScorer
 from tandem.tasks import get_task
-from tandem.files import atomic_write_text
+from tandem.files import atomic_write_text, write_jsonl
 from tandem.trainers.ppo import PPOConfig
 from tandem.trainers.rm import RMConfig, run_rm
 
@@ -112,12 +112,6 @@ def _finished(folder: Path) -> bool:
     return (folder / "config.json").exists()
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 # ---- stages ---------------------------------------------------------------------------------------------------
 def policy_stage(config: OveroptConfig) -> Path:
     """The SFT model: the given one, or pretrain -> SFT with the quickstart stages the preset names."""
@@ -125,7 +119,7 @@ def policy_stage(config: OveroptConfig) -> Path:
         if not _finished(config.sft):
             raise FileNotFoundError(f"--sft {config.sft} is not a model directory (no config.json)")
         return config.sft
-    from tandem.pipeline import PRESETS
+    from tandem.presets import PRESETS
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.sft import SFTConfig, run_sft
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tandem.registry import registrar
 from tandem.rewards.base import RewardSpecError, as_reward_source, load_reward_function
 from tandem.specs import parse_option_value, parse_options as _parse_options  # noqa: F401 (re-exported)
 from tandem.rewards.combine import WeightedSum
@@ -77,7 +78,7 @@ SPEC_PROVIDERS = {"judge": "tandem.judges"}
 
 def register_spec_kind(kind: str, build: Callable[..., Any]) -> None:
     """Make `KIND:rest` specs build with `build(rest, spec, tokenizer, device)`."""
-    SPEC_KINDS[kind] = build
+    registrar(SPEC_KINDS, "reward spec kind")(kind)(build)
 
 
 def _spec_kind(kind: str) -> Callable[..., Any] | None:

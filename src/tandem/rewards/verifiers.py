@@ -14,30 +14,20 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from tandem.rewards.answers import extract_answer
 from tandem.rewards.base import RewardSpecError
+from tandem.registry import registrar
 
 VERIFIERS: dict[str, type] = {}
-
-VerifierClass = TypeVar("VerifierClass", bound=type)
 
 # The GSM8K final-answer line, as the built-in arithmetic task writes it: "#### 85", "#### -1,234.5".
 FINAL_ANSWER_PATTERN = r"####[ \t]*[-+]?\d[\d,]*(?:\.\d+)?[ \t]*$"
 
 
-def register_verifier(name: str) -> Callable[[VerifierClass], VerifierClass]:
-    """Class decorator: make a verifier dataclass available as `get_verifier(name)`."""
-
-    def decorator(cls: VerifierClass) -> VerifierClass:
-        existing = VERIFIERS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"verifier name {name!r} is already registered by {existing.__qualname__}")
-        VERIFIERS[name] = cls
-        return cls
-
-    return decorator
+# Class decorator: make a verifier dataclass available as `get_verifier(name)`.
+register_verifier = registrar(VERIFIERS, "verifier name")
 
 
 def get_verifier(name: str, **options: Any):

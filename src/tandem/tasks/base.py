@@ -21,6 +21,7 @@ import random
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
+from tandem.registry import registrar
 from tandem.specs import parse_options
 
 TASKS: dict[str, type["Task"]] = {}
@@ -28,15 +29,15 @@ TASKS: dict[str, type["Task"]] = {}
 TaskClass = TypeVar("TaskClass", bound=type["Task"])
 
 
+_register = registrar(TASKS, "task name")
+
+
 def register_task(name: str) -> Callable[[TaskClass], TaskClass]:
     """Class decorator: make a task available as `get_task(name)`."""
 
     def decorator(cls: TaskClass) -> TaskClass:
-        existing = TASKS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"task name {name!r} is already registered by {existing.__qualname__}")
+        cls = _register(name)(cls)
         cls.name = name
-        TASKS[name] = cls
         return cls
 
     return decorator

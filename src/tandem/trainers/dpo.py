@@ -9,26 +9,25 @@ so no second copy of the weights is held. Reference-free losses (SimPO, ORPO) sk
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
-from transformers import set_seed
 
-from tandem.algorithms.preference import NEEDS_REFERENCE, PREFERENCE_LOSSES, PairedLogps, kto_loss, preference_loss
+from tandem.algorithms.preference import (
+    NEEDS_REFERENCE, PREFERENCE_LOSS_FACTS, PREFERENCE_LOSSES, PairedLogps, UnpairedLogps, preference_loss,
+)
 from tandem.data import (
     pad_preference_batch, pad_prompt_response_batch, pad_unpaired_batch, tokenize_preference, tokenize_unpaired,
 )
 from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs, sample
-from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context, save_model
-from tandem.tasks import get_task
+from tandem.models.loading import add_lora, load_causal_lm, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
-from tandem.trainers.setup import RunSetup, prepare_run
-from tandem.trainers.sources import train_eval_examples
+from tandem.trainers.setup import RunSetup
+from tandem.trainers.sources import prepare_finetune
 
 
 class DPOConfig(FinetuneSourceConfig):
@@ -43,6 +42,8 @@ class DPOConfig(FinetuneSourceConfig):
     beta: float = Field(0.1, gt=0, description="beta: strength of the implicit KL constraint (IPO's tau; SimPO/ORPO's scale).")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label-noise epsilon of conservative (sigmoid) and robust DPO.")
     simpo_gamma: float = Field(0.5, description="SimPO target reward margin gamma: -log sigma(beta * (avg logp_w - avg logp_l) - gamma).")
+    orpo_lambda: float | None = Field(None, gt=0, description="ORPO: weight lambda of the odds-ratio term against the NLL (default: --beta, as TRL).")
+    ipo_average: bool = Field(True, description="IPO: log-ratios averaged over response tokens (TRL), else summed (the paper).")
     pairs: Literal["task", "sampled"] = Field(
         "task", description="Built-in task pairs: the task's own (task) or two samples of --model per prompt, ranked by the gold reward (sampled)."
     )
@@ -56,9 +57,14 @@ class DPOConfig(FinetuneSourceConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, value: str) -> str:
-        if value not in PREFERENCE_LOSSES and value != "kto":
-            raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}, kto")
+        if value not in PREFERENCE_LOSSES:
+            raise ValueError(f"unknown loss {value!r}; known: {', '.join(PREFERENCE_LOSSES)}")
         return value
+
+
+def loss_options(config: DPOConfig) -> dict:
+    """The config values the chosen loss declares as its options (its registry entry)."""
+    return {name: getattr(config, name) for name in PREFERENCE_LOSS_FACTS[config.loss]["options"]}
 
 
 class DPOTrainer(GenerativeTrainer):
@@ -66,8 +72,8 @@ class DPOTrainer(GenerativeTrainer):
 
     def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=(),
                  eval_max_new_tokens: int | None = None):
-        self.needs_reference = NEEDS_REFERENCE.get(config.loss, True)
-        self.loss_options = self.select_options(config)
+        self.needs_reference = NEEDS_REFERENCE[config.loss]
+        self.loss_options = loss_options(config)
         self.reference = reference
         super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens)
@@ -76,13 +82,6 @@ class DPOTrainer(GenerativeTrainer):
         if self.needs_reference and config.precompute_ref:
             for examples in (self.train_data, self.eval_data):
                 self._cache_reference(examples)
-
-    @staticmethod
-    def select_options(config: DPOConfig) -> dict:
-        """The config values the chosen loss takes as keyword arguments."""
-        accepted = inspect.signature(PREFERENCE_LOSSES[config.loss]).parameters
-        options = {"label_smoothing": config.label_smoothing, "simpo_gamma": config.simpo_gamma}
-        return {k: v for k, v in options.items() if k in accepted}
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = pad_preference_batch(examples, self.tokenizer.pad_token_id)
@@ -181,14 +180,11 @@ def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float 
 
 
 def run_dpo(config: DPOConfig) -> TrainResult:
-    if config.loss == "kto":
+    if not PREFERENCE_LOSS_FACTS[config.loss]["paired"]:
         return run_kto(config)
-    set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
-    task = get_task(config.task) if config.data is None else None
+    run = prepare_finetune(config)
+    tokenizer, setup, task = run.tokenizer, run.setup, run.task
     model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], task is not None)
-    options = setup.load_options(config)
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
@@ -198,23 +194,14 @@ def run_dpo(config: DPOConfig) -> TrainResult:
                                  max_new_tokens=setup.eval_max_new_tokens(task))
         # the prompts are rendered already; the responses are the model's own text
         train = load_examples(rows, "preference", tokenizer, max_length=config.max_length, rows_name="<sampled pairs>",
-                              **{**options, "chat": False})
-        _, held_out = train_eval_examples(
-            "preference", data=None, eval_data=None, task_name=config.task, n_train=1, n_eval=config.n_eval,
-            eval_fraction=0.0, seed=config.seed, tokenizer=tokenizer, max_length=config.max_length, **options,
-        )
+                              **{**setup.load_options(config), "chat": False})
+        _, held_out = run.examples("preference", data=None, eval_data=None, n_train=1, eval_fraction=0.0,
+                                   label_noise=0.0)
     else:
-        train, held_out = train_eval_examples(
-            "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-            n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-            max_length=config.max_length, label_noise=config.label_noise, **options,
-        )
+        train, held_out = run.examples("preference")
     train_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_preference(r, tokenizer, config.max_length) for r in held_out]
-    trainer = DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
-                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
-                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
-    return trainer.train()
+    return DPOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, **run.evaluation()).train()
 
 
 def load_policy_and_reference(config: DPOConfig, needs_reference: bool, has_task: bool):
@@ -239,10 +226,6 @@ def with_mismatched_partners(examples: list[dict]) -> list[dict]:
 
 class KTOTrainer(DPOTrainer):
     name = "kto"
-
-    @staticmethod
-    def select_options(config: DPOConfig) -> dict:
-        return {"desirable_weight": config.desirable_weight, "undesirable_weight": config.undesirable_weight}
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = pad_unpaired_batch(examples, self.tokenizer.pad_token_id)
@@ -288,9 +271,9 @@ class KTOTrainer(DPOTrainer):
             kl_logps, _ = completion_log_probs(model, self._mismatched(batch))
         # z0 = max(0, mean KL) over the whole global batch: average across processes before clamping
         kl_mean = self.accelerator.reduce((kl_logps.float() - ref_kl_logps).mean(), reduction="mean")
-        losses, rewards = kto_loss(
-            logps.float(), ref_logps, batch["label"], kl_mean, self.config.beta, **self.loss_options
-        )
+        out = preference_loss(self.config.loss, UnpairedLogps(logps.float(), ref_logps, batch["label"], kl_mean),
+                              self.config.beta, **self.loss_options)
+        losses, rewards = out.loss, out.rewards
         desirable = batch["label"].bool()
         stats = {
             "kl_reference_point": float(kl_mean.clamp(min=0)) * len(losses),
@@ -302,19 +285,10 @@ class KTOTrainer(DPOTrainer):
 
 
 def run_kto(config: DPOConfig) -> TrainResult:
-    set_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
-    task = get_task(config.task) if config.data is None else None
-    model, reference = load_policy_and_reference(config, needs_reference=True, has_task=task is not None)
-    train, held_out = train_eval_examples(
-        "unpaired", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-        n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length, **setup.load_options(config),
-    )
+    run = prepare_finetune(config)
+    tokenizer = run.tokenizer
+    model, reference = load_policy_and_reference(config, NEEDS_REFERENCE[config.loss], has_task=run.task is not None)
+    train, held_out = run.examples("unpaired")
     train_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in train])
     eval_ids = with_mismatched_partners([tokenize_unpaired(r, tokenizer, config.max_length) for r in held_out])
-    trainer = KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, task=task,
-                         eval_prompts=setup.eval_prompts(task, config, tokenizer),
-                         eval_max_new_tokens=setup.eval_max_new_tokens(task))
-    return trainer.train()
+    return KTOTrainer(config, model, reference, tokenizer, train_ids, eval_ids, **run.evaluation()).train()

@@ -5,7 +5,8 @@ AdamW with warm-up and decay, gradient clipping, periodic evaluation, metrics (`
 trackers of `--report-to`, `tandem.tracking`; TensorBoard when installed by default), a progress bar, and
 atomic checkpoints with exact resume live here.
 A trainer says only what is its own: how examples become a batch (`collate`), what one unit of
-loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`).
+loss is (`batch_units`), the loss (`compute_loss`) and what evaluation measures (`evaluate`); what
+watches a run plugs in as a callback (`tandem.trainers.callbacks`).
 
 Data order is a pure function of (seed, step): each optimizer step takes the next `batch_size`
 indices of a seeded permutation of the data and splits them across processes and micro-batches.
@@ -36,6 +37,7 @@ from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
 from tandem.models.loading import load_weights, save_model
 from tandem.tracking import RunInfo, Trackers, make_trackers
+from tandem.trainers.callbacks import fire
 from tandem.trainers.setup import set_threads
 from tandem.trainers import distributed
 from tandem.trainers.checkpoint import (
@@ -94,8 +96,10 @@ class Trainer:
 
     name = "train"
 
-    def __init__(self, config: TrainConfig, model, tokenizer, train_data: Sequence, eval_data: Sequence = ()):
+    def __init__(self, config: TrainConfig, model, tokenizer, train_data: Sequence, eval_data: Sequence = (),
+                 callbacks: Sequence = ()):
         self.config = config
+        self.callbacks = list(callbacks)  # on_step, on_evaluate, on_train_end (`tandem.trainers.callbacks`)
         set_threads(config)
         self.tokenizer = tokenizer
         self.train_data = train_data
@@ -175,6 +179,19 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm
+
+    def _accumulate(self, micro_batches: Sequence, loss_of) -> list:
+        """Forward and backward over one optimizer step's micro-batches; gradients are synchronised across
+        processes on the last only (DDP's no_sync). `loss_of(micro_batch)` returns (the loss to differentiate,
+        anything to keep); what it keeps comes back in order. `_optimizer_step` then clips and steps."""
+        kept = []
+        for k, micro_batch in enumerate(micro_batches):
+            last = k == len(micro_batches) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.model):
+                loss, keep = loss_of(micro_batch)
+                self._backward(loss, last)
+            kept.append(keep)
+        return kept
 
     def _backward(self, loss: torch.Tensor, last: bool) -> None:
         if self.zero_stage is not None:
@@ -385,8 +402,9 @@ class Trainer:
         if self.accelerator.is_main_process or self.gathers:
             model = self.accelerator.unwrap_model(self.model)
             model.eval()
-            with self.accelerator.autocast():
+            with self.accelerator.autocast():  # callbacks see the model as evaluation does (eval mode, autocast)
                 metrics = self.evaluate(model)
+                metrics.update(fire(self.callbacks, "on_evaluate", self, step, metrics))
             model.train()
             if metrics and self.accelerator.is_main_process:
                 self._log({"step": step, **metrics}, writer)
@@ -415,11 +433,12 @@ class Trainer:
             global_units, global_tokens = self._all_reduce_sum([local_units, local_tokens])
             scale = self.world / max(global_units, 1.0)
             step_stats: dict[str, float] = {"loss": 0.0}
-            for k, batch in enumerate(batches):
-                sync = k == len(batches) - 1
-                with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                    output = self.compute_loss(self.forward_model, batch)
-                    self._backward(output.loss_sum * scale, sync)
+
+            def loss_of(batch):
+                output = self.compute_loss(self.forward_model, batch)
+                return output.loss_sum * scale, output
+
+            for output in self._accumulate(batches, loss_of):
                 step_stats["loss"] += float(output.loss_sum.detach())
                 for key, value in output.stats.items():
                     step_stats[key] = step_stats.get(key, 0.0) + float(value)
@@ -446,6 +465,9 @@ class Trainer:
                 if main:
                     self._log(record, writer)
                 sums, window = {}, {"tokens": 0.0, "time": 0.0}
+            if self.callbacks:
+                step_record = {f"train/{k}": v / max(global_units, 1.0) for k, v in zip(keys, reduced)}
+                fire(self.callbacks, "on_step", self, done, {**step_record, "train/grad_norm": grad_norm})
             self._after_step(done, writer)
         bar.close()
         return self._finish(writer, started)
@@ -459,7 +481,10 @@ class Trainer:
             self._save_checkpoint(done)
 
     def _finish(self, writer, started: float) -> TrainResult:
-        """Last checkpoint (when asked: it holds the optimizer state), final evaluation, and the final model in `out/model`."""
+        """Callbacks' on_train_end, last checkpoint (when asked: it holds the optimizer state), final evaluation, and
+        the final model in `out/model`."""
+        if self.accelerator.is_main_process:
+            fire(self.callbacks, "on_train_end", self, writer)
         if self.config.final_checkpoint or self.config.save_every:
             self._save_checkpoint(self.total_steps)
         last_eval = self._run_evaluation(self.total_steps, writer)
@@ -481,8 +506,8 @@ class GenerativeTrainer(Trainer):
     """A trainer of a policy: evaluation also samples held-out prompts and scores them with the task's gold reward."""
 
     def __init__(self, config, model, tokenizer, train_data, eval_data=(), task=None, eval_prompts=(),
-                 eval_max_new_tokens: int | None = None):
-        super().__init__(config, model, tokenizer, train_data, eval_data)
+                 eval_max_new_tokens: int | None = None, callbacks: Sequence = ()):
+        super().__init__(config, model, tokenizer, train_data, eval_data, callbacks=callbacks)
         self.task = task
         self.eval_prompts = list(eval_prompts)
         self.eval_max_new_tokens = eval_max_new_tokens  # None: the task's

@@ -16,10 +16,8 @@ and the update's minibatches are drawn from the global rows, each process traini
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -28,13 +26,13 @@ from pydantic import Field, field_validator, model_validator
 from transformers import set_seed
 
 from tandem.algorithms.advantages import (
-    ADVANTAGE_ESTIMATORS, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
+    ADVANTAGE_ESTIMATORS, NEEDS_VALUES, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
 )
 from tandem.algorithms.importance import logprob_gap, truncated_importance_weights
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
-    LOSS_AGGREGATIONS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
+    LOSS_AGGREGATIONS, POLICY_LOSS_FACTS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
 )
 from tandem.config import TrainConfig, registered_name
 from tandem.data import load_examples
@@ -46,6 +44,7 @@ from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
+from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult, resolve_precision
 from tandem.trainers.setup import RunSetup, prepare_run
@@ -134,9 +133,10 @@ REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}
 
 
-def reads_kl(config: OnlineRLConfig, monitor) -> bool:
-    """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a monitor."""
-    return monitor is not None or config.kl_coef > 0 or config.target_kl is not None
+def reads_kl(config: OnlineRLConfig, callbacks=()) -> bool:
+    """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a callback
+    (the reward-hacking monitor)."""
+    return callbacks_read_kl(callbacks) or config.kl_coef > 0 or config.target_kl is not None
 
 
 def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
@@ -197,10 +197,14 @@ class OnlineTrainer(GenerativeTrainer):
     needs_values = False  # PPO: a value head read at rollout time
 
     def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
-                 eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None):
+                 eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None,
+                 callbacks=()):
+        if NEEDS_VALUES[config.advantage] and not self.needs_values:  # before the model is wrapped or anything rolls out
+            raise ValueError(f"advantage estimator {config.advantage!r} needs critic values, which {type(self).__name__} "
+                             "has not (no value head): use tandem ppo, or a group advantage (grpo, rloo, ...)")
+        # `monitor`: a RewardHackingMonitor, one callback among the others (fed proxy, gold and KL every step)
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
-                         eval_max_new_tokens=eval_max_new_tokens)
-        self.monitor = monitor  # a RewardHackingMonitor fed proxy, gold and KL every step (over-optimisation)
+                         eval_max_new_tokens=eval_max_new_tokens, callbacks=[*callbacks, *([monitor] if monitor is not None else [])])
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
         self.reward = reward
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,
@@ -234,7 +238,7 @@ class OnlineTrainer(GenerativeTrainer):
     @property
     def kl_metrics(self) -> bool:
         """--kl-metrics, or by default whether anything reads the KL (the loss or reward, the monitor)."""
-        return self.config.kl_metrics if self.config.kl_metrics is not None else reads_kl(self.config, self.monitor)
+        return self.config.kl_metrics if self.config.kl_metrics is not None else reads_kl(self.config, self.callbacks)
 
     @property
     def single_pass(self) -> bool:
@@ -441,10 +445,7 @@ class OnlineTrainer(GenerativeTrainer):
             print(warning, flush=True)
         stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
                       **reward_terms, **signal, **times})
-        if self.monitor is not None and self.task is not None:
-            gold = self.task.gold_reward(batch.prompts, batch.completions, **batch.columns)
-            stats["gold"] = sum(gold) / len(gold)
-            stats.update(self.monitor.update(step, proxy=stats["reward"], gold=stats["gold"], kl=stats.get("kl", 0.0)))
+        stats.update(fire(self.callbacks, "on_rollout", self, step, batch, stats))
         return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
                 "advantages": advantages, "returns": returns, "stats": stats}
 
@@ -467,30 +468,31 @@ class OnlineTrainer(GenerativeTrainer):
                 minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.sampling.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
-                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
-                for k, rows in enumerate(micro_batches):
-                    sync = k == len(micro_batches) - 1
+
+                def loss_of(rows):
+                    nonlocal gap
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
-                    with nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        logits, values = self._sampler_forward(self.forward_model, batch, rows)
-                        logp, _ = token_log_probs(logits, labels[rows])
-                        micro_mask = mask[rows]
-                        old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
-                        if data["old_logp"] is None:
-                            gap = [a + b for a, b in zip(gap, logprob_gap(old_logp, sampled[rows], micro_mask))]
-                        out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows],
-                                          micro_mask, **options)
-                        if cfg.tis_cap is not None:  # the tokens came from the engine's pi, not pi_old
-                            weights = truncated_importance_weights(old_logp, sampled[rows], cfg.tis_cap)
-                            out.loss = out.loss * weights
-                            out.stats["tis_weight"] = masked_mean(weights, micro_mask)
-                        extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
-                        loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
-                        self.accelerator.backward(loss * (self.world * weight))
-                    for key, value in {**out.stats, **extra_stats}.items():
+                    logits, values = self._sampler_forward(self.forward_model, batch, rows)
+                    logp, _ = token_log_probs(logits, labels[rows])
+                    micro_mask = mask[rows]
+                    old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
+                    if data["old_logp"] is None:
+                        gap = [a + b for a, b in zip(gap, logprob_gap(old_logp, sampled[rows], micro_mask))]
+                    out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows], micro_mask, **options)
+                    if cfg.tis_cap is not None:  # the tokens came from the engine's pi, not pi_old
+                        weights = truncated_importance_weights(old_logp, sampled[rows], cfg.tis_cap)
+                        out.loss = out.loss * weights
+                        out.stats["tis_weight"] = masked_mean(weights, micro_mask)
+                    extra, extra_stats = self.extra_losses(logits, logp, values, data, rows, micro_mask)
+                    loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
+                    return loss * (self.world * weight), ({**out.stats, **extra_stats}, loss.detach(), weight)
+
+                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
+                for micro_stats, loss, weight in self._accumulate(micro_batches, loss_of):
+                    for key, value in micro_stats.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss)
                     count += weight > 0
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
@@ -541,13 +543,12 @@ class OnlineTrainer(GenerativeTrainer):
         return {**stats, **{k: v / self.world for k, v in zip(keys, means)}}
 
     def _policy_options(self) -> dict:
-        """--clip-low/--clip-high when given (a given --clip-low brings --clip-high, whose default is it), to a loss
-        that takes them; the rest keep the loss's own defaults (ppo_clip 0.2, gspo the paper's 3e-4 / 4e-4)."""
-        loss = POLICY_LOSSES.get(self.config.policy_loss)
-        accepted = inspect.signature(loss).parameters if loss is not None else {}
+        """The options the loss declares (its registry entry), those given: --clip-low, --clip-high (a given --clip-low
+        brings --clip-high, whose default is it), --dual-clip; the rest keep the loss's own defaults (ppo_clip 0.2,
+        gspo the paper's 3e-4 / 4e-4)."""
+        declared = POLICY_LOSS_FACTS[self.config.policy_loss]["options"]
         given = set(self.config.model_fields_set) | ({"clip_high"} if "clip_low" in self.config.model_fields_set else set())
-        return {key: getattr(self.config, key) for key in ("clip_low", "clip_high", "dual_clip")
-                if key in accepted and key in given}
+        return {key: getattr(self.config, key) for key in declared if key in given}
 
     def evaluate(self, model) -> dict[str, float]:
         if self.task is None or not self.eval_prompts:
@@ -583,6 +584,7 @@ class OnlineTrainer(GenerativeTrainer):
             if "kl" in stats:
                 self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts) * self.world)
             done = step + 1
+            fire(self.callbacks, "on_step", self, done, {f"train/{k}": v for k, v in stats.items()})
             if main:
                 bar.update(1)
                 bar.set_postfix(reward=f"{stats['reward']:.3f}", **({"kl": f"{stats['kl']:.2f}"} if "kl" in stats else {}))
@@ -591,10 +593,6 @@ class OnlineTrainer(GenerativeTrainer):
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)
             self._after_step(done, writer)
         bar.close()
-        if main and self.monitor is not None:
-            figure = self.monitor.report().get("figure")
-            if writer is not None and figure:  # the gold-vs-KL plot, as an image in the trackers
-                writer.log_images({"monitor/proxy_gold_vs_sqrt_kl": Path(figure)}, self.total_steps)
         watch = self.signal_watch
         if main and watch.steps and not watch.steps_with_signal:
             print(f"[tandem] warning: none of the {watch.steps} steps had anything to learn from (see the warning "
@@ -622,7 +620,8 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     """Load policy, reference, prompts, reward and evaluation prompts (each unless given), then run `trainer_class`.
 
     When a built-in task supplies a gold reward and the run optimises something else (a reward model, a
-    judge, a user function), a `RewardHackingMonitor` logs proxy and gold against KL and flags divergence.
+    judge, a user function), a `RewardHackingMonitor` (a callback) logs proxy and gold against KL and flags
+    divergence. `trainer_options` may give other callbacks (`callbacks=[...]`).
     """
     from tandem.diagnostics.monitor import RewardHackingMonitor
 
@@ -637,7 +636,8 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     if monitor is None and task is not None and config.reward != "task":
         monitor = RewardHackingMonitor(out=Path(config.out) / "monitor")
     # a reference costs a second copy of the model: loaded only when the KL is read (LoRA: the base serves)
-    kl_read = bool(config.kl_metrics) or reads_kl(config, monitor) or config.n_eval > 0
+    callbacks = [*trainer_options.get("callbacks", ()), *([monitor] if monitor is not None else [])]
+    kl_read = bool(config.kl_metrics) or reads_kl(config, callbacks) or config.n_eval > 0
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
     reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:

@@ -12,15 +12,13 @@ from pathlib import Path
 
 import torch
 from pydantic import Field
-from transformers import set_seed
 
 from tandem.algorithms.losses import bradley_terry_loss
 from tandem.data import pad_preference_batch, tokenize_preference
-from tandem.models.loading import add_lora, load_reward_model, load_tokenizer, save_model
+from tandem.models.loading import add_lora, load_reward_model, save_model
 from tandem.trainers.loop import LossOutput, Trainer, TrainResult
 from tandem.trainers.sft import FinetuneSourceConfig
-from tandem.trainers.setup import prepare_run
-from tandem.trainers.sources import train_eval_examples
+from tandem.trainers.sources import prepare_finetune
 
 
 class RMConfig(FinetuneSourceConfig):
@@ -69,17 +67,12 @@ class RewardModelTrainer(Trainer):
 
 
 def run_rm(config: RMConfig) -> TrainResult:
-    set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
+    run = prepare_finetune(config)
+    tokenizer = run.tokenizer
     model = load_reward_model(config.model)
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha, task_type="SEQ_CLS")
-    train, held_out = train_eval_examples(
-        "preference", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-        n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length, label_noise=config.label_noise, **setup.load_options(config),
-    )
+    train, held_out = run.examples("preference")
 
     def tokenized(rows: list[dict]) -> list[dict]:
         out = []

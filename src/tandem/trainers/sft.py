@@ -7,16 +7,14 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, Field, field_validator
-from transformers import set_seed
 
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
 from tandem.config import TrainConfig
 from tandem.data import pad_sft_batch, tokenize_sft
-from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, save_model
-from tandem.tasks import check_task_spec, get_task
+from tandem.models.loading import add_lora, load_causal_lm, save_model
+from tandem.tasks import check_task_spec
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
-from tandem.trainers.setup import prepare_run
-from tandem.trainers.sources import train_eval_examples
+from tandem.trainers.sources import prepare_finetune
 
 
 class LoRAOptions(BaseModel):
@@ -114,20 +112,11 @@ class SFTTrainer(GenerativeTrainer):
 
 
 def run_sft(config: SFTConfig) -> TrainResult:
-    set_seed(config.seed)  # new weights (a fresh reward head, LoRA) are initialised reproducibly
-    tokenizer = load_tokenizer(config.model)
-    setup = prepare_run(config, tokenizer)
+    run = prepare_finetune(config)
     model = load_causal_lm(config.model)
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha)
-    train, held_out = train_eval_examples(
-        "sft", data=config.data, eval_data=config.eval_data, task_name=config.task, n_train=config.n_train,
-        n_eval=config.n_eval, eval_fraction=config.eval_fraction, seed=config.seed, tokenizer=tokenizer,
-        max_length=config.max_length, **setup.load_options(config),
-    )
-    train_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in train]
-    eval_ids = [tokenize_sft(r, tokenizer, config.max_length) for r in held_out]
-    task = get_task(config.task) if config.data is None else None
-    return SFTTrainer(config, model, tokenizer, train_ids, eval_ids, task=task,
-                      eval_prompts=setup.eval_prompts(task, config, tokenizer),
-                      eval_max_new_tokens=setup.eval_max_new_tokens(task)).train()
+    train, held_out = run.examples("sft")
+    train_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in train]
+    eval_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in held_out]
+    return SFTTrainer(config, model, run.tokenizer, train_ids, eval_ids, **run.evaluation()).train()
