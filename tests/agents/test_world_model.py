@@ -12,7 +12,6 @@ from tandem.agents.world_model import (
     LMWorldModel,
     Prediction,
     TextTransition,
-    TransitionParseError,
     WorldModelEnv,
     WorldModelTrainConfig,
     collect_transitions,
@@ -20,13 +19,12 @@ from tandem.agents.world_model import (
     evaluate_world_model,
     frozen_lake_maps,
     make_env_factory,
-    parse_transition,
     sft_rows,
     split_transitions,
     tokenizer_corpus,
     train_world_model,
-    transition_completion,
 )
+from tandem.agents.prompts import TransitionParseError, parse_transition, transition_completion
 
 
 @pytest.mark.parametrize("reward,done", [(0.0, False), (1.0, True), (-10.0, False), (0.25, True), (20.0, True)])
