@@ -146,9 +146,7 @@ _register()
 
 # Subpackages that add their own commands: each has `register(add_command)` in the module named here.
 COMMAND_MODULES = (
-    "tandem.agents.commands_explore",
-    "tandem.agents.commands_offline",
-    "tandem.agents.commands_lang",
+    "tandem.agents.commands",
     "tandem.agentrl.trainer",
     "tandem.judges.commands",
     "tandem.serve.commands",

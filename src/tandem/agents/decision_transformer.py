@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tandem.agents.offline_data import OfflineDataset, make_vector_env, returns_to_go
+from tandem.agents.episodes import vector_env_by_id
+from tandem.agents.offline_data import OfflineDataset, returns_to_go
 
 
 @dataclass
@@ -289,7 +290,7 @@ def evaluate_decision_transformer(
     """Returns of `episodes` episodes acting greedily (argmax / the tanh mean) conditioned on `target_return`."""
     model.eval()
     shape = model.shape
-    envs = make_vector_env(env_id, min(num_envs, episodes), vectorization)
+    envs = vector_env_by_id(env_id, min(num_envs, episodes), vectorization)
     n = envs.num_envs
     action_shape = () if shape.discrete else (shape.action_dim,)
     action_dtype = np.int64 if shape.discrete else np.float32

@@ -196,7 +196,7 @@ def _as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     return gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def make_vector_env(make_env: Callable[[], gym.Env], n_envs: int) -> gym.vector.VectorEnv:
+def same_step_vector_env(make_env: Callable[[], gym.Env], n_envs: int) -> gym.vector.VectorEnv:
     """`n_envs` copies stepped together, reset in the same step as they finish (final obs in the info)."""
     return gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 

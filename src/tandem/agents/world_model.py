@@ -152,7 +152,7 @@ def frozen_lake_maps(n_maps: int, size: int = 4, seed: int = 0, p_frozen: float 
     return list(maps.values())
 
 
-def make_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -> Callable[[int], gym.Env]:
+def map_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -> Callable[[int], gym.Env]:
     """`make_env(i)`: env `env_id` (FrozenLake made deterministic, on map `i % len(maps)` when maps are given)."""
     if env_id.startswith("FrozenLake"):
         if maps is None:

@@ -1,6 +1,6 @@
-"""`tandem explore` (DQN with and without LLM-guided exploration, after Du et al. 2023) and `tandem shape` (DQN with
-and without LLM potential-based reward shaping, Ng, Harada & Russell 1999). Each writes `metrics.json` and
-`learning_curve.png` to --out.
+"""The runs behind `tandem explore` (DQN with and without LLM-guided exploration, after Du et al. 2023) and
+`tandem shape` (DQN with and without LLM potential-based reward shaping, Ng, Harada & Russell 1999). Each writes
+`metrics.json` and `learning_curve.png` to its `out`; the CLI (`tandem.agents.commands`) only prints the result.
 
 The language model is chosen with --lm: ``oracle`` (the default: NOT a language model, an optimal tabular policy
 answering at random with probability --lm-noise, standing in for a competent LM so the command needs no download),
@@ -21,7 +21,8 @@ import torch
 from pydantic import Field
 
 from tandem.agents.backends import HFBackend, OpenAIBackend, oracle_backend, train_demo_backend
-from tandem.agents.dqn import DQNConfig, DQNResult, make_vector_env, train_dqn
+from tandem.agents.dqn import DQNConfig, DQNResult, same_step_vector_env, train_dqn
+from tandem.agents.experiments.reports import pyplot
 from tandem.agents.shaping import PotentialShaping, progress_potential
 from tandem.files import atomic_write_text
 
@@ -66,8 +67,8 @@ class ShapeConfig(AgentLMConfig):
     shaping_scale: float = Field(1.0, description="Phi = scale * the LM's progress rating.")
 
 
-def make_env_factory(name: str) -> Callable[[], gym.Env]:
-    """A named task above, or any registered Gymnasium id with a discrete action space (``CliffWalking-v1``)."""
+def task_env_factory(name: str) -> Callable[[], gym.Env]:
+    """A zero-argument factory of the env `name`: a named task above, or any registered Gymnasium id with a discrete action space (``CliffWalking-v1``)."""
     if name in ENVIRONMENTS:
         return ENVIRONMENTS[name]
     import minigrid  # noqa: F401 - registers the MiniGrid / BabyAI ids
@@ -84,7 +85,7 @@ def make_env_factory(name: str) -> Callable[[], gym.Env]:
 
 def build_backend(config: AgentLMConfig) -> Any:
     """The language model --lm names."""
-    make_env = make_env_factory(config.env)
+    make_env = task_env_factory(config.env)
     if config.lm == "oracle":
         return oracle_backend(make_env(), noise=config.lm_noise, gamma=config.gamma, seed=config.seed)
     if config.lm == "demo":
@@ -97,11 +98,12 @@ def build_backend(config: AgentLMConfig) -> Any:
     return OpenAIBackend(config.endpoint_url, config.endpoint_model)
 
 
-def _dqn_config(config: AgentLMConfig) -> DQNConfig:
+def dqn_config(config: AgentLMConfig) -> DQNConfig:
     return DQNConfig(**{name: getattr(config, name) for name in DQNConfig.model_fields})
 
 
-def _summary(label: str, result: DQNResult) -> dict:
+def run_summary(label: str, result: DQNResult) -> dict:
+    """The JSON row of one DQN run: steps to the target, throughput, final greedy success and the curve."""
     return {
         "label": label, "steps_to_target": result.steps_to_target, "env_steps": result.env_steps,
         "updates": result.updates, "llm_actions": result.llm_actions, "seconds": result.seconds,
@@ -112,11 +114,7 @@ def _summary(label: str, result: DQNResult) -> dict:
 
 def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     """Greedy success rate against environment steps, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
     for run in runs:
         axis.plot([c["env_steps"] for c in run["curve"]], [c["success"] for c in run["curve"]], label=run["label"], marker=".")
@@ -132,16 +130,13 @@ def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     plt.close(figure)
 
 
-def _write(config: AgentLMConfig, runs: list[dict], command: str, started: float) -> dict:
+def write_report(config: AgentLMConfig, runs: list[dict], command: str, started: float) -> dict:
+    """`metrics.json` and `learning_curve.png` under `config.out`; returns the report."""
     report = {"command": command, "env": config.env, "lm": config.lm, "runs": runs, "seconds": time.perf_counter() - started,
               "config": config.model_dump(mode="json")}
     config.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out / "metrics.json", json.dumps(report, indent=2))
     plot_curves(runs, config.out / "learning_curve.png", f"tandem {command}: {config.env}, lm={config.lm}")
-    for run in runs:
-        print(f"{run['label']}: final greedy success {run['final_success']}, steps to target {run['steps_to_target']}, "
-              f"{run['env_steps']} env steps in {run['seconds']:.1f}s")
-    print(f"wrote {config.out / 'metrics.json'} and {config.out / 'learning_curve.png'}")
     return report
 
 
@@ -149,40 +144,33 @@ def run_explore(config: ExploreConfig) -> dict:
     """DQN on --env with LLM-guided exploration (`tandem.agents.dqn`), and without it when --baseline."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
-    make_env = make_env_factory(config.env)
+    make_env = task_env_factory(config.env)
     backend = build_backend(config)
-    dqn = _dqn_config(config)
-    runs = [_summary(f"DQN + {config.lm} LM (eq. 11)", train_dqn(dqn, make_vector_env(make_env, dqn.n_envs), make_env(),
+    dqn = dqn_config(config)
+    runs = [run_summary(f"DQN + {config.lm} LM (eq. 11)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
                                                                   backend=backend, progress=config.progress))]
     if config.baseline:
-        runs.append(_summary("DQN (epsilon-greedy)", train_dqn(dqn, make_vector_env(make_env, dqn.n_envs), make_env(),
+        runs.append(run_summary("DQN (epsilon-greedy)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
                                                               progress=config.progress)))
-    return _write(config, runs, "explore", started)
+    return write_report(config, runs, "explore", started)
 
 
 def run_shape(config: ShapeConfig) -> dict:
     """DQN on --env with rewards shaped by the LM's progress rating (as a potential), and unshaped when --baseline."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
-    make_env = make_env_factory(config.env)
+    make_env = task_env_factory(config.env)
     backend = build_backend(config)
     potential = progress_potential(backend)
 
     def shaped() -> gym.Env:
         return PotentialShaping(make_env(), potential, gamma=config.gamma, scale=config.shaping_scale)
 
-    dqn = _dqn_config(config)
+    dqn = dqn_config(config)
     guide = backend if config.p_explore_start > 0 else None
-    runs = [_summary(f"DQN + {config.lm} LM shaping (eq. 12)", train_dqn(dqn, make_vector_env(shaped, dqn.n_envs), make_env(),
+    runs = [run_summary(f"DQN + {config.lm} LM shaping (eq. 12)", train_dqn(dqn, same_step_vector_env(shaped, dqn.n_envs), make_env(),
                                                                          backend=guide, progress=config.progress))]
     if config.baseline:
-        runs.append(_summary("DQN (unshaped)", train_dqn(dqn, make_vector_env(make_env, dqn.n_envs), make_env(),
+        runs.append(run_summary("DQN (unshaped)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
                                                          backend=guide, progress=config.progress)))
-    return _write(config, runs, "shape", started)
-
-
-def register(add_command) -> None:
-    add_command("explore", ExploreConfig, run_explore,
-                "DQN with LLM-guided exploration vs plain DQN; writes metrics.json and learning_curve.png.")
-    add_command("shape", ShapeConfig, run_shape,
-                "DQN with LLM potential-based reward shaping vs unshaped; writes metrics.json and learning_curve.png.")
+    return write_report(config, runs, "shape", started)

@@ -1,4 +1,4 @@
-"""`tandem collect` (offline datasets) and `tandem dt` (Decision Transformer, Chen et al. 2021, vs behaviour cloning).
+"""The run behind `tandem dt`: a Decision Transformer (Chen et al. 2021) against behaviour cloning on an offline dataset.
 
 `tandem dt` with no options collects a CartPole-v1 random / medium / expert mixture into OUT/data, trains a
 Decision Transformer and a behaviour-cloning twin (the same network without returns), evaluates the DT at
@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import typer
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tandem.agents.decision_transformer import (
@@ -24,16 +23,10 @@ from tandem.agents.decision_transformer import (
     shape_for,
     train_decision_transformer,
 )
-from tandem.agents.offline_data import (
-    CollectConfig,
-    OfflineDataset,
-    collect_offline_dataset,
-    evaluate_actor,
-    load_offline_dataset,
-    make_vector_env,
-    normalised_score,
-    random_actor,
-)
+from tandem.agents.episodes import evaluate_actor, random_actor, vector_env_by_id
+from tandem.agents.experiments.reports import pyplot
+from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset
+from tandem.agents.offline_data import OfflineDataset, load_offline_dataset, normalised_score
 from tandem.config import save_config
 from tandem.files import atomic_write_text
 
@@ -92,7 +85,7 @@ def _random_return(dataset: OfflineDataset, config: DTConfig) -> float:
     returns = dataset.policy_returns()
     if "random" in returns:
         return returns["random"]
-    envs = make_vector_env(dataset.metadata["env_id"], config.num_envs, config.vectorization)
+    envs = vector_env_by_id(dataset.metadata["env_id"], config.num_envs, config.vectorization)
     try:
         return float(evaluate_actor(envs, random_actor(envs, config.seed), config.eval_episodes, config.seed).mean())
     finally:
@@ -165,11 +158,7 @@ def run_dt(config: DTConfig) -> dict:
 
 def plot_achieved_vs_target(metrics: dict, path: Path, title: str | None = None) -> None:
     """Achieved return (mean +- std) against the target return, with y = x, BC and the behaviour policies."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = metrics["dt"]["targets"]
     targets = [row["target"] for row in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -188,27 +177,3 @@ def plot_achieved_vs_target(metrics: dict, path: Path, title: str | None = None)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def _report_collect(config: CollectConfig) -> None:
-    dataset = collect_offline_dataset(config)
-    typer.echo(f"{len(dataset)} transitions, {dataset.metadata['episodes']} episodes saved to {config.out}")
-    for policy in dataset.metadata["policies"]:
-        typer.echo(f"  {policy['name']:7s} {policy['episodes']:5d} episodes  mean return {policy['mean_return']:.1f}")
-
-
-def _report_dt(config: DTConfig) -> None:
-    metrics = run_dt(config)
-    typer.echo(f"{metrics['env_id']}: random {metrics['random_return']:.1f}, best behaviour {metrics['best_behaviour_return']:.1f}")
-    for row in metrics["dt"]["targets"]:
-        typer.echo(f"  DT target {row['target']:9.1f} -> return {row['mean_return']:9.1f}  (normalised {row['normalised']:.1f})")
-    if "bc" in metrics:
-        typer.echo(f"  BC              -> return {metrics['bc']['mean_return']:9.1f}  (normalised {metrics['bc']['normalised']:.1f})")
-    typer.echo(f"metrics and plot in {config.out} ({metrics['seconds']:.0f}s)")
-
-
-def register(add_command) -> None:
-    add_command("collect", CollectConfig, _report_collect,
-                "Collect an offline RL dataset on a Gymnasium task: random, medium and expert (PPO) episode mixtures.")
-    add_command("dt", DTConfig, _report_dt,
-                "Train a Decision Transformer and a behaviour-cloning baseline on an offline dataset; plot return vs target.")
