@@ -151,10 +151,10 @@ COMMAND_MODULES = (
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",
-    "tandem.feedback.commands",
+    "tandem.preference_studies.commands",
     "tandem.explain.commands",
     "tandem.overopt.commands",
-    "tandem.feedback_rl.commands",
+    "tandem.ai_feedback.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

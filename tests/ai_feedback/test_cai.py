@@ -3,11 +3,11 @@
 import pytest
 
 import tandem.tasks.polite  # noqa: F401
-from tandem.feedback_rl.cai import (
+from tandem.ai_feedback.cai import (
     KeywordReviser, ModelReviser, build_reviser, constitutional_preferences, critique_revise, keyword_judge,
     principle_judges, principle_template,
 )
-from tandem.feedback_rl.constitution import load_constitution
+from tandem.ai_feedback.constitution import load_constitution
 from tandem.tasks import get_task
 
 PROMPT = "Customer: Where can I find the blue lamp?\nAssistant:"

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from tandem.feedback_rl.labels import ai_preferences, ensemble_probabilities, label_agreement, preference_rows
+from tandem.preference_data.labels import ensemble_probabilities, label_agreement, preference_rows, verdict_probabilities
 from tandem.judges import FunctionJudge
 
 
@@ -58,14 +58,32 @@ def test_both_orders_cancel_a_judge_that_prefers_the_first_position():
     one_order = FunctionJudge(compare=biased, both_orders=False)
     both = FunctionJudge(compare=biased, both_orders=True)
     a, b = ["xx", "x"], ["x", "xx"]
-    assert ai_preferences(one_order, ["p", "p"], a, b) == [pytest.approx(0.9), pytest.approx(0.7)]  # both say "a"
-    debiased = ai_preferences(both, ["p", "p"], a, b)
+    assert verdict_probabilities(one_order, ["p", "p"], a, b) == [pytest.approx(0.9), pytest.approx(0.7)]  # both say "a"
+    debiased = verdict_probabilities(both, ["p", "p"], a, b)
     assert debiased == [pytest.approx(0.6), pytest.approx(0.4)]  # (p_ab + 1 - p_ba) / 2: the bias is gone
     for (x, y) in itertools.permutations(["x", "xx", "xxx"], 2):
-        assert ai_preferences(both, ["p"], [x], [y])[0] == pytest.approx(1 - ai_preferences(both, ["p"], [y], [x])[0])
+        assert verdict_probabilities(both, ["p"], [x], [y])[0] == pytest.approx(1 - verdict_probabilities(both, ["p"], [y], [x])[0])
 
 
 def test_unusable_verdicts_stay_none_and_are_counted():
     judge = FunctionJudge(score=lambda prompts, responses: [None if "?" in r else 0.7 for r in responses])
-    assert ai_preferences(judge, ["p", "p"], ["ok", "??"], ["fine", "fine"]) == [0.5, None]
+    assert verdict_probabilities(judge, ["p", "p"], ["ok", "??"], ["fine", "fine"]) == [0.5, None]
     assert judge.stats.n_unusable == 1
+
+
+def test_one_rule_for_unusable_verdicts_wherever_labels_are_made():
+    """`pairwise` (the labeller of synthetic pairs and active learning) follows the same rule as the AI labels: an
+    unusable verdict is None, never a label, so `label_pairs` drops the pair even when ties are kept."""
+    import torch
+
+    from tandem.preference_data.labels import label_pairs, pairwise
+
+    judge = FunctionJudge(score=lambda prompts, responses: [None if "?" in r else float("long" in r) for r in responses])
+    pairs = [{"prompt": "p", "a": "long answer", "b": "short"}, {"prompt": "p", "a": "what??", "b": "fine"}]
+    probabilities = pairwise(judge)([p["prompt"] for p in pairs], [p["a"] for p in pairs], [p["b"] for p in pairs])
+    assert probabilities[1] is None and probabilities == verdict_probabilities(
+        judge, ["p", "p"], [p["a"] for p in pairs], [p["b"] for p in pairs])
+    for drop_ties in (True, False):
+        records = label_pairs(pairs, pairwise(judge), torch.Generator().manual_seed(0), drop_ties=drop_ties)
+        assert [r["chosen"] for r in records] == ["long answer"]
+    assert preference_rows(["p", "p"], [p["a"] for p in pairs], [p["b"] for p in pairs], probabilities)[0]["chosen"] == "long answer"

@@ -5,13 +5,13 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tandem.feedback_rl.commands import register
+from tandem.ai_feedback.commands import register
 
 
 @pytest.fixture(scope="module")
 def polite_sft(tmp_path_factory):
     """Pre-train and fine-tune the smoke-sized policy on the polite task once for every test here."""
-    from tandem.feedback_rl.runs import base_models
+    from tandem.ai_feedback.runs import base_models
 
     return base_models(tmp_path_factory.mktemp("polite-base"), "polite", "smoke", progress=False)[1]
 
@@ -43,7 +43,7 @@ def test_rlaif_direct_grpo_through_the_cli_lowers_violations(polite_sft, tmp_pat
 
 @pytest.mark.e2e
 def test_cai_sl_then_rl_cuts_the_violation_rate_and_keeps_helpfulness(polite_sft, tmp_path):
-    from tandem.feedback_rl.cai import CAIConfig, run_cai
+    from tandem.ai_feedback.cai import CAIConfig, run_cai
 
     report = run_cai(CAIConfig(out=tmp_path / "cai", model=polite_sft, preset="smoke", progress=False))
     sft, sl, rl = (report["policies"][k] for k in ("sft", "sl_cai", "rl_cai"))
@@ -58,7 +58,7 @@ def test_cai_sl_then_rl_cuts_the_violation_rate_and_keeps_helpfulness(polite_sft
 
 @pytest.mark.e2e
 def test_verbal_reward_correlates_with_gold_and_drives_rl(polite_sft, tmp_path):
-    from tandem.feedback_rl.verbal import VerbalRewardConfig, run_verbal_reward
+    from tandem.ai_feedback.verbal import VerbalRewardConfig, run_verbal_reward
 
     report = run_verbal_reward(VerbalRewardConfig(out=tmp_path / "verbal", model=polite_sft, preset="smoke", progress=False))
     assert report["g_phi_vs_gold"]["pearson"] > 0.5 and report["g_phi_vs_gold"]["spearman"] > 0.5

@@ -17,25 +17,14 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tandem.feedback.measure import pair_accuracy, train_and_score
-from tandem.models.loading import load_reward_model, load_tokenizer
-from tandem.rewards.model import RewardModelScorer
-from tandem.tasks import get_task
 from tandem.files import atomic_write_text
-
-
-def parse_task_options(text: str) -> dict:
-    """'key=value,key=value' -> {key: value}, each value read as YAML (numbers become numbers)."""
-    options = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"task option {item!r} is not key=value")
-        options[key.strip()] = yaml.safe_load(value.strip())
-    return options
+from tandem.models.loading import load_reward_model, load_tokenizer
+from tandem.preference_studies.measure import pair_accuracy, train_and_score
+from tandem.rewards.model import RewardModelScorer
+from tandem.specs import parse_options
+from tandem.tasks import get_task
 
 
 def preference_agreement(source_task, target_task, pairs: list[dict]) -> float:
@@ -56,8 +45,9 @@ class TransferConfig(BaseModel):
     backbone: Path = Field(Path("runs/quickstart/sft/model"), description="Causal LM the from-scratch baseline starts from.")
     source_task: str = Field("sentiment", description="Built-in task the source reward model was trained on.")
     target_task: str = Field("sentiment", description="Built-in task whose preferences the reward model must learn.")
-    target_options: str = Field("max_natural_words=12,length_penalty_per_word=0.1",
-                                description="Constructor options of the target task, key=value separated by commas.")
+    target_options: str = Field("max_natural_words=12:length_penalty_per_word=0.1",
+                                description="Constructor options of the target task, key=value separated by colons "
+                                "(as in a task spec: sentiment:max_natural_words=12).")
     ks: str = Field("16,64,256", description="Comma-separated numbers of target labels.")
     seeds: int = Field(3, ge=1, description="Repetitions per k (different label sets and initialisations).")
     seed: int = Field(0, description="First seed.")
@@ -82,7 +72,7 @@ class TransferConfig(BaseModel):
     @field_validator("target_options")
     @classmethod
     def _parsable(cls, value: str) -> str:
-        parse_task_options(value)
+        parse_options(value, f"--target-options {value!r}")
         return value
 
 
@@ -90,7 +80,7 @@ def run_transfer_study(config: TransferConfig) -> dict:
     """Held-out target accuracy of transfer and from-scratch reward models for each k and seed, plus zero-shot."""
     started = time.perf_counter()
     source_task = get_task(config.source_task)
-    target_task = get_task(config.target_task, **parse_task_options(config.target_options))
+    target_task = get_task(config.target_task, **parse_options(config.target_options, "--target-options"))
     test = target_task.preference_pairs(config.n_test, seed=config.seed + 10_000, held_out=True)
     zero_shot = pair_accuracy(RewardModelScorer(load_reward_model(config.source_rm), load_tokenizer(config.source_rm)), test)
     runs = []

@@ -7,20 +7,19 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tandem.feedback.judges import rule_judge
-from tandem.feedback.measure import rm_steps
-from tandem.feedback.synthetic import (
+from tandem.preference_data.labels import label_pairs, rule_judge
+from tandem.preference_data.synthetic_pairs import (
     CORRUPTIONS,
-    SyntheticConfig,
     corruption_pairs,
-    label_pairs,
     replace_words,
     rule_agreement,
-    run_synthetic_study,
     shuffle_words,
     truncate_words,
 )
-from tandem.feedback.transfer import TransferConfig, parse_task_options, preference_agreement, run_transfer_study
+from tandem.preference_studies.measure import rm_steps
+from tandem.preference_studies.synthetic import SyntheticConfig, run_synthetic_study
+from tandem.preference_studies.transfer import TransferConfig, preference_agreement, run_transfer_study
+from tandem.specs import parse_options
 from tandem.tasks import get_task
 
 TEXT = " I loved the music and the story was wonderful."
@@ -78,10 +77,10 @@ def test_rule_agreement_against_gold():
 
 
 def test_options_are_parsed_and_validated():
-    assert parse_task_options("max_natural_words=12, length_penalty_per_word=0.1") == {"max_natural_words": 12,
-                                                                                        "length_penalty_per_word": 0.1}
-    with pytest.raises(ValueError, match="key=value"):
-        parse_task_options("max_natural_words")
+    assert parse_options(TransferConfig().target_options, "target") == {"max_natural_words": 12,
+                                                                         "length_penalty_per_word": 0.1}
+    with pytest.raises(ValidationError, match="key=value"):
+        TransferConfig(target_options="max_natural_words")
     with pytest.raises(ValidationError, match="ks"):
         TransferConfig(ks="16,x")
     with pytest.raises(ValidationError, match="unknown methods"):
@@ -90,7 +89,7 @@ def test_options_are_parsed_and_validated():
 
 
 def test_the_concise_target_disagrees_with_plain_sentiment_on_some_pairs():
-    source, target = get_task("sentiment"), get_task("sentiment", **parse_task_options(TransferConfig().target_options))
+    source, target = get_task("sentiment"), get_task("sentiment", **parse_options(TransferConfig().target_options, "target"))
     agreement = preference_agreement(source, target, target.preference_pairs(300, seed=1, held_out=True))
     assert 0.5 < agreement < 0.97  # related (mostly agree) but a different preference
 

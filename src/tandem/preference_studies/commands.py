@@ -5,9 +5,9 @@ from __future__ import annotations
 
 def register(add_command) -> None:
     """Add the feedback commands with `add_command(name, config_class, run, help)` (see `tandem.cli`)."""
-    from tandem.feedback.active import ActiveConfig, run_active_study
-    from tandem.feedback.synthetic import SyntheticConfig, run_synthetic_study
-    from tandem.feedback.transfer import TransferConfig, run_transfer_study
+    from tandem.preference_studies.active import ActiveConfig, run_active_study
+    from tandem.preference_studies.synthetic import SyntheticConfig, run_synthetic_study
+    from tandem.preference_studies.transfer import TransferConfig, run_transfer_study
 
     add_command("active", ActiveConfig, run_active_study,
                 "Active learning for preference labels: labels each acquisition rule (random, ensemble disagreement, "

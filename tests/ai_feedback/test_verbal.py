@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from tandem.data import DataError
-from tandem.feedback_rl.verbal import (
+from tandem.ai_feedback.verbal import (
     FEEDBACK_WRITERS, feedback_examples, feedback_text, pearson, ranks, read_feedback_file, spearman, write_feedback,
 )
 

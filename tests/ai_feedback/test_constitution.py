@@ -2,7 +2,7 @@
 
 import pytest
 
-from tandem.feedback_rl.constitution import (
+from tandem.ai_feedback.constitution import (
     Constitution, ConstitutionError, Principle, builtin_constitutions, load_constitution,
 )
 

@@ -266,8 +266,8 @@ class VerbalRewardConfig(BaseModel):
 
 def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     from tandem.config import TrainConfig
-    from tandem.feedback_rl.labels import sample_pairs
-    from tandem.feedback_rl.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
+    from tandem.preference_data.pairs import sample_pairs
+    from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
     from tandem.models.loading import load_causal_lm
     from tandem.trainers.grpo import GRPOConfig
     from tandem.trainers.ppo import PPOConfig

@@ -22,9 +22,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tandem.feedback_rl.constitution import Constitution, load_constitution
-from tandem.feedback_rl.labels import ai_preferences, label_agreement, preference_rows, sample_pairs
-from tandem.feedback_rl.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
+from tandem.ai_feedback.constitution import Constitution, load_constitution
+from tandem.preference_data.labels import label_agreement, preference_rows, verdict_probabilities
+from tandem.preference_data.pairs import sample_pairs
+from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
 from tandem.judges import FunctionJudge, Judge, JudgeReward, build_judge
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.tasks import get_task
@@ -114,7 +115,7 @@ def label_policy_pairs(model_dir: Path, task_name: str, judge: Judge, n: int, se
     model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
     prompts = [row["prompt"] for row in task.sft_examples(n, seed=seed + 1)]
     a, b = sample_pairs(model, tokenizer, prompts, task.max_new_tokens, seed=seed)
-    probabilities = ai_preferences(judge, prompts, a, b)
+    probabilities = verdict_probabilities(judge, prompts, a, b)
     agreement = label_agreement(probabilities, task.gold_reward(prompts, a), task.gold_reward(prompts, b))
     return preference_rows(prompts, a, b, probabilities), agreement
 

@@ -15,9 +15,9 @@ def _printing(run: Callable[[object], dict]) -> Callable[[object], dict]:
 
 
 def register(add_command) -> None:
-    from tandem.feedback_rl.cai import CAIConfig, run_cai
-    from tandem.feedback_rl.rlaif import RLAIFConfig, run_rlaif
-    from tandem.feedback_rl.verbal import VerbalRewardConfig, run_verbal_reward
+    from tandem.ai_feedback.cai import CAIConfig, run_cai
+    from tandem.ai_feedback.rlaif import RLAIFConfig, run_rlaif
+    from tandem.ai_feedback.verbal import VerbalRewardConfig, run_verbal_reward
 
     add_command("rlaif", RLAIFConfig, _printing(run_rlaif),
                 "RLAIF (Lee et al. 2023): a judge's verdicts as the RL reward (direct), or AI preference labels "

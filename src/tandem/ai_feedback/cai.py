@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tandem.feedback_rl.constitution import Constitution, Principle
+from tandem.ai_feedback.constitution import Constitution, Principle
 from tandem.generation import generate_completions
 from tandem.judges import FunctionJudge, Judge, JudgeTemplate, build_judge, load_template, parse_judge_spec
 
@@ -213,7 +213,7 @@ def constitutional_preferences(judges: dict[str, Judge], prompts: list[str], res
     Each judge asks in both orders (position-debiased); a pair none of whose principles gave a usable
     verdict gets None.
     """
-    from tandem.feedback_rl.labels import ai_preferences, ensemble_probabilities
+    from tandem.preference_data.labels import ensemble_probabilities, verdict_probabilities
 
     ids = list(judges)
     k = len(ids) if principles_per_label <= 0 else min(principles_per_label, len(ids))
@@ -224,7 +224,7 @@ def constitutional_preferences(judges: dict[str, Judge], prompts: list[str], res
         rows = [i for i, picked in enumerate(chosen) if principle_id in picked]
         values: list[float | None] = [None] * len(prompts)
         if rows:
-            labelled = ai_preferences(judges[principle_id], [prompts[i] for i in rows], [responses_a[i] for i in rows],
+            labelled = verdict_probabilities(judges[principle_id], [prompts[i] for i in rows], [responses_a[i] for i in rows],
                                       [responses_b[i] for i in rows])
             for i, value in zip(rows, labelled):
                 values[i] = value
@@ -271,7 +271,7 @@ class CAIConfig(BaseModel):
 
 def run_sl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, preset: dict) -> tuple[Path, dict]:
     """Sample, critique and revise `rounds` times, fine-tune on the final revisions; (model dir, stats)."""
-    from tandem.feedback_rl.runs import outcome_metrics, write_jsonl
+    from tandem.ai_feedback.runs import outcome_metrics, write_jsonl
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.sft import SFTConfig, run_sft
@@ -296,8 +296,9 @@ def run_sl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
 
 def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, preset: dict) -> tuple[Path, dict]:
     """AI labels from the principles on policy samples -> DPO, or reward model r_const -> PPO; (model dir, stats)."""
-    from tandem.feedback_rl.labels import label_agreement, preference_rows, sample_pairs
-    from tandem.feedback_rl.runs import write_jsonl
+    from tandem.preference_data.labels import label_agreement, preference_rows
+    from tandem.preference_data.pairs import sample_pairs
+    from tandem.ai_feedback.runs import write_jsonl
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.dpo import DPOConfig, run_dpo
@@ -332,8 +333,8 @@ def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
 
 
 def run_cai(config: CAIConfig) -> dict:
-    from tandem.feedback_rl.constitution import load_constitution
-    from tandem.feedback_rl.runs import Stopwatch, base_models, measure_policy, write_report
+    from tandem.ai_feedback.constitution import load_constitution
+    from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, write_report
 
     preset = PRESETS[config.preset]
     constitution = load_constitution(config.constitution)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tandem.feedback_rl.constitution import load_constitution
-from tandem.feedback_rl.rlaif import HeuristicScore, RLAIFConfig, build_rlaif_judge, relevance
+from tandem.ai_feedback.constitution import load_constitution
+from tandem.ai_feedback.rlaif import HeuristicScore, RLAIFConfig, build_rlaif_judge, relevance
 from tandem.judges import FunctionJudge, JudgeReward
 from tandem.rewards import score_safely
 
@@ -48,7 +48,7 @@ def test_judge_reward_against_a_reference_column():
 
 
 def test_config_refuses_direct_dpo(tmp_path):
-    from tandem.feedback_rl.rlaif import run_rlaif
+    from tandem.ai_feedback.rlaif import run_rlaif
 
     with pytest.raises(ValueError, match="distilled"):
         run_rlaif(RLAIFConfig(out=tmp_path, model=tmp_path, mode="direct", algorithm="dpo"))

@@ -7,24 +7,18 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tandem.feedback.active import (
+from tandem.preference_data.acquisition import (
     ACQUISITION_RULES,
-    ActiveConfig,
-    EnsembleConfig,
     acquisition_scores,
     bald,
     binary_entropy,
-    ensemble_accuracy,
     ensemble_disagreement,
-    fit_ensemble,
-    labelling_curve,
-    labels_to_reach,
     predictive_entropy,
-    run_active_study,
     select_batch,
-    summarise_curves,
 )
-from tandem.feedback.judges import draw_labels, gold_judge
+from tandem.preference_data.labels import draw_labels, gold_judge
+from tandem.preference_data.reward_heads import EnsembleConfig, ensemble_accuracy, fit_ensemble
+from tandem.preference_studies.active import ActiveConfig, labelling_curve, labels_to_reach, run_active_study, summarise_curves
 
 
 def h(p: float) -> float:
@@ -174,7 +168,7 @@ def test_active_study_writes_curves_table_and_plot(tmp_path, tiny_model_dir):
 
 
 def test_a_tandem_judge_object_labels_pairs_through_its_compare_verdicts():
-    from tandem.feedback.judges import pairwise
+    from tandem.preference_data.labels import pairwise
     from tandem.judges.function import FunctionJudge
 
     judge = FunctionJudge(score=lambda prompts, responses: [min(len(r) / 10, 1.0) for r in responses])

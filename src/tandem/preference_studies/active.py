@@ -1,209 +1,45 @@
-"""Active selection of which preference pairs to label (active learning; querying where an ensemble of reward
-models disagrees, as in Christiano et al. 2017).
+"""`tandem active`: active selection of which preference pairs to label (active learning; querying where an
+ensemble of reward models disagrees, as in Christiano et al. 2017), and how many labels each rule needs.
 
-The reward model here is an ensemble of K small reward heads r_k on *frozen* features phi(x, y) of a
-causal LM (the SFT model by default): phi is the last hidden state averaged over the response tokens,
-standardised with the unlabelled pool's statistics. Each head is linear (r = w . phi) or a one-layer
-MLP; P_k(A > B) = sigma(r_k(phi_A) - r_k(phi_B)) (Bradley & Terry 1952) and each member is fitted with the
-Bradley-Terry loss -log sigma(r_k(phi_w) - r_k(phi_l)) (Ouyang et al. 2022, eq. 1) on its own bootstrap resample
-of the labelled pairs (Poisson(1) weights) from its own initialisation, which is what makes the members disagree
-where the data say little (Lakshminarayanan et al. 2017, "deep ensembles").
-
-Acquisition rules score every unlabelled pair from the (K, N) matrix of member probabilities p_kn;
-the loop labels the top `batch_size` pairs, asking a judge that stands in for the human:
-
-    random        u_n ~ U(0, 1)                                        (the baseline)
-    disagreement  Var_k p_kn                                           (query by committee)
-    entropy       H(mean_k p_kn)                                       (predictive entropy, uncertainty sampling)
-    bald          H(mean_k p_kn) - mean_k H(p_kn)                      (BALD mutual information, Houlsby et al. 2011)
-
-with H(p) = -p log p - (1 - p) log(1 - p). BALD is the information-directed rule: it is the expected
-information the label carries about the ensemble member, I(y; k | x), high only where members are
-individually confident but disagree, not where every member says 50/50 (label noise).
+The reward model is an ensemble of reward heads on frozen features (`tandem.preference_data.reward_heads`),
+the features standardised with the unlabelled pool's statistics. Each round the loop (`labelling_curve`) fits
+the ensemble, measures held-out accuracy and labels the top `batch_size` pairs of an acquisition rule
+(`tandem.preference_data.acquisition`: random, disagreement, entropy, bald), asking a labeller that stands in
+for the human (`tandem.preference_data.labels.gold_judge`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from tandem.algorithms.losses import bradley_terry_loss
-from tandem.data import pad_sft_batch, tokenize_sft
-from tandem.feedback.judges import draw_labels, gold_judge
-from tandem.registry import registrar
-from tandem.tasks import get_task
 from tandem.files import atomic_write_text
-
-AcquisitionRule = Callable[[Tensor, torch.Generator], Tensor]
-ACQUISITION_RULES: dict[str, AcquisitionRule] = {}
-
-
-# Decorator: make `fn(member_probs, generator) -> scores` available as acquisition rule `name`.
-register_acquisition = registrar(ACQUISITION_RULES, "acquisition rule")
-
-
-def binary_entropy(p: Tensor) -> Tensor:
-    """H(p) = -p log p - (1 - p) log(1 - p) in nats, with 0 log 0 = 0."""
-    p = p.clamp(0.0, 1.0)
-    return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+from tandem.preference_data.acquisition import ACQUISITION_RULES, acquisition_scores, select_batch
+from tandem.preference_data.labels import draw_labels, gold_judge
+from tandem.preference_data.reward_heads import (
+    EnsembleConfig,
+    ensemble_accuracy,
+    fit_ensemble,
+    response_features,
+)
+from tandem.tasks import get_task
 
 
-@register_acquisition("random")
-def random_scores(member_probs: Tensor, generator: torch.Generator) -> Tensor:
-    """Uniform random scores: picking the top ones is labelling a random subset."""
-    return torch.rand(member_probs.shape[-1], generator=generator)
-
-
-@register_acquisition("disagreement")
-def ensemble_disagreement(member_probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Var_k p_kn, the (population) variance of P(A > B) across the K ensemble members."""
-    return member_probs.var(dim=0, unbiased=False)
-
-
-@register_acquisition("entropy")
-def predictive_entropy(member_probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """H(mean_k p_kn): entropy of the ensemble's predictive distribution of the label."""
-    return binary_entropy(member_probs.mean(dim=0))
-
-
-@register_acquisition("bald")
-def bald(member_probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """BALD mutual information I(y; k) = H(mean_k p_kn) - mean_k H(p_kn) (Houlsby et al. 2011), >= 0."""
-    return binary_entropy(member_probs.mean(dim=0)) - binary_entropy(member_probs).mean(dim=0)
-
-
-def acquisition_scores(rule: str, member_probs: Tensor, generator: torch.Generator) -> Tensor:
-    """Scores (N,) of rule `rule` for member probabilities (K, N); higher = label sooner."""
-    if rule not in ACQUISITION_RULES:
-        raise ValueError(f"unknown acquisition rule {rule!r}; known: {', '.join(sorted(ACQUISITION_RULES))}")
-    if member_probs.ndim != 2:
-        raise ValueError(f"member_probs must be (members, pairs), got shape {tuple(member_probs.shape)}")
-    return ACQUISITION_RULES[rule](member_probs, generator)
-
-
-def select_batch(scores: Tensor, labelled: Tensor, k: int) -> Tensor:
-    """Indices of the `k` highest-scoring pairs not yet labelled (fewer if fewer remain)."""
-    masked = scores.masked_fill(labelled, -math.inf)
-    k = min(k, int((~labelled).sum()))
-    return torch.topk(masked, k).indices
-
+# ----- the labelling loop --------------------------------------------------------------------------
 
 def labels_to_reach(labels: list[int], accuracy: list[float], target: float) -> int | None:
     """The first label count on a learning curve whose accuracy is at least `target` (None: never)."""
     return next((n for n, a in zip(labels, accuracy) if a >= target), None)
 
-
-# ----- frozen features -----------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def response_features(model, tokenizer, prompts: list[str], responses: list[str], layer: int = 0,
-                      batch_size: int = 64, max_length: int | None = 256) -> Tensor:
-    """phi(x, y): hidden states of layer `layer` averaged over the response tokens (and EOS), (N, hidden).
-
-    `layer` indexes Hugging Face's `hidden_states`: 0 is the input embeddings, -1 the last layer.
-    """
-    backbone = getattr(model, model.base_model_prefix)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    rows = [tokenize_sft({"prompt": p, "completion": r}, tokenizer, max_length) for p, r in zip(prompts, responses, strict=True)]
-    features = []
-    for start in range(0, len(rows), batch_size):
-        batch = pad_sft_batch(rows[start : start + batch_size], tokenizer.pad_token_id)
-        hidden = backbone(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                          output_hidden_states=True).hidden_states[layer]
-        mask = (batch["labels"] != -100).to(device).unsqueeze(-1).float()
-        features.append(((hidden.float() * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu())
-    model.train(was_training)
-    return torch.cat(features) if features else torch.zeros(0, model.config.hidden_size)
-
-
-# ----- the ensemble of reward heads ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EnsembleConfig:
-    """K reward heads on frozen features, trained full-batch with Adam."""
-
-    members: int = 5
-    head: str = "linear"        # "linear": r = w . phi; "mlp": r = v . tanh(W phi + b)
-    hidden_size: int = 32
-    steps: int = 150
-    lr: float = 0.05
-    weight_decay: float = 1e-2  # L2 penalty on every weight, per member
-    bootstrap: bool = True
-
-
-class RewardHeadEnsemble(nn.Module):
-    """K reward heads evaluated together: `rewards(phi)` is (K, N), `preference_probs` is (K, N)."""
-
-    def __init__(self, dim: int, config: EnsembleConfig, generator: torch.Generator):
-        super().__init__()
-        if config.head not in ("linear", "mlp"):
-            raise ValueError(f"unknown reward head {config.head!r}; known: linear, mlp")
-        if config.members < 1:
-            raise ValueError(f"an ensemble needs at least one member, got {config.members}")
-        k, h = config.members, config.hidden_size
-        self.head = config.head
-        if self.head == "linear":
-            self.weight = nn.Parameter(torch.randn(k, dim, generator=generator) / math.sqrt(dim))
-        else:
-            self.hidden = nn.Parameter(torch.randn(k, dim, h, generator=generator) / math.sqrt(dim))
-            self.bias = nn.Parameter(torch.zeros(k, h))
-            self.weight = nn.Parameter(torch.randn(k, h, generator=generator) / math.sqrt(h))
-
-    def rewards(self, features: Tensor) -> Tensor:
-        if self.head == "linear":
-            return torch.einsum("nd,kd->kn", features, self.weight)
-        activations = torch.tanh(torch.einsum("nd,kdh->knh", features, self.hidden) + self.bias[:, None, :])
-        return torch.einsum("knh,kh->kn", activations, self.weight)
-
-    def preference_probs(self, features_a: Tensor, features_b: Tensor) -> Tensor:
-        """P_k(A > B) = sigma(r_k(phi_A) - r_k(phi_B)) for every member k and pair n."""
-        return torch.sigmoid(self.rewards(features_a) - self.rewards(features_b))
-
-
-def fit_ensemble(features_a: Tensor, features_b: Tensor, labels: Tensor, config: EnsembleConfig, seed: int) -> RewardHeadEnsemble:
-    """Train every member on its bootstrap resample with -log sigma(r_w - r_l) (Bradley-Terry); labels 1 = A better."""
-    generator = torch.Generator().manual_seed(seed)
-    ensemble = RewardHeadEnsemble(features_a.shape[1], config, generator)
-    n = len(labels)
-    weights = torch.ones(config.members, n)
-    if config.bootstrap and config.members > 1:
-        weights = torch.poisson(torch.ones(config.members, n), generator=generator)
-    weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
-    a_better = labels.bool()
-    optimizer = torch.optim.Adam(ensemble.parameters(), lr=config.lr)
-    for _ in range(config.steps):
-        rewards_a, rewards_b = ensemble.rewards(features_a), ensemble.rewards(features_b)
-        chosen, rejected = torch.where(a_better, rewards_a, rewards_b), torch.where(a_better, rewards_b, rewards_a)
-        loss = (weights * bradley_terry_loss(chosen, rejected)).sum()
-        loss = loss + config.weight_decay * sum((p**2).sum() for name, p in ensemble.named_parameters() if name != "bias")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return ensemble.requires_grad_(False)
-
-
-def ensemble_accuracy(ensemble: RewardHeadEnsemble, features_a: Tensor, features_b: Tensor, labels: Tensor) -> float:
-    """Share of pairs where the ensemble-mean P(A > B) is on the side of the label."""
-    mean = ensemble.preference_probs(features_a, features_b).mean(0)
-    return float(((mean > 0.5).float() == labels).float().mean())
-
-
-# ----- the labelling loop --------------------------------------------------------------------------
 
 Oracle = Callable[[list[int]], Tensor]
 
@@ -343,7 +179,7 @@ def pair_features(model, tokenizer, pairs: list[dict], layer: int) -> tuple[Tens
 
 def run_active_study(config: ActiveConfig) -> dict:
     """Learning curves (held-out accuracy vs labels) of every rule on every seed; writes JSON, Markdown and a PNG."""
-    from tandem.feedback.synthetic import policy_pairs
+    from tandem.preference_data.synthetic_pairs import policy_pairs
     from tandem.models.loading import load_causal_lm, load_tokenizer
 
     started = time.perf_counter()
