@@ -1,5 +1,6 @@
-"""Running whole episodes of an actor in a Gymnasium vector env: the episode loop that offline collection
-(`tandem.agents.offline_collect`) and evaluation (`evaluate_actor`, the Decision Transformer's evaluation) share."""
+"""Environments by id and actors, and `run_episodes`: whole episodes of an actor in a Gymnasium vector env, with
+every transition kept, for offline collection (`tandem.agents.offline_collect`). Measuring an actor is
+`tandem.agents.evaluation.play_episodes`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ from tqdm.auto import tqdm
 from tandem.agents.ppo import as_float_tensor, env_actions
 
 ActFn = Callable[[Any], np.ndarray]
+
+
+def make_env_by_id(env_id: str) -> gym.Env:
+    """`gym.make(env_id)`, with an error that names the id."""
+    try:
+        return gym.make(env_id)
+    except gym.error.Error as error:
+        raise ValueError(f"cannot make Gymnasium environment {env_id!r}: {error}") from None
 
 
 def vector_env_by_id(env_id: str, num_envs: int, vectorization: Literal["sync", "async"] = "sync") -> gym.vector.VectorEnv:
@@ -78,6 +87,8 @@ def run_episodes(envs: gym.vector.VectorEnv, act: ActFn, episodes: int, seed: in
     return [done_episodes[i][k] for k in range(int(quota.max())) for i in range(n) if k < quota[i]]
 
 
-def evaluate_actor(envs: gym.vector.VectorEnv, act: ActFn, episodes: int, seed: int, progress: bool = False) -> np.ndarray:
-    """Returns of `episodes` whole episodes of `act`."""
-    return np.array([e["reward"].sum() for e in run_episodes(envs, act, episodes, seed, "evaluate", progress)])
+def random_episode_actor(env: gym.Env, seed: int) -> Callable[[list[int], list[Any]], list[Any]]:
+    """Uniformly random actions for `tandem.agents.evaluation.play_episodes` (the chance baseline)."""
+    space = copy.deepcopy(env.action_space)
+    space.seed(seed)
+    return lambda live, observations: [space.sample() for _ in live]

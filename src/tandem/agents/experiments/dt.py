@@ -23,7 +23,8 @@ from tandem.agents.decision_transformer import (
     shape_for,
     train_decision_transformer,
 )
-from tandem.agents.episodes import evaluate_actor, random_actor, vector_env_by_id
+from tandem.agents.episodes import make_env_by_id, random_episode_actor
+from tandem.agents.evaluation import play_episodes
 from tandem.agents.experiments.reports import pyplot
 from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset
 from tandem.agents.offline_data import OfflineDataset, load_offline_dataset, normalised_score
@@ -57,7 +58,7 @@ class DTConfig(BaseModel):
     targets: str = Field("auto", description="Comma-separated target returns, or 'auto' (spread over the data's returns).")
     eval_episodes: int = Field(10, ge=1, description="Evaluation episodes per target return (and for BC).")
     num_envs: int = Field(8, ge=1, description="Vector environments for collection and evaluation.")
-    vectorization: Literal["sync", "async"] = Field("sync", description="Gymnasium vector env kind.")
+    vectorization: Literal["sync", "async"] = Field("sync", description="Gymnasium vector env kind when collecting.")
     bc: bool = Field(True, description="Also train and evaluate the behaviour-cloning baseline.")
     seed: int = Field(0, description="Seed for collection, initialisation, batches and evaluation.")
     progress: bool = Field(True, description="Show progress bars.")
@@ -85,11 +86,14 @@ def _random_return(dataset: OfflineDataset, config: DTConfig) -> float:
     returns = dataset.policy_returns()
     if "random" in returns:
         return returns["random"]
-    envs = vector_env_by_id(dataset.metadata["env_id"], config.num_envs, config.vectorization)
+    envs = [make_env_by_id(dataset.metadata["env_id"]) for _ in range(min(config.num_envs, config.eval_episodes))]
     try:
-        return float(evaluate_actor(envs, random_actor(envs, config.seed), config.eval_episodes, config.seed).mean())
+        outcomes = play_episodes(envs, random_episode_actor(envs[0], config.seed), config.eval_episodes,
+                                 reset_seed=lambda k: config.seed + k)
     finally:
-        envs.close()
+        for env in envs:
+            env.close()
+    return float(np.mean([o.ret for o in outcomes]))
 
 
 def run_dt(config: DTConfig) -> dict:
@@ -112,8 +116,7 @@ def run_dt(config: DTConfig) -> dict:
         sizes["return_scale"] = config.return_scale
     train = dict(steps=config.steps, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
                  seed=config.seed, progress=config.progress)
-    evaluate = dict(episodes=config.eval_episodes, num_envs=config.num_envs, seed=config.seed + 10_000,
-                    vectorization=config.vectorization)
+    evaluate = dict(episodes=config.eval_episodes, num_envs=config.num_envs, seed=config.seed + 10_000)
 
     torch.manual_seed(config.seed)
     dt = DecisionTransformer(shape_for(dataset, **sizes))
