@@ -1,11 +1,21 @@
 """AI preference labels: agreement with gold, preference rows, ensembles, and position-swap averaging."""
 
 import itertools
+import math
 import random
 
 import pytest
+import torch
 
-from tandem.preference_data.labels import ensemble_probabilities, label_agreement, preference_rows, verdict_probabilities
+from tandem.preference_data.labels import (
+    draw_labels,
+    ensemble_probabilities,
+    gold_judge,
+    label_agreement,
+    pairwise,
+    preference_rows,
+    verdict_probabilities,
+)
 from tandem.judges import FunctionJudge
 
 
@@ -74,9 +84,7 @@ def test_unusable_verdicts_stay_none_and_are_counted():
 def test_one_rule_for_unusable_verdicts_wherever_labels_are_made():
     """`pairwise` (the labeller of synthetic pairs and active learning) follows the same rule as the AI labels: an
     unusable verdict is None, never a label, so `label_pairs` drops the pair even when ties are kept."""
-    import torch
-
-    from tandem.preference_data.labels import label_pairs, pairwise
+    from tandem.preference_data.labels import label_pairs
 
     judge = FunctionJudge(score=lambda prompts, responses: [None if "?" in r else float("long" in r) for r in responses])
     pairs = [{"prompt": "p", "a": "long answer", "b": "short"}, {"prompt": "p", "a": "what??", "b": "fine"}]
@@ -87,3 +95,24 @@ def test_one_rule_for_unusable_verdicts_wherever_labels_are_made():
         records = label_pairs(pairs, pairwise(judge), torch.Generator().manual_seed(0), drop_ties=drop_ties)
         assert [r["chosen"] for r in records] == ["long answer"]
     assert preference_rows(["p", "p"], [p["a"] for p in pairs], [p["b"] for p in pairs], probabilities)[0]["chosen"] == "long answer"
+
+
+def test_judges_and_labels():
+    class Task:
+        def gold_reward(self, prompts, completions):
+            return [float(len(c)) for c in completions]
+
+    assert gold_judge(Task())(["", "", ""], ["aa", "a", "b"], ["a", "aa", "c"]) == [1.0, 0.0, 0.5]
+    noisy = gold_judge(Task(), temperature=2.0)(["", ""], ["aaa", "a"], ["a", "aaa"])
+    assert noisy[0] == pytest.approx(1 / (1 + math.exp(-1.0))) and noisy[0] + noisy[1] == pytest.approx(1.0)
+    labels = draw_labels([1.0, 0.0] * 50, torch.Generator().manual_seed(0))
+    assert labels.tolist() == [1.0, 0.0] * 50
+    with pytest.raises(ValueError, match="probabilities"):
+        draw_labels([1.5], torch.Generator())
+
+
+def test_a_tandem_judge_object_labels_pairs_through_its_compare_verdicts():
+    judge = FunctionJudge(score=lambda prompts, responses: [min(len(r) / 10, 1.0) for r in responses])
+    assert pairwise(judge)(["p", "p"], ["long answer", "a"], ["short", "longer one"]) == pytest.approx([0.75, 0.05])
+    plain = gold_judge(type("T", (), {"gold_reward": lambda self, p, c: [0.0] * len(c)})())
+    assert pairwise(plain) is plain
