@@ -1,5 +1,5 @@
 """Files every part of tandem writes: atomically (a reader sees the old content or the new, never a part),
-as JSON and JSON lines. The bottom layer: it imports nothing from tandem."""
+as JSON, JSON lines and reports. The bottom layer: it imports nothing from tandem."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def write_json(path: Path, value: Any) -> None:
     atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
 
 
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    """One JSON object a line, atomically."""
-    atomic_write_text(Path(path), "".join(json.dumps(record) + "\n" for record in records))
+def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
+    """One JSON object a line, atomically (parent folders created); returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def write_report(out: Path, report: dict, markdown: str) -> None:
+    """A run's `report.json` (everything, for programs) and `report.md` (what a person reads), atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    atomic_write_text(out / "report.md", markdown)

@@ -271,7 +271,8 @@ class CAIConfig(BaseModel):
 
 def run_sl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, preset: dict) -> tuple[Path, dict]:
     """Sample, critique and revise `rounds` times, fine-tune on the final revisions; (model dir, stats)."""
-    from tandem.ai_feedback.runs import outcome_metrics, write_jsonl
+    from tandem.ai_feedback.runs import outcome_metrics
+    from tandem.files import write_jsonl
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.sft import SFTConfig, run_sft
@@ -298,7 +299,7 @@ def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
     """AI labels from the principles on policy samples -> DPO, or reward model r_const -> PPO; (model dir, stats)."""
     from tandem.preference_data.labels import label_agreement, preference_rows
     from tandem.preference_data.pairs import sample_pairs
-    from tandem.ai_feedback.runs import write_jsonl
+    from tandem.files import write_jsonl
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.dpo import DPOConfig, run_dpo

@@ -23,11 +23,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from tandem.ai_feedback.constitution import Constitution, load_constitution
-from tandem.preference_data.labels import label_agreement, preference_rows, verdict_probabilities
-from tandem.preference_data.pairs import sample_pairs
-from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
+from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
+from tandem.files import write_jsonl
 from tandem.judges import FunctionJudge, Judge, JudgeReward, build_judge
 from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.preference_data.labels import label_agreement, preference_rows, verdict_probabilities
+from tandem.preference_data.pairs import sample_pairs
 from tandem.tasks import get_task
 from tandem.trainers.dpo import DPOConfig, run_dpo
 from tandem.trainers.grpo import GRPOConfig

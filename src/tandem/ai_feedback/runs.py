@@ -85,13 +85,6 @@ def measure_policy(model_dir: Path, task: str, n: int, seed: int = 0) -> dict[st
     return outcome_metrics(task_object, prompts, texts)
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    """Rows as JSON lines, written atomically (parent folders created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 class Stopwatch:
     """Seconds per named stage, for reports."""
 

@@ -267,7 +267,8 @@ class VerbalRewardConfig(BaseModel):
 def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     from tandem.config import TrainConfig
     from tandem.preference_data.pairs import sample_pairs
-    from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_jsonl, write_report
+    from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
+    from tandem.files import write_jsonl
     from tandem.models.loading import load_causal_lm
     from tandem.trainers.grpo import GRPOConfig
     from tandem.trainers.ppo import PPOConfig

@@ -23,6 +23,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tandem.files import atomic_write_text
+from tandem.plotting import headless_pyplot
 from tandem.preference_data.acquisition import ACQUISITION_RULES, acquisition_scores, select_batch
 from tandem.preference_data.labels import draw_labels, gold_judge
 from tandem.preference_data.reward_heads import (
@@ -257,10 +258,7 @@ def plot_curves(axis, result: dict) -> None:
 
 def write_active_report(out: Path, result: dict) -> None:
     """results.json, report.md and active_learning.png (mean +- std held-out accuracy vs labels per rule)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     config = result["config"]

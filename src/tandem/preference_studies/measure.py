@@ -7,24 +7,16 @@ pairs or their starting weights, so both go through this one path: the real Brad
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
 
 from transformers import set_seed
 
+from tandem.files import write_jsonl
 from tandem.models.loading import load_reward_model, load_tokenizer
 from tandem.rewards.model import RewardModelScorer
-from tandem.files import atomic_write_text
 from tandem.trainers.rm import RMConfig, run_rm
-
-
-def write_pairs(path: Path, pairs: list[dict]) -> Path:
-    """Preference records {prompt, chosen, rejected} (extra fields kept) as JSONL."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, "".join(json.dumps(pair) + "\n" for pair in pairs))
-    return path
 
 
 def pair_accuracy(scorer: RewardModelScorer, pairs: list[dict]) -> float:
@@ -66,8 +58,8 @@ def train_and_score(
         raise ValueError("no training pairs")
     shutil.rmtree(out / "run", ignore_errors=True)  # each measurement is a fresh run
     config = RMConfig(
-        model=model, out=out / "run", data=write_pairs(out / "train.jsonl", train_pairs),
-        eval_data=write_pairs(out / "test.jsonl", test_pairs), seed=seed, batch_size=batch_size,
+        model=model, out=out / "run", data=write_jsonl(out / "train.jsonl", train_pairs),
+        eval_data=write_jsonl(out / "test.jsonl", test_pairs), seed=seed, batch_size=batch_size,
         micro_batch_size=batch_size, max_steps=rm_steps(len(train_pairs), batch_size, epochs, min_steps), lr=lr,
         mixed_precision=mixed_precision, progress=False,
     )

@@ -15,11 +15,12 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tandem.files import atomic_write_text
+from tandem.files import atomic_write_text, write_jsonl
 from tandem.generation import sample
+from tandem.plotting import headless_pyplot
 from tandem.preference_data.labels import gold_judge, label_pairs, rule_judge
 from tandem.preference_data.synthetic_pairs import CORRUPTIONS, corruption_pairs, policy_pairs, rule_agreement
-from tandem.preference_studies.measure import train_and_score, untrained_accuracy, write_pairs
+from tandem.preference_studies.measure import train_and_score, untrained_accuracy
 from tandem.tasks import get_task
 
 
@@ -107,7 +108,7 @@ def run_synthetic_study(config: SyntheticConfig) -> dict:
         for judge_name in chosen_judges:
             labelled = label_pairs(pairs, judges[judge_name], torch.Generator().manual_seed(config.seed))[: config.n_pairs]
             name = f"{method}/{judge_name}"
-            write_pairs(config.out / f"pairs_{method}_{judge_name}.jsonl", labelled)
+            write_jsonl(config.out / f"pairs_{method}_{judge_name}.jsonl", labelled)
             sets[name] = labelled
             rows.append({"source": name, "pairs": len(labelled), "rule_agrees_with_gold": agreement})
     result: dict = {"config": config.model_dump(mode="json"), "rows": rows}
@@ -145,10 +146,7 @@ def write_synthetic_report(out: Path, result: dict) -> None:
     measured = [r for r in result["rows"] if "accuracy" in r]
     if not measured:
         return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 3.6))
     axis.barh([r["source"] for r in measured], [r["accuracy"] for r in measured], color="#4c72b0")

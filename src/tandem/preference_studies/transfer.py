@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tandem.files import atomic_write_text
 from tandem.models.loading import load_reward_model, load_tokenizer
+from tandem.plotting import headless_pyplot
 from tandem.preference_studies.measure import pair_accuracy, train_and_score
 from tandem.rewards.model import RewardModelScorer
 from tandem.specs import parse_options
@@ -129,10 +130,7 @@ def transfer_table(result: dict) -> str:
 
 def write_transfer_report(out: Path, result: dict) -> None:
     """results.json, report.md and transfer.png (held-out target accuracy against k, both arms)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = headless_pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))

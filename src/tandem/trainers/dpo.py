@@ -22,9 +22,8 @@ from tandem.data import (
     pad_preference_batch, pad_prompt_response_batch, pad_unpaired_batch, tokenize_preference, tokenize_unpaired,
 )
 from tandem.evaluation import gold_eval
-from tandem.generation import completion_log_probs
+from tandem.generation import completion_log_probs, sample
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context, save_model
-from tandem.preference_data.pairs import gold_ranked_pairs
 from tandem.tasks import get_task
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
@@ -161,6 +160,8 @@ def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float 
     `label_noise`). With a chat `setup` the prompts are rendered with the chat template (the pairs carry the
     rendered prompt).
     """
+    from tandem.preference_data.pairs import gold_ranked_pairs
+
     rows = [{"prompt": row["prompt"]} for row in task.sft_examples(n, seed=seed)]
     prompts = [row["prompt"] for row in (setup.prompt_rows(tokenizer, rows) if setup is not None else rows)]
     return gold_ranked_pairs(model, tokenizer, task, prompts, seed, label_noise, max_new_tokens)

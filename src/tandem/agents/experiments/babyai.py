@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tandem.agents.experiments.reports import pyplot, write_json
+from tandem.agents.experiments.reports import write_json
 from tandem.agents.language_conditioned import (
     BABYAI_PAPER_PPO_KILO_EPISODES,
     FiLMPolicy,
@@ -26,6 +26,7 @@ from tandem.agents.language_conditioned import (
     train_ppo_language,
 )
 from tandem.agents.ppo import AgentPPOConfig
+from tandem.plotting import headless_pyplot
 
 
 class BabyAIConfig(BaseModel):
@@ -121,7 +122,7 @@ def run_babyai(config: BabyAIConfig) -> dict:
 
 
 def _plot_ppo_curve(successes: list[bool], config: BabyAIConfig, path: Path) -> None:
-    plt = pyplot()
+    plt = headless_pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     if len(successes) >= config.success_window:
         running = np.convolve(np.asarray(successes, float), np.ones(config.success_window), "valid") / config.success_window
@@ -140,7 +141,7 @@ def _plot_ppo_curve(successes: list[bool], config: BabyAIConfig, path: Path) -> 
 
 
 def _plot_success_bars(report: dict, path: Path) -> None:
-    plt = pyplot()
+    plt = headless_pyplot()
     methods = [m for m in ("random_policy", "imitation", "ppo") if m in report]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     width = 0.38

@@ -25,11 +25,11 @@ from tandem.agents.decision_transformer import (
 )
 from tandem.agents.episodes import make_env_by_id, random_episode_actor
 from tandem.agents.evaluation import play_episodes
-from tandem.agents.experiments.reports import pyplot
 from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset
 from tandem.agents.offline_data import OfflineDataset, load_offline_dataset, normalised_score
 from tandem.config import save_config
 from tandem.files import atomic_write_text
+from tandem.plotting import headless_pyplot
 
 AUTO_TARGET_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
@@ -161,7 +161,7 @@ def run_dt(config: DTConfig) -> dict:
 
 def plot_achieved_vs_target(metrics: dict, path: Path, title: str | None = None) -> None:
     """Achieved return (mean +- std) against the target return, with y = x, BC and the behaviour policies."""
-    plt = pyplot()
+    plt = headless_pyplot()
     rows = metrics["dt"]["targets"]
     targets = [row["target"] for row in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))

@@ -22,9 +22,9 @@ from pydantic import Field
 
 from tandem.agents.backends import HFBackend, OpenAIBackend, oracle_backend, train_demo_backend
 from tandem.agents.dqn import DQNConfig, DQNResult, same_step_vector_env, train_dqn
-from tandem.agents.experiments.reports import pyplot
 from tandem.agents.shaping import PotentialShaping, progress_potential
 from tandem.files import atomic_write_text
+from tandem.plotting import headless_pyplot
 
 # Sparse-reward tasks with a text renderer; FrozenLake is deterministic here, so one greedy episode is its success.
 ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {
@@ -114,7 +114,7 @@ def run_summary(label: str, result: DQNResult) -> dict:
 
 def plot_curves(runs: list[dict], path: Path, title: str) -> None:
     """Greedy success rate against environment steps, one line per run."""
-    plt = pyplot()
+    plt = headless_pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.5))
     for run in runs:
         axis.plot([c["env_steps"] for c in run["curve"]], [c["success"] for c in run["curve"]], label=run["label"], marker=".")

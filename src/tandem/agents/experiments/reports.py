@@ -1,4 +1,4 @@
-"""What the agents' runs share to write their results: JSON reports and a headless pyplot."""
+"""How the agents' runs write their JSON reports (their plots use `tandem.plotting.headless_pyplot`)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ import json
 from pathlib import Path
 
 from tandem.files import atomic_write_text
-
-
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (runs write PNGs, never open windows)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import Field, field_validator
 
-from tandem.agents.experiments.reports import pyplot, write_json
+from tandem.agents.experiments.reports import write_json
 from tandem.agents.planning import EnvModel, plan_episode, q_learning
 from tandem.agents.render import action_names
 from tandem.agents.world_model import (
@@ -25,6 +25,7 @@ from tandem.agents.world_model import (
     split_transitions,
     train_world_model,
 )
+from tandem.plotting import headless_pyplot
 
 
 class WorldModelConfig(WorldModelTrainConfig):
@@ -121,7 +122,7 @@ def run_world_model(config: WorldModelConfig) -> dict:
 
 
 def plot_world_model(report: dict, path: Path) -> None:
-    plt = pyplot()
+    plt = headless_pyplot()
     panels = 1 + ("planning" in report) + ("dyna" in report)
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.6))
     axes = np.atleast_1d(axes)
