@@ -20,13 +20,14 @@ from pydantic import BaseModel, ValidationError
 
 from tandem.config import load_config
 from tandem.data import DataError
+from tandem.files import check_writable_dir
 from tandem.rewards import RewardError, RewardSpecError
 from tandem.tracking import MissingTrackerError
-from tandem.trainers.loop import NonFiniteError
+from tandem.trainers.loop import NonFiniteError, TrainResult
 
 # Errors that mean the input (data, options, files, rewards) is wrong: one line, exit 1, no traceback.
-USER_ERRORS = (DataError, RewardSpecError, RewardError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-               NonFiniteError, MissingTrackerError, ValueError)
+# OSError: a missing or unreadable file, a full or read-only disk, an --out that cannot be written.
+USER_ERRORS = (DataError, RewardSpecError, RewardError, OSError, NonFiniteError, MissingTrackerError, ValueError)
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "
@@ -85,7 +86,14 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
                        err=True)
             raise typer.Exit(2) from None
         try:
-            run(config)
+            if isinstance(getattr(config, "out", None), Path):  # before any work: can the run write its results?
+                out_is_file = getattr(type(config), "out_is_file", False)
+                check_writable_dir(config.out.parent if out_is_file else config.out, allow_current=out_is_file)
+            result = run(config)
+            if isinstance(result, TrainResult) and not result.learned:
+                typer.echo(f"tandem {name}: nothing was learned: none of the {result.steps} steps had a learning "
+                           f"signal (see the warnings above); the model in {result.model_dir} is unchanged", err=True)
+                raise typer.Exit(1)
         except USER_ERRORS as error:
             # the user's input is wrong: say what, without a traceback (TANDEM_TRACEBACK=1 shows it)
             if os.environ.get("TANDEM_TRACEBACK"):
@@ -117,10 +125,11 @@ def _register() -> None:
     from tandem.trainers.rm import RMConfig, run_rm
     from tandem.trainers.sft import SFTConfig, run_sft
 
-    def report(result) -> None:
+    def report(result: TrainResult) -> TrainResult:
         typer.echo(f"model saved to {result.model_dir} after {result.steps} steps in {result.seconds:.1f}s")
         for key, value in result.metrics.items():
             typer.echo(f"  {key}: {value:.4f}")
+        return result
 
     add_command(
         "quickstart", QuickstartConfig, run_quickstart,

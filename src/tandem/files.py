@@ -3,8 +3,11 @@ as JSON, JSON lines and reports. The bottom layer: it imports nothing from tande
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -50,3 +53,50 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.json", json.dumps(report, indent=2))
     atomic_write_text(out / "report.md", markdown)
+
+
+class WriteError(OSError):
+    """Something tandem had to write could not be written: the disk is full or read-only, or a path is not a folder."""
+
+
+def check_writable_dir(path: Path | str, option: str = "--out", allow_current: bool = False) -> Path:
+    """Make sure a run can write under `path` before any work starts (it is created); a clear WriteError if not.
+
+    A run directory may not be the current directory (`--out ''` would scatter a run's files there)
+    unless `allow_current` (the folder of an output file).
+    """
+    path = Path(path)
+    if str(path) in ("", ".") and not allow_current:
+        raise WriteError(f"{option} names the current directory: give a run directory such as runs/NAME")
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise WriteError(f"{option} {path}: {parent} is a file, not a directory")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".tandem-write-test-"):
+            pass
+    except OSError as error:
+        raise WriteError(f"{option} {path}: cannot write there: {error.strerror or error}") from None
+    return path
+
+
+def write_failure(error: BaseException, target: Path) -> WriteError | None:
+    """A WriteError saying why writing `target` failed, if the cause is the file system (full, read-only, ...); else None.
+
+    torch's checkpoint writer reports a full disk as a RuntimeError ("unexpected pos ..."), so a failure
+    while little space is left counts as a full disk whatever its type.
+    """
+    existing = next((p for p in (Path(target), *Path(target).parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or free < (1 << 20):
+        reason = f"no space left on the device ({free:,} bytes free)"
+    elif code == errno.EROFS:
+        reason = "the file system is read-only"
+    elif isinstance(error, OSError):
+        reason = error.strerror or str(error).splitlines()[0]
+    else:
+        return None
+    return WriteError(f"could not write {target}: {reason}")

@@ -127,10 +127,29 @@ def test_the_api_key_is_enforced(live_server):
     assert httpx.get(live_server.url + "/health").json() == {"status": "ok"}
 
 
+class StubBatch:
+    """A decode batch whose every job ends at its first step with the engine's `reply(job)`."""
+
+    def __init__(self, engine):
+        self.engine, self.rows = engine, []
+
+    def add(self, job):
+        from tandem.serve import ChoiceEvent
+
+        return {job: [ChoiceEvent(i, self.engine.reply(job), [], "length") for i in range(job.n)]}
+
+    def step(self):
+        return {}
+
+    def remove(self, job):
+        pass
+
+
 class BlockingEngine:
     """Stands in for the model: each completion waits until released, so concurrency can be tested deterministically."""
 
     max_positions = 100
+    mergeable = False
 
     def __init__(self):
         self.release, self.started = threading.Event(), threading.Event()
@@ -139,12 +158,13 @@ class BlockingEngine:
     def prompt_ids(self, text):
         return [1, 2]
 
-    def complete(self, ids, **options):
-        from tandem.serve import Choice
+    def batch(self, max_rows):
+        return StubBatch(self)
 
+    def reply(self, job):
         self.started.set()
         self.release.wait(30)
-        return [Choice("done", [], "length", 1) for _ in range(options["n"])]
+        return "done"
 
 
 def test_requests_beyond_the_concurrency_and_queue_limits_get_429(tmp_path):
@@ -169,12 +189,10 @@ def test_requests_beyond_the_concurrency_and_queue_limits_get_429(tmp_path):
 class FailingEngine(BlockingEngine):
     """Fails on the prompt "boom" (a bug or an out-of-memory inside generation), works otherwise."""
 
-    def complete(self, ids, **options):
-        from tandem.serve import Choice
-
-        if ids == [9]:
+    def reply(self, job):
+        if job.prompt_ids == [9]:
             raise RuntimeError("CUDA out of memory (simulated)")
-        return [Choice("fine", [], "length", 1)]
+        return "fine"
 
     def prompt_ids(self, text):
         return [9] if text == "boom" else [1]

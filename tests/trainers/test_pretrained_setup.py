@@ -137,9 +137,22 @@ def test_learning_signal_and_watch_on_equal_rewards():
 def test_a_grpo_run_with_constant_rewards_says_so(tmp_path, tiny_model_dir, monkeypatch, capsys):
     (tmp_path / "flat_reward.py").write_text("def score(prompts, completions, **kw):\n    return [0.5] * len(prompts)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="flat_reward:score",
-                        max_steps=3, batch_size=2, samples_per_prompt=2, max_new_tokens=4, n_eval=0, progress=False,
-                        mixed_precision="no", no_signal_patience=2))
+    result = run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment",
+                                 reward="flat_reward:score", max_steps=3, batch_size=2, samples_per_prompt=2,
+                                 max_new_tokens=4, n_eval=0, progress=False, mixed_precision="no",
+                                 no_signal_patience=2))
     out = capsys.readouterr().out
     assert "2 steps in a row" in out and "every reward is equal" in out
     assert "none of the 3 steps had anything to learn from" in out
+    assert not result.learned
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    args = ["grpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "cli"), "--task", "sentiment",
+            "--reward", "flat_reward:score", "--max-steps", "2", "--batch-size", "2", "--samples-per-prompt", "2",
+            "--max-new-tokens", "4", "--n-eval", "0", "--no-progress", "--mixed-precision", "no"]
+    ran = CliRunner().invoke(app, args)
+    assert ran.exit_code == 1, ran.output
+    assert "nothing was learned: none of the 2 steps had a learning signal" in ran.output
+    assert (tmp_path / "cli" / "model" / "config.json").exists()  # the run's files are still there to inspect

@@ -455,6 +455,7 @@ class AgentRLTrainer(Trainer):
             print(f"[tandem] warning: none of the {self.total_steps - start_step} steps had anything to learn from "
                   "(every group's episodes had equal returns): the model is unchanged", flush=True)
         result = self._finish(writer, started)
+        result.learned = self.total_steps == start_step or self.steps_with_signal > 0
         if main:
             self._report(result)
         return result
@@ -535,7 +536,7 @@ def run_agent_rl(config: AgentRLConfig) -> TrainResult:
 
 
 def register(add_command) -> None:
-    def show(config: AgentRLConfig) -> None:
+    def show(config: AgentRLConfig):
         result = run_agent_rl(config)
         report = json.loads((Path(config.out) / "report.json").read_text())
         before, after = report.get("before", {}), report.get("after", {})
@@ -544,6 +545,7 @@ def register(add_command) -> None:
                   f"invalid-action rate {before['eval/invalid_rate']:.3f} -> {after['eval/invalid_rate']:.3f} "
                   f"({report['env_steps']} env steps, {result.seconds:.0f}s); report in {config.out}/report.json")
         print(f"model saved to {result.model_dir}")
+        return result
 
     add_command("agent-rl", AgentRLConfig, show,
                 "Multi-turn RL of a language model acting in a text environment (Gymnasium, BabyAI, text games, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
@@ -27,6 +27,7 @@ class JudgeCommandConfig(BaseModel):
     """Options of `tandem judge`."""
 
     model_config = ConfigDict(extra="forbid")
+    out_is_file: ClassVar[bool] = True  # `out` names a file, not a run directory
 
     judge: str = Field(description="Judge spec: local:PATH, openai:URL:MODEL or python:MODULE:FUNCTION, options as :key=value.")
     data: Path = Field(description="Records with prompt + response (score) or prompt + response_a/response_b or chosen/rejected (compare).")

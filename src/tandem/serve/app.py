@@ -14,7 +14,12 @@ output), logprobs (top_logprobs for chat) and stream (server-sent events `data: 
 - request bodies over `max_body_bytes` get 413; max_tokens over `max_tokens`, n over `max_n`, or a
   prompt that leaves no room in the model's context get 400;
 - `max_concurrency` requests generate at once and up to `max_queue` more wait their turn (FIFO);
-  beyond that a request gets 429 at once, so a flood never piles up unbounded work.
+  beyond that a request gets 429 at once, so a flood never piles up unbounded work. The requests
+  generating share one decode batch (continuous batching, `scheduler.py`, up to `max_batch_rows`
+  rows), so a short request is not stuck behind a long one;
+- a generation still running after `request_timeout` seconds is stopped (504); a client that
+  disconnects cancels its generation at the next step; a client that sends its headers or body too
+  slowly is cut off after `header_timeout` / `body_timeout` seconds (408 for the body).
 
 Every error is OpenAI's JSON `{"error": {"message", "type", "param", "code"}}`; a bad request never
 stops the server.
@@ -32,6 +37,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
+from contextlib import aclosing, asynccontextmanager
+
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +46,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tandem.serve.engine import Choice, Engine, TokenLogprob
+from tandem.serve.engine import Choice, Engine, Job, TokenLogprob, add_events
+from tandem.serve.scheduler import FINISHED, RequestTimeout, Scheduler, ServerStopping
 from tandem.serve.protocol import ChatRequest, CompletionRequest, error_body
 
 logger = logging.getLogger("tandem.serve")
@@ -66,8 +74,15 @@ class ServeConfig(BaseModel):
     max_request_tokens: int = Field(
         8192, ge=1, description="Most tokens one request may ask to generate (prompts x n x max_tokens); more get 400."
     )
-    max_concurrency: int = Field(1, ge=1, description="Requests generating at the same time.")
+    max_concurrency: int = Field(8, ge=1, description="Requests generating at the same time (their rows decode as one batch).")
     max_queue: int = Field(16, ge=0, description="Requests allowed to wait for a free slot; beyond that: 429.")
+    max_batch_rows: int = Field(32, ge=1, description="Most rows (choices of all requests) decoding together in one batch.")
+    request_timeout: float = Field(300.0, gt=0, allow_inf_nan=False,
+                                   description="Seconds a request may wait and generate before it is stopped with 504.")
+    header_timeout: float = Field(10.0, gt=0, allow_inf_nan=False,
+                                  description="Seconds a client has to send a request's headers before the connection is closed.")
+    body_timeout: float = Field(30.0, gt=0, allow_inf_nan=False,
+                                description="Seconds a client has to send a request's body before it gets 408.")
     device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level.")
@@ -100,6 +115,45 @@ class Admission:
         self.admitted -= 1
 
 
+class ClientGone(Exception):
+    """The client disconnected before its response was complete."""
+
+
+class Guard:
+    """ASGI middleware: the API key check, and a JSON 500 for any error inside a request (the server keeps serving).
+
+    A plain ASGI middleware rather than `@app.middleware("http")`, whose wrapping hides a client's
+    disconnect from the endpoint (and so from cancellation).
+    """
+
+    def __init__(self, app, api_key: str | None) -> None:
+        self.app, self.api_key = app, api_key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.api_key is not None and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                body = error_body("invalid or missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key")
+                return await JSONResponse(body, status_code=401)(scope, receive, send)
+        started = False
+
+        async def watched_send(message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception as error:
+            logger.exception("error while serving %s", scope["path"])
+            if not started:
+                body = error_body(f"internal server error: {type(error).__name__}: {error}", "server_error")
+                await JSONResponse(body, status_code=500)(scope, receive, send)
+
+
 def load_engine(config: ServeConfig) -> Engine:
     import torch
 
@@ -116,8 +170,16 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     model_id = config.model_name or Path(config.model).name or "model"
     api_key = config.api_key if config.api_key is not None else os.environ.get(API_KEY_ENV) or None
     created = int(time.time())
-    app = FastAPI(title="tandem serve", docs_url=None, redoc_url=None, openapi_url=None)
+    scheduler = Scheduler(engine, config.max_batch_rows, config.request_timeout)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        scheduler.stop()
+
+    app = FastAPI(title="tandem serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.admission = None  # made on first use, inside the server's event loop
+    app.state.scheduler, app.state.config = scheduler, config
 
     def admission() -> Admission:
         if app.state.admission is None:
@@ -137,22 +199,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(str(error)), status_code=400)
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next):
-        """The API key check, and a JSON 500 for any error inside a request (caught here, the connection stays usable)."""
-        if api_key is not None and request.url.path.startswith("/v1"):
-            given = request.headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-                return JSONResponse(
-                    error_body("invalid or missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key"),
-                    status_code=401,
-                )
-        try:
-            return await call_next(request)
-        except Exception as error:
-            logger.exception("error while serving %s", request.url.path)
-            return JSONResponse(error_body(f"internal server error: {type(error).__name__}: {error}", "server_error"), 500)
+    app.add_middleware(Guard, api_key=api_key)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -167,10 +214,15 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
             raise ServeError(413, f"request body of {declared} bytes exceeds the limit of {config.max_body_bytes}")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > config.max_body_bytes:
-                raise ServeError(413, f"request body exceeds the limit of {config.max_body_bytes} bytes")
+        try:
+            with anyio.fail_after(config.body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > config.max_body_bytes:
+                        raise ServeError(413, f"request body exceeds the limit of {config.max_body_bytes} bytes")
+        except TimeoutError:
+            raise ServeError(408, f"the request body was not received within {config.body_timeout:g} s",
+                             code="request_timeout") from None
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -193,7 +245,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             raise ServeError(400, f"n={parsed.n} exceeds this server's limit of {config.max_n}", param="n")
         return parsed
 
-    def generation_options(request, prompt_ids: list[int], chat: bool) -> dict[str, Any]:
+    def make_job(request, prompt_ids: list[int], chat: bool) -> Job:
         asked = request.requested_tokens
         if asked is not None and asked > config.max_tokens:
             raise ServeError(400, f"max_tokens={asked} exceeds this server's limit of {config.max_tokens}", param="max_tokens")
@@ -205,12 +257,13 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         if not prompt_ids:
             raise ServeError(400, "the prompt is empty", param="prompt")
         max_tokens = asked if asked is not None else min(config.default_max_tokens, config.max_tokens, room)
-        return dict(n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-                    seed=request.seed, stop=request.stop, logprobs=request.logprob_count, chat=chat)
+        return Job(prompt_ids, n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
+                   seed=request.seed, stop=request.stop, logprobs=request.logprob_count, chat=chat,
+                   ignore_eos=request.ignore_eos)
 
-    def check_budget(jobs) -> None:
+    def check_budget(jobs: list[Job]) -> None:
         """One request may not hold the generation slot for unbounded work: prompts x n x max_tokens is capped."""
-        asked = sum(options["n"] * options["max_tokens"] for _, options in jobs)
+        asked = sum(job.n * job.max_tokens for job in jobs)
         if asked > config.max_request_tokens:
             raise ServeError(400, f"the request asks for up to {asked} generated tokens (prompts x n x max_tokens); "
                              f"this server's limit is {config.max_request_tokens}", param="max_tokens")
@@ -225,9 +278,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             prompt_ids = engine.chat_prompt_ids(messages)
         except Exception as error:  # bad content parts, or the template itself refusing the conversation
             raise ServeError(400, f"cannot apply the chat template: {error}", param="messages") from None
-        jobs = [(prompt_ids, generation_options(parsed, prompt_ids, chat=True))]
+        jobs = [make_job(parsed, prompt_ids, chat=True)]
         check_budget(jobs)
-        return await respond(parsed, jobs, "chat.completion", f"chatcmpl-{uuid.uuid4().hex}")
+        return await respond(parsed, jobs, "chat.completion", f"chatcmpl-{uuid.uuid4().hex}", request)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -241,62 +294,112 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             if isinstance(prompt, list) and any(not 0 <= t < vocabulary for t in prompt):
                 raise ServeError(400, f"prompt token ids must lie in [0, {vocabulary})", param="prompt")
             ids = prompt if isinstance(prompt, list) else engine.prompt_ids(prompt)
-            jobs.append((ids, generation_options(parsed, ids, chat=False)))
+            jobs.append(make_job(parsed, ids, chat=False))
         check_budget(jobs)
-        return await respond(parsed, jobs, "text_completion", f"cmpl-{uuid.uuid4().hex}")
+        return await respond(parsed, jobs, "text_completion", f"cmpl-{uuid.uuid4().hex}", request)
 
-    async def respond(parsed, jobs, kind: str, response_id: str):
+    async def run_jobs(jobs: list[Job], request: Request):
+        """Yield (job number, events) as the scheduler decodes `jobs`; a client gone or a caller stopping cancels them."""
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        def sink(number: int):
+            return lambda item: loop.call_soon_threadsafe(inbox.put_nowait, (number, item))
+
+        tickets = []
+
+        async def hang_up() -> None:  # the ASGI server says http.disconnect once the client is gone
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            for ticket in tickets:
+                ticket.cancel()
+            inbox.put_nowait((None, ClientGone()))
+
+        watcher = asyncio.create_task(hang_up())
+        try:
+            for number, job in enumerate(jobs):
+                tickets.append(scheduler.submit(job, sink(number), request=inbox))
+            left = len(jobs)
+            while left:
+                number, item = await inbox.get()
+                if isinstance(item, ClientGone):
+                    raise ServeError(499, "the client closed the request")
+                if item is FINISHED:
+                    left -= 1
+                elif isinstance(item, RequestTimeout):
+                    raise ServeError(504, str(item), "server_error", code="timeout")
+                elif isinstance(item, ServerStopping):
+                    raise ServeError(503, str(item), "server_error")
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield number, item
+        except ServerStopping as error:
+            raise ServeError(503, str(error), "server_error") from None
+        finally:
+            watcher.cancel()
+            for ticket in tickets:
+                ticket.cancel()
+
+    async def respond(parsed, jobs: list[Job], kind: str, response_id: str, request: Request):
         gate = admission()
         gate.enter()
         if parsed.stream:
-            return StreamingResponse(stream_events(parsed, jobs, kind, response_id, gate), media_type="text/event-stream")
+            return StreamingResponse(stream_events(parsed, jobs, kind, response_id, gate, request),
+                                     media_type="text/event-stream")
+        results = [[Choice() for _ in range(job.n)] for job in jobs]
         try:
             async with gate.slots:
-                results = [await anyio.to_thread.run_sync(lambda j=job: engine.complete(j[0], **j[1])) for job in jobs]
+                async with aclosing(run_jobs(jobs, request)) as steps:
+                    async for number, events in steps:
+                        add_events(results[number], events)
         finally:
             gate.leave()
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        for (ids, options), job_choices in zip(jobs, results):
-            prompt_tokens += len(ids) * options["n"]
+        for job, job_choices in zip(jobs, results):
+            prompt_tokens += len(job.prompt_ids) * job.n
             for choice in job_choices:
                 completion_tokens += choice.tokens
-                choices.append(format_choice(kind, len(choices), choice, options["logprobs"]))
+                choices.append(format_choice(kind, len(choices), choice, job.logprobs))
         return {
             "id": response_id, "object": kind, "created": int(time.time()), "model": model_id, "choices": choices,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         }
 
-    async def stream_events(parsed, jobs, kind: str, response_id: str, gate: Admission):
+    async def stream_events(parsed, jobs: list[Job], kind: str, response_id: str, gate: Admission, request: Request):
         chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
         head = {"id": response_id, "object": chunk_kind, "created": int(time.time()), "model": model_id}
 
         def event(choices: list[dict], **extra) -> str:
             return "data: " + json.dumps({**head, "choices": choices, **extra}) + "\n\n"
 
-        prompt_tokens = completion_tokens = 0
+        offsets = [sum(job.n for job in jobs[:k]) for k in range(len(jobs))]
+        prompt_tokens = sum(len(job.prompt_ids) * job.n for job in jobs)
+        completion_tokens = 0
         try:
             async with gate.slots:
-                offset = 0
-                for ids, options in jobs:
-                    prompt_tokens += len(ids) * options["n"]
-                    if kind == "chat.completion":
-                        yield event([{"index": offset + i, "delta": {"role": "assistant", "content": ""},
-                                      "logprobs": None, "finish_reason": None} for i in range(options["n"])])
-                    steps = engine.stream(ids, **options)
-                    while (events := await anyio.to_thread.run_sync(next, steps, None)) is not None:
+                if kind == "chat.completion":
+                    yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                                  "finish_reason": None} for i in range(sum(job.n for job in jobs))])
+                async with aclosing(run_jobs(jobs, request)) as steps:
+                    async for number, events in steps:
                         completion_tokens += len(events)
-                        choices = [format_delta(kind, offset + e.index, Choice(e.text, e.logprobs, e.finish_reason),
-                                                options["logprobs"]) for e in events]
-                        if choices:
-                            yield event(choices)
-                    offset += options["n"]
+                        yield event([format_delta(kind, offsets[number] + e.index,
+                                                  Choice(e.text, e.logprobs, e.finish_reason), jobs[number].logprobs)
+                                     for e in events])
             if parsed.include_usage:
                 yield event([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                        "total_tokens": prompt_tokens + completion_tokens})
-            yield "data: [DONE]\n\n"
+        except ServeError as error:  # the stream has begun: the error travels as an event
+            yield "data: " + json.dumps(error.body) + "\n\n"
+        except Exception as error:
+            logger.exception("error while streaming")
+            yield "data: " + json.dumps(error_body(f"internal server error: {type(error).__name__}: {error}",
+                                                   "server_error")) + "\n\n"
         finally:
             gate.leave()
+        yield "data: [DONE]\n\n"
 
     return app
 

@@ -31,6 +31,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, lt=2**63)
     stream: bool = False
+    ignore_eos: bool = False  # vLLM's extension: keep generating past end-of-sequence (load tests, benchmarks)
     stream_options: dict[str, Any] | None = None
 
     @field_validator("stop")

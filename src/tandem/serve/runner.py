@@ -13,8 +13,46 @@ import time
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tandem.serve.app import API_KEY_ENV, ServeConfig, create_app
+
+
+def header_timeout_protocol(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection whose next request's headers are not complete within `seconds`.
+
+    uvicorn itself has no such timeout: a client that opens connections and sends its headers a byte
+    at a time (slow-loris) would hold each connection open for ever.
+    """
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()
+
+        def _arm_header_timer(self) -> None:
+            cycle = self.cycle
+            self.loop.call_later(seconds, self._headers_overdue, cycle)
+
+        def _headers_overdue(self, cycle) -> None:
+            waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_config(app: FastAPI, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """How tandem runs uvicorn: timeouts against slow or idle clients, and a stop within seconds even mid-generation."""
+    config: ServeConfig | None = getattr(app.state, "config", None)
+    header_timeout = config.header_timeout if config is not None else 10.0
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          http=header_timeout_protocol(header_timeout), timeout_graceful_shutdown=5,
+                          timeout_keep_alive=5)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,8 +68,7 @@ class BackgroundServer:
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
                  startup_timeout: float = 30.0) -> None:
         self.host, self.port = host, port or free_port(host)
-        self.server = uvicorn.Server(uvicorn.Config(app, host=self.host, port=self.port, log_level=log_level,
-                                                    lifespan="off", access_log=False))
+        self.server = uvicorn.Server(uvicorn_config(app, self.host, self.port, log_level))
         self.thread = threading.Thread(target=self.server.run, name=f"tandem-serve-{self.port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + startup_timeout
@@ -66,6 +103,4 @@ def run_server(config: ServeConfig) -> None:
     if not keyed and config.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"tandem serve: warning: listening on {config.host} without an API key: anyone who can reach this "
               f"address can use the model (set ${API_KEY_ENV})", flush=True)
-    # a stopped server finishes within seconds even mid-generation; idle connections do not linger
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, timeout_graceful_shutdown=5,
-                timeout_keep_alive=5)
+    uvicorn.Server(uvicorn_config(app, config.host, config.port, config.log_level)).run()

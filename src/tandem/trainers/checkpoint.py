@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.files import atomic_write_text, fsync_dir as _fsync_dir  # noqa: F401 (re-exported)
+from tandem.files import atomic_write_text, fsync_dir as _fsync_dir, write_failure  # noqa: F401 (re-exported)
 
 LATEST = "latest"
 
@@ -28,11 +28,18 @@ def atomic_directory(final: Path, write: Callable[[Path], None]) -> Path:
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    write(tmp)
-    for file in tmp.iterdir():
-        if file.is_file():
-            with open(file, "rb") as f:
-                os.fsync(f.fileno())
+    try:
+        write(tmp)
+        for file in tmp.iterdir():
+            if file.is_file():
+                with open(file, "rb") as f:
+                    os.fsync(f.fileno())
+    except Exception as error:  # a full or read-only disk: the half-written folder goes, the old one stays
+        shutil.rmtree(tmp, ignore_errors=True)
+        failure = write_failure(error, final)
+        if failure is None:
+            raise
+        raise failure from error
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)

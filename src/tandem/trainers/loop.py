@@ -66,6 +66,7 @@ class TrainResult:
     steps: int
     metrics: dict[str, float]
     seconds: float
+    learned: bool = True  # False: an RL run none of whose steps had anything to learn from (the CLI exits 1)
 
 
 def resolve_precision(choice: str) -> str:

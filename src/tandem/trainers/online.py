@@ -564,7 +564,9 @@ class OnlineTrainer(GenerativeTrainer):
         if main and watch.steps and not watch.steps_with_signal:
             print(f"[tandem] warning: none of the {watch.steps} steps had anything to learn from (see the warning "
                   "above): the model is unchanged apart from any KL or entropy term", flush=True)
-        return self._finish(writer, started)
+        result = self._finish(writer, started)
+        result.learned = not watch.steps or watch.steps_with_signal > 0
+        return result
 
 
 def load_prompts(config: OnlineRLConfig, tokenizer, task, setup: RunSetup | None = None) -> list[dict]:
