@@ -1,7 +1,7 @@
 """Labels needed to reach a held-out reward-model accuracy: active acquisition rules against random picking.
 
 For each labeller setting (noiseless gold labels, and a noisy Bradley-Terry labeller whose utility is
-the gold reward), runs `tandem active` (`tandem.feedback.active.run_active_study`): an ensemble of
+the gold reward), runs `tandem active` (`tandem.preference_studies.active.run_active_study`): an ensemble of
 linear reward heads on the frozen token-embedding features of the smoke quickstart's SFT model, a
 pool of unlabelled sentiment pairs, and random / disagreement / entropy / BALD picking, over several
 seeds. Writes each setting's results.json, report.md and plot, plus summary.json and
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.feedback.active import ActiveConfig, plot_curves, run_active_study
+from tandem.preference_studies.active import ActiveConfig, plot_curves, run_active_study
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.agents.commands_lang import BabyAIConfig, run_babyai
+from tandem.agents.experiments.babyai import BabyAIConfig, run_babyai
 
 
 def main() -> None:

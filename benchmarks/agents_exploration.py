@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from tandem.agents.backends import action_agreement, expert_episodes, oracle_backend, train_demo_backend  # noqa: E402
-from tandem.agents.commands_explore import _summary, make_env_factory, plot_curves  # noqa: E402
-from tandem.agents.dqn import DQNConfig, make_vector_env, train_dqn  # noqa: E402
+from tandem.agents.experiments.explore import plot_curves, run_summary, task_env_factory  # noqa: E402
+from tandem.agents.dqn import DQNConfig, same_step_vector_env, train_dqn  # noqa: E402
 
 
 def run_condition(label, make_train_env, make_eval_env, backend_for_seed, seeds, config: DQNConfig) -> dict:
@@ -33,9 +33,9 @@ def run_condition(label, make_train_env, make_eval_env, backend_for_seed, seeds,
     runs = []
     for seed in seeds:
         seed_config = config.model_copy(update={"seed": seed})
-        result = train_dqn(seed_config, make_vector_env(make_train_env, config.n_envs), make_eval_env(),
+        result = train_dqn(seed_config, same_step_vector_env(make_train_env, config.n_envs), make_eval_env(),
                            backend=backend_for_seed(seed), progress=False)
-        runs.append({**_summary(label, result), "seed": seed})
+        runs.append({**run_summary(label, result), "seed": seed})
         print(f"  {label} seed {seed}: steps to target {result.steps_to_target} ({result.seconds:.1f}s, "
               f"{result.env_steps_per_s:.0f} env steps/s, {result.updates / max(result.seconds, 1e-9):.0f} updates/s)", flush=True)
     steps = [r["steps_to_target"] if r["steps_to_target"] is not None else config.total_steps for r in runs]
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    make_env = make_env_factory(args.env)
+    make_env = task_env_factory(args.env)
     config = DQNConfig(total_steps=args.max_steps, eval_episodes=1, target_success=0.9)
     seeds = list(range(args.seeds))
     extra: dict = {"env": args.env, "config": config.model_dump(mode="json"), "noise": args.noise}

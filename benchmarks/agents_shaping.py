@@ -17,7 +17,7 @@ import torch
 from agents_exploration import run_condition, write_results
 
 from tandem.agents.backends import oracle_backend, train_demo_backend
-from tandem.agents.commands_explore import make_env_factory
+from tandem.agents.experiments.explore import task_env_factory
 from tandem.agents.dqn import DQNConfig
 from tandem.agents.shaping import PotentialShaping, progress_potential
 
@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
-    make_env = make_env_factory(args.env)
+    make_env = task_env_factory(args.env)
     config = DQNConfig(total_steps=args.max_steps, eval_episodes=1, target_success=0.9)
     seeds = list(range(args.seeds))
     conditions = [run_condition("DQN (unshaped)", make_env, make_env, lambda seed: None, seeds, config)]

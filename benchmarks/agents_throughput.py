@@ -18,13 +18,14 @@ import numpy as np
 import torch
 
 from tandem.agents.decision_transformer import DecisionTransformer, shape_for, updates_per_second
-from tandem.agents.offline_data import episodes_to_dataset, make_vector_env, random_actor, run_episodes, space_metadata
+from tandem.agents.episodes import random_actor, run_episodes, vector_env_by_id
+from tandem.agents.offline_data import episodes_to_dataset, space_metadata
 from tandem.agents.ppo import AgentPPOConfig, MLPActorCritic, train_ppo
 
 
 def env_steps_per_second(env_id: str, num_envs: int, vectorization: str, steps: int, seed: int = 0) -> float:
     """Random-action vector env steps (summed over envs) per second, after reset."""
-    envs = make_vector_env(env_id, num_envs, vectorization)
+    envs = vector_env_by_id(env_id, num_envs, vectorization)
     try:
         act = random_actor(envs, seed)
         obs, _ = envs.reset(seed=seed)
@@ -38,7 +39,7 @@ def env_steps_per_second(env_id: str, num_envs: int, vectorization: str, steps: 
 
 
 def ppo_throughput(env_id: str, num_envs: int, vectorization: str, iterations: int, seed: int = 0) -> dict:
-    envs = make_vector_env(env_id, num_envs, vectorization)
+    envs = vector_env_by_id(env_id, num_envs, vectorization)
     try:
         config = AgentPPOConfig(total_steps=iterations * num_envs * 128, num_steps=128, seed=seed, progress=False)
         torch.manual_seed(seed)
@@ -60,7 +61,7 @@ def ppo_throughput(env_id: str, num_envs: int, vectorization: str, iterations: i
 
 
 def dt_throughput(contexts: list[int], hiddens: list[int], batch_size: int, steps: int) -> list[dict]:
-    envs = make_vector_env("CartPole-v1", 4)
+    envs = vector_env_by_id("CartPole-v1", 4)
     episodes = run_episodes(envs, random_actor(envs, 0), 200, seed=0, progress=False)
     metadata = space_metadata(envs, "CartPole-v1") | {"policies": [{"name": "random", "mean_return": 0.0}]}
     envs.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.agents.commands_lang import WorldModelConfig, run_world_model
+from tandem.agents.experiments.world_model import WorldModelConfig, run_world_model
 
 
 def main() -> None:

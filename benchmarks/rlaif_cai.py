@@ -28,10 +28,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from tandem.feedback_rl.cai import CAIConfig, run_cai
-    from tandem.feedback_rl.rlaif import RLAIFConfig, label_policy_pairs, run_rlaif
-    from tandem.feedback_rl.runs import BASE_PRESETS, base_models
-    from tandem.feedback_rl.verbal import VerbalRewardConfig, run_verbal_reward
+    from tandem.ai_feedback.cai import CAIConfig, run_cai
+    from tandem.ai_feedback.rlaif import RLAIFConfig, label_policy_pairs, run_rlaif
+    from tandem.ai_feedback.runs import BASE_PRESETS, base_models
+    from tandem.ai_feedback.verbal import VerbalRewardConfig, run_verbal_reward
     from tandem.judges import build_judge
 
     results: dict = {"preset": args.preset, "threads": args.threads, "base_preset": BASE_PRESETS[args.preset]}

@@ -1,4 +1,4 @@
-"""Assertions shared by several test files."""
+"""Assertions and small problems shared by several test files."""
 
 import torch
 from safetensors.torch import load_file
@@ -27,3 +27,10 @@ def max_weight_difference(first, second, file="model.safetensors", shared_only=F
     a, b = load_file(str(first / file)), load_file(str(second / file))
     assert shared_only or a.keys() == b.keys(), set(a) ^ set(b)
     return max(float((a[k] - b[k]).abs().max()) for k in a if k in b)
+
+
+def linear_preference_problem(n: int, dim: int = 8, seed: int = 0):
+    """Pairs of random features, labelled by a hidden linear reward."""
+    generator = torch.Generator().manual_seed(seed)
+    a, b, w = torch.randn(n, dim, generator=generator), torch.randn(n, dim, generator=generator), torch.randn(dim, generator=generator)
+    return a, b, ((a - b) @ w > 0).float()

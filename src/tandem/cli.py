@@ -155,17 +155,15 @@ _register()
 
 # Subpackages that add their own commands: each has `register(add_command)` in the module named here.
 COMMAND_MODULES = (
-    "tandem.agents.commands_explore",
-    "tandem.agents.commands_offline",
-    "tandem.agents.commands_lang",
+    "tandem.agents.commands",
     "tandem.agentrl.trainer",
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",
-    "tandem.feedback.commands",
+    "tandem.preference_studies.commands",
     "tandem.explain.commands",
     "tandem.overopt.commands",
-    "tandem.feedback_rl.commands",
+    "tandem.ai_feedback.commands",
 )
 for _module in COMMAND_MODULES:
     __import__(_module, fromlist=["register"]).register(add_command)

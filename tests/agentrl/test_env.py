@@ -97,12 +97,12 @@ def test_corridor_and_task_env():
 
 
 def test_explore_and_shape_take_any_discrete_gymnasium_id():
-    from tandem.agents.commands_explore import make_env_factory
+    from tandem.agents.experiments.explore import task_env_factory
 
-    env = make_env_factory("CliffWalking-v1")()
+    env = task_env_factory("CliffWalking-v1")()
     assert env.action_space.n == 4
-    assert make_env_factory("frozenlake4x4")().unwrapped.desc.shape == (4, 4)
+    assert task_env_factory("frozenlake4x4")().unwrapped.desc.shape == (4, 4)
     with pytest.raises(ValueError, match="registered Gymnasium id"):
-        make_env_factory("CliffWalkin-v9")
+        task_env_factory("CliffWalkin-v9")
     with pytest.raises(ValueError, match="Discrete action space"):
-        make_env_factory("Pendulum-v1")
+        task_env_factory("Pendulum-v1")

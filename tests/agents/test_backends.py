@@ -25,7 +25,9 @@ from tandem.agents.backends import (
     tabular_expert,
     train_demo_backend,
 )
+from tandem.agents.prompts import next_state_text, progress_prompt, transition_prompt
 from tandem.agents.render import action_names, render_state
+from tandem.agents.world_model import TextTransition, sft_rows
 
 
 @pytest.fixture
@@ -58,9 +60,42 @@ def test_hf_backend_scores_by_log_probability(tiny_model_dir):
         manual = sum(float(log_probs[k - 1, ids[k]]) for k in range(len(prompt_ids), len(ids)))
         assert score == pytest.approx(manual, abs=1e-4)
     assert backend.propose_action("you: row 0, column 0", names) == int(np.argmax(scores))
-    progress = backend.rate_progress("you: row 0, column 0", "reach G")
-    assert 0.0 <= progress <= 1.0
-    assert isinstance(backend.predict_next_state("you: row 0, column 0", "right"), str)
+    # rate_progress is the probability-weighted digit of the same log-prob scoring
+    state = "you: row 0, column 0"
+    digits = backend.completion_log_probs(progress_prompt(state, "reach G"), [f" {d}" for d in range(10)])
+    assert backend.rate_progress(state, "reach G") == pytest.approx(expected_digit_progress(digits))
+    # predict_next_state: greedy decoding of the world model's training prompt, the reward/done lines dropped
+    from tandem.generation.sampling import generate_completions
+
+    greedy = generate_completions(model, tok, [transition_prompt(state, "right")], max_new_tokens=8, temperature=0.0)[0]
+    assert backend.predict_next_state(state, "right") == next_state_text(greedy)
+
+
+def test_hf_backend_asks_a_world_model_as_it_was_trained(tiny_model_dir, monkeypatch):
+    """A model fine-tuned by `world_model.train_world_model` learnt `sft_rows`' prompt -> completion; the backend
+    must send that very prompt and return the next-state part of that completion."""
+    import tandem.generation.sampling as sampling
+
+    transition = TextTransition("you: row 0, column 0\n@FF\nFFG", "right", "you: row 0, column 1\nF@F\nFFG", 0.0, False)
+    row = sft_rows([transition])[0]
+    asked = []
+
+    def trained_world_model(model, tokenizer, prompts, **options):
+        asked.extend(prompts)
+        return [row["completion"] if prompt == row["prompt"] else "" for prompt in prompts]
+
+    monkeypatch.setattr(sampling, "generate_completions", trained_world_model)
+    backend = HFBackend(tiny_model_dir)
+    assert backend.predict_next_state(transition.state, transition.action) == transition.next_state
+    assert asked == [row["prompt"]]
+    # the endpoint backend asks in the same format, and drops the reward/done lines from a reply too
+    server = FakeChatServer([(200, row["completion"])])
+    try:
+        endpoint = OpenAIBackend(server.url, model="fake", backoff_s=0.0)
+        assert endpoint.predict_next_state(transition.state, transition.action) == transition.next_state
+        assert server.requests[0][2]["messages"][-1]["content"].startswith(row["prompt"])
+    finally:
+        server.close()
 
 
 class FakeChatServer:

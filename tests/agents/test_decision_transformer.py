@@ -16,14 +16,8 @@ from tandem.agents.decision_transformer import (
     shape_for,
     train_decision_transformer,
 )
-from tandem.agents.offline_data import (
-    episodes_to_dataset,
-    make_vector_env,
-    random_actor,
-    returns_to_go,
-    run_episodes,
-    space_metadata,
-)
+from tandem.agents.episodes import random_actor, run_episodes, vector_env_by_id
+from tandem.agents.offline_data import episodes_to_dataset, returns_to_go, space_metadata
 
 
 
@@ -151,7 +145,7 @@ def _dataset_from(episodes, policy_index, envs, policies):
 
 
 def test_training_windows_stay_inside_one_episode_and_carry_its_return_to_go():
-    envs = make_vector_env("CartPole-v1", 2)
+    envs = vector_env_by_id("CartPole-v1", 2)
     episodes = run_episodes(envs, random_actor(envs, 0), 6, seed=0, progress=False)
     dataset = _dataset_from(episodes, [0] * 6, envs, [{"name": "random", "mean_return": 0.0}])
     model = DecisionTransformer(shape_for(dataset, context=8))
@@ -180,7 +174,7 @@ def heuristic_cartpole(epsilon: float, seed: int):
 
 @pytest.mark.e2e
 def test_decision_transformer_on_a_mixed_dataset_beats_the_random_policy(tmp_path):
-    envs = make_vector_env("CartPole-v1", 4)
+    envs = vector_env_by_id("CartPole-v1", 4)
     random_episodes = run_episodes(envs, random_actor(envs, 0), 40, seed=1, progress=False)
     good_episodes = run_episodes(envs, heuristic_cartpole(0.2, 0), 20, seed=2, progress=False)
     random_return = float(np.mean([e["reward"].sum() for e in random_episodes]))
@@ -201,11 +195,11 @@ def test_decision_transformer_on_a_mixed_dataset_beats_the_random_policy(tmp_pat
 
 @pytest.fixture
 def cli_app(monkeypatch):
-    """A fresh typer app holding only this module's commands (cli.add_command registers on `cli.app`)."""
+    """A fresh typer app holding only the agents' commands (cli.add_command registers on `cli.app`)."""
     import typer
 
     from tandem import cli
-    from tandem.agents.commands_offline import register
+    from tandem.agents.commands import register
 
     app = typer.Typer(pretty_exceptions_enable=False)
     monkeypatch.setattr(cli, "app", app)

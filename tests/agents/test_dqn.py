@@ -17,7 +17,7 @@ from tandem.agents.dqn import (
     exploration_sources,
     exponential_schedule,
     linear_schedule,
-    make_vector_env,
+    same_step_vector_env,
     train_dqn,
 )
 
@@ -94,10 +94,10 @@ def test_llm_actions_are_used_and_unusable_answers_fall_back():
         return names.index("right")
 
     config = DQNConfig(total_steps=40, n_envs=2, learning_starts=1000, p_explore_start=1.0, p_explore_end=1.0, eval_every=1000)
-    result = train_dqn(config, make_vector_env(_lake, 2), backend=FunctionBackend(propose=always_right), progress=False)
+    result = train_dqn(config, same_step_vector_env(_lake, 2), backend=FunctionBackend(propose=always_right), progress=False)
     assert result.llm_actions == 40 and len(calls) == 40 and "you: row" in calls[0]
     unusable = FunctionBackend(propose=lambda text, names: None)
-    result = train_dqn(config, make_vector_env(_lake, 2), backend=unusable, progress=False)
+    result = train_dqn(config, same_step_vector_env(_lake, 2), backend=unusable, progress=False)
     assert result.llm_actions == 0 and result.env_steps == 40
 
 
@@ -106,7 +106,7 @@ def test_guided_dqn_learns_frozen_lake():
     """Learning happened: the greedy policy reaches the goal, which a random policy does ~1.5% of the time."""
     config = DQNConfig(total_steps=4000, n_envs=2, learning_starts=200, target_update_every=100, lr=3e-3, gamma=0.95,
                        epsilon_steps=1500, p_explore_steps=1500, eval_every=500, eval_episodes=1, target_success=0.9)
-    result = train_dqn(config, make_vector_env(_lake, 2), _lake(), backend=oracle_backend(_lake(), noise=0.3), progress=False)
+    result = train_dqn(config, same_step_vector_env(_lake, 2), _lake(), backend=oracle_backend(_lake(), noise=0.3), progress=False)
     assert result.llm_actions > 0 and result.updates > 0
     assert result.steps_to_target is not None and result.curve[-1]["success"] == 1.0
     # a single env, and a vector env in Gymnasium's default next-step autoreset mode, also train
@@ -118,7 +118,7 @@ def test_guided_dqn_learns_frozen_lake():
 
 def _cli_app():
     import tandem.cli as cli
-    from tandem.agents.commands_explore import register
+    from tandem.agents.commands import register
 
     if "explore" not in {command.name for command in cli.app.registered_commands}:
         register(cli.add_command)

@@ -137,7 +137,7 @@ def test_imitation_beats_random_on_held_out_missions():
 
 
 def test_babyai_command_through_the_cli(tmp_path):
-    from tandem.agents.commands_lang import register
+    from tandem.agents.commands import register
     from tandem.cli import add_command, app
 
     names = {c.name for c in app.registered_commands}

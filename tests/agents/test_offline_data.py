@@ -6,19 +6,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tandem.agents.offline_data import (
-    CollectConfig,
-    OfflineDataset,
-    collect_offline_dataset,
-    episode_bounds,
-    load_offline_dataset,
-    make_vector_env,
-    normalised_score,
-    parse_mix,
-    random_actor,
-    returns_to_go,
-    run_episodes,
-)
+from tandem.agents.episodes import random_actor, run_episodes, vector_env_by_id
+from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset, parse_mix
+from tandem.agents.offline_data import OfflineDataset, episode_bounds, load_offline_dataset, normalised_score, returns_to_go
 from tandem.data import DataError
 
 
@@ -116,7 +106,7 @@ def test_loader_errors_name_the_file_field_and_row(tmp_path):
 
 
 def test_run_episodes_keeps_whole_episodes_with_a_quota_per_env():
-    envs = make_vector_env("CartPole-v1", 3)
+    envs = vector_env_by_id("CartPole-v1", 3)
     episodes = run_episodes(envs, random_actor(envs, seed=0), episodes=7, seed=0, progress=False)
     assert len(episodes) == 7
     for episode in episodes:

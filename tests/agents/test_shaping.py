@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tandem.agents.backends import FunctionBackend, oracle_backend
-from tandem.agents.dqn import DQNConfig, make_vector_env, train_dqn
+from tandem.agents.dqn import DQNConfig, same_step_vector_env, train_dqn
 from tandem.agents.render import render_state
 from tandem.agents.shaping import PotentialShaping, progress_potential, q_value_iteration, shaped_model, shaping_reward
 
@@ -100,7 +100,7 @@ def test_shaped_dqn_learns_frozen_lake():
     shaped = lambda: PotentialShaping(lake(), progress_potential(backend), gamma=0.95)  # noqa: E731
     config = DQNConfig(total_steps=4000, n_envs=2, learning_starts=200, target_update_every=100, lr=3e-3, gamma=0.95,
                        epsilon_steps=1500, eval_every=500, eval_episodes=1, target_success=0.9)
-    result = train_dqn(config, make_vector_env(shaped, 2), lake(), progress=False)
+    result = train_dqn(config, same_step_vector_env(shaped, 2), lake(), progress=False)
     assert result.steps_to_target is not None and result.curve[-1]["success"] == 1.0
 
 
@@ -111,7 +111,7 @@ def test_shape_command(tmp_path):
     from typer.testing import CliRunner
 
     import tandem.cli as cli
-    from tandem.agents.commands_explore import register
+    from tandem.agents.commands import register
 
     if "shape" not in {command.name for command in cli.app.registered_commands}:
         register(cli.add_command)

@@ -12,21 +12,19 @@ from tandem.agents.world_model import (
     LMWorldModel,
     Prediction,
     TextTransition,
-    TransitionParseError,
     WorldModelEnv,
     WorldModelTrainConfig,
     collect_transitions,
     copy_state_accuracy,
     evaluate_world_model,
     frozen_lake_maps,
-    make_env_factory,
-    parse_transition,
+    map_env_factory,
     sft_rows,
     split_transitions,
     tokenizer_corpus,
     train_world_model,
-    transition_completion,
 )
+from tandem.agents.prompts import TransitionParseError, parse_transition, transition_completion
 
 
 @pytest.mark.parametrize("reward,done", [(0.0, False), (1.0, True), (-10.0, False), (0.25, True), (20.0, True)])
@@ -95,7 +93,7 @@ def test_frozen_lake_maps_are_distinct_and_seeded():
     maps = frozen_lake_maps(6, 4, seed=1)
     assert len({"".join(m) for m in maps}) == 6 and maps == frozen_lake_maps(6, 4, seed=1)
     assert all(m[0][0] == "S" and m[-1][-1] == "G" for m in maps)
-    env = make_env_factory("FrozenLake-v1", maps)(7)
+    env = map_env_factory("FrozenLake-v1", maps)(7)
     assert [row.tobytes().decode() for row in env.unwrapped.desc] == list(maps[1])
 
 
@@ -144,7 +142,7 @@ def test_world_model_learns_held_out_transitions_and_plans(tmp_path):
     """End to end: a tiny LM trained on FrozenLake text transitions predicts held-out next states exactly far more
     often than copying the state, and planning in it reaches goals."""
     maps = frozen_lake_maps(40, 4, seed=0)
-    make_env = make_env_factory("FrozenLake-v1", maps)
+    make_env = map_env_factory("FrozenLake-v1", maps)
     transitions = collect_transitions(make_env, 400, seed=0)
     train, held_out = split_transitions(transitions, 0.2, seed=0)
     config = WorldModelTrainConfig(out=tmp_path / "wm", max_steps=300, batch_size=32, progress=False, seed=0)
@@ -161,7 +159,7 @@ def test_world_model_learns_held_out_transitions_and_plans(tmp_path):
 def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     """The whole `tandem world-model` run on a few steps: an almost untrained LM mostly writes unreadable text,
     which must be counted and survived (planning and Dyna still finish), and the report and plot written."""
-    from tandem.agents.commands_lang import register
+    from tandem.agents.commands import register
     from tandem.cli import add_command, app
     from typer.testing import CliRunner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tandem.data import IGNORE_INDEX, pad_preference_batch, pad_sft_batch, pad_unpaired_batch
+from tandem.data import pad_preference_batch, pad_sft_batch, pad_unpaired_batch
 
 PAD = 1
 
@@ -42,9 +42,14 @@ def test_preference_batch_stacks_chosen_then_rejected():
         assert batch["input_ids"][row][batch["completion_mask"][row].bool()].tolist() == response
 
 
-def test_unpaired_batch_has_labels_tensor():
-    examples = [{"prompt_ids": [5], "completion_ids": [6, 0], "label": True}, {"prompt_ids": [5, 5], "completion_ids": [0], "label": False}]
+def test_unpaired_batch_pads_rows_and_carries_bool_labels():
+    examples = [{"prompt_ids": [5], "completion_ids": [6, 0], "label": True},
+                {"prompt_ids": [5, 5, 5], "completion_ids": [7, 0], "label": False}]
     batch = pad_unpaired_batch(examples, pad_id=PAD)
-    assert batch["label"].tolist() == [True, False]
-    assert batch["completion_mask"].tolist() == [[0, 1, 1], [0, 0, 1]]
-    assert IGNORE_INDEX == -100
+    assert batch["label"].tolist() == [True, False] and batch["label"].dtype == torch.bool
+    assert batch["input_ids"].tolist() == [[5, 6, 0, PAD, PAD], [5, 5, 5, 7, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["completion_mask"].tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
+    # the masks pick out exactly each completion's tokens
+    for row, example in enumerate(examples):
+        assert batch["input_ids"][row][batch["completion_mask"][row].bool()].tolist() == example["completion_ids"]

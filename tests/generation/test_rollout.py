@@ -38,9 +38,13 @@ def test_stop_strings_end_completions(tiny_model_dir):
     model, tokenizer = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
     torch.manual_seed(1)
     batch = rollout(model, tokenizer, PROMPTS * 4, SamplingConfig(max_new_tokens=20, stop_strings=["e"]))
-    for text, ended in zip(batch.completions, batch.ended.tolist()):
+    stopped = [text for text in batch.completions if "e" in text]
+    assert len(stopped) >= 3  # the stop string was actually met, so the rule below is exercised
+    for text, ended, length in zip(batch.completions, batch.ended.tolist(), batch.completion_mask.sum(1).tolist()):
         if "e" in text:
             assert ended and text.endswith("e") and text.count("e") == 1
+        else:  # no stop string: an end-of-sequence token, or the length limit
+            assert ended or length == 20
 
 
 def test_sampled_log_probs_are_those_of_the_tempered_top_k_distribution(tiny_model_dir):

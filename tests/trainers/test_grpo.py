@@ -31,10 +31,15 @@ def test_a_reward_returning_nan_is_reported_with_the_sample(tmp_path, tiny_model
     module = tmp_path / "bad_reward.py"
     module.write_text("def score(prompts, completions, **kw):\n    return [float('nan')] * len(prompts)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(Exception, match="nan|NaN"):
+    from tandem.rewards.safety import RewardError
+
+    with pytest.raises(RewardError, match="returned NaN") as caught:
         run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="bad_reward:score",
                             max_steps=1, batch_size=2, samples_per_prompt=2, max_new_tokens=4, n_eval=0,
                             progress=False, mixed_precision="no"))
+    problem = caught.value.problem
+    assert problem.kind == "nan" and problem.source.endswith("bad_reward:score")
+    assert problem.index is not None and problem.prompt and problem.prompt in str(caught.value)  # the sample is named
 
 
 def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path, tiny_model_dir, monkeypatch):

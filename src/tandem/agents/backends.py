@@ -27,11 +27,16 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from tandem.agents.prompts import (
+    action_completion,
+    action_prompt,
+    next_state_text,
+    progress_completion,
+    progress_prompt,
+    transition_prompt,
+)
 from tandem.agents.render import action_names, goal_text, parse_action_name, render_state
 from tandem.agents.shaping import q_value_iteration
-
-DIGITS = [str(d) for d in range(10)]
-
 
 class AgentLM(Protocol):
     """What an agent asks of a language model."""
@@ -41,30 +46,6 @@ class AgentLM(Protocol):
     def predict_next_state(self, state_text: str, action_text: str) -> str: ...
 
     def rate_progress(self, state_text: str, goal_text: str) -> float: ...
-
-
-# ---- prompts: one format, shared by every backend and by the demonstration data ------------------------------
-def action_prompt(env_text: str, names: Sequence[str]) -> str:
-    """Prompt whose continuation (`action_completion`) is the action to take."""
-    return f"{env_text}\nactions: {', '.join(names)}\naction:"
-
-
-def action_completion(name: str) -> str:
-    return f" {name}"
-
-
-def transition_prompt(state_text: str, action_text: str) -> str:
-    """Prompt whose continuation is the rendering of the next state."""
-    return f"{state_text}\naction: {action_text}\nnext state:\n"
-
-
-def progress_prompt(state_text: str, goal_text: str) -> str:
-    """Prompt whose continuation (`progress_completion`) is one digit, 0 (no progress) to 9 (goal reached)."""
-    return f"{state_text}\ngoal: {goal_text}\nprogress from 0 to 9:"
-
-
-def progress_completion(digit: int) -> str:
-    return f" {digit}"
 
 
 def expected_digit_progress(digit_log_probs: Sequence[float]) -> float:
@@ -78,7 +59,9 @@ class HFBackend:
     """A Hugging Face causal LM (a directory, or a loaded model and tokenizer) answering by log-probabilities.
 
     `propose_action` returns argmax_a log p(" name_a" | prompt); `rate_progress` the probability-weighted digit
-    0-9 (`expected_digit_progress`); `predict_next_state` greedy decoding. Answers are cached per prompt.
+    0-9 (`expected_digit_progress`); `predict_next_state` greedy decoding of `transition_prompt`, the prompt an
+    LM world model (`tandem.agents.world_model`) is trained on, keeping the next-state part of the answer
+    (`next_state_text`). Answers are cached per prompt.
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, max_new_tokens: int = 256, device: str | None = None):
@@ -120,7 +103,9 @@ class HFBackend:
         key = ("next", state_text, action_text)
         if key not in self._cache:
             prompt = transition_prompt(state_text, action_text)
-            self._cache[key] = generate_completions(self.model, self.tokenizer, [prompt], max_new_tokens=self.max_new_tokens)[0].strip("\n")
+            completion = generate_completions(self.model, self.tokenizer, [prompt], max_new_tokens=self.max_new_tokens,
+                                              temperature=0.0)[0]
+            self._cache[key] = next_state_text(completion)
         return self._cache[key]
 
     def rate_progress(self, state_text: str, goal_text: str) -> float:
@@ -204,7 +189,7 @@ class OpenAIBackend:
 
     def predict_next_state(self, state_text: str, action_text: str) -> str:
         question = transition_prompt(state_text, action_text) + "\nReply with the next state only, in the same format."
-        return self.chat(question).strip("\n")
+        return next_state_text(self.chat(question))
 
     def rate_progress(self, state_text: str, goal_text: str) -> float:
         reply = self.chat(progress_prompt(state_text, goal_text) + "\nReply with one digit only.")

@@ -28,7 +28,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tandem.agents.offline_data import OfflineDataset, make_vector_env, returns_to_go
+from tandem.agents.episodes import make_env_by_id
+from tandem.agents.evaluation import play_episodes
+from tandem.agents.offline_data import OfflineDataset, returns_to_go
 
 
 @dataclass
@@ -281,49 +283,49 @@ class EpisodeContext:
         }
 
 
+class ReturnConditionedActor:
+    """The Decision Transformer acting in `play_episodes`: one `EpisodeContext` per env, all envs' windows in one
+    forward pass, greedy actions (argmax / the tanh mean) towards `target_return`."""
+
+    def __init__(self, model: DecisionTransformer, target_return: float) -> None:
+        self.model, self.target_return = model, target_return
+        shape = model.shape
+        self.action_shape = () if shape.discrete else (shape.action_dim,)
+        self.action_dtype = np.int64 if shape.discrete else np.float32
+        self.contexts: dict[int, EpisodeContext] = {}
+        self.unit: dict[int, np.ndarray] = {}  # the model's action (unit box for continuous ones), as it is recorded
+
+    def start(self, env: int, observation: np.ndarray) -> None:
+        self.contexts[env] = EpisodeContext(self.target_return, observation)
+
+    @torch.no_grad()
+    def act(self, envs: list[int], observations: list[np.ndarray]) -> list:
+        windows = [self.contexts[i].window(self.model.shape.context, self.action_shape, self.action_dtype) for i in envs]
+        batch = {key: torch.from_numpy(np.stack([w[key] for w in windows])) for key in windows[0]}
+        predicted = self.model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
+                               batch["real"])[:, -1]
+        unit = predicted.argmax(-1).numpy() if self.model.shape.discrete else predicted.numpy().astype(np.float32)
+        self.unit.update(zip(envs, unit))
+        return list(unit) if self.model.shape.discrete else list(self.model.from_unit(unit).astype(np.float32))
+
+    def record(self, env: int, action, reward: float, observation: np.ndarray, ended: bool) -> None:
+        self.contexts[env].record(self.unit[env], reward, None if ended else observation)
+
+
 @torch.no_grad()
 def evaluate_decision_transformer(
-    model: DecisionTransformer, env_id: str, target_return: float, episodes: int = 10, num_envs: int = 8,
-    seed: int = 0, vectorization: str = "sync",
+    model: DecisionTransformer, env_id: str, target_return: float, episodes: int = 10, num_envs: int = 8, seed: int = 0,
 ) -> np.ndarray:
-    """Returns of `episodes` episodes acting greedily (argmax / the tanh mean) conditioned on `target_return`."""
+    """Returns of `episodes` episodes acting greedily conditioned on `target_return` (`play_episodes`, `num_envs`
+    at a time, reset seeds seed, seed + 1, ...)."""
     model.eval()
-    shape = model.shape
-    envs = make_vector_env(env_id, min(num_envs, episodes), vectorization)
-    n = envs.num_envs
-    action_shape = () if shape.discrete else (shape.action_dim,)
-    action_dtype = np.int64 if shape.discrete else np.float32
-    quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
-    finished: list[list[float]] = [[] for _ in range(n)]
-    obs, _ = envs.reset(seed=seed)
-    contexts: list[EpisodeContext | None] = [EpisodeContext(target_return, obs[i]) for i in range(n)]
+    envs = [make_env_by_id(env_id) for _ in range(min(num_envs, episodes))]
     try:
-        while any(len(finished[i]) < quota[i] for i in range(n)):
-            active = [i for i in range(n) if contexts[i] is not None]
-            unit = np.zeros((n, *action_shape), dtype=action_dtype)
-            if active:
-                windows = [contexts[i].window(shape.context, action_shape, action_dtype) for i in active]
-                batch = {key: torch.from_numpy(np.stack([w[key] for w in windows])) for key in windows[0]}
-                predicted = model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"],
-                                  batch["real"])[:, -1]
-                unit[active] = predicted.argmax(-1).numpy() if shape.discrete else predicted.numpy()
-            env_action = unit if shape.discrete else model.from_unit(unit).astype(np.float32)
-            next_obs, reward, term, trunc, _ = envs.step(env_action)
-            for i in range(n):
-                context = contexts[i]
-                if context is None:  # this step only reset env i (NEXT_STEP autoreset)
-                    contexts[i] = EpisodeContext(target_return, next_obs[i])
-                    continue
-                ended = bool(term[i] or trunc[i])
-                context.record(unit[i], reward[i], None if ended else next_obs[i])
-                if ended:
-                    if len(finished[i]) < quota[i]:
-                        finished[i].append(context.total)
-                    contexts[i] = None
-            obs = next_obs
+        outcomes = play_episodes(envs, ReturnConditionedActor(model, target_return), episodes, reset_seed=lambda k: seed + k)
     finally:
-        envs.close()
-    return np.array([ret for per_env in finished for ret in per_env])
+        for env in envs:
+            env.close()
+    return np.array([o.ret for o in outcomes])
 
 
 def updates_per_second(model: DecisionTransformer, dataset: OfflineDataset, batch_size: int = 64, steps: int = 20) -> float:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from tandem.agents.evaluation import play_episodes
 from tandem.agents.render import action_names, render_state
 
 GREEDY, RANDOM, LLM = 0, 1, 2  # where an action came from
@@ -174,20 +175,15 @@ class DQNResult:
 
 
 def greedy_success(q_network: QNetwork, env: gym.Env, episodes: int, seed: int) -> tuple[float, float]:
-    """Success rate (positive environment return) and mean return of the greedy policy over `episodes` episodes."""
-    successes, returns = 0, []
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            with torch.no_grad():
-                action = int(q_network(torch.as_tensor(np.asarray(obs)[None])).argmax(dim=1))
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += float(info.get("env_reward", reward))
-            done = terminated or truncated
-        successes += total > 0
-        returns.append(total)
-    return successes / episodes, float(np.mean(returns))
+    """Success rate (positive environment return) and mean return of the greedy policy over `episodes` episodes
+    (reset seeds seed, seed + 1, ...)."""
+
+    @torch.no_grad()
+    def greedy(live: list[int], observations: list) -> list[int]:
+        return q_network(torch.as_tensor(np.stack([np.asarray(o) for o in observations]))).argmax(dim=1).tolist()
+
+    outcomes = play_episodes([env], greedy, episodes, reset_seed=lambda k: seed + k)
+    return sum(o.ret > 0 for o in outcomes) / episodes, float(np.mean([o.ret for o in outcomes]))
 
 
 def _as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
@@ -196,7 +192,7 @@ def _as_vector_env(env: gym.Env | gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     return gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def make_vector_env(make_env: Callable[[], gym.Env], n_envs: int) -> gym.vector.VectorEnv:
+def same_step_vector_env(make_env: Callable[[], gym.Env], n_envs: int) -> gym.vector.VectorEnv:
     """`n_envs` copies stepped together, reset in the same step as they finish (final obs in the info)."""
     return gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 

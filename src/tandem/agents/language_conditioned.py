@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 from tqdm.auto import tqdm
 
+from tandem.agents.evaluation import play_episodes
 from tandem.agents.ppo import AgentPPOConfig, PPOHistory, train_ppo
 
 # Thousands of episodes PPO needed to reach 99% success in the BabyAI paper (Chevalier-Boisvert et al. 2019),
@@ -288,42 +289,27 @@ def train_imitation(policy: nn.Module, demos: Demonstrations, epochs: int = 10, 
 @torch.no_grad()
 def success_rate(policy: nn.Module | None, make_env: Callable[[], LanguageTask], episodes: int = 100, seed: int = 0,
                  greedy: bool = True, n_parallel: int = 16) -> dict[str, float]:
-    """Success (reward > 0 at termination) of `policy` over `episodes` episodes, `n_parallel` at a time.
+    """Success (reward > 0 at the end) of `policy` over `episodes` episodes, `n_parallel` at a time (`play_episodes`,
+    reset seeds seed * 1_000_003 + k).
 
     `policy=None` is the uniformly random policy (the chance baseline).
     """
     rng = np.random.default_rng(seed)
-    wins, lengths, done_count = 0, [], 0
     device = next(policy.parameters()).device if policy is not None else "cpu"
     if policy is not None:
         policy.eval()
     envs = [make_env() for _ in range(min(n_parallel, episodes))]
-    started = 0
-    current: list[dict | None] = []
-    steps = [0] * len(envs)
-    for i, env in enumerate(envs):
-        current.append(env.reset(seed=seed * 1_000_003 + started)[0])
-        started += 1
-    while done_count < episodes:
-        live = [i for i, o in enumerate(current) if o is not None]
+
+    def act(live: list[int], observations: list[dict]) -> list[int]:
         if policy is None:
-            actions = [int(rng.integers(envs[i].action_space.n)) for i in live]
-        else:
-            batch = obs_to_tensors({k: np.stack([current[i][k] for i in live]) for k in ("image", "direction", "mission")}, device)
-            dist, _ = policy(batch)
-            actions = (dist.probs.argmax(-1) if greedy else dist.sample()).tolist()
-        for i, action in zip(live, actions):
-            obs, reward, terminated, truncated, _ = envs[i].step(action)
-            steps[i] += 1
-            current[i] = obs
-            if terminated or truncated:
-                wins += reward > 0
-                lengths.append(steps[i])
-                done_count += 1
-                steps[i] = 0
-                current[i] = envs[i].reset(seed=seed * 1_000_003 + started)[0] if started < episodes else None
-                started += 1
-    return {"success_rate": wins / episodes, "mean_length": float(np.mean(lengths)), "episodes": float(episodes)}
+            return [int(rng.integers(envs[i].action_space.n)) for i in live]
+        batch = obs_to_tensors({k: np.stack([o[k] for o in observations]) for k in ("image", "direction", "mission")}, device)
+        dist, _ = policy(batch)
+        return (dist.probs.argmax(-1) if greedy else dist.sample()).tolist()
+
+    outcomes = play_episodes(envs, act, episodes, reset_seed=lambda k: seed * 1_000_003 + k)
+    return {"success_rate": sum(o.last_reward > 0 for o in outcomes) / episodes,
+            "mean_length": float(np.mean([o.steps for o in outcomes])), "episodes": float(episodes)}
 
 
 def episodes_to_success(successes: Sequence[bool], threshold: float = 0.99, window: int = 200) -> int | None:

@@ -1,10 +1,6 @@
-"""Offline RL datasets collected by tandem's own agents on Gymnasium tasks (random / medium / expert behaviour
-policies, as in D4RL, Fu et al. 2020), for offline RL such as the Decision Transformer (Chen et al. 2021).
-
-Behaviour policies: `random` (uniform actions), and `medium` / `expert` snapshots of one PPO run
-(`tandem.agents.ppo`): expert is the snapshot with the best training return, medium the first snapshot that
-reached `medium_fraction` of the way from the initial (near-random) return to the expert's. A dataset mixes
-whole episodes of these policies in given proportions; every policy acts stochastically (it samples).
+"""Offline RL datasets (as in D4RL, Fu et al. 2020) for offline RL such as the Decision Transformer (Chen et al.
+2021): the on-disk format, its loader and checks, and the return arithmetic on it. `tandem.agents.offline_collect`
+collects them with tandem's own behaviour policies.
 
 Format (a directory, `tandem-offline-v1`), written atomically:
 
@@ -27,36 +23,25 @@ Format (a directory, `tandem-offline-v1`), written atomically:
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from scipy.signal import lfilter
-from tqdm.auto import tqdm
 
-from tandem.agents.ppo import AgentPPOConfig, MLPActorCritic, as_float_tensor, env_actions, train_ppo
 from tandem.data import DataError
 from tandem.trainers.checkpoint import atomic_directory
+
+if TYPE_CHECKING:
+    from tandem.agents.ppo import MLPActorCritic
 
 FORMAT = "tandem-offline-v1"
 TRANSITIONS, METADATA = "transitions.npz", "metadata.json"
 ARRAYS = ("observations", "actions", "rewards", "terminals", "timeouts", "episode_ids", "policy_ids")
-BEHAVIOUR_POLICIES = ("random", "medium", "expert")
-
-# PPO settings that train a good behaviour policy within the default step budget (CleanRL / RL-zoo values).
-PPO_PRESETS: dict[str, dict[str, Any]] = {
-    "CartPole-v1": dict(num_steps=128, lr=2.5e-4, gamma=0.99, update_epochs=4, num_minibatches=4, ent_coef=0.01),
-    "Acrobot-v1": dict(num_steps=128, lr=2.5e-4, gamma=0.99, update_epochs=4, num_minibatches=4, ent_coef=0.0),
-    "Pendulum-v1": dict(num_steps=1024, lr=1e-3, gamma=0.9, update_epochs=10, num_minibatches=32, ent_coef=0.0),
-}
 
 
 # ---- the math --------------------------------------------------------------------------------------
@@ -195,78 +180,6 @@ def load_offline_dataset(folder: str | Path) -> OfflineDataset:
     return OfflineDataset(**arrays, metadata=metadata)
 
 
-# ---- collection --------------------------------------------------------------------------------------
-
-
-ActFn = Callable[[Any], np.ndarray]
-
-
-def make_vector_env(env_id: str, num_envs: int, vectorization: Literal["sync", "async"] = "sync") -> gym.vector.VectorEnv:
-    """`gym.make_vec` in Gymnasium's default (NEXT_STEP) autoreset mode."""
-    try:
-        return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=vectorization)
-    except gym.error.Error as error:
-        raise ValueError(f"cannot make Gymnasium environment {env_id!r}: {error}") from None
-
-
-def random_actor(envs: gym.vector.VectorEnv, seed: int) -> ActFn:
-    space = copy.deepcopy(envs.single_action_space)
-    space.seed(seed)
-    return lambda obs: np.stack([space.sample() for _ in range(envs.num_envs)])
-
-
-def policy_actor(policy: torch.nn.Module, action_space: gym.Space, deterministic: bool = False) -> ActFn:
-    """Act with an actor-critic policy (`policy(obs) -> (distribution, value)`): sample, or take the mode."""
-    to_tensor = as_float_tensor()
-
-    @torch.no_grad()
-    def act(obs: Any) -> np.ndarray:
-        dist = policy(to_tensor(obs))[0]
-        return env_actions(dist.mode if deterministic else dist.sample(), action_space)
-
-    return act
-
-
-def run_episodes(envs: gym.vector.VectorEnv, act: ActFn, episodes: int, seed: int, desc: str = "episodes",
-                 progress: bool = True) -> list[dict[str, np.ndarray]]:
-    """Run `act` until `episodes` whole episodes are done; each env contributes a fixed quota.
-
-    Fixing the quota per env in advance avoids the bias of keeping the first episodes to finish (short
-    ones). Needs NEXT_STEP autoreset: the step after an episode ends only resets, and is not recorded.
-    """
-    n = envs.num_envs
-    quota = np.full(n, episodes // n) + (np.arange(n) < episodes % n)
-    buffers: list[dict[str, list]] = [{k: [] for k in ("obs", "action", "reward", "terminal", "timeout")} for _ in range(n)]
-    done_episodes: list[list[dict]] = [[] for _ in range(n)]
-    obs, _ = envs.reset(seed=seed)
-    resetting = np.zeros(n, dtype=bool)
-    bar = tqdm(total=episodes, desc=desc, disable=not progress)
-    while any(len(done_episodes[i]) < quota[i] for i in range(n)):
-        actions = act(obs)
-        next_obs, reward, term, trunc, _ = envs.step(actions)
-        for i in np.flatnonzero(~resetting):
-            if len(done_episodes[i]) >= quota[i]:
-                continue
-            buffer = buffers[i]
-            for key, value in (("obs", obs[i]), ("action", actions[i]), ("reward", reward[i]),
-                               ("terminal", term[i]), ("timeout", trunc[i] and not term[i])):
-                buffer[key].append(value)
-            if term[i] or trunc[i]:
-                done_episodes[i].append({key: np.array(values) for key, values in buffer.items()})
-                buffers[i] = {k: [] for k in buffer}
-                bar.update(1)
-        resetting = term | trunc
-        obs = next_obs
-    bar.close()
-    # Interleave envs so any prefix of the list mixes them.
-    return [done_episodes[i][k] for k in range(int(quota.max())) for i in range(n) if k < quota[i]]
-
-
-def evaluate_actor(envs: gym.vector.VectorEnv, act: ActFn, episodes: int, seed: int, progress: bool = False) -> np.ndarray:
-    """Returns of `episodes` whole episodes of `act`."""
-    return np.array([e["reward"].sum() for e in run_episodes(envs, act, episodes, seed, "evaluate", progress)])
-
-
 def episodes_to_dataset(episodes: list[dict[str, np.ndarray]], policy_index: list[int], metadata: dict) -> OfflineDataset:
     """Concatenate episodes (from `run_episodes`) into an OfflineDataset, numbering them in order."""
     discrete = metadata["action_kind"] == "discrete"
@@ -297,146 +210,7 @@ def space_metadata(envs: gym.vector.VectorEnv, env_id: str) -> dict[str, Any]:
     return meta
 
 
-# ---- behaviour policies ------------------------------------------------------------------------------
-
-
-def ppo_config_for(env_id: str, steps: int, seed: int, progress: bool) -> AgentPPOConfig:
-    return AgentPPOConfig(total_steps=steps, seed=seed, progress=progress, **PPO_PRESETS.get(env_id, {}))
-
-
-def train_behaviour_policies(
-    envs: gym.vector.VectorEnv, config: AgentPPOConfig, medium_fraction: float = 0.4
-) -> dict[str, tuple[MLPActorCritic, float]]:
-    """One PPO run; returns {"medium": (policy, training return), "expert": ...} picked from its snapshots.
-
-    Training returns are smoothed over 3 updates. Expert: the best snapshot. Medium: the first snapshot
-    whose return reached initial + medium_fraction (expert - initial).
-    """
-    policy = MLPActorCritic.for_env(envs)
-    snapshots: list[tuple[dict, float]] = []
-
-    def keep(record: dict) -> None:
-        snapshots.append(({k: v.clone() for k, v in policy.state_dict().items()}, record["mean_return"]))
-
-    train_ppo(envs, policy, config, callback=keep)
-    returns = np.array([r for _, r in snapshots], dtype=np.float64)
-    returns = np.where(np.isnan(returns), np.nanmin(returns) if np.isfinite(returns).any() else 0.0, returns)
-    smooth = np.convolve(returns, np.ones(3) / 3, mode="full")[: len(returns)]
-    smooth[:2] = returns[:2]
-    best = int(np.argmax(smooth))
-    target = smooth[0] + medium_fraction * (smooth[best] - smooth[0])
-    medium = int(np.flatnonzero(smooth[: best + 1] >= target)[0])
-    chosen = {}
-    for name, index in (("medium", medium), ("expert", best)):
-        snapshot = copy.deepcopy(policy)
-        snapshot.load_state_dict(snapshots[index][0])
-        chosen[name] = (snapshot.eval(), float(smooth[index]))
-    return chosen
-
-
 def save_policy(policy: MLPActorCritic, folder: Path, name: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(folder / f"{name}.safetensors"))
     (folder / f"{name}.json").write_text(json.dumps({"obs_dim": policy.obs_dim, "hidden": policy.hidden}), encoding="utf-8")
-
-
-def load_policy(folder: Path, name: str, action_space: gym.Space) -> MLPActorCritic:
-    shape = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-    policy = MLPActorCritic(shape["obs_dim"], action_space, shape["hidden"])
-    policy.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    return policy.eval()
-
-
-# ---- the `tandem collect` command ----------------------------------------------------------------
-
-
-def parse_mix(text: str) -> dict[str, float]:
-    """'random=1,medium=1,expert=2' -> episode fractions {'random': 0.25, 'medium': 0.25, 'expert': 0.5}."""
-    weights: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or name not in BEHAVIOUR_POLICIES:
-            raise ValueError(f"mix entry {part!r}: expected NAME=WEIGHT with NAME one of {', '.join(BEHAVIOUR_POLICIES)}")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise ValueError(f"mix entry {part!r}: weight {value!r} is not a number") from None
-        if weights[name] < 0:
-            raise ValueError(f"mix entry {part!r}: weights must be >= 0")
-    total = sum(weights.values())
-    if total <= 0:
-        raise ValueError(f"mix {text!r}: give at least one positive weight")
-    return {name: w / total for name, w in weights.items() if w > 0}
-
-
-class CollectConfig(BaseModel):
-    """Options of `tandem collect`."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    out: Path = Field(Path("runs/offline/cartpole"), description="Dataset directory to write.")
-    env_id: str = Field("CartPole-v1", description="Gymnasium environment id (Box observations; Discrete or Box actions).")
-    episodes: int = Field(300, ge=1, description="Whole episodes to collect, over all behaviour policies.")
-    mix: str = Field("random=1,medium=1,expert=1",
-                     description="Episode proportions of the behaviour policies random, medium and expert.")
-    num_envs: int = Field(8, ge=1, description="Vector environments for PPO training and collection.")
-    vectorization: Literal["sync", "async"] = Field("sync", description="Gymnasium vector env kind.")
-    ppo_steps: int = Field(60_000, ge=1, description="Environment steps of the PPO run that yields medium and expert.")
-    medium_fraction: float = Field(0.4, gt=0, lt=1,
-                                   description="Medium = first PPO snapshot this far from initial to expert return.")
-    seed: int = Field(0, description="Seed for PPO, the environments and random actions.")
-    progress: bool = Field(True, description="Show progress bars.")
-
-    @field_validator("mix")
-    @classmethod
-    def _valid_mix(cls, value: str) -> str:
-        parse_mix(value)
-        return value
-
-
-def collect_offline_dataset(config: CollectConfig) -> OfflineDataset:
-    """Train behaviour policies (if the mix needs them), collect the mixture, save it to `config.out`."""
-    torch.manual_seed(config.seed)
-    fractions = parse_mix(config.mix)
-    envs = make_vector_env(config.env_id, config.num_envs, config.vectorization)
-    try:
-        metadata = space_metadata(envs, config.env_id)
-        actors: dict[str, ActFn] = {"random": random_actor(envs, config.seed)}
-        trained: dict[str, tuple[MLPActorCritic, float]] = {}
-        ppo_config = ppo_config_for(config.env_id, config.ppo_steps, config.seed, config.progress)
-        if {"medium", "expert"} & set(fractions):
-            trained = train_behaviour_policies(envs, ppo_config, config.medium_fraction)
-            for name, (policy, _) in trained.items():
-                actors[name] = policy_actor(policy, envs.single_action_space)
-        names = [name for name in BEHAVIOUR_POLICIES if name in fractions]
-        counts = _split_counts(config.episodes, [fractions[name] for name in names])
-        episodes, policy_index, policies = [], [], []
-        for k, (name, count) in enumerate(zip(names, counts)):
-            if count == 0:
-                continue
-            got = run_episodes(envs, actors[name], count, config.seed + 1000 * (k + 1), name, config.progress)
-            returns = np.array([e["reward"].sum() for e in got])
-            policies.append({"name": name, "episodes": count, "transitions": int(sum(len(e["reward"]) for e in got)),
-                             "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-                             "ppo_training_return": trained[name][1] if name in trained else None})
-            policy_index += [len(policies) - 1] * count
-            episodes += got
-    finally:
-        envs.close()
-    all_returns = np.array([e["reward"].sum() for e in episodes])
-    metadata.update(policies=policies, episodes=len(episodes), transitions=int(sum(len(e["reward"]) for e in episodes)),
-                    mean_return=float(all_returns.mean()), mix=fractions, seed=config.seed,
-                    ppo_steps=config.ppo_steps if trained else 0, ppo_config=ppo_config.model_dump() if trained else None)
-    dataset = episodes_to_dataset(episodes, policy_index, metadata)
-    dataset.save(config.out, {name: policy for name, (policy, _) in trained.items()})
-    return dataset
-
-
-def _split_counts(total: int, fractions: list[float]) -> list[int]:
-    """Largest-remainder split of `total` whole episodes by `fractions`."""
-    raw = np.array(fractions) * total
-    counts = np.floor(raw).astype(int)
-    for index in np.argsort(-(raw - counts))[: total - counts.sum()]:
-        counts[index] += 1
-    return counts.tolist()

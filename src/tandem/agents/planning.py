@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from tandem.agents.evaluation import play_episodes
 from tandem.agents.world_model import Prediction
 
 
@@ -204,19 +205,14 @@ class LearningCurve:
 
 def evaluate_greedy(make_env: Callable[[], gym.Env], q, observe, n_actions: int, episodes: int, max_steps: int,
                     seed: int) -> float:
-    """Success rate of the greedy policy of `q` (ties broken at random) over `episodes` episodes."""
+    """Success rate (a positive reward on termination) of the greedy policy of `q` (ties broken at random) over
+    `episodes` episodes of at most `max_steps` steps (reset seeds seed, seed + 1, ...)."""
     rng = random.Random(seed)
     env = make_env()
-    wins = 0
-    for episode in range(episodes):
-        obs, _ = env.reset(seed=seed + episode)
-        for _ in range(max_steps):
-            obs, reward, terminated, truncated, _ = env.step(greedy_action(q, observe(env, obs), n_actions, rng))
-            if terminated or truncated:
-                wins += bool(terminated and reward > 0)
-                break
+    outcomes = play_episodes([env], lambda live, obs: [greedy_action(q, observe(env, obs[0]), n_actions, rng)],
+                             episodes, reset_seed=lambda k: seed + k, max_steps=max_steps)
     env.close()
-    return wins / episodes
+    return sum(o.terminated and o.last_reward > 0 for o in outcomes) / episodes
 
 
 def q_learning(

@@ -1,15 +1,8 @@
 """A language model as a world model (as in RAP, Hao et al. 2023): p(s_{t+1} | s_t, a_t) = f_LLM(s_t, a_t).
 
 Transitions of an environment are written as text (`tandem.agents.render`): the prompt holds the state and
-the action's name, the completion the next state, the reward and whether the episode ended::
-
-    state:
-    <render_state(env) before the step>
-    action: right
-    next state:
-    <render_state(env) after the step>
-    reward: 0
-    done: no
+the action's name, the completion the next state, the reward and whether the episode ended, in the one format
+of `tandem.agents.prompts` (which `HFBackend.predict_next_state` asks with too).
 
 A tiny tandem model (tokenizer `train_tokenizer`, model `build_model`) is fine-tuned on these pairs with the
 ordinary SFT trainer (next-token NLL on the completion only) and measured by greedy next-state exact match on
@@ -35,6 +28,7 @@ from gymnasium.envs.toy_text.frozen_lake import generate_random_map
 from pydantic import Field
 from tqdm.auto import tqdm
 
+from tandem.agents.prompts import TransitionParseError, parse_transition, transition_completion, transition_prompt
 from tandem.agents.render import action_names, render_state
 from tandem.config import TrainConfig
 from tandem.generation import generate_completions
@@ -46,8 +40,6 @@ from tandem.trainers.sft import SFTConfig, run_sft
 
 logger = logging.getLogger(__name__)
 
-REWARD_PREFIX = "reward: "
-DONE_PREFIX = "done: "
 _WORDS = re.compile(r"[a-z]+")
 
 
@@ -76,44 +68,7 @@ class Prediction:
         return self.error is None
 
 
-class TransitionParseError(ValueError):
-    """Generated text that is not `<next state>\\nreward: <number>\\ndone: yes|no`."""
-
-
-# ---- text format (pure functions) ---------------------------------------------------------------
-def transition_prompt(state: str, action: str) -> str:
-    return f"state:\n{state}\naction: {action}\nnext state:\n"
-
-
-def format_reward(reward: float) -> str:
-    """Shortest exact text of a reward (`1`, `-10`, `0.5`), so equal rewards are equal strings."""
-    return f"{float(reward):g}"
-
-
-def transition_completion(next_state: str, reward: float, done: bool) -> str:
-    return f"{next_state}\n{REWARD_PREFIX}{format_reward(reward)}\n{DONE_PREFIX}{'yes' if done else 'no'}"
-
-
-def parse_transition(text: str) -> tuple[str, float, bool]:
-    """(next_state, reward, done) from a completion; raises `TransitionParseError` naming what is wrong."""
-    lines = text.strip("\n").split("\n")
-    if len(lines) < 3:
-        raise TransitionParseError(f"expected a state, a reward line and a done line, got {len(lines)} line(s): {text!r}")
-    *state_lines, reward_line, done_line = lines
-    if not reward_line.startswith(REWARD_PREFIX):
-        raise TransitionParseError(f"second-to-last line should start with {REWARD_PREFIX!r}: {reward_line!r}")
-    try:
-        reward = float(reward_line[len(REWARD_PREFIX):])
-    except ValueError:
-        raise TransitionParseError(f"reward is not a number: {reward_line!r}") from None
-    if not np.isfinite(reward):
-        raise TransitionParseError(f"reward is not finite: {reward_line!r}")
-    done_text = done_line.strip()
-    if done_text not in (DONE_PREFIX + "yes", DONE_PREFIX + "no"):
-        raise TransitionParseError(f"last line should be 'done: yes' or 'done: no': {done_line!r}")
-    return "\n".join(state_lines), reward, done_text.endswith("yes")
-
-
+# ---- text format (pure functions; the prompt and completion are `tandem.agents.prompts`') ----------
 def tokenizer_corpus(texts: Iterable[str]) -> Iterator[str]:
     """The lowercase words of `texts`: BPE merges learnt from them never join map symbols, so a rendered grid
     stays one character per token and a moved agent shifts no other token (copying stays position-aligned)."""
@@ -197,7 +152,7 @@ def frozen_lake_maps(n_maps: int, size: int = 4, seed: int = 0, p_frozen: float 
     return list(maps.values())
 
 
-def make_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -> Callable[[int], gym.Env]:
+def map_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) -> Callable[[int], gym.Env]:
     """`make_env(i)`: env `env_id` (FrozenLake made deterministic, on map `i % len(maps)` when maps are given)."""
     if env_id.startswith("FrozenLake"):
         if maps is None:

@@ -22,7 +22,7 @@ from tandem.data import (
     pad_preference_batch, pad_prompt_response_batch, pad_unpaired_batch, tokenize_preference, tokenize_unpaired,
 )
 from tandem.evaluation import gold_eval
-from tandem.generation import completion_log_probs, sample
+from tandem.generation import completion_log_probs
 from tandem.models.loading import add_lora, load_causal_lm, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
@@ -155,28 +155,15 @@ def sampled_pairs(model, tokenizer, task, n: int, seed: int, label_noise: float 
     """Preference pairs from the model itself: two samples per training prompt, ranked by the gold reward.
 
     This is the DPO paper's setting (Rafailov et al. 2023, IMDb): preferences over the SFT model's own
-    completions. Ties are dropped; with probability `label_noise` a pair's labels are swapped. With a
-    chat `setup` the prompts are rendered with the chat template (the pairs carry the rendered prompt).
+    completions (`tandem.preference_data.pairs.gold_ranked_pairs`: ties dropped, labels swapped with probability
+    `label_noise`). With a chat `setup` the prompts are rendered with the chat template (the pairs carry the
+    rendered prompt).
     """
-    import random
+    from tandem.preference_data.pairs import gold_ranked_pairs
 
-    rng = random.Random(seed)
     rows = [{"prompt": row["prompt"]} for row in task.sft_examples(n, seed=seed)]
     prompts = [row["prompt"] for row in (setup.prompt_rows(tokenizer, rows) if setup is not None else rows)]
-    max_new_tokens = max_new_tokens or task.max_new_tokens
-    first = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed).texts
-    second = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed + 1).texts
-    gold_first = task.gold_reward(prompts, first)
-    gold_second = task.gold_reward(prompts, second)
-    pairs = []
-    for prompt, a, b, ga, gb in zip(prompts, first, second, gold_first, gold_second):
-        if ga == gb or not a.strip() or not b.strip():
-            continue
-        chosen, rejected = (a, b) if ga > gb else (b, a)
-        if rng.random() < label_noise:
-            chosen, rejected = rejected, chosen
-        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-    return pairs
+    return gold_ranked_pairs(model, tokenizer, task, prompts, seed, label_noise, max_new_tokens)
 
 
 def run_dpo(config: DPOConfig) -> TrainResult:
