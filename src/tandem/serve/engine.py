@@ -169,18 +169,16 @@ class DecodeBatch:
         self.cache = _cache_of(output)
         logits = output.logits[:, -1].float()
         events: dict[Job, list[ChoiceEvent]] = {}
-        keep, last = [], []
+        next_token: dict[_Row, int] = {}  # the rows still running, and the token each feeds next
         for job, state in list(self.states.items()):
             index = [i for i, r in enumerate(self.rows) if r.job is job]
             rows = [self.rows[i] for i in index]
             events[job], chosen, running = self._advance(job, state, rows, logits[index])
-            for row, token in zip(rows, chosen.tolist()):
-                if row in running:
-                    keep.append(self.rows.index(row))
-                    last.append(token)
-        order = sorted(range(len(keep)), key=keep.__getitem__)
-        self._select([keep[i] for i in order])
-        self.last = torch.tensor([last[i] for i in order], device=self.engine.device, dtype=torch.long)
+            next_token.update((row, token) for row, token in zip(rows, chosen.tolist()) if row in running)
+        keep = [i for i, row in enumerate(self.rows) if row in next_token]
+        last = [next_token[self.rows[i]] for i in keep]
+        self._select(keep)
+        self.last = torch.tensor(last, device=self.engine.device, dtype=torch.long)
         return events
 
     def remove(self, job: Job) -> None:
