@@ -241,3 +241,16 @@ def test_empty_batch_aggregates_to_zero_and_unknown_mode_is_named():
         assert aggregate_loss(loss, mask, mode).item() == 0.0
     with pytest.raises(ValueError, match="token-mean"):
         aggregate_loss(loss, mask, "sum")
+
+
+def test_token_entropy_at_scored_positions_only():
+    from tandem.algorithms.policy_losses import token_entropy
+
+    torch.manual_seed(3)
+    logits = torch.randn(2, 6, 9)
+    mask = torch.tensor([[False, False, True, True, True], [False, False, False, True, False]])
+    full = entropy_from_logits(logits[:, :-1])
+    for kept in (logits, logits[:, -4:]):  # every position, or the last 4 (a logits_to_keep forward)
+        entropy = token_entropy(kept, mask)
+        assert entropy.shape == mask.shape
+        assert torch.allclose(entropy[mask], full[mask]) and (entropy[~mask] == 0).all()

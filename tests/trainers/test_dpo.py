@@ -100,3 +100,17 @@ def test_kto_learns_desirable_from_undesirable(tmp_path, tiny_model_dir):
     result = run_dpo(DPOConfig(model=tiny_model_dir, out=tmp_path / "run", loss="kto", max_steps=12, lr=3e-3,
                                **{**FAST, "n_train": 128}))
     assert result.metrics["eval/rewards/accuracy"] > 0.6
+
+
+def test_reference_log_probs_are_computed_only_for_the_examples_the_run_reads(tmp_path, tiny_model_dir, monkeypatch):
+    """One step of 16 pairs out of 64: 16 train examples (and the 16 held out at evaluation) get a reference
+    forward, each once, not the whole dataset up front."""
+    from tandem.trainers.dpo import DPOTrainer
+
+    cached = []
+    original = DPOTrainer._cache_reference
+    monkeypatch.setattr(DPOTrainer, "_cache_reference", lambda self, examples: (cached.extend(map(id, examples)),
+                                                                                   original(self, examples))[1])
+    run_dpo(DPOConfig(model=tiny_model_dir, out=tmp_path / "run", max_steps=1, **FAST))
+    assert len(cached) == 16 + 16 and len(set(cached)) == len(cached)
+    assert first_logged(tmp_path / "run") == pytest.approx(math.log(2), rel=1e-5)

@@ -129,10 +129,10 @@ def test_the_trained_log_probs_are_those_of_the_sampling_temperature(tmp_path, t
 
 
 def test_a_proxy_reward_run_logs_the_reward_hacking_monitor(tmp_path, tiny_model_dir, monkeypatch):
-    module = tmp_path / "length_reward.py"
+    module = tmp_path / "proxy_length_reward.py"  # a module name of its own: sys.modules keeps the first one imported
     module.write_text("def score(prompts, completions, **kw):\n    return [len(c) / 10 for c in completions]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="length_reward:score",
+    run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="proxy_length_reward:score",
                         max_steps=2, batch_size=2, samples_per_prompt=2, max_new_tokens=4, n_eval=0, progress=False,
                         log_every=1, mixed_precision="no"))
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])

@@ -39,12 +39,12 @@ def test_cli_grpo_trains_a_step_on_a_reasoning_gym_task_with_gspo(tmp_path, tiny
     monkeypatch.setitem(policy_losses.POLICY_LOSSES, "gspo", recording_gspo)
     out = tmp_path / "run"
     # a random model never answers right (no signal: the CLI would exit 1), so the reward is the length
-    (tmp_path / "length_reward.py").write_text("def score(prompts, completions, **kw):\n"
+    (tmp_path / "rg_length_reward.py").write_text("def score(prompts, completions, **kw):\n"
                                               "    return [len(c) / 100 for c in completions]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     result = CliRunner().invoke(app, [
         "grpo", "--model", str(tiny_model_dir), "--out", str(out), "--task", "rg:basic_arithmetic:size=16:eval_size=8",
-        "--reward", "length_reward:score",
+        "--reward", "rg_length_reward:score",
         "--policy-loss", "gspo", "--loss-agg", "seq-mean-token-mean", "--max-steps", "1", "--batch-size", "2",
         "--samples-per-prompt", "2", "--n-prompts", "4", "--n-eval", "2", "--max-new-tokens", "6",
         "--no-progress", "--mixed-precision", "no", "--log-every", "1",

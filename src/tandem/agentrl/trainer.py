@@ -40,12 +40,13 @@ from tandem.algorithms.advantages import (
 from tandem.algorithms.kl import KL_ESTIMATORS, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
-    LOSS_AGGREGATIONS, POLICY_LOSSES, aggregate_loss, clipped_value_loss, entropy_from_logits, global_normaliser,
+    LOSS_AGGREGATIONS, POLICY_LOSSES, aggregate_loss, clipped_value_loss, token_entropy, global_normaliser,
     policy_loss,
 )
 from tandem.config import TrainConfig, registered_name
 from tandem.files import atomic_write_text
 from tandem.generation.rollout import SamplingConfig
+from tandem.generation.scoring import completion_logits, logits_to_keep
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
 from tandem.plotting import headless_pyplot
 from tandem.trainers.loop import Trainer, TrainResult
@@ -207,7 +208,8 @@ class AgentRLTrainer(Trainer):
     # ---- model ----------------------------------------------------------------------------------
     def _forward(self, model, rows: TrainingRows, index):
         input_ids, attention = rows.input_ids[index], rows.attention_mask[index]
-        output = model(input_ids=input_ids, attention_mask=attention, use_cache=False)
+        keep = logits_to_keep(model, self._labels(rows)[index])  # the head only where the replies are
+        output = model(input_ids=input_ids, attention_mask=attention, use_cache=False, **keep)
         values = output["values"] if self.needs_values else None  # (ModelOutput.values is the dict method)
         return output.logits / self.config.temperature, values
 
@@ -242,8 +244,8 @@ class AgentRLTrainer(Trainer):
                 values.append(value.float() if value is not None else None)
                 if reference is not None:
                     with context():
-                        ref_logits = reference(input_ids=rows.input_ids[index], attention_mask=rows.attention_mask[index],
-                                               use_cache=False).logits / self.config.temperature
+                        ref_logits = completion_logits(reference, labels[index], input_ids=rows.input_ids[index],
+                                                       attention_mask=rows.attention_mask[index]) / self.config.temperature
                     ref.append(token_log_probs(ref_logits, labels[index])[0].float())
         return (torch.cat(old), torch.cat(ref) if ref else None,
                 torch.cat(values) if values and values[0] is not None else None)
@@ -367,7 +369,7 @@ class AgentRLTrainer(Trainer):
                     if cfg.kl_coef and data["ref_logp"] is not None:
                         per_token = per_token + cfg.kl_coef * kl_estimate(cfg.kl_estimator, logp, data["ref_logp"][rows_index])
                     if cfg.entropy_coef:
-                        entropy = entropy_from_logits(logits[:, :-1])
+                        entropy = token_entropy(logits, micro_mask)
                         per_token = per_token - cfg.entropy_coef * entropy
                         sums["entropy"] = sums.get("entropy", 0.0) + float(masked_mean(entropy.detach(), micro_mask))
                     loss = aggregate_loss(per_token, micro_mask, cfg.loss_agg, normaliser)

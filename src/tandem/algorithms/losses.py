@@ -8,18 +8,74 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
+# rows of a (positions, vocabulary) block turned to float32 at a time: one float copy of 64 x 49k is 12 MB, where the
+# whole (batch, length, vocabulary) block in float32 is gigabytes; chunked, it is also 4x faster than cross-entropy
+# over transposed (B, V, T) logits on CPU (benchmarks/RESULTS.md, "Log-probs without big logits")
+LOG_SOFTMAX_ROWS = 64
+
+
+class _SelectiveLogSoftmax(torch.autograd.Function):
+    """z_y - logsumexp(z) per row, `rows` rows at a time in float32; keeps only the input (in its own dtype) and
+    the row's logsumexp for the backward, d/dz_v = g ([v = y] - softmax(z)_v), recomputed block by block."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, rows):
+        picked = torch.empty(len(logits), dtype=torch.float32, device=logits.device)
+        lse = torch.empty_like(picked)
+        for start in range(0, len(logits), rows):
+            block = logits[start : start + rows].float()
+            lse[start : start + rows] = block.logsumexp(-1)
+            picked[start : start + rows] = block.gather(-1, targets[start : start + rows, None]).squeeze(-1)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.rows = rows
+        return picked - lse
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets, lse = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        for start in range(0, len(logits), ctx.rows):
+            end = start + ctx.rows
+            g = grad[start:end, None].float()
+            block = (logits[start:end].float() - lse[start:end, None]).exp_().mul_(-g)
+            block.scatter_add_(-1, targets[start:end, None], g)
+            grad_logits[start:end] = block
+        return grad_logits, None, None
+
+
+def selective_log_softmax(logits: torch.Tensor, targets: torch.Tensor, rows: int = LOG_SOFTMAX_ROWS) -> torch.Tensor:
+    """log softmax(z)_y = z_y - logsumexp(z) for each row's target y, without the full log-softmax.
+
+    logits: (N, V) in any float dtype, targets: (N,) -> (N,) float32. Differentiable; only `rows` rows are ever
+    in float32 at once, forward or backward (a (N, V) float32 copy saved for the backward, as cross-entropy keeps
+    its log-softmax, would be 1.6 GB for 32 x 256 completion tokens of a 49k vocabulary).
+    """
+    return _SelectiveLogSoftmax.apply(logits, targets, rows)
+
+
+def scored_positions(labels: torch.Tensor) -> int:
+    """How many trailing positions' logits score a label (the `logits_to_keep` of a forward): T - t0 + 1, where
+    t0 is the first position holding a label (labels[:, 0] is never scored)."""
+    labelled = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()
+    return labels.shape[1] - int(labelled[0]) if len(labelled) else 1
+
+
 def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(label_t | tokens < t) for each position, with the usual one-token shift.
 
-    logits: (B, T, V) for inputs x_0..x_{T-1}; labels: (B, T) aligned with the inputs, IGNORE_INDEX where no loss.
-    Returns (log_probs, mask), both (B, T-1): log_probs[b, t] scores labels[b, t+1] from logits[b, t].
+    logits: (B, T, V) for inputs x_0..x_{T-1}, or only the last K positions (B, K, V), as a forward with
+    `logits_to_keep=K` returns them (K >= `scored_positions(labels)`); labels: (B, T) aligned with the inputs,
+    IGNORE_INDEX where no loss. Returns (log_probs, mask), both (B, T-1): log_probs[b, t] scores labels[b, t+1]
+    from the logits at position t, 0 where there is no label. Only the labelled positions are computed.
     """
-    shifted_logits = logits[:, :-1, :].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    safe_targets = targets.masked_fill(~mask, 0)
-    log_probs = -F.cross_entropy(shifted_logits.transpose(1, 2), safe_targets, reduction="none")
-    return log_probs * mask, mask
+    kept = logits.shape[1] - 1  # the last position predicts nothing
+    if kept < targets.shape[1] and mask[:, : targets.shape[1] - kept].any():
+        raise ValueError(f"logits of the last {kept + 1} positions cannot score labels before them")
+    tail = mask[:, targets.shape[1] - kept :]
+    picked = selective_log_softmax(logits[:, :-1][tail], targets[:, targets.shape[1] - kept :][tail])
+    return torch.zeros(targets.shape, dtype=torch.float32, device=logits.device).masked_scatter(mask, picked), mask
 
 
 def sft_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -165,6 +165,16 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 
 
+def token_entropy(logits: Tensor, mask: Tensor) -> Tensor:
+    """`entropy_from_logits` at the scored positions only: mask (B, T-1) as `token_log_probs` returns it, logits
+    (B, T, V) or the last K positions of them (a `logits_to_keep` forward). -> (B, T-1), 0 off the mask."""
+    kept = logits.shape[1] - 1
+    tail = mask[:, mask.shape[1] - kept :]
+    rows = logits[:, :-1][tail]
+    entropy = torch.cat([entropy_from_logits(block) for block in rows.split(64)]) if len(rows) else rows.new_zeros(0)
+    return torch.zeros(mask.shape, dtype=torch.float32, device=logits.device).masked_scatter(mask, entropy.float())
+
+
 @torch.no_grad()
 def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
     """1 - Var[R - V] / Var[R] over masked tokens: 1 is a perfect critic, 0 no better than a constant."""

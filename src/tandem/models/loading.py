@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,17 @@ def lora_model(model) -> PeftModel | None:
         if isinstance(candidate, PeftModel):
             return candidate
     return None
+
+
+@contextmanager
+def evaluating(model):
+    """`model` in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def reference_and_context(policy, reference):

@@ -23,7 +23,7 @@ from tandem.data import (
 )
 from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs
-from tandem.models.loading import add_lora, load_causal_lm, reference_and_context, save_model
+from tandem.models.loading import add_lora, evaluating, load_causal_lm, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
 from tandem.trainers.setup import RunSetup
@@ -48,7 +48,7 @@ class DPOConfig(FinetuneSourceConfig):
         "task", description="Built-in task pairs: the task's own (task) or two samples of --model per prompt, ranked by the gold reward (sampled)."
     )
     label_noise: float = Field(0.0, ge=0, le=0.5, description="Fraction of built-in task pairs whose labels are flipped.")
-    precompute_ref: bool = Field(True, description="Compute reference log-probs once before training (else every step).")
+    precompute_ref: bool = Field(True, description="Compute each example's reference log-probs once, the first time a batch holds it, and keep them (else every step).")
     epochs: float = Field(1.0, gt=0, description="Passes over the training data (used when --max-steps is not set).")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-6, TRL's default).")
 
@@ -73,17 +73,26 @@ class DPOTrainer(GenerativeTrainer):
     def __init__(self, config: DPOConfig, model, reference, tokenizer, train, held_out, task=None, eval_prompts=(),
                  eval_max_new_tokens: int | None = None):
         self.needs_reference = NEEDS_REFERENCE[config.loss]
+        # each example's reference log-probs the first time a batch holds it: only the steps that run pay for them
+        self.cache_reference = self.needs_reference and config.precompute_ref
         self.loss_options = loss_options(config)
         self.reference = reference
         super().__init__(config, model, tokenizer, train, held_out, task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens)
         if self.reference is not None:
             self.reference.to(self.accelerator.device).eval().requires_grad_(False)
-        if self.needs_reference and config.precompute_ref:
-            for examples in (self.train_data, self.eval_data):
-                self._cache_reference(examples)
+
+    reference_key = "ref_chosen"  # what `_cache_reference` stores in an example
 
     def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if self.cache_reference:
+            missing = [e for e in examples if self.reference_key not in e]
+            if missing:
+                self._cache_reference(missing)
+        return self.pad(examples)
+
+    def pad(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """The examples as one padded batch (with their cached reference log-probs when they have them)."""
         batch = pad_preference_batch(examples, self.tokenizer.pad_token_id)
         if "ref_chosen" in examples[0]:
             batch["ref_chosen"] = torch.tensor([e["ref_chosen"] for e in examples])
@@ -96,7 +105,7 @@ class DPOTrainer(GenerativeTrainer):
     @torch.no_grad()
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         model, context = reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)
-        with context(), self.accelerator.autocast():
+        with context(), self.accelerator.autocast(), evaluating(model):
             logps, _ = completion_log_probs(model, batch)
         half = logps.shape[0] // 2
         return logps[:half].float(), logps[half:].float()
@@ -106,7 +115,7 @@ class DPOTrainer(GenerativeTrainer):
         step = self.config.micro_batch_size
         for start in range(0, len(examples), step):
             chunk = examples[start : start + step]
-            batch = self._to_device(self.collate(chunk))
+            batch = self._to_device(self.pad(chunk))
             chosen, rejected = self._reference_logps(batch)
             for example, c, r in zip(chunk, chosen.tolist(), rejected.tolist()):
                 example["ref_chosen"], example["ref_rejected"] = c, r
@@ -213,8 +222,9 @@ def with_mismatched_partners(examples: list[dict]) -> list[dict]:
 
 class KTOTrainer(DPOTrainer):
     name = "kto"
+    reference_key = "ref_logps"
 
-    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+    def pad(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         batch = pad_unpaired_batch(examples, self.tokenizer.pad_token_id)
         mismatched = pad_prompt_response_batch(
             [e["prompt_ids"] for e in examples], [e["kl_completion_ids"] for e in examples], self.tokenizer.pad_token_id
@@ -235,7 +245,7 @@ class KTOTrainer(DPOTrainer):
     @torch.no_grad()
     def _reference_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         model, context = reference_and_context(self.accelerator.unwrap_model(self.model), self.reference)
-        with context(), self.accelerator.autocast():
+        with context(), self.accelerator.autocast(), evaluating(model):
             matched, _ = completion_log_probs(model, batch)
             mismatched, _ = completion_log_probs(model, self._mismatched(batch))
         return matched.float(), mismatched.float()
@@ -244,7 +254,7 @@ class KTOTrainer(DPOTrainer):
         step = self.config.micro_batch_size
         for start in range(0, len(examples), step):
             chunk = examples[start : start + step]
-            matched, mismatched = self._reference_logps(self._to_device(self.collate(chunk)))
+            matched, mismatched = self._reference_logps(self._to_device(self.pad(chunk)))
             for example, m, k in zip(chunk, matched.tolist(), mismatched.tolist()):
                 example["ref_logps"], example["ref_kl_logps"] = m, k
 

@@ -32,7 +32,7 @@ from tandem.algorithms.importance import logprob_gap, truncated_importance_weigh
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
-    LOSS_AGGREGATIONS, POLICY_LOSS_FACTS, POLICY_LOSSES, aggregate_loss, entropy_from_logits, global_normaliser, policy_loss,
+    LOSS_AGGREGATIONS, POLICY_LOSS_FACTS, POLICY_LOSSES, aggregate_loss, token_entropy, global_normaliser, policy_loss,
 )
 from tandem.config import TrainConfig, registered_name
 from tandem.data import load_examples
@@ -41,6 +41,7 @@ from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.evaluation import gold_eval
 from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
+from tandem.generation.scoring import completion_logits, logits_to_keep
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
@@ -261,9 +262,9 @@ class OnlineTrainer(GenerativeTrainer):
         """The trainable model built from the loaded policy (PPO adds a value head)."""
         return model
 
-    def policy_forward(self, model, input_ids, attention_mask):
-        """Logits (and values, for models with a value head) of a batch."""
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits, None
+    def policy_forward(self, model, input_ids, attention_mask, **keep):
+        """Logits (and values, for models with a value head) of a batch; `keep`: `logits_to_keep` when given."""
+        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **keep).logits, None
 
     def token_rewards(self, scores, mask, old_logp, ref_logp, batch) -> tuple[torch.Tensor, dict]:
         """Token-level rewards for the advantage estimator; default: the score on the last token."""
@@ -277,7 +278,7 @@ class OnlineTrainer(GenerativeTrainer):
         per_token = torch.zeros_like(logp)
         stats = {}
         if self.config.entropy_coef:
-            entropy = entropy_from_logits(logits[:, :-1])
+            entropy = token_entropy(logits, mask)
             per_token = per_token - self.config.entropy_coef * entropy
             stats["entropy"] = masked_mean(entropy.detach(), mask)
         return per_token, stats
@@ -301,8 +302,10 @@ class OnlineTrainer(GenerativeTrainer):
         return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
 
     def _sampler_forward(self, model, batch: RolloutBatch, rows):
-        """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values."""
-        logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows])
+        """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values;
+        the logits only at the positions that score the completion (`logits_to_keep`), the values everywhere."""
+        keep = logits_to_keep(model, self._labels(batch)[rows])
+        logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], **keep)
         return logits / self.config.temperature, values
 
     @torch.no_grad()
@@ -321,8 +324,8 @@ class OnlineTrainer(GenerativeTrainer):
                 values.append(value[:, :-1].float() if value is not None else None)
                 if reference is not None:
                     with reference_context():
-                        ref_logits = reference(input_ids=batch.input_ids[rows], attention_mask=batch.attention_mask[rows],
-                                               use_cache=False).logits / self.config.temperature
+                        ref_logits = completion_logits(reference, labels[rows], input_ids=batch.input_ids[rows],
+                                                       attention_mask=batch.attention_mask[rows]) / self.config.temperature
                     ref.append(token_log_probs(ref_logits, labels[rows])[0].float())
         old_logp = torch.cat(old)
         ref_logp = torch.cat(ref) if ref else old_logp.clone()

@@ -53,8 +53,11 @@ class PolicyWithValueHead(nn.Module):
     def generate(self, *args, **kwargs):
         return self.policy.generate(*args, **kwargs)
 
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        output = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    def forward(self, input_ids, attention_mask=None, logits_to_keep: int = 0, **kwargs):
+        """Logits (of the last `logits_to_keep` positions; 0: all) and a value at every position."""
+        keep = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+        output = self.policy(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True, use_cache=False,
+                             **keep)
         values = self.value_head(output.hidden_states[-1].to(self.value_head.weight.dtype)).squeeze(-1)
         return ValueHeadOutput(logits=output.logits, values=values)
 
@@ -97,8 +100,8 @@ class PPOTrainer(OnlineTrainer):
     def prepare_model(model):
         return PolicyWithValueHead(model)
 
-    def policy_forward(self, model, input_ids, attention_mask):
-        output = model(input_ids=input_ids, attention_mask=attention_mask)
+    def policy_forward(self, model, input_ids, attention_mask, **keep):
+        output = model(input_ids=input_ids, attention_mask=attention_mask, **keep)
         return output.logits, output.values
 
     def token_rewards(self, scores, mask, old_logp, ref_logp, batch):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
 from tandem.config import TrainConfig
 from tandem.data import pad_sft_batch, tokenize_sft
+from tandem.generation.scoring import completion_logits
 from tandem.models.loading import add_lora, load_causal_lm, save_model
 from tandem.tasks import check_task_spec
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult
@@ -103,7 +104,7 @@ class SFTTrainer(GenerativeTrainer):
 
     def compute_loss(self, model, batch) -> LossOutput:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
-        logits = model(**inputs, use_cache=False).logits
+        logits = completion_logits(model, batch["labels"], **inputs)  # the head only where labels are
         loss_sum, _ = sft_nll_sum(logits, batch["labels"])
         return LossOutput(loss_sum)
 

@@ -1,0 +1,59 @@
+"""Scoring forwards that compute the LM head only where the labels are (`logits_to_keep`)."""
+
+import torch
+
+from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
+from tandem.generation.scoring import completion_log_probs, completion_logits, logits_to_keep
+from tandem.models.loading import load_causal_lm
+
+
+def _batch():
+    torch.manual_seed(0)
+    input_ids = torch.randint(5, 500, (3, 12))
+    completion = torch.zeros(3, 12, dtype=torch.long)
+    completion[0, 5:11] = 1
+    completion[1, 7:12] = 1
+    completion[2, 9:10] = 1
+    attention = torch.ones(3, 12, dtype=torch.long)
+    attention[0, 11] = 0
+    return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+
+
+def test_completion_forward_keeps_only_the_scored_positions_and_scores_the_same(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir).eval()
+    batch = _batch()
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+    assert logits_to_keep(model, labels) == {"logits_to_keep": 12 - 5 + 1}
+    with torch.no_grad():
+        kept = completion_logits(model, labels, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert kept.shape[1] == 8 and full.shape[1] == 12
+        expected, mask = token_log_probs(full, labels)
+        totals, counts = completion_log_probs(model, batch)
+    assert torch.allclose(totals, expected.sum(-1), atol=1e-5)
+    assert counts.tolist() == [6.0, 5.0, 1.0]
+
+
+def test_value_head_policy_keeps_values_everywhere(tiny_model_dir):
+    from tandem.trainers.ppo import PolicyWithValueHead
+
+    wrapped = PolicyWithValueHead(load_causal_lm(tiny_model_dir)).eval()
+    batch = _batch()
+    labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE_INDEX)
+    keep = logits_to_keep(wrapped, labels)
+    assert keep == {"logits_to_keep": 8}
+    with torch.no_grad():
+        output = wrapped(batch["input_ids"], batch["attention_mask"], **keep)
+    assert output.logits.shape[1] == 8 and output.values.shape == (3, 12)
+
+
+def test_compiled_or_unknown_models_keep_the_whole_forward(tiny_model_dir):
+    class Plain(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            return None
+
+    labels = torch.full((1, 6), IGNORE_INDEX)
+    labels[0, 4:] = 1
+    assert logits_to_keep(Plain(), labels) == {}
+    compiled = torch.compile(load_causal_lm(tiny_model_dir))
+    assert logits_to_keep(compiled, labels) == {}
