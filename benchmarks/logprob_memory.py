@@ -14,7 +14,8 @@ subprocess so that its peak RSS (`ru_maxrss`) is its own:
   completion position) and `tandem.algorithms.losses.token_log_probs` (the scored positions only, 64 rows in
   float32 at a time, its own backward).
 
-Both report the peak RSS above the loaded model, the CPU time per forward + backward (process time: fair on a
+`--gradient-checkpointing` runs both with activation checkpointing (what `--gradient-checkpointing` does in a
+trainer). Both report the peak RSS above the loaded model, the CPU time per forward + backward (process time: fair on a
 shared machine), and the loss, which must agree (same math).
 """
 
@@ -70,6 +71,10 @@ def kept_log_probs(model, input_ids, attention_mask, labels):
 def measure(args) -> dict:
     torch.set_num_threads(args.threads)
     model = load(args.model)
+    if args.gradient_checkpointing:
+        from tandem.models.loading import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     model.train()
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--completion", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="Both ways with activation checkpointing (as --gradient-checkpointing)")
     parser.add_argument("--way", choices=["full", "kept"], help=argparse.SUPPRESS)  # one measurement (a subprocess)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -123,12 +129,14 @@ def main() -> None:
     results = {}
     for way in ("full", "kept"):
         command = [sys.executable, __file__, "--way", way] + [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                                                                  if k not in ("way", "out") and v is not None]
+                                                                  if k not in ("way", "out", "gradient_checkpointing") and v is not None]
+        command += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
         results[way] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
         print(json.dumps(results[way]))
     summary = {
         "model": args.model, "rows": args.rows, "micro_batch": args.micro_batch, "prompt": args.prompt,
-        "completion": args.completion, "threads": args.threads, "results": results,
+        "completion": args.completion, "threads": args.threads, "gradient_checkpointing": args.gradient_checkpointing,
+        "results": results,
         "memory_ratio": results["full"]["peak_rss_above_model_gb"] / max(results["kept"]["peak_rss_above_model_gb"], 1e-9),
         "speedup": results["full"]["cpu_s_per_pass"] / results["kept"]["cpu_s_per_pass"],
         "loss_difference": abs(results["full"]["loss"] - results["kept"]["loss"]),

@@ -60,6 +60,9 @@ class TrainConfig(BaseModel):
     compile: bool = Field(
         False, description="Run the training forward and backward through torch.compile (TorchInductor, dynamic shapes); generation, evaluation and saving stay eager."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward instead of keeping them (about a third more compute, a fraction of the activation memory: long RL completions on a small machine)."
+    )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads (default: torch's choice; on a busy machine 1 can be several times faster than 2)."
     )

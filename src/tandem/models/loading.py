@@ -163,6 +163,17 @@ def lora_model(model) -> PeftModel | None:
     return None
 
 
+def enable_gradient_checkpointing(model) -> None:
+    """Activation checkpointing (Chen et al. 2016, "Training deep nets with sublinear memory cost") in the
+    Hugging Face model inside `model` (under PEFT or a value head): each decoder layer's activations are
+    recomputed in the backward. Non-reentrant, so frozen embeddings (LoRA) need no input-gradient hook; only
+    in training mode, so generation keeps its KV cache."""
+    inner = next((m for m in model.modules() if isinstance(m, PreTrainedModel) and m.supports_gradient_checkpointing), None)
+    if inner is None:
+        raise ValueError(f"{type(model).__name__} does not support gradient checkpointing")
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 @contextmanager
 def evaluating(model):
     """`model` in eval mode (no dropout) for the block, then back in the mode it was in."""

@@ -35,7 +35,7 @@ from transformers import get_scheduler
 
 from tandem.config import TrainConfig, save_config
 from tandem.evaluation import gold_eval
-from tandem.models.loading import load_weights, save_model
+from tandem.models.loading import enable_gradient_checkpointing, load_weights, save_model
 from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.callbacks import fire
 from tandem.trainers.setup import set_threads
@@ -144,6 +144,8 @@ class Trainer:
         )
         if self.zero_stage is not None:
             distributed.configure_deepspeed(self.accelerator, config, self.accumulation)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.gathers:
             distributed.mark_sharded_for_generate(self.model)
