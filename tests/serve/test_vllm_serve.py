@@ -42,14 +42,14 @@ def model_dir(tiny_model_dir, tmp_path_factory):
 
 
 def serve_config(folder, **options):
-    return ServeConfig(model=folder, model_name="tiny", max_tokens=200, max_n=4, max_request_tokens=4000,
+    return ServeConfig(model=folder, model_name="tiny", max_tokens=500, max_n=4, max_request_tokens=8000,
                        max_batch_rows=16, **options)
 
 
 @pytest.fixture(scope="module")
 def vllm_engine(model_dir):
     """One vLLM engine for the module (start-up is the slow part); fp32, as `hf`."""
-    return load_engine(serve_config(model_dir, engine="vllm"), enforce_eager=True, max_model_len=256)
+    return load_engine(serve_config(model_dir, engine="vllm"), enforce_eager=True, max_model_len=512)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_a_client_that_hangs_up_aborts_its_vllm_request(servers, vllm_engine):
     _, vllm_server = servers
     scheduler = vllm_server.server.config.app.state.scheduler
     cancelled = scheduler.stats.cancelled
-    body = {"model": "tiny", "prompt": "Review:", "max_tokens": 200, "stream": True, "ignore_eos": True}
+    body = {"model": "tiny", "prompt": "Review:", "max_tokens": 500, "stream": True, "ignore_eos": True}
     with httpx.stream("POST", vllm_server.url + "/v1/completions", json=body, timeout=60) as response:
         for line in response.iter_lines():
             if line.startswith("data: {"):
@@ -175,15 +175,14 @@ def test_a_client_that_hangs_up_aborts_its_vllm_request(servers, vllm_engine):
 
 
 def test_timeouts_and_a_server_stopping_abort_the_vllm_requests(model_dir, vllm_engine):
-    config = serve_config(model_dir, engine="vllm", request_timeout=0.3)
+    body = {"model": "tiny", "prompt": ["Review:"] * 4, "max_tokens": 500, "n": 4, "ignore_eos": True}  # 16 rows
+    config = serve_config(model_dir, engine="vllm", request_timeout=0.2)
     with BackgroundServer(create_app(config, engine=vllm_engine)) as live:
-        response = httpx.post(live.url + "/v1/completions", timeout=60,
-                              json={"model": "tiny", "prompt": "Review:", "max_tokens": 200, "n": 4, "ignore_eos": True})
-        assert response.status_code == 504 and live.server.config.app.state.scheduler.stats.timed_out == 1
+        response = httpx.post(live.url + "/v1/completions", timeout=60, json=body)
+        assert response.status_code == 504 and live.server.config.app.state.scheduler.stats.timed_out >= 1
         assert wait_for(lambda: not vllm_engine.llm_engine.has_unfinished_requests())
     live = BackgroundServer(create_app(serve_config(model_dir, engine="vllm"), engine=vllm_engine))
     replies = []
-    body = {"model": "tiny", "prompt": ["Review:"] * 2, "max_tokens": 200, "n": 4, "ignore_eos": True}
     threading.Thread(target=lambda: replies.append(httpx.post(live.url + "/v1/completions", json=body, timeout=60)),
                      daemon=True).start()
     scheduler = live.server.config.app.state.scheduler

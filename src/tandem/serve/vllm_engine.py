@@ -25,7 +25,7 @@ import torch
 
 from tandem.generation.engines import import_vllm, write_engine_copy
 from tandem.generation.sampling import _stop_ids, end_of_turn_ids
-from tandem.serve.engine import ChoiceEvent, Job, TokenLogprob, _show, first_stop, held_back
+from tandem.serve.engine import ChoiceEvent, Engine, Job, TokenLogprob, _show, first_stop, held_back
 
 
 @dataclass(eq=False)
@@ -137,12 +137,10 @@ class VLLMServeEngine:
                                  end_of_turn=False)
         self.end_of_turn_ids = end_of_turn_ids(tokenizer)
 
-    def chat_prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer.encode(text, add_special_tokens=False)
-
-    def prompt_ids(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    # prompts, chat templates and token texts exactly as `hf` makes them
+    chat_prompt_ids = Engine.chat_prompt_ids
+    prompt_ids = Engine.prompt_ids
+    _token_texts = Engine._token_texts
 
     def batch(self, max_rows: int) -> VLLMBatch:
         return VLLMBatch(self, max_rows)
@@ -150,17 +148,18 @@ class VLLMServeEngine:
     def sampling_params(self, job: Job, seed: int | None):
         """A job's options as vLLM's: one choice, tokens streamed as deltas, the same stop tokens as `hf`."""
         stop_ids = set() if job.ignore_eos else self.eos_ids | (self.end_of_turn_ids if job.chat else set())
+        stops = [s for s in (job.stop or []) if s]
         return self.vllm.SamplingParams(
             n=1, temperature=job.temperature, top_p=job.top_p, top_k=job.top_k, max_tokens=job.max_tokens, seed=seed,
-            stop=[s for s in (job.stop or []) if s] or None, stop_token_ids=sorted(stop_ids), ignore_eos=job.ignore_eos,
-            logprobs=job.logprobs, skip_special_tokens=True,
-            output_kind=self.vllm.sampling_params.RequestOutputKind.DELTA,
+            stop=stops or None, stop_token_ids=sorted(stop_ids), ignore_eos=job.ignore_eos, logprobs=job.logprobs,
+            detokenize=bool(stops),  # vLLM's own text is needed only to find stop strings; tandem decodes its own
+            skip_special_tokens=True, output_kind=self.vllm.sampling_params.RequestOutputKind.DELTA,
         )
 
     def logprob_entry(self, token: int, step: dict, top: int) -> TokenLogprob:
         """`hf`'s entry from vLLM's {token id: Logprob} of one step (the sampled token and the `top` best)."""
         best = sorted((t for t, lp in step.items() if lp.rank <= top), key=lambda t: step[t].rank)[:top]
-        texts = self.tokenizer.batch_decode([[i] for i in [token, *best]], skip_special_tokens=False)
+        texts = self._token_texts([token, *best])
         return TokenLogprob(token, texts[0], step[token].logprob, [(t, step[i].logprob) for t, i in zip(texts[1:], best)])
 
 
