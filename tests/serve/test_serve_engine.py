@@ -42,6 +42,12 @@ def test_the_same_seed_samples_the_same_choices(engine):
     assert len({c.text for c in first}) > 1  # rows sample independently
 
 
+def test_top_k_one_samples_the_greedy_choice(engine):
+    ids = engine.prompt_ids("Review: the plot")
+    greedy = engine.complete(ids, max_tokens=8, temperature=0.0)
+    assert [c.text for c in engine.complete(ids, n=3, max_tokens=8, temperature=1.5, top_k=1)] == [greedy[0].text] * 3
+
+
 def test_logprobs_are_the_model_distribution_at_each_generated_token(engine):
     ids = engine.prompt_ids("Review: the sequel")
     [choice] = engine.complete(ids, max_tokens=6, temperature=1.0, seed=3, logprobs=3)

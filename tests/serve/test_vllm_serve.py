@@ -131,7 +131,7 @@ def test_streaming_gives_the_same_text_in_chunks(servers):
     assert texts == [c.text for c in hf.choices]
 
 
-def test_n_sampled_choices_are_seeded(servers):
+def test_n_sampled_choices_are_seeded_and_top_k_is_honoured(servers):
     _, vllm_server = servers
 
     def sample(seed):
@@ -143,6 +143,10 @@ def test_n_sampled_choices_are_seeded(servers):
     first = sample(5)
     assert [i for i, _ in first] == list(range(6)) and len({t for _, t in first}) == 6
     assert first == sample(5) and first != sample(6)
+    greedy = ask(vllm_server, prompt=PROMPTS[1], max_tokens=8, temperature=0).choices[0].text
+    for server in servers:  # top_k = 1 leaves only the likeliest token to draw
+        reply = ask(server, prompt=PROMPTS[1], n=2, max_tokens=8, temperature=1.5, extra_body={"top_k": 1})
+        assert [c.text for c in reply.choices] == [greedy] * 2
 
 
 def test_stop_strings_cut_the_output_as_with_hf(servers):

@@ -292,8 +292,8 @@ def create_app(config: ServeConfig, engine=None) -> FastAPI:
             raise ServeError(400, "the prompt is empty", param="prompt")
         max_tokens = asked if asked is not None else min(config.default_max_tokens, config.max_tokens, room)
         return Job(prompt_ids, n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-                   top_k=max(request.top_k, 0), seed=request.seed, stop=request.stop, logprobs=request.logprob_count, chat=chat,
-                   ignore_eos=request.ignore_eos)
+                   top_k=max(request.top_k, 0), seed=request.seed, stop=request.stop, logprobs=request.logprob_count,
+                   chat=chat, ignore_eos=request.ignore_eos)
 
     def check_budget(jobs: list[Job]) -> None:
         """One request may not hold the generation slot for unbounded work: prompts x n x max_tokens is capped."""
