@@ -90,6 +90,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--engine", default="hf", help="decode engines to compare, comma-separated: hf, vllm")
     parser.add_argument("--modes", default="one_at_a_time,batched", help="comma-separated: one_at_a_time, batched")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile (its default compiles)")
     args = parser.parse_args()
 
     import openai
@@ -105,7 +106,8 @@ def main() -> None:
     results = {"model": str(model), "args": {k: str(v) for k, v in vars(args).items()}}
     for name in args.engine.split(","):
         started = time.perf_counter()
-        engine = load_engine(ServeConfig(**base, engine=name))  # hf first: vLLM's CPU build pins the process's threads
+        options = {"enforce_eager": True} if name == "vllm" and args.enforce_eager else {}
+        engine = load_engine(ServeConfig(**base, engine=name), **options)
         results[name] = {"start_s": time.perf_counter() - started}
         for mode in args.modes.split(","):
             app = create_app(ServeConfig(**base, **modes[mode], engine=name), engine=engine)
