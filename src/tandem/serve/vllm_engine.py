@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class VLLMBatch:
         """One engine step: the new tokens of every running request."""
         events: dict[Job, list[ChoiceEvent]] = {}
         ended, cut_short = [], []
+        self.engine.ready_this_thread()
         for output in self.engine.llm_engine.step():
             request = self._by_id.get(output.request_id)
             if request is None:  # aborted since
@@ -131,6 +133,8 @@ class VLLMServeEngine:
                                 **options)
         finally:  # vLLM's CPU worker replaces it process-wide with a no-op
             torch.set_num_threads = set_num_threads
+        self.threads = torch.get_num_threads()  # what vLLM's worker set for this thread
+        self._thread_ready = threading.local()
         self.llm_engine = self.llm.llm_engine
         self.max_positions = self.llm_engine.model_config.max_model_len
         self.eos_ids = _stop_ids(SimpleNamespace(generation_config=_generation_config(folder)), tokenizer,
@@ -144,6 +148,14 @@ class VLLMServeEngine:
 
     def batch(self, max_rows: int) -> VLLMBatch:
         return VLLMBatch(self, max_rows)
+
+    def ready_this_thread(self) -> None:
+        """Give the calling thread (the scheduler's) vLLM's thread count. OpenMP keeps one per thread: a new
+        thread starts with one per core whatever `torch.get_num_threads()` says, and vLLM's CPU attention then
+        fails its check "metadata->thread_num == thread_num" (seen on SmolLM2 with enforce_eager)."""
+        if not getattr(self._thread_ready, "done", False):
+            torch.set_num_threads(self.threads)
+            self._thread_ready.done = True
 
     def sampling_params(self, job: Job, seed: int | None):
         """A job's options as vLLM's: one choice, tokens streamed as deltas, the same stop tokens as `hf`."""
