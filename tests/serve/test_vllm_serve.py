@@ -194,3 +194,36 @@ def test_timeouts_and_a_server_stopping_abort_the_vllm_requests(model_dir, vllm_
     live.stop()
     assert wait_for(lambda: bool(replies)) and replies[0].status_code == 503
     assert not vllm_engine.llm_engine.has_unfinished_requests()
+
+
+ON_ANOTHER_THREAD = """
+import sys, threading, torch
+torch.set_num_threads(1)  # before anything else, as benchmarks/serve_load.py --torch-threads 1
+from tandem.serve import ServeConfig, load_engine
+from tandem.serve.engine import Job
+engine = load_engine(ServeConfig(model=sys.argv[1], engine="vllm"), enforce_eager=True, max_model_len=128)
+
+def decode():
+    batch = engine.batch(8)
+    batch.add(Job(engine.prompt_ids("Review: the film"), n=4, max_tokens=3, temperature=1.0))
+    while batch.rows:
+        batch.step()
+    print("decoded")
+
+thread = threading.Thread(target=decode)  # as the server's scheduler thread
+thread.start()
+thread.join()
+"""
+
+
+def test_a_batch_decodes_on_a_thread_other_than_the_engines(model_dir, tmp_path):
+    """OpenMP keeps a thread count per thread; vLLM's CPU attention refused ("metadata->thread_num == thread_num")
+    a scheduler thread that had not been given vLLM's. A fresh process: the failure needs a first thread count of 1."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "on_another_thread.py"
+    script.write_text(ON_ANOTHER_THREAD)
+    done = subprocess.run([sys.executable, str(script), str(model_dir)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert "decoded" in done.stdout, done.stderr[-3000:]
