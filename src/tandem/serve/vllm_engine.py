@@ -151,8 +151,9 @@ class VLLMServeEngine:
 
     def ready_this_thread(self) -> None:
         """Give the calling thread (the scheduler's) vLLM's thread count. OpenMP keeps one per thread: a new
-        thread starts with one per core whatever `torch.get_num_threads()` says, and vLLM's CPU attention then
-        fails its check "metadata->thread_num == thread_num" (seen on SmolLM2 with enforce_eager)."""
+        thread need not start with the count vLLM set, whatever `torch.get_num_threads()` says, and vLLM's CPU
+        attention then fails its check "metadata->thread_num == thread_num" (seen with enforce_eager in a process
+        whose first thread count was 1: `test_a_batch_decodes_on_a_thread_other_than_the_engines`)."""
         if not getattr(self._thread_ready, "done", False):
             torch.set_num_threads(self.threads)
             self._thread_ready.done = True
