@@ -1,8 +1,9 @@
-"""`tandem serve` under load: one request at a time vs continuous batching, side by side in one run.
+"""`tandem serve` under load: one request at a time vs continuous batching, and `--engine hf` vs `vllm`, in one run.
 
     python benchmarks/serve_load.py --model smollm2 --out benchmarks/out/serve_load   # ~5 min on 2 cores
+    python benchmarks/serve_load.py --engine hf,vllm --model DIR    # in a virtualenv with tandem[vllm]
 
-For each mode (`max_concurrency=1`: the old one-generation-at-a-time server; `batched`: the default,
+For each engine (`--engine`, comma-separated, each loaded once and run one after the other) and each mode (`max_concurrency=1`: the old one-generation-at-a-time server; `batched`: the default,
 requests decoding together in one batch) the same server process serves, from `--threads` client
 threads with the official `openai` client, `--requests` short completions (`--max-tokens` tokens,
 sampled, `ignore_eos` so every request does the same work), and then the head-of-line case: one large
@@ -87,34 +88,49 @@ def main() -> None:
     parser.add_argument("--big-tokens", type=int, default=64)
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--engine", default="hf", help="decode engines to compare, comma-separated: hf, vllm")
+    parser.add_argument("--modes", default="one_at_a_time,batched", help="comma-separated: one_at_a_time, batched")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile (its default compiles)")
     args = parser.parse_args()
 
     import openai
     import torch
 
-    from tandem.serve import BackgroundServer, ServeConfig, create_app
-    from tandem.serve.app import load_engine
+    from tandem.serve import BackgroundServer, ServeConfig, create_app, load_engine
 
     torch.set_num_threads(args.torch_threads)
     model = smollm2_dir() if args.model == "smollm2" else Path(args.model)
     base = dict(model=model, model_name="m", dtype=args.dtype, max_tokens=512, max_queue=64, max_prompts=16,
                 max_request_tokens=args.big_prompts * args.big_n * args.big_tokens)
-    engine = load_engine(ServeConfig(**base))
+    modes = {"one_at_a_time": {"max_concurrency": 1}, "batched": {}}
     results = {"model": str(model), "args": {k: str(v) for k, v in vars(args).items()}}
-    for mode, options in [("one_at_a_time", {"max_concurrency": 1}), ("batched", {})]:
-        app = create_app(ServeConfig(**base, **options), engine=engine)
-        with BackgroundServer(app) as server:
-            client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=1200)
-            client.completions.create(model="m", prompt="warm up", max_tokens=2)
-            row = load(client, "m", args.requests, args.threads, args.max_tokens)
-            row.update(head_of_line(client, "m", args.big_prompts, args.big_n, args.big_tokens))
-            row["most_rows_together"] = app.state.scheduler.stats.most_rows
-        results[mode] = row
-        print(mode, json.dumps(row), flush=True)
-    results["ratio_tokens_per_s"] = results["batched"]["tokens_per_s"] / results["one_at_a_time"]["tokens_per_s"]
+    for name in args.engine.split(","):
+        started = time.perf_counter()
+        options = {"enforce_eager": True} if name == "vllm" and args.enforce_eager else {}
+        engine = load_engine(ServeConfig(**base, engine=name), **options)
+        results[name] = {"start_s": time.perf_counter() - started}
+        for mode in args.modes.split(","):
+            app = create_app(ServeConfig(**base, **modes[mode], engine=name), engine=engine)
+            with BackgroundServer(app) as server:
+                client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=1200)
+                client.completions.create(model="m", prompt="warm up", max_tokens=2)
+                row = load(client, "m", args.requests, args.threads, args.max_tokens)
+                row.update(head_of_line(client, "m", args.big_prompts, args.big_n, args.big_tokens))
+                row["most_rows_together"] = app.state.scheduler.stats.most_rows
+            results[name][mode] = row
+            print(name, mode, json.dumps(row), flush=True)
+        if {"one_at_a_time", "batched"} <= set(results[name]):
+            ratio = results[name]["batched"]["tokens_per_s"] / results[name]["one_at_a_time"]["tokens_per_s"]
+            results[name]["ratio_tokens_per_s"] = ratio
+            print(f"{name}: batched / one at a time: {ratio:.2f}x tokens/s", flush=True)
+        del engine
+    if "hf" in results and "vllm" in results:
+        for mode in args.modes.split(","):
+            ratio = results["vllm"][mode]["requests_per_s"] / results["hf"][mode]["requests_per_s"]
+            results[f"vllm_over_hf_{mode}"] = ratio
+            print(f"{mode}: vllm / hf: {ratio:.2f}x requests/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"batched / one at a time: {results['ratio_tokens_per_s']:.2f}x tokens/s", flush=True)
 
 
 if __name__ == "__main__":

@@ -230,3 +230,22 @@ def test_an_empty_api_key_is_refused(tiny_model_dir):
 
     with pytest.raises(ValidationError, match="api_key"):
         ServeConfig(model=tiny_model_dir, api_key="")
+
+
+def test_engine_vllm_without_vllm_is_a_one_line_error_with_the_pip_command(tiny_model_dir):
+    import importlib.util
+
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+    from tandem.serve import ServeConfig
+
+    with pytest.raises(ValidationError, match="unknown serve engine 'vlm'; choose one of: hf, vllm"):
+        ServeConfig(model=tiny_model_dir, engine="vlm")
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), "--engine", "vllm"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("tandem serve: --engine vllm needs vLLM: pip install 'tandem[vllm]'")

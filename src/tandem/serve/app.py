@@ -5,9 +5,11 @@
     POST /v1/completions         raw text (or token-id) prompts
     GET  /health                 liveness (no key needed)
 
-Both generation endpoints take max_tokens, temperature, top_p, n, seed, stop (strings, cut from the
-output), logprobs (top_logprobs for chat) and stream (server-sent events `data: {...}` ending with
-`data: [DONE]`). Safety limits, all from `ServeConfig`:
+Both generation endpoints take max_tokens, temperature, top_p, top_k, n, seed, stop (strings, cut from
+the output), logprobs (top_logprobs for chat) and stream (server-sent events `data: {...}` ending with
+`data: [DONE]`). The decode engine is `--engine hf` (tandem's own batch on a Hugging Face model,
+`engine.py`) or `--engine vllm` (vLLM's in-process engine, `vllm_engine.py`); both answer the same
+protocol with the same chat templating, text and usage counts. Safety limits, all from `ServeConfig`:
 
 - binds 127.0.0.1 unless told otherwise; with an API key set, every /v1 request needs
   `Authorization: Bearer KEY` (401 otherwise);
@@ -43,15 +45,20 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tandem.config import registered_name
+from tandem.registry import registrar
 from tandem.serve.engine import Choice, Engine, Job, TokenLogprob, add_events
 from tandem.serve.scheduler import FINISHED, RequestTimeout, Scheduler, ServerStopping
 from tandem.serve.protocol import ChatRequest, CompletionRequest, error_body
 
 logger = logging.getLogger("tandem.serve")
 API_KEY_ENV = "TANDEM_API_KEY"
+
+SERVE_ENGINES: dict[str, Any] = {}  # name -> function(ServeConfig, **options) returning the scheduler's engine
+register_serve_engine = registrar(SERVE_ENGINES, "serve engine")
 
 
 class ServeConfig(BaseModel):
@@ -83,9 +90,15 @@ class ServeConfig(BaseModel):
                                   description="Seconds a client has to send a request's headers before the connection is closed.")
     body_timeout: float = Field(30.0, gt=0, allow_inf_nan=False,
                                 description="Seconds a client has to send a request's body before it gets 408.")
-    device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu.")
+    engine: str = Field("hf", description="Decode engine: hf (tandem's continuous batching on the Hugging Face model) or vllm (vLLM's in-process engine; pip install 'tandem[vllm]').")
+    device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu. --engine vllm runs where its build runs.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level.")
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, value: str) -> str:
+        return registered_name(value, SERVE_ENGINES, "serve engine")
 
 
 class ServeError(Exception):
@@ -154,7 +167,13 @@ class Guard:
                 await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
-def load_engine(config: ServeConfig) -> Engine:
+def load_engine(config: ServeConfig, **options):
+    """The decode engine `config.engine` for `config.model`; `options` are that engine's own (vLLM's `LLM` options)."""
+    return SERVE_ENGINES[config.engine](config, **options)
+
+
+@register_serve_engine("hf")
+def load_hf_engine(config: ServeConfig) -> Engine:
     import torch
 
     from tandem.models.loading import load_causal_lm, load_tokenizer
@@ -164,7 +183,22 @@ def load_engine(config: ServeConfig) -> Engine:
     return Engine(model, load_tokenizer(config.model))
 
 
-def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
+@register_serve_engine("vllm")
+def load_vllm_engine(config: ServeConfig, **options):
+    """vLLM loading the served model's Hugging Face directory (a GGUF file's converted one, an adapter merged)."""
+    import torch
+
+    from tandem.generation.engines import import_vllm
+    from tandem.models.loading import load_tokenizer
+    from tandem.serve.vllm_engine import VLLMServeEngine, vllm_model_folder
+
+    import_vllm()  # a missing vLLM fails before any conversion
+    folder = vllm_model_folder(config.model, getattr(torch, config.dtype))
+    return VLLMServeEngine(folder, load_tokenizer(config.model), dtype=config.dtype, max_rows=config.max_batch_rows,
+                           **options)
+
+
+def create_app(config: ServeConfig, engine=None) -> FastAPI:
     """The FastAPI app serving `config.model` (or an already built `engine`)."""
     engine = engine or load_engine(config)
     model_id = config.model_name or Path(config.model).name or "model"
@@ -258,8 +292,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
             raise ServeError(400, "the prompt is empty", param="prompt")
         max_tokens = asked if asked is not None else min(config.default_max_tokens, config.max_tokens, room)
         return Job(prompt_ids, n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-                   seed=request.seed, stop=request.stop, logprobs=request.logprob_count, chat=chat,
-                   ignore_eos=request.ignore_eos)
+                   top_k=max(request.top_k, 0), seed=request.seed, stop=request.stop, logprobs=request.logprob_count,
+                   chat=chat, ignore_eos=request.ignore_eos)
 
     def check_budget(jobs: list[Job]) -> None:
         """One request may not hold the generation slot for unbounded work: prompts x n x max_tokens is capped."""
@@ -384,7 +418,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
                                   "finish_reason": None} for i in range(sum(job.n for job in jobs))])
                 async with aclosing(run_jobs(jobs, request)) as steps:
                     async for number, events in steps:
-                        completion_tokens += len(events)
+                        completion_tokens += sum(e.tokens for e in events)
                         yield event([format_delta(kind, offsets[number] + e.index,
                                                   Choice(e.text, e.logprobs, e.finish_reason), jobs[number].logprobs)
                                      for e in events])

@@ -6,14 +6,18 @@ from tandem.serve.app import ServeConfig
 
 
 def _run(config: ServeConfig) -> None:
+    from tandem.generation.engines import EngineUnavailable
     from tandem.serve.runner import run_server
 
-    run_server(config)
+    try:
+        run_server(config)
+    except EngineUnavailable as error:  # the CLI's one-line error for a wrong setup, with the pip command
+        raise ValueError(str(error)) from None
 
 
 def register(add_command) -> None:
     add_command(
         "serve", ServeConfig, _run,
         "Serve a model directory over an OpenAI-compatible API (/v1/models, /v1/chat/completions, /v1/completions) "
-        "with log-probs, streaming and stop strings; binds 127.0.0.1 by default.",
+        "with log-probs, streaming and stop strings; binds 127.0.0.1 by default (--engine hf or vllm).",
     )

@@ -11,7 +11,7 @@ layers, no `position_ids`) decodes one job at a time.
 Each step yields, per row still running, the text that became safe to show (text that might be the
 start of a stop string, or an incomplete UTF-8 character, is held back until it is resolved) and the
 token's log-probability. Log-probs are those of the model's own distribution (before temperature and
-top-p), as OpenAI-compatible servers report them; sampling uses transformers' temperature and top-p
+top-p), as OpenAI-compatible servers report them; sampling uses transformers' temperature, top-k and top-p
 warpers with a per-job seeded `torch.Generator`, so a seeded job draws the same tokens whatever else
 shares its batch (up to float rounding of the batched forward).
 """
@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
-from transformers.generation.logits_process import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from tandem.generation.sampling import _stop_ids, end_of_turn_ids
 
@@ -46,6 +51,7 @@ class ChoiceEvent:
     text: str
     logprobs: list[TokenLogprob]
     finish_reason: str | None = None
+    tokens: int = 1  # generated tokens this event stands for (a stop token is counted, not shown)
 
 
 @dataclass
@@ -67,6 +73,7 @@ class Job:
     max_tokens: int = 16
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = 0  # 0: every token
     seed: int | None = None
     stop: list[str] | None = None
     logprobs: int | None = None
@@ -113,6 +120,8 @@ class _JobState:
         self.warpers = LogitsProcessorList()
         if job.temperature > 0:
             self.warpers.append(TemperatureLogitsWarper(job.temperature))
+            if job.top_k > 0:
+                self.warpers.append(TopKLogitsWarper(job.top_k))
             if job.top_p < 1:
                 self.warpers.append(TopPLogitsWarper(job.top_p))
         self.steps = 0
@@ -304,7 +313,7 @@ class Engine:
     def stream(self, prompt_ids: list[int], **options) -> Iterator[list[ChoiceEvent]]:
         """Yield, step by step, the events of the `n` rows continuing `prompt_ids`, decoded on their own.
 
-        Options are `Job`'s fields: n, max_tokens, temperature, top_p, seed, stop, chat, and `logprobs`
+        Options are `Job`'s fields: n, max_tokens, temperature, top_p, top_k, seed, stop, chat, and `logprobs`
         (None for no log-probs, else how many top alternatives to report per token; 0: only the token's).
         Finish reasons: "stop" (EOS, an end-of-turn token in chat, or a stop string, which is cut off) or "length".
         """
@@ -342,7 +351,7 @@ def add_events(choices: list[Choice], events: list[ChoiceEvent]) -> None:
         choice = choices[event.index]
         choice.text += event.text
         choice.logprobs.extend(event.logprobs)
-        choice.tokens += 1
+        choice.tokens += event.tokens
         choice.finish_reason = event.finish_reason or choice.finish_reason
 
 

@@ -5,6 +5,10 @@ Handlers `submit` a `Job` with a `sink` (called on the scheduler's thread with e
 steps while it has rows to spare. A ticket that is cancelled (its client went away) or passes its
 deadline leaves the batch at the next step, so nobody's abandoned work keeps the model busy. `stop()`
 fails every waiting and running ticket with `ServerStopping` and ends the thread within one step.
+
+The engine (`engine.Engine` for `--engine hf`, `vllm_engine.VLLMServeEngine` for vllm) makes the batch:
+`add(job)` and `step()` return each job's events, `remove(job)` drops a job's rows, `rows` lists the
+running rows (each with its `.job`); a job none of whose rows is left has finished.
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Scheduler:
                 while not self._stopping and not self.waiting and not running:
                     self._wake.wait()
                 if self._stopping:
+                    _leave(batch, running)
                     for ticket in [*self.waiting, *running.values()]:
                         _deliver(ticket, ServerStopping("the server is shutting down"))
                     self.waiting.clear()
@@ -124,6 +129,7 @@ class Scheduler:
                 self.stats.steps += 1
             except Exception as error:  # the whole batch is lost; every job in it gets the error
                 logger.exception("error while generating")
+                _leave(batch, running)
                 for ticket in running.values():
                     self.stats.failed += 1
                     _deliver(ticket, error)
@@ -169,6 +175,15 @@ class Scheduler:
             _deliver(ticket, RequestTimeout(f"generation did not finish within {self.timeout:g} s"))
             return True
         return False
+
+
+def _leave(batch, running: dict) -> None:
+    """Take every running job out of `batch`, so an engine with its own queue (vLLM) drops their work too."""
+    for job in running:
+        try:
+            batch.remove(job)
+        except Exception:  # a batch broken by the error that ends it
+            logger.debug("a job could not leave its batch", exc_info=True)
 
 
 def _deliver(ticket: Ticket, item) -> None:
