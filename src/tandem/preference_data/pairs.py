@@ -13,12 +13,15 @@ from tandem.generation import sample
 
 
 def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0, temperature: float = 1.0,
-                 model_b=None, temperature_b: float | None = None) -> tuple[list[str], list[str]]:
+                 model_b=None, temperature_b: float | None = None, engine=None) -> tuple[list[str], list[str]]:
     """Two samples per prompt: a from `model` at `temperature` (seed `seed`), b from `model_b` (default: the same
-    model) at `temperature_b` (default: `temperature`) with seed `seed + 1`."""
-    a = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed).texts
+    model) at `temperature_b` (default: `temperature`) with seed `seed + 1`. `engine` (one made from `model`, see
+    `tandem.generation.engines`) samples both when there is no `model_b`."""
+    a = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+               engine=engine).texts
     b = sample(model if model_b is None else model_b, tokenizer, prompts, max_new_tokens=max_new_tokens,
-               temperature=temperature if temperature_b is None else temperature_b, seed=seed + 1).texts
+               temperature=temperature if temperature_b is None else temperature_b, seed=seed + 1,
+               engine=engine if model_b is None else None).texts
     return a, b
 
 
