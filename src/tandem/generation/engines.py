@@ -171,17 +171,17 @@ class VLLMEngine:
 
             source = resolve_model(model)
             tokenizer = tokenizer or load_tokenizer(model)
-            if source.base is None:  # a directory (a .gguf file: its converted cache): vLLM reads it, nothing written
-                folder = source.folder
-                self.tokenizer, self.stops = tokenizer, sorted(stop_ids(_generation_config(folder), tokenizer))
-            else:  # an adapter: merged into its base, in a copy
-                model = load_causal_lm(model)
-        if not isinstance(model, (str, Path)):
+            # a directory (a .gguf file: its converted cache) is read where it is, nothing written; an adapter is
+            # merged into its base, in a copy
+            model = source.folder if source.base is None else load_causal_lm(model)
+        if isinstance(model, Path):
+            folder, stops = model, stop_ids(_generation_config(model), tokenizer)
+        else:
             model = language_model(model)
-            self.tokenizer = tokenizer
-            self.stops = sorted(_stop_ids(model, tokenizer))
+            stops = _stop_ids(model, tokenizer)
             folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tandem-vllm-"))
             write_engine_copy(model, tokenizer, folder)
+        self.tokenizer, self.stops = tokenizer, sorted(stops)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
         set_num_threads = torch.set_num_threads
         try:
