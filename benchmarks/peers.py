@@ -258,7 +258,7 @@ def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
     settings.update(batch_size=args.batch_size // args.num_generations, micro_batch_size=args.batch_size)
     config = TandemGRPOConfig(**settings, samples_per_prompt=args.num_generations, max_new_tokens=task.max_new_tokens,
                               temperature=1.0, kl_coef=0.0, kl_metrics=False, loss_agg="token-mean", advantage="grpo",
-                              clip_low=0.2, n_eval=0)
+                              clip_low=0.2, n_eval=0, engine=args.engine)
     trainer = TandemGRPOTrainer(config, AutoModelForCausalLM.from_pretrained(tmp / "lm"), tokenizer, prompts, None,
                                 as_reward_source(gold_reward, "gold"), max_new_tokens=task.max_new_tokens)
     collect = trainer.collect
@@ -347,6 +347,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", default="small", choices=list(MODEL_SIZES))
     parser.add_argument("--model", type=Path, help="A model to compare on instead of a new tiny one: a Hugging Face "
                         "directory or a .gguf file (e.g. SmolLM2-135M-Instruct); --size is then ignored.")
+    parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="tandem's GRPO rollout engine (vllm: "
+                        "pip install 'tandem[vllm]'; started with the trainer, outside the timing). TRL's GRPO "
+                        "keeps its default, Hugging Face generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")

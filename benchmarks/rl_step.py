@@ -2,12 +2,16 @@
 
     python benchmarks/rl_step.py --size small --steps 6 --out rl_step.json
     python benchmarks/rl_step.py --size qwen2-0.5b --device cuda --batch-size 64   # on a GPU
+    python benchmarks/rl_step.py --model SmolLM2-135M-Instruct.gguf --engine vllm   # a model on disk, vLLM rollouts
 
 Runs the real `PPOTrainer` and `GRPOTrainer` (sentiment prompts, the task's gold reward, so no reward-model
 forward muddles the split) for `--steps` rollout steps on a freshly built model, and reads back the time
-each step logged for:
+each step logged for (on `--model PATH` instead: a Hugging Face directory or a .gguf file, loaded as tandem loads
+any model):
 
-- generation: `rollout` (Hugging Face `generate` with a KV cache, left-padded prompts);
+- generation: the `--engine`'s rollout (hf: Hugging Face `generate` with a KV cache, left-padded prompts; vllm: an
+  in-process vLLM engine, whose start-up is reported apart as `engine_start_s` and whose weight push after each
+  update as `engine_sync`);
 - scoring: the reward function;
 - log-probs and advantages: the old-policy forward (with the value head for PPO) and the reference forward;
 - update: `update_epochs x minibatches` forward/backward passes and optimizer steps.
@@ -36,7 +40,7 @@ from tandem.trainers.grpo import GRPOConfig, GRPOTrainer
 from tandem.trainers.ppo import PolicyWithValueHead, PPOConfig, PPOTrainer
 from train_throughput import QWEN2_05B, build_models, machine_info, matmul_peak_tflops, training_flops_per_token
 
-PHASES = ("time/generate", "time/score", "time/logprobs_advantages", "time/update")
+PHASES = ("time/generate", "time/score", "time/logprobs_advantages", "time/update", "time/engine_sync")
 
 
 def forward_flops_per_token(model, context: float) -> float:
@@ -45,12 +49,16 @@ def forward_flops_per_token(model, context: float) -> float:
 
 
 def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
+    import time
+
     prompts = [{"prompt": e["prompt"]} for e in task.sft_examples(args.batch_size * args.steps)]
     reward = as_reward_source(lambda p, c, **k: task.gold_reward(p, c), "gold")
     common = dict(out=out, max_steps=args.steps, log_every=1, progress=False, n_eval=0, max_new_tokens=args.max_new_tokens,
-                  mixed_precision=args.precision, micro_batch_size=args.micro_batch_size, temperature=1.0)
+                  mixed_precision=args.precision, micro_batch_size=args.micro_batch_size, temperature=1.0,
+                  engine=args.engine)
     from tandem.models.loading import load_causal_lm
 
+    started = time.perf_counter()
     if kind == "ppo":
         config = PPOConfig(**common, batch_size=args.batch_size, update_epochs=2, minibatches=2)
         model = PolicyWithValueHead(load_causal_lm(model_dir))
@@ -61,6 +69,7 @@ def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
                             kl_coef=0.04)
         trainer = GRPOTrainer(config, load_causal_lm(model_dir), tokenizer, prompts, load_causal_lm(model_dir), reward,
                               max_new_tokens=args.max_new_tokens)
+    set_up = time.perf_counter() - started  # models loaded and (vllm) the engine started
     trainer._save_checkpoint = lambda step: None
     trainer.save_final = lambda model, folder: None
     lengths = []
@@ -76,7 +85,7 @@ def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
     trainer.train()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = records[args.warmup_steps:]
-    seconds = {phase.split("/")[1]: sum(r[f"train/{phase}"] for r in timed) / len(timed) for phase in PHASES}
+    seconds = {phase.split("/")[1]: sum(r.get(f"train/{phase}", 0.0) for r in timed) / len(timed) for phase in PHASES}
     rows = [n for step_lengths, _ in lengths[args.warmup_steps:] for n in step_lengths]
     completion_tokens = sum(c for _, c in lengths[args.warmup_steps:]) / len(timed)
     sequence_tokens = sum(rows) / len(timed)
@@ -88,7 +97,8 @@ def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
     flops = {"generate": forward * completion_tokens,
              "logprobs_advantages": forward * sequence_tokens * forwards_before_update,
              "update": 3 * forward * sequence_tokens * passes}
-    return {"seconds_per_step": seconds, "completion_tokens_per_step": completion_tokens,
+    return {"engine": args.engine, "set_up_s": set_up, "seconds_per_step": seconds,
+            "completion_tokens_per_step": completion_tokens,
             "sequence_tokens_per_step": sequence_tokens,
             "rollout_completion_tokens_per_s": completion_tokens / seconds["generate"],
             "completions_per_s": args.batch_size / sum(seconds.values()),
@@ -99,6 +109,10 @@ def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="small", choices=[*MODEL_SIZES, QWEN2_05B])
+    parser.add_argument("--model", type=Path, help="A model on disk instead of a new one of --size: a Hugging Face "
+                        "directory or a .gguf file (e.g. SmolLM2-135M-Instruct).")
+    parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="Rollout engine (vllm: pip install "
+                        "'tandem[vllm]').")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "no"])
     parser.add_argument("--steps", type=int, default=6)
@@ -117,21 +131,29 @@ def main() -> None:
     peak = {name: matmul_peak_tflops(args.device, dtype, 8192 if args.device == "cuda" else 2048)
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     task = get_task("sentiment")
-    vocab = MODEL_SIZES[args.size].vocab_size if args.size in MODEL_SIZES else 4096
-    tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=vocab)
-    lm, _ = build_models(args.size, "llama", tokenizer)
-    report = {"machine": machine_info(args.device), "settings": {**vars(args), "out": str(args.out)},
+    report = {"machine": machine_info(args.device), "settings": {**vars(args), "out": str(args.out),
+                                                                 "model": str(args.model) if args.model else None},
               "matmul_peak_tflops": peak}
     with tempfile.TemporaryDirectory(prefix="tandem-rl-step-") as tmp:
-        lm.save_pretrained(Path(tmp) / "lm")
-        tokenizer.save_pretrained(Path(tmp) / "lm")
+        if args.model is not None:  # loaded by each run as tandem loads any model (a .gguf converted once, cached)
+            from tandem.models.loading import load_tokenizer
+
+            model_dir, tokenizer = args.model, load_tokenizer(args.model)
+        else:
+            vocab = MODEL_SIZES[args.size].vocab_size if args.size in MODEL_SIZES else 4096
+            tokenizer = train_tokenizer(task.pretrain_corpus(2000), vocab_size=vocab)
+            lm, _ = build_models(args.size, "llama", tokenizer)
+            model_dir = Path(tmp) / "lm"
+            lm.save_pretrained(model_dir)
+            tokenizer.save_pretrained(model_dir)
         for kind in ("ppo", "grpo"):
-            result = run(kind, args, Path(tmp) / "lm", tokenizer, task, Path(tmp) / kind)
+            result = run(kind, args, model_dir, tokenizer, task, Path(tmp) / kind)
             result["mfu_vs_bf16_peak"] = {k: v / peak["bf16"] for k, v in result["achieved_tflops"].items()}
             report[kind] = result
             s = result["seconds_per_step"]
-            print(f"{kind}: {sum(s.values()):.2f} s/step = generate {s['generate']:.2f} + score {s['score']:.3f} + "
-                  f"logprobs/advantages {s['logprobs_advantages']:.2f} + update {s['update']:.2f}; "
+            print(f"{kind} ({args.engine}): {sum(s.values()):.2f} s/step = generate {s['generate']:.2f} + score "
+                  f"{s['score']:.3f} + logprobs/advantages {s['logprobs_advantages']:.2f} + update {s['update']:.2f}"
+                  f" + engine sync {s['engine_sync']:.3f} (set-up {result['set_up_s']:.1f} s); "
                   f"rollout {result['rollout_completion_tokens_per_s']:.0f} completion tok/s; "
                   f"MFU (bf16 peak {peak['bf16']:.2f} TFLOP/s): "
                   + ", ".join(f"{k} {v:.1%}" for k, v in result["mfu_vs_bf16_peak"].items()), flush=True)

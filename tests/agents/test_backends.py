@@ -74,17 +74,18 @@ def test_hf_backend_scores_by_log_probability(tiny_model_dir):
 def test_hf_backend_asks_a_world_model_as_it_was_trained(tiny_model_dir, monkeypatch):
     """A model fine-tuned by `world_model.train_world_model` learnt `sft_rows`' prompt -> completion; the backend
     must send that very prompt and return the next-state part of that completion."""
-    import tandem.generation.sampling as sampling
+    from tandem.generation import Samples
+    from tandem.generation.engines import HFEngine
 
     transition = TextTransition("you: row 0, column 0\n@FF\nFFG", "right", "you: row 0, column 1\nF@F\nFFG", 0.0, False)
     row = sft_rows([transition])[0]
     asked = []
 
-    def trained_world_model(model, tokenizer, prompts, **options):
+    def trained_world_model(engine, prompts, **options):
         asked.extend(prompts)
-        return [row["completion"] if prompt == row["prompt"] else "" for prompt in prompts]
+        return Samples([], [], [row["completion"] if prompt == row["prompt"] else "" for prompt in prompts])
 
-    monkeypatch.setattr(sampling, "generate_completions", trained_world_model)
+    monkeypatch.setattr(HFEngine, "sample", trained_world_model)  # the backend generates through its engine
     backend = HFBackend(tiny_model_dir)
     assert backend.predict_next_state(transition.state, transition.action) == transition.next_state
     assert asked == [row["prompt"]]

@@ -120,6 +120,68 @@ def test_pushed_weights_change_greedy_tokens_exactly_as_the_trained_model(policy
     assert vllm_engine.rollout(PROMPTS, greedy).completions == before.completions
 
 
+def test_sample_gives_hf_greedy_samples_and_honours_max_new_tokens(engines):
+    """`sample` (evaluation, judges, AI feedback): the same prompt ids, completion ids and texts as `hf` greedy in fp32."""
+    hf, vllm_engine = engines
+    for length in (1, 12):
+        a, b = hf.sample(PROMPTS, max_new_tokens=length), vllm_engine.sample(PROMPTS, max_new_tokens=length)
+        assert b.prompt_ids == a.prompt_ids and b.completion_ids == a.completion_ids and b.texts == a.texts
+        assert all(len(ids) == length for ids in b.completion_ids)  # the tiny model never samples EOS greedily here
+
+
+def test_sample_stops_at_the_stop_tokens_and_keeps_them(policy, engines):
+    """A stop token ends a completion in both engines, kept as the last token (as `hf` keeps EOS)."""
+    model, _ = policy
+    hf, vllm_engine = engines
+    stop = vllm_engine.sample(PROMPTS[:1], max_new_tokens=12).completion_ids[0][2]  # the third greedy token
+    eos, stops = model.generation_config.eos_token_id, vllm_engine.stops
+    model.generation_config.eos_token_id = [*(eos if isinstance(eos, list) else [eos]), stop]
+    vllm_engine.stops = sorted({*stops, stop})
+    try:
+        a, b = hf.sample(PROMPTS, max_new_tokens=12), vllm_engine.sample(PROMPTS, max_new_tokens=12)
+    finally:
+        model.generation_config.eos_token_id, vllm_engine.stops = eos, stops
+    assert b.completion_ids == a.completion_ids and b.texts == a.texts
+    assert len(b.completion_ids[0]) <= 3 and b.completion_ids[0][-1] == stop
+
+
+def test_seeded_sampling_repeats_and_repeated_prompts_differ(engines):
+    vllm_engine = engines[1]
+    first = vllm_engine.sample(PROMPTS * 3, max_new_tokens=10, temperature=1.0, seed=5)
+    assert vllm_engine.sample(PROMPTS * 3, max_new_tokens=10, temperature=1.0, seed=5) == first
+    assert len(set(first.texts[0::3])) > 1  # row i draws with seed + i: one prompt's copies are different samples
+
+
+def test_an_engine_from_a_model_directory_runs_evaluation_and_the_judge_command(policy, tiny_model_dir, tmp_path,
+                                                                                monkeypatch):
+    """Straight from the directory (nothing written); gold evaluation and `tandem judge --engine vllm` end to end."""
+    import json
+
+    from tandem.evaluation import gold_eval
+    from tandem.generation.engines import VLLMEngine
+    from tandem.judges.commands import JudgeCommandConfig, run_judge
+    from tandem.tasks import get_task
+
+    model, tokenizer = policy
+    engine = make_engine("vllm", tiny_model_dir, dtype="float32", enforce_eager=True, max_model_len=256)
+    assert engine.llm.llm_engine.model_config.model == str(tiny_model_dir)
+    task = get_task("sentiment")
+    rows = task.eval_prompts(6, seed=1)
+    assert gold_eval(model, tokenizer, task, rows, temperature=0.0, max_new_tokens=8, engine=engine) == \
+        gold_eval(model, tokenizer, task, rows, temperature=0.0, max_new_tokens=8)
+    del engine
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in task.preference_pairs(4, seed=3)))
+    options = dict(judge=f"local:{tiny_model_dir}:cot_max_tokens=6", data=data, cot=True, progress=False)
+    hf = run_judge(JudgeCommandConfig(out=tmp_path / "hf.jsonl", **options))
+    asked = []
+    original = VLLMEngine.sample
+    monkeypatch.setattr(VLLMEngine, "sample", lambda self, prompts, **o: asked.append(o) or original(self, prompts, **o))
+    vllm_run = run_judge(JudgeCommandConfig(out=tmp_path / "vllm.jsonl", engine="vllm", **options))
+    assert vllm_run["samples"] == hf["samples"] == 4 and vllm_run["usable"] == hf["usable"]
+    assert asked and all(o["max_new_tokens"] == 6 and o["temperature"] == 0.0 for o in asked)  # the reasoning
+
+
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_grpo_with_the_vllm_engine_trains_and_keeps_the_engine_in_step(tmp_path, tiny_model_dir, monkeypatch, lora_rank):
     """Each step's mismatch is logged (fp32: near 0) and after the run the engine samples the trained policy."""
@@ -131,11 +193,16 @@ def test_grpo_with_the_vllm_engine_trains_and_keeps_the_engine_in_step(tmp_path,
     trainers = []
     original = GRPOTrainer.train
     monkeypatch.setattr(GRPOTrainer, "train", lambda self: trainers.append(self) or original(self))
+    sampled = []  # the in-run evaluation samples on the trainer's engine, not with HF generate
+    original_sample = VLLMEngine.sample
+    monkeypatch.setattr(VLLMEngine, "sample", lambda self, prompts, **o: sampled.append(len(prompts)) or original_sample(self, prompts, **o))
     config = GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", batch_size=2, samples_per_prompt=4,
-                        max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no", max_steps=3, lr=1e-2,
+                        max_new_tokens=6, n_eval=4, progress=False, mixed_precision="no", max_steps=3, lr=1e-2,
                         log_every=1, engine="vllm", lora_rank=lora_rank)
     run_grpo(config)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert sampled and sampled[0] == 4 and any("eval/gold_reward" in r for r in records)
+    records = [r for r in records if "train/logprob_mismatch" in r]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(r["train/logprob_mismatch"] < TOLERANCE and "train/time/engine_sync" in r for r in records)
     trainer = trainers[0]

@@ -42,15 +42,16 @@ def test_batching_and_left_padding_do_not_change_verdicts(tiny_model_dir):
 
 
 def test_chain_of_thought_generates_reasoning_before_reading_the_verdict(tiny_model_dir, monkeypatch):
-    import tandem.judges.local as local
+    from tandem.generation import Samples
+    from tandem.generation.engines import HFEngine
 
     asked = {}
 
-    def reasoning(model, tokenizer, texts, **options):
+    def reasoning(engine, texts, **options):
         asked.update(texts=texts, **options)
-        return ["The review is warm. Verdict: 7" for _ in texts]  # what the model wrote before the verdict is kept
+        return Samples([], [], ["The review is warm. Verdict: 7" for _ in texts])  # what it wrote before the verdict is kept
 
-    monkeypatch.setattr(local, "generate_completions", reasoning)
+    monkeypatch.setattr(HFEngine, "sample", reasoning)  # the judge's generation engine writes the reasoning
     judge = LocalJudge(tiny_model_dir, cot=True, cot_max_tokens=5)
     [verdict] = judge.score(PROMPTS[:1], GOOD[:1])
     assert asked["max_new_tokens"] == 5 and asked["temperature"] == 0.0 and "explain" in asked["texts"][0]

@@ -25,14 +25,15 @@ def _permute(weights: np.ndarray, n_head: int) -> np.ndarray:
     return weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(weights.shape)
 
 
-def write_tiny_gguf(path, seed: int = 0):
-    """A 2-layer llama (hidden 64) as GGUF (f32 tensors), and the HF model whose weights it holds."""
+def write_tiny_gguf(path, seed: int = 0, heads: int = 4):
+    """A 2-layer llama (hidden 64, `heads` query heads, half as many key/value heads) as GGUF (f32 tensors), and
+    the HF model whose weights it holds."""
     from gguf import GGUFWriter, TokenType
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokens, merges = _byte_vocab()
     config = LlamaConfig(vocab_size=len(tokens), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         num_attention_heads=heads, num_key_value_heads=heads // 2, max_position_embeddings=128,
                          rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
                          bos_token_id=1, eos_token_id=2)
     torch.manual_seed(seed)
@@ -44,9 +45,9 @@ def write_tiny_gguf(path, seed: int = 0):
     writer.add_context_length(128)
     writer.add_embedding_length(64)
     writer.add_feed_forward_length(128)
-    writer.add_head_count(4)
-    writer.add_head_count_kv(2)
-    writer.add_rope_dimension_count(16)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads // 2)
+    writer.add_rope_dimension_count(64 // heads)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(len(tokens))
@@ -69,9 +70,9 @@ def write_tiny_gguf(path, seed: int = 0):
         for hf, gg in names.items():
             w = weights[f"model.layers.{layer}.{hf}.weight"]
             if gg == "attn_q":
-                w = _permute(w, 4)
+                w = _permute(w, heads)
             elif gg == "attn_k":
-                w = _permute(w, 2)
+                w = _permute(w, heads // 2)
             writer.add_tensor(f"blk.{layer}.{gg}.weight", w)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -86,3 +87,10 @@ def tiny_gguf(tmp_path_factory):
     path = tmp_path_factory.mktemp("gguf") / "tiny-llama.F32.gguf"
     model = write_tiny_gguf(path)
     return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_two_heads(tmp_path_factory):
+    """The same with 2 heads of 32 dimensions (vLLM's CPU attention has no kernel for 16)."""
+    path = tmp_path_factory.mktemp("gguf") / "tiny-llama-2h.F32.gguf"
+    return path, write_tiny_gguf(path, heads=2)

@@ -64,7 +64,10 @@ class HFBackend:
     (`next_state_text`). Answers are cached per prompt.
     """
 
-    def __init__(self, model: Any, tokenizer: Any = None, max_new_tokens: int = 256, device: str | None = None):
+    def __init__(self, model: Any, tokenizer: Any = None, max_new_tokens: int = 256, device: str | None = None,
+                 engine: str = "hf"):
+        # `engine` generates the next states (`tandem.generation.engines`; vllm starts from the directory, when asked)
+        self.source = model if isinstance(model, (str, Path)) else None
         if isinstance(model, (str, Path)):
             from tandem.models.loading import load_causal_lm, load_tokenizer
 
@@ -75,7 +78,17 @@ class HFBackend:
         self.model.eval()
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        self.engine = engine
+        self._generator = None
         self._cache: dict[tuple, Any] = {}
+
+    def generator(self):
+        """The generation engine, made on first use: on this model (hf), or from its directory (vllm)."""
+        from tandem.generation.engines import engine_for
+
+        if self._generator is None:
+            self._generator = engine_for(self.engine, self.model, self.tokenizer, self.source)
+        return self._generator
 
     @torch.no_grad()
     def completion_log_probs(self, prompt: str, completions: Sequence[str]) -> list[float]:
@@ -98,13 +111,10 @@ class HFBackend:
         return int(np.argmax(scores))
 
     def predict_next_state(self, state_text: str, action_text: str) -> str:
-        from tandem.generation.sampling import generate_completions
-
         key = ("next", state_text, action_text)
         if key not in self._cache:
             prompt = transition_prompt(state_text, action_text)
-            completion = generate_completions(self.model, self.tokenizer, [prompt], max_new_tokens=self.max_new_tokens,
-                                              temperature=0.0)[0]
+            completion = self.generator().sample([prompt], max_new_tokens=self.max_new_tokens, temperature=0.0).texts[0]
             self._cache[key] = next_state_text(completion)
         return self._cache[key]
 

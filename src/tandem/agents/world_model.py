@@ -32,6 +32,7 @@ from tandem.agents.prompts import TransitionParseError, parse_transition, transi
 from tandem.agents.render import action_names, render_state
 from tandem.config import TrainConfig
 from tandem.generation import generate_completions
+from tandem.generation.engines import engine_for
 from tandem.models.factory import ModelSize, build_model
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.models.tokenizer import train_tokenizer
@@ -169,8 +170,10 @@ class LMWorldModel:
     (and is counted in `n_parse_errors`) rather than a guess.
     """
 
-    def __init__(self, model, tokenizer, action_names: Sequence[str], max_new_tokens: int = 128, batch_size: int = 64):
+    def __init__(self, model, tokenizer, action_names: Sequence[str], max_new_tokens: int = 128, batch_size: int = 64,
+                 engine=None):
         self.model = model.eval()
+        self.engine = engine  # a generation engine made from `model` decodes instead (`tandem.generation.engines`)
         self.tokenizer = tokenizer
         self.action_names = list(action_names)
         self.n_actions = len(self.action_names)
@@ -189,7 +192,7 @@ class LMWorldModel:
         if missing:
             prompts = [transition_prompt(s, self.action_names[a]) for s, a in missing]
             texts = generate_completions(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
-                                         temperature=0.0, batch_size=self.batch_size)
+                                         temperature=0.0, batch_size=self.batch_size, engine=self.engine)
             for key, text in zip(missing, texts):
                 self.cache[key] = self._read(text)
         self.n_queries += len(keys)
@@ -238,9 +241,11 @@ class WorldModelTrainConfig(TrainConfig):
 
 
 def train_world_model(
-    config: WorldModelTrainConfig, train: Sequence[TextTransition], held_out: Sequence[TextTransition], action_list: Sequence[str]
+    config: WorldModelTrainConfig, train: Sequence[TextTransition], held_out: Sequence[TextTransition], action_list: Sequence[str],
+    engine: str = "hf",
 ) -> tuple[LMWorldModel, dict]:
-    """Train a new tiny LM on `train` transitions with the SFT trainer; returns the world model and SFT metrics.
+    """Train a new tiny LM on `train` transitions with the SFT trainer; returns the world model (decoding on the
+    generation `engine`: hf, or vllm started from the trained model's directory) and SFT metrics.
 
     Writes `train.jsonl` / `held_out.jsonl` (prompt/completion), the initial model `init/` and the SFT run
     `lm/` (its `lm/model` is an ordinary Hugging Face directory) under `config.out`.
@@ -262,8 +267,9 @@ def train_world_model(
                     out=out / "lm", n_eval=0)
     result = run_sft(sft)
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
-    model = load_causal_lm(result.model_dir)
-    world_model = LMWorldModel(model, load_tokenizer(result.model_dir), action_list, max_new_tokens=longest + 8)
+    model, tokenizer = load_causal_lm(result.model_dir), load_tokenizer(result.model_dir)
+    world_model = LMWorldModel(model, tokenizer, action_list, max_new_tokens=longest + 8,
+                               engine=engine_for(engine, model, tokenizer, result.model_dir))
     return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, **result.metrics}
 
 

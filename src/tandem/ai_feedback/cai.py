@@ -21,10 +21,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from tandem.ai_feedback.constitution import Constitution, Principle
-from tandem.generation import generate_completions
+from tandem.generation.engines import EngineOptions, RolloutEngine, as_engine, engine_for, make_engine
 from tandem.judges import FunctionJudge, Judge, JudgeTemplate, build_judge, load_template, parse_judge_spec
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -78,19 +78,17 @@ class ModelReviser:
         Revision request: {revision_request}
         Revision: <generated, first line>
 
-    An empty generated revision keeps the response unchanged.
+    An empty generated revision keeps the response unchanged. `engine` generates: a name (`hf`, `vllm`: made
+    from `model`, a path or a loaded model) or an engine already made (the policy's, shared).
     """
 
     def __init__(self, model: Any, tokenizer: Any = None, max_new_tokens: int = 48, temperature: float = 0.0,
-                 batch_size: int = 32, name: str = "model") -> None:
-        from tandem.models.loading import load_causal_lm, load_tokenizer
-
+                 batch_size: int = 32, name: str = "model", engine: str | RolloutEngine = "hf") -> None:
         if isinstance(model, (str, Path)):
-            tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-            name, model = f"local:{model}", load_causal_lm(model)
-        elif tokenizer is None:
+            name = f"local:{model}"
+        elif tokenizer is None and isinstance(engine, str):
             raise ValueError("ModelReviser needs the model's tokenizer when given a model object")
-        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.generator, self.name = as_engine(engine, model, tokenizer), name
         self.options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "batch_size": batch_size}
 
     @staticmethod
@@ -99,13 +97,13 @@ class ModelReviser:
 
     def critique(self, prompts: list[str], responses: list[str], principles: list[Principle]) -> list[str]:
         texts = [self.critique_text(*row) for row in zip(prompts, responses, principles, strict=True)]
-        return [text.split("\n\n")[0].strip() for text in generate_completions(self.model, self.tokenizer, texts, **self.options)]
+        return [text.split("\n\n")[0].strip() for text in self.generator.sample(texts, **self.options).texts]
 
     def revise(self, prompts: list[str], responses: list[str], principles: list[Principle],
                critiques: list[str]) -> list[str]:
         texts = [self.critique_text(p, r, c) + f" {critique}\n\nRevision request: {c.revision_request}\nRevision:"
                  for p, r, c, critique in zip(prompts, responses, principles, critiques, strict=True)]
-        generated = generate_completions(self.model, self.tokenizer, texts, **self.options)
+        generated = self.generator.sample(texts, **self.options).texts
         revisions = []
         for response, text in zip(responses, generated):
             line = text.strip().split("\n")[0].strip()
@@ -113,16 +111,18 @@ class ModelReviser:
         return revisions
 
 
-def build_reviser(spec: str, policy=None, tokenizer=None) -> Reviser:
-    """`keywords`, `policy` (the model being trained critiques itself) or `local:PATH` (another model)."""
+def build_reviser(spec: str, policy=None, tokenizer=None, engine: str = "hf",
+                  policy_engine: RolloutEngine | None = None) -> Reviser:
+    """`keywords`, `policy` (the model being trained critiques itself: `policy_engine` when given, the engine that
+    sampled its responses, else an `engine` made from `policy`) or `local:PATH` (another model, on `engine`)."""
     if spec == "keywords":
         return KeywordReviser()
     if spec == "policy":
-        if policy is None:
+        if policy is None and policy_engine is None:
             raise ValueError("reviser 'policy' needs the policy model")
-        return ModelReviser(policy, tokenizer, name="policy")
+        return ModelReviser(policy, tokenizer, name="policy", engine=policy_engine or engine)
     if spec.startswith("local:"):
-        return ModelReviser(spec[len("local:"):])
+        return ModelReviser(spec[len("local:"):], engine=engine)
     raise ValueError(f"unknown reviser {spec!r}; use keywords, policy or local:PATH")
 
 
@@ -176,13 +176,14 @@ def keyword_judge(principle: Principle) -> FunctionJudge:
 _TEMPLATE_OPTIONS = {"template", "score_template", "compare_template"}
 
 
-def principle_judges(constitution: Constitution, spec: str = "keywords", device: str | None = None) -> dict[str, Judge]:
+def principle_judges(constitution: Constitution, spec: str = "keywords", device: str | None = None,
+                     engine: str | None = None) -> dict[str, Judge]:
     """One judge per principle, asking that principle's comparison question.
 
     `keywords`: `keyword_judge`s. `local:PATH[:options]` / `openai:URL:MODEL[:options]`: a model judge per
     principle (one loaded model shared) whose compare template holds the principle's question, read from
     the probabilities of "A" / "B" and asked in both orders. `python:MODULE:FUNCTION`: the same function judge
-    for every principle.
+    for every principle. `engine`: the local judges' generation engine (their reasoning, with cot=true).
     """
     if spec == "keywords":
         return {p.id: keyword_judge(p) for p in constitution.principles}
@@ -198,6 +199,8 @@ def principle_judges(constitution: Constitution, spec: str = "keywords", device:
         model, tokenizer = load_causal_lm(arguments["model"]), load_tokenizer(arguments["model"])
         if device is not None:
             options.setdefault("device", device)
+        if engine is not None:  # one engine for every principle's judge (a vLLM one starts now, once)
+            options["engine"] = engine_for(engine, model, tokenizer, arguments["model"])
         return {p.id: LocalJudge(model, tokenizer, compare_template=principle_template(p), name=f"{spec}#{p.id}",
                                  **options) for p in constitution.principles}
     from tandem.judges.remote import OpenAIJudge
@@ -248,7 +251,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class CAIConfig(BaseModel):
+class CAIConfig(EngineOptions):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(Path("runs/cai"), description="Run directory: revisions, labels, models, report.json and report.md.")
@@ -273,17 +276,16 @@ def run_sl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
     """Sample, critique and revise `rounds` times, fine-tune on the final revisions; (model dir, stats)."""
     from tandem.ai_feedback.runs import outcome_metrics
     from tandem.files import write_jsonl
-    from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.sft import SFTConfig, run_sft
 
     task = get_task(config.task)
-    model, tokenizer = load_causal_lm(policy_dir), load_tokenizer(policy_dir)
+    policy = make_engine(config.engine, policy_dir)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_revise"], seed=config.seed + 2)]
-    responses = generate_completions(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0,
-                                     seed=config.seed)
-    reviser = build_reviser(config.reviser, model, tokenizer)
+    responses = policy.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=config.seed).texts
+    reviser = build_reviser(config.reviser, engine=config.engine, policy_engine=policy)
     records = critique_revise(prompts, responses, constitution, reviser, config.rounds, config.seed)
+    del policy, reviser  # their engines' memory back before fine-tuning
     write_jsonl(config.out / "sl_cai" / "revisions.jsonl", records)
     data = write_jsonl(config.out / "sl_cai" / "sft_data.jsonl",
                        [{"prompt": r["prompt"], "completion": r["final"]} for r in records if r["final"].strip()])
@@ -300,17 +302,17 @@ def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
     from tandem.preference_data.labels import label_agreement, preference_rows
     from tandem.preference_data.pairs import sample_pairs
     from tandem.files import write_jsonl
-    from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.dpo import DPOConfig, run_dpo
     from tandem.trainers.ppo import PPOConfig, run_ppo
     from tandem.trainers.rm import RMConfig, run_rm
 
     task = get_task(config.task)
-    model, tokenizer = load_causal_lm(policy_dir), load_tokenizer(policy_dir)
+    policy = make_engine(config.engine, policy_dir)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_pairs"], seed=config.seed + 3)]
-    a, b = sample_pairs(model, tokenizer, prompts, task.max_new_tokens, seed=config.seed + 11)
-    judges = principle_judges(constitution, config.judge)
+    a, b = sample_pairs(None, policy.tokenizer, prompts, task.max_new_tokens, seed=config.seed + 11, engine=policy)
+    del policy
+    judges = principle_judges(constitution, config.judge, engine=config.engine)
     probabilities = constitutional_preferences(judges, prompts, a, b, config.principles_per_label, config.seed)
     rows = preference_rows(prompts, a, b, probabilities, config.min_confidence)
     labels = write_jsonl(config.out / "rl_cai" / "ai_preferences.jsonl", rows)
@@ -329,7 +331,7 @@ def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
                          **common, **preset["rm"]))
     stats["r_const_accuracy"] = rm.metrics.get("eval/accuracy")
     ppo = PPOConfig(out=config.out / "rl_cai" / "ppo", model=policy_dir, reward=f"model:{rm.model_dir}", n_eval=0,
-                    kl_coef=config.kl_coef, **common, **preset["ppo"])
+                    kl_coef=config.kl_coef, engine=config.engine, **common, **preset["ppo"])
     return run_ppo(ppo).model_dir, stats
 
 
@@ -343,16 +345,16 @@ def run_cai(config: CAIConfig) -> dict:
     policy = config.model or base_models(config.out / "base", config.task, preset["base"], config.seed, config.progress,
                                          config.mixed_precision)[1]
     clock.lap("base_models")
-    measured = {"sft": measure_policy(policy, config.task, preset["n_eval"], config.seed)}
+    measured = {"sft": measure_policy(policy, config.task, preset["n_eval"], config.seed, engine=config.engine)}
     report: dict[str, Any] = {"command": "cai", "task": config.task, "preset": config.preset,
                               "constitution": constitution.name, "stages": config.stages}
     if config.stages in ("sl", "both"):
         policy, report["sl_cai"] = run_sl_cai(config, policy, constitution, preset)
-        measured["sl_cai"] = measure_policy(policy, config.task, preset["n_eval"], config.seed)
+        measured["sl_cai"] = measure_policy(policy, config.task, preset["n_eval"], config.seed, engine=config.engine)
         clock.lap("sl_cai")
     if config.stages in ("rl", "both"):
         policy, report["rl_cai"] = run_rl_cai(config, policy, constitution, preset)
-        measured["rl_cai"] = measure_policy(policy, config.task, preset["n_eval"], config.seed)
+        measured["rl_cai"] = measure_policy(policy, config.task, preset["n_eval"], config.seed, engine=config.engine)
         clock.lap("rl_cai")
     report.update({"policies": measured, "model": str(policy), "seconds": clock.seconds})
     tables = [("Held-out policy after each stage", [{"policy": name, **metrics} for name, metrics in measured.items()])]

@@ -20,13 +20,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from tandem.ai_feedback.constitution import Constitution, load_constitution
 from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
 from tandem.files import write_jsonl
+from tandem.generation.engines import EngineOptions, RolloutEngine, as_engine, make_engine
 from tandem.judges import FunctionJudge, Judge, JudgeReward, build_judge
-from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.preference_data.labels import label_agreement, preference_rows, verdict_probabilities
 from tandem.preference_data.pairs import sample_pairs
 from tandem.tasks import get_task
@@ -67,11 +67,16 @@ class HeuristicScore:
         return scores
 
 
-def build_rlaif_judge(spec: str, constitution: str | Constitution = "polite", device: str | None = None) -> Judge:
-    """`heuristic` (the built-in function judge for a constitution) or any judge spec (`local:`, `openai:`, `python:`)."""
+def build_rlaif_judge(spec: str, constitution: str | Constitution = "polite", device: str | None = None,
+                      engine: str | None = None) -> Judge:
+    """`heuristic` (the built-in function judge for a constitution) or any judge spec (`local:`, `openai:`, `python:`);
+    `engine` is a local judge's generation engine (its reasoning with cot=true)."""
     if spec == "heuristic":
         return FunctionJudge(score=HeuristicScore(load_constitution(constitution)), name="heuristic")
-    return build_judge(spec, device=device)
+    judge = build_judge(spec, device=device)
+    if engine is not None and hasattr(judge, "engine"):
+        judge.engine = engine
+    return judge
 
 
 # ----- the command ----------------------------------------------------------------------------------
@@ -88,7 +93,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class RLAIFConfig(BaseModel):
+class RLAIFConfig(EngineOptions):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(Path("runs/rlaif"), description="Run directory: labels, models, report.json and report.md.")
@@ -110,12 +115,14 @@ class RLAIFConfig(BaseModel):
     progress: bool = Field(True, description="Show progress bars.")
 
 
-def label_policy_pairs(model_dir: Path, task_name: str, judge: Judge, n: int, seed: int) -> tuple[list[dict], dict]:
-    """Two SFT samples per training prompt, AI labels (both orders), agreement with gold; (rows, stats)."""
+def label_policy_pairs(model_dir: Path, task_name: str, judge: Judge, n: int, seed: int,
+                       engine: str | RolloutEngine = "hf") -> tuple[list[dict], dict]:
+    """Two SFT samples per training prompt, AI labels (both orders), agreement with gold; (rows, stats).
+    `engine`: a generation engine's name, or one made from `model_dir`."""
     task = get_task(task_name)
-    model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
+    policy = as_engine(engine, model_dir)
     prompts = [row["prompt"] for row in task.sft_examples(n, seed=seed + 1)]
-    a, b = sample_pairs(model, tokenizer, prompts, task.max_new_tokens, seed=seed)
+    a, b = sample_pairs(None, policy.tokenizer, prompts, task.max_new_tokens, seed=seed, engine=policy)
     probabilities = verdict_probabilities(judge, prompts, a, b)
     agreement = label_agreement(probabilities, task.gold_reward(prompts, a), task.gold_reward(prompts, b))
     return preference_rows(prompts, a, b, probabilities), agreement
@@ -130,18 +137,22 @@ def run_rlaif(config: RLAIFConfig) -> dict:
     sft = config.model or base_models(config.out / "base", config.task, preset["base"], **common)[1]
     clock.lap("base_models")
     n_eval = config.n_eval or preset["n_eval"]
-    before = measure_policy(sft, config.task, n_eval, config.seed)
-    judge = build_rlaif_judge(config.judge, config.constitution)
-    rows, agreement = label_policy_pairs(sft, config.task, judge, config.n_pairs or preset["n_pairs"], config.seed)
+    policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
+    before = measure_policy(sft, config.task, n_eval, config.seed, engine=policy)
+    judge = build_rlaif_judge(config.judge, config.constitution, engine=config.engine)
+    rows, agreement = label_policy_pairs(sft, config.task, judge, config.n_pairs or preset["n_pairs"], config.seed,
+                                         engine=policy)
     labels = write_jsonl(config.out / "ai_preferences.jsonl", rows)
     clock.lap("ai_labels")
     steps = {"max_steps": config.rl_steps} if config.rl_steps else {}
-    rl_common = {**common, "task": config.task, "n_eval": 0, "kl_coef": config.kl_coef}
+    prompts = None
+    if config.mode == "direct" and config.direct_reward == "compare":
+        prompts = reference_prompts(sft, config.task, 4 * preset["rl"]["batch_size"] * preset["rl"]["max_steps"],
+                                    config.seed, engine=policy)
+    del policy  # its memory back before training (the RL trainer starts its own engine)
+    rl_common = {**common, "task": config.task, "n_eval": 0, "kl_coef": config.kl_coef, "engine": config.engine}
     if config.mode == "direct":
         reward = JudgeReward(judge, reference="reference" if config.direct_reward == "compare" else None)
-        prompts = None
-        if config.direct_reward == "compare":
-            prompts = reference_prompts(sft, config.task, 4 * preset["rl"]["batch_size"] * preset["rl"]["max_steps"], config.seed)
         config_class = GRPOConfig if config.algorithm == "grpo" else PPOConfig
         extra = {"samples_per_prompt": 4, "batch_size": preset["rl"]["batch_size"] // 4} if config.algorithm == "grpo" else {}
         rl = config_class(out=config.out / config.algorithm, model=sft, **rl_common,
@@ -159,7 +170,7 @@ def run_rlaif(config: RLAIFConfig) -> dict:
                         **{**preset["rl"], **steps})
         final = run_ppo(ppo).model_dir
     clock.lap("training")
-    after = measure_policy(final, config.task, n_eval, config.seed)
+    after = measure_policy(final, config.task, n_eval, config.seed, engine=config.engine)
     report = {"command": "rlaif", "task": config.task, "preset": config.preset, "mode": config.mode,
               "algorithm": config.algorithm, "judge": config.judge, "direct_reward": config.direct_reward,
               "ai_label_agreement": agreement, "n_preference_rows": len(rows), "judge_stats": judge.stats.as_dict(),
@@ -172,12 +183,11 @@ def run_rlaif(config: RLAIFConfig) -> dict:
     return report
 
 
-def reference_prompts(model_dir: Path, task_name: str, n: int, seed: int) -> list[dict]:
+def reference_prompts(model_dir: Path, task_name: str, n: int, seed: int,
+                      engine: str | RolloutEngine = "hf") -> list[dict]:
     """Training prompts each with a `reference` column: one SFT sample, what direct compare-RLAIF must beat."""
-    from tandem.generation import sample
-
     task = get_task(task_name)
     prompts = [row["prompt"] for row in task.sft_examples(n, seed=seed)]
-    model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
-    texts = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed + 7).texts
+    texts = as_engine(engine, model_dir).sample(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                                                seed=seed + 7).texts
     return [{"prompt": p, "reference": t} for p, t in zip(prompts, texts)]

@@ -13,8 +13,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from tandem.generation import sample
-from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.generation.engines import RolloutEngine, as_engine
 from tandem.presets import PRESETS as QUICKSTART_PRESETS
 from tandem.tasks import get_task
 from tandem.files import atomic_write_text
@@ -75,13 +74,15 @@ def outcome_metrics(task, prompts: list[str], completions: list[str]) -> dict[st
     return metrics
 
 
-def measure_policy(model_dir: Path, task: str, n: int, seed: int = 0) -> dict[str, float]:
-    """Sample one reply per held-out prompt (the task's evaluation temperature) and measure it against gold."""
+def measure_policy(model_dir: Path, task: str, n: int, seed: int = 0, engine: str | RolloutEngine = "hf") -> dict[str, float]:
+    """Sample one reply per held-out prompt (the task's evaluation temperature) and measure it against gold.
+
+    `engine`: the generation engine's name, or an engine already made from `model_dir` (`tandem.generation.engines`).
+    """
     task_object = get_task(task)
-    model, tokenizer = load_causal_lm(model_dir), load_tokenizer(model_dir)
     prompts = [row["prompt"] for row in task_object.eval_prompts(n, seed=seed)]
-    texts = sample(model, tokenizer, prompts, max_new_tokens=task_object.max_new_tokens,
-                   temperature=task_object.eval_temperature, seed=seed).texts
+    texts = as_engine(engine, model_dir).sample(prompts, max_new_tokens=task_object.max_new_tokens,
+                                                temperature=task_object.eval_temperature, seed=seed).texts
     return outcome_metrics(task_object, prompts, texts)
 
 

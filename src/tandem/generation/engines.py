@@ -1,8 +1,11 @@
-"""Rollout engines behind one interface: Hugging Face `generate` (`hf`) or an in-process vLLM engine (`vllm`).
+"""Generation engines behind one interface: Hugging Face `generate` (`hf`) or an in-process vLLM engine (`vllm`).
 
-An engine turns prompts into a `RolloutBatch` (right-padded prompt + completion rows, the layout the training
-forward uses, with each sampled token's log-prob under the sampling distribution) and, when it holds its own
-copy of the weights, takes the policy's new weights after each update (`sync`). vLLM (Kwon et al. 2023,
+An engine turns prompts into a `RolloutBatch` for RL (right-padded prompt + completion rows, the layout the
+training forward uses, with each sampled token's log-prob under the sampling distribution) or into `Samples`
+for everything else that generates (evaluation, judges, AI feedback, preference pairs, agents' LM backends:
+`sample`, the same contract as `tandem.generation.sample`), and, when it holds its own copy of the weights,
+takes the policy's new weights after each update (`sync`). An engine is made from a loaded model or straight
+from a model path (a judge's or teacher's directory: vLLM then reads it where it is). vLLM (Kwon et al. 2023,
 "Efficient memory management for large language model serving with PagedAttention") is what TRL, OpenRLHF
 and verl sample with; its log-probs come from other kernels than the training forward's, which the online
 trainer measures every step and can correct for (`tandem.algorithms.importance`).
@@ -17,10 +20,12 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from pydantic import BaseModel, Field, field_validator
 
+from tandem.config import registered_name
 from tandem.data import pad_prompt_response_batch
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, rollout
-from tandem.generation.sampling import _stop_ids
+from tandem.generation.sampling import Samples, _stop_ids, sample, stop_ids
 from tandem.registry import registrar
 
 VLLM_MISSING = ("--engine vllm needs vLLM: pip install 'tandem[vllm]' (the CPU build; on a GPU machine "
@@ -32,8 +37,15 @@ class EngineUnavailable(ImportError):
 
 
 class RolloutEngine(Protocol):
+    owns_weights: bool  # a copy of its own, which `sync` refreshes (False: it generates with the model itself)
+    tokenizer: object
+
     def rollout(self, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
                 sample_keys: torch.Tensor | None = None) -> RolloutBatch: ...
+
+    def sample(self, prompts: list[str], max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
+               batch_size: int = 64, seed: int | None = None) -> Samples:
+        """`tandem.generation.sample` on this engine: completions end at the first stop token (kept)."""
 
     def sync(self, model) -> None:
         """Take `model`'s current weights (after an optimizer step)."""
@@ -43,23 +55,62 @@ ROLLOUT_ENGINES: dict[str, type] = {}
 register_engine = registrar(ROLLOUT_ENGINES, "rollout engine")
 
 
-def make_engine(name: str, model, tokenizer, **options) -> RolloutEngine:
-    """The engine `name` for the policy `model` (options: that engine's keyword arguments)."""
+def make_engine(name: str, model, tokenizer=None, **options) -> RolloutEngine:
+    """The engine `name` for `model`: a loaded model (with its `tokenizer`) or a model path (a directory, a .gguf
+    file or a LoRA adapter; its tokenizer by default). Options: that engine's keyword arguments."""
     if name not in ROLLOUT_ENGINES:
         raise ValueError(f"unknown rollout engine {name!r}; choose one of: {', '.join(sorted(ROLLOUT_ENGINES))}")
+    if tokenizer is None and not isinstance(model, (str, Path)):
+        raise ValueError("an engine made from a loaded model needs its tokenizer")
     return ROLLOUT_ENGINES[name](model, tokenizer, **options)
+
+
+def engine_for(name: str, model, tokenizer, source: str | Path | None = None, **options) -> RolloutEngine:
+    """The engine `name` for an already loaded `model`; one that holds its own copy of the weights (vLLM) starts
+    from `source`, the path the model was loaded from, instead of from a copy written out."""
+    owns = getattr(ROLLOUT_ENGINES.get(name), "owns_weights", False)
+    if owns and source is not None:
+        return make_engine(name, source, **options)
+    return make_engine(name, model, tokenizer, **options)
+
+
+def as_engine(engine: str | RolloutEngine, model, tokenizer=None, **options) -> RolloutEngine:
+    """`engine` itself when it is one (a caller sharing one engine between stages), else `make_engine(engine, model, ...)`."""
+    return make_engine(engine, model, tokenizer, **options) if isinstance(engine, str) else engine
+
+
+class EngineOptions(BaseModel):
+    """The `--engine` option of a command that generates (mixed into its config)."""
+
+    engine: str = Field("hf", description="Generation engine: hf (Hugging Face generate) or vllm (an in-process vLLM engine, started once per model; pip install 'tandem[vllm]').")
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, value: str) -> str:
+        return registered_name(value, ROLLOUT_ENGINES, "engine")
 
 
 @register_engine("hf")
 class HFEngine:
     """`generate` on the training model itself (no copy, nothing to sync); `autocast` is the update's precision."""
 
-    def __init__(self, model, tokenizer, autocast=nullcontext, **_engine_options):  # dtype, seed: vLLM's
+    owns_weights = False
+
+    def __init__(self, model, tokenizer=None, autocast=nullcontext, **_engine_options):  # dtype, seed: vLLM's
+        if isinstance(model, (str, Path)):
+            from tandem.models.loading import load_causal_lm, load_tokenizer
+
+            tokenizer, model = tokenizer or load_tokenizer(model), load_causal_lm(model)
         self.model, self.tokenizer, self.autocast = model, tokenizer, autocast
 
     def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
         with self.autocast():
             return rollout(self.model, self.tokenizer, prompts, config, columns, sample_keys=sample_keys)
+
+    def sample(self, prompts, max_new_tokens=32, temperature=0.0, top_p=1.0, batch_size=64, seed=None) -> Samples:
+        with self.autocast():
+            return sample(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, batch_size=batch_size, seed=seed)
 
     def sync(self, model) -> None:
         pass
@@ -101,22 +152,36 @@ def engine_weights(model) -> list[tuple[str, torch.Tensor]]:
 
 @register_engine("vllm")
 class VLLMEngine:
-    """vLLM's `LLM` in this process, started once from a copy of the policy written to `folder`.
+    """vLLM's `LLM` in this process, started once: from a model directory where it is, or from a copy of a loaded
+    policy (or of a LoRA adapter merged into its base) written to `folder`.
 
     Sampling options map one to one (temperature, top-p, top-k, stop strings, n, seed, max tokens); the
     engine returns the sampled token's log-prob after temperature and top-k/top-p (`processed_logprobs`,
     the distribution `hf` records). `sync` reloads the policy's weights into the engine's model in place.
     """
 
-    def __init__(self, model, tokenizer, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
+    owns_weights = True
+
+    def __init__(self, model, tokenizer=None, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
                  max_model_len: int | None = None, enforce_eager: bool = False, autocast=None, **llm_options):
         # `autocast` is the trainer's precision for `hf`; this engine computes in `dtype`
         vllm = import_vllm()
-        model = language_model(model)
-        self.tokenizer = tokenizer
-        self.stops = sorted(_stop_ids(model, tokenizer))
-        folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tandem-vllm-"))
-        write_engine_copy(model, tokenizer, folder)
+        if isinstance(model, (str, Path)):
+            from tandem.models.loading import load_causal_lm, load_tokenizer, resolve_model
+
+            source = resolve_model(model)
+            tokenizer = tokenizer or load_tokenizer(model)
+            # a directory (a .gguf file: its converted cache) is read where it is, nothing written; an adapter is
+            # merged into its base, in a copy
+            model = source.folder if source.base is None else load_causal_lm(model)
+        if isinstance(model, Path):
+            folder, stops = model, stop_ids(_generation_config(model), tokenizer)
+        else:
+            model = language_model(model)
+            stops = _stop_ids(model, tokenizer)
+            folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="tandem-vllm-"))
+            write_engine_copy(model, tokenizer, folder)
+        self.tokenizer, self.stops = tokenizer, sorted(stops)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
         set_num_threads = torch.set_num_threads
         try:
@@ -165,6 +230,19 @@ class VLLMEngine:
             ended=torch.tensor(ended), group_ids=torch.arange(len(prompts)).repeat_interleave(n), columns=row_columns,
         )
 
+    def sample(self, prompts, max_new_tokens=32, temperature=0.0, top_p=1.0, batch_size=64, seed=None) -> Samples:
+        """As `hf`'s: the same prompt tokens, stop tokens and decoding of the completion tokens; greedy at temperature
+        0. Row i is drawn with seed `seed + i` (repeated prompts get different samples, as with `hf`); vLLM
+        schedules its own batches (`batch_size` is unused)."""
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        params = [self.vllm.SamplingParams(
+            temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_new_tokens,
+            seed=None if seed is None else seed + row, stop_token_ids=self.stops, detokenize=False,
+        ) for row in range(len(prompts))]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False)
+        completions = [list(output.outputs[0].token_ids) for output in outputs]
+        return Samples(prompt_ids, completions, self.tokenizer.batch_decode(completions, skip_special_tokens=True))
+
     def sync(self, model) -> None:
         self.load_weights(engine_weights(language_model(model)))
 
@@ -182,6 +260,16 @@ def _repack_tied_head(engine_model) -> None:
     head = getattr(engine_model, "lm_head", None)
     if head is not None and hasattr(head, "cpu_linear") and getattr(head, "quant_method", None) is not None:
         head.quant_method.process_weights_after_loading(head)
+
+
+def _generation_config(folder: Path):
+    """The directory's generation config, or the one its model config implies (what `from_pretrained` would give)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(folder)
+    except OSError:
+        return GenerationConfig.from_model_config(AutoConfig.from_pretrained(folder))
 
 
 def write_engine_copy(model, tokenizer, folder: Path) -> None:

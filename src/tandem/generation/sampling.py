@@ -30,7 +30,12 @@ def end_of_turn_ids(tokenizer) -> set[int]:
 def _stop_ids(model, tokenizer, end_of_turn: bool = True) -> set[int]:
     """EOS of the model's generation config and of the tokenizer, and (`end_of_turn`, for a tokenizer with a
     chat template) its end-of-turn token."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
+    return stop_ids(model.generation_config, tokenizer, end_of_turn)
+
+
+def stop_ids(generation_config, tokenizer, end_of_turn: bool = True) -> set[int]:
+    """`_stop_ids` from a generation config (an engine started from a model directory has no model object)."""
+    eos = getattr(generation_config, "eos_token_id", None)
     stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     if tokenizer.eos_token_id is not None:
         stops.add(tokenizer.eos_token_id)
@@ -49,8 +54,16 @@ def sample(
     top_p: float = 1.0,
     batch_size: int = 64,
     seed: int | None = None,
+    engine=None,
 ) -> Samples:
-    """Continue each prompt; temperature 0 means greedy."""
+    """Continue each prompt; temperature 0 means greedy.
+
+    `engine` (a `tandem.generation.engines` engine, made from this model): it generates instead of Hugging Face
+    `generate`, with the same stop tokens and the same `Samples`.
+    """
+    if engine is not None:
+        return engine.sample(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             batch_size=batch_size, seed=seed)
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
@@ -82,5 +95,5 @@ def sample(
 
 
 def generate_completions(model, tokenizer, prompts: list[str], **options) -> list[str]:
-    """The decoded new text for each prompt (special tokens dropped); options as for `sample`."""
+    """The decoded new text for each prompt (special tokens dropped); options (`engine` too) as for `sample`."""
     return sample(model, tokenizer, prompts, **options).texts

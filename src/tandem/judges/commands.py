@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from tqdm import tqdm
 
+from tandem.generation.engines import EngineOptions
 from tandem.judges.base import Judge, Verdict, check_orders
 from tandem.judges.spec import build_judge, parse_judge_spec
 
@@ -23,7 +24,7 @@ SCORE_FIELDS = (("response",), ("completion",))
 COMPARE_FIELDS = (("response_a", "response_b"), ("chosen", "rejected"))
 
 
-class JudgeCommandConfig(BaseModel):
+class JudgeCommandConfig(EngineOptions):
     """Options of `tandem judge`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -71,6 +72,10 @@ def _configured_judge(config: JudgeCommandConfig) -> Judge:
     if config.calibration is not None:
         judge.calibration = config.calibration
     check_orders(judge.both_orders, judge.calibration)
+    if "engine" in config.model_fields_set:  # else the spec's (local:PATH:engine=vllm) or hf
+        if not hasattr(judge, "engine"):
+            raise ValueError(f"judge {judge.name!r} generates nothing here: --engine applies to local: judges")
+        judge.engine = config.engine
     if hasattr(judge, "score_template"):
         from tandem.judges.cache import VerdictCache
         from tandem.judges.templates import load_template

@@ -5,7 +5,8 @@ none), the assistant turn is opened with the verdict prefix ("Verdict:"), and on
 the next-token distribution; the verdict is the probability-weighted label value renormalised over
 the answer labels (see `reading.expected_label_value`), never parsed from sampled text. Each label
 is read where its token comes (see `LocalJudge.reading_plan`). With chain-of-thought, reasoning is first
-generated greedily (`tandem.generation.generate_completions`), then the prefix is appended and read
+generated greedily by the judge's generation engine (`engine`: `hf`, or `vllm`, started on the first
+reasoning request, from the judge's directory where it has one), then the prefix is appended and read
 the same way.
 """
 
@@ -16,7 +17,6 @@ from typing import Any
 
 import torch
 
-from tandem.generation import generate_completions
 from tandem.judges.base import Question, TemplateJudge, Verdict, unusable
 from tandem.judges.reading import expected_label_value
 
@@ -30,6 +30,8 @@ class LocalJudge(TemplateJudge):
         batch_size: questions per forward pass.
         device: where the model runs (None: where it is; a directory loads on CPU).
         cot_max_tokens: reasoning tokens generated before the verdict when `cot=True`.
+        engine: the generation engine that writes the reasoning (`tandem.generation.engines`): hf, vllm, or an
+            engine already made from this model (judges sharing one).
         min_label_mass: verdicts whose answer labels carry less next-token probability than this are
             unusable ("no_label_mass"); 0 accepts any renormalised distribution.
         **options: `TemplateJudge` / `Judge` options (templates, cot, cache, examples, on_unusable, both_orders, calibration, name).
@@ -44,12 +46,14 @@ class LocalJudge(TemplateJudge):
         device: str | torch.device | None = None,
         cot_max_tokens: int = 64,
         min_label_mass: float = 0.0,
+        engine: Any = "hf",
         **options: Any,
     ) -> None:
         from tandem.models.loading import load_causal_lm, load_tokenizer
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.source = model if isinstance(model, (str, Path)) else None  # where a vLLM engine starts from
         if isinstance(model, (str, Path)):
             self.identity = f"local:{Path(model).expanduser().resolve()}"
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
@@ -66,10 +70,22 @@ class LocalJudge(TemplateJudge):
         self.batch_size = batch_size
         self.cot_max_tokens = cot_max_tokens
         self.min_label_mass = min_label_mass
+        self.engine = engine
+        self._generator = None  # made on the first reasoning request
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[list[int]]]] = {}
         for template in (self.score_template, self.compare_template):
             self.reading_plan(template.verdict_prefix, template.answer_labels)
+
+    def generator(self):
+        """The engine that writes the reasoning: on this judge's model (hf), or vLLM from its directory."""
+        from tandem.generation.engines import engine_for
+
+        if not isinstance(self.engine, str):
+            return self.engine
+        if self._generator is None or self._generator[0] != self.engine:
+            self._generator = (self.engine, engine_for(self.engine, self.model, self.tokenizer, self.source))
+        return self._generator[1]
 
     def reading_plan(self, prefix: str, labels: list[str]) -> tuple[str, list[list[int]]]:
         """(text to append to the question, ids of each label's tokens at the position read next).
@@ -114,10 +130,8 @@ class LocalJudge(TemplateJudge):
         texts = [self.render(q.messages) for q in questions]
         reasoning = [""] * len(questions)
         if any(q.cot for q in questions):
-            generated = generate_completions(
-                self.model, self.tokenizer, texts, max_new_tokens=self.cot_max_tokens, temperature=0.0,
-                batch_size=self.batch_size,
-            )
+            generated = self.generator().sample(texts, max_new_tokens=self.cot_max_tokens, temperature=0.0,
+                                                batch_size=self.batch_size).texts
             for i, (q, text) in enumerate(zip(questions, generated)):
                 cut = text.lower().find(q.verdict_prefix.lower())  # the model may already write the prefix
                 reasoning[i] = (text if cut < 0 else text[:cut]).rstrip() + "\n"

@@ -32,7 +32,7 @@ _URL = re.compile(r"^(?P<url>https?://[^/\s]+(?:/[^:\s]*)?):(?P<rest>.+)$")
 _SHARED = {"on_unusable", "both_orders", "calibration", "name"}
 _TEMPLATED = _SHARED | {"template", "score_template", "compare_template", "cot", "cache"}
 _ALLOWED = {
-    "local": _TEMPLATED | {"batch_size", "device", "cot_max_tokens", "min_label_mass"},
+    "local": _TEMPLATED | {"batch_size", "device", "cot_max_tokens", "min_label_mass", "engine"},
     "openai": _TEMPLATED | {"api_key_env", "timeout", "max_retries", "backoff", "max_backoff", "max_concurrency",
                             "temperature", "top_logprobs", "answer_max_tokens", "cot_max_tokens"},
 }

@@ -13,12 +13,19 @@ from tandem.generation import sample
 
 
 def sample_pairs(model, tokenizer, prompts: list[str], max_new_tokens: int, seed: int = 0, temperature: float = 1.0,
-                 model_b=None, temperature_b: float | None = None) -> tuple[list[str], list[str]]:
+                 model_b=None, temperature_b: float | None = None, engine=None,
+                 engine_b=None) -> tuple[list[str], list[str]]:
     """Two samples per prompt: a from `model` at `temperature` (seed `seed`), b from `model_b` (default: the same
-    model) at `temperature_b` (default: `temperature`) with seed `seed + 1`."""
-    a = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed).texts
+    model) at `temperature_b` (default: `temperature`) with seed `seed + 1`. `engine` / `engine_b`: engines made
+    from `model` / `model_b` that sample in their place (`tandem.generation.engines`; without `model_b`, b comes
+    from `engine` unless `engine_b` is given)."""
+    if model_b is None and engine_b is None:
+        engine_b = engine
+    a = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+               engine=engine).texts
     b = sample(model if model_b is None else model_b, tokenizer, prompts, max_new_tokens=max_new_tokens,
-               temperature=temperature if temperature_b is None else temperature_b, seed=seed + 1).texts
+               temperature=temperature if temperature_b is None else temperature_b, seed=seed + 1,
+               engine=engine_b).texts
     return a, b
 
 

@@ -86,10 +86,11 @@ def corruption_pairs(rows: list[dict], kinds: list[str], seed: int) -> list[dict
 
 
 def policy_pairs(model_a, model_b, tokenizer, prompts: list[str], temperature_a: float, temperature_b: float,
-                 max_new_tokens: int, seed: int) -> list[dict]:
-    """{prompt, a, b}: a sampled from `model_a` at `temperature_a`, b from `model_b` at `temperature_b` (`sample_pairs`)."""
+                 max_new_tokens: int, seed: int, engine_a=None, engine_b=None) -> list[dict]:
+    """{prompt, a, b}: a sampled from `model_a` at `temperature_a`, b from `model_b` at `temperature_b` (`sample_pairs`;
+    `engine_a` / `engine_b`: generation engines made from them, sampling in their place)."""
     a, b = sample_pairs(model_a, tokenizer, prompts, max_new_tokens, seed=seed, temperature=temperature_a,
-                        model_b=model_b, temperature_b=temperature_b)
+                        model_b=model_b, temperature_b=temperature_b, engine=engine_a, engine_b=engine_b)
     return [{"prompt": p, "a": x, "b": y} for p, x, y in zip(prompts, a, b)]
 
 

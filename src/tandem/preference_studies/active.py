@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from tandem.files import atomic_write_text
+from tandem.generation.engines import EngineOptions
 from tandem.plotting import headless_pyplot
 from tandem.preference_data.acquisition import ACQUISITION_RULES, acquisition_scores, select_batch
 from tandem.preference_data.labels import draw_labels, gold_judge
@@ -119,7 +120,7 @@ def summarise_curves(curves: dict[str, list[dict]], target: float, baseline: str
     return summary
 
 
-class ActiveConfig(BaseModel):
+class ActiveConfig(EngineOptions):
     """`tandem active`: how many labels each acquisition rule needs to reach a held-out reward-model accuracy."""
 
     model_config = ConfigDict(extra="forbid")
@@ -180,6 +181,7 @@ def pair_features(model, tokenizer, pairs: list[dict], layer: int) -> tuple[Tens
 
 def run_active_study(config: ActiveConfig) -> dict:
     """Learning curves (held-out accuracy vs labels) of every rule on every seed; writes JSON, Markdown and a PNG."""
+    from tandem.generation.engines import engine_for
     from tandem.preference_data.synthetic_pairs import policy_pairs
     from tandem.models.loading import load_causal_lm, load_tokenizer
 
@@ -190,7 +192,10 @@ def run_active_study(config: ActiveConfig) -> dict:
         pool = shuffled_sides(task.preference_pairs(config.n_pool, seed=config.seed), seed=config.seed)
     else:
         prompts = [row["prompt"] for row in task.sft_examples(config.n_pool, seed=config.seed)]
-        pool = policy_pairs(model, model, tokenizer, prompts, 1.0, 1.0, task.max_new_tokens, seed=config.seed)
+        engine = engine_for(config.engine, model, tokenizer, config.model)  # the features stay on the HF model
+        pool = policy_pairs(model, model, tokenizer, prompts, 1.0, 1.0, task.max_new_tokens, seed=config.seed,
+                            engine_a=engine, engine_b=engine)
+        del engine
     test = shuffled_sides(task.preference_pairs(config.n_test, seed=config.seed + 10_000, held_out=True), config.seed + 1)
     pool_a, pool_b = pair_features(model, tokenizer, pool, config.feature_layer)
     test_a, test_b = pair_features(model, tokenizer, test, config.feature_layer)

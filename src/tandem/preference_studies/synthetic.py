@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tandem.files import atomic_write_text, write_jsonl
-from tandem.generation import sample
+from tandem.generation.engines import EngineOptions, make_engine
 from tandem.plotting import headless_pyplot
 from tandem.preference_data.labels import gold_judge, label_pairs, rule_judge
 from tandem.preference_data.synthetic_pairs import CORRUPTIONS, corruption_pairs, policy_pairs, rule_agreement
@@ -29,7 +29,7 @@ from tandem.tasks import get_task
 METHODS = ("corrupt", "temperature", "checkpoint")
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(EngineOptions):
     """`tandem synth-prefs`: generate synthetic preference pairs and measure reward models trained on them."""
 
     model_config = ConfigDict(extra="forbid")
@@ -67,24 +67,23 @@ class SyntheticConfig(BaseModel):
 
 def synthetic_candidates(config: SyntheticConfig, task, n: int) -> dict[str, list[dict]]:
     """Unlabelled candidate pairs of each method, `n` per method, from the task's training prompts."""
-    from tandem.models.loading import load_causal_lm, load_tokenizer
-
-    policy, tokenizer = load_causal_lm(config.policy), load_tokenizer(config.policy)
+    policy = make_engine(config.engine, config.policy)  # every method's samples come from these engines
+    earlier = make_engine(config.engine, config.earlier) if "checkpoint" in config.methods.split(",") else None
+    tokenizer = policy.tokenizer
     prompts = [row["prompt"] for row in task.sft_examples(n, seed=config.seed + 30_000)]
     candidates: dict[str, list[dict]] = {}
     for method in config.methods.split(","):
         if method == "corrupt":
-            texts = sample(policy, tokenizer, prompts, max_new_tokens=task.max_new_tokens,
-                           temperature=config.sample_temperature, seed=config.seed).texts
+            texts = policy.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=config.sample_temperature,
+                                  seed=config.seed).texts
             rows = [{"prompt": p, "completion": t} for p, t in zip(prompts, texts)]
             pairs = corruption_pairs(rows, config.corruptions.split(","), seed=config.seed)
         elif method == "temperature":
-            pairs = policy_pairs(policy, policy, tokenizer, prompts, config.low_temperature, config.high_temperature,
-                                 task.max_new_tokens, seed=config.seed)
+            pairs = policy_pairs(None, None, tokenizer, prompts, config.low_temperature, config.high_temperature,
+                                 task.max_new_tokens, seed=config.seed, engine_a=policy)
         else:
-            earlier = load_causal_lm(config.earlier)
-            pairs = policy_pairs(policy, earlier, tokenizer, prompts, config.sample_temperature, config.sample_temperature,
-                                 task.max_new_tokens, seed=config.seed)
+            pairs = policy_pairs(None, None, tokenizer, prompts, config.sample_temperature, config.sample_temperature,
+                                 task.max_new_tokens, seed=config.seed, engine_a=policy, engine_b=earlier)
         for pair in pairs:
             pair.setdefault("method", method)
         candidates[method] = pairs

@@ -224,8 +224,9 @@ class OnlineTrainer(GenerativeTrainer):
             raise EngineError(f"--engine {config.engine} runs in one process for now: launch one process, or use --engine hf")
         # created once per run; an engine with its own copy of the weights gets them after each update (`sync`)
         dtype = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}[resolve_precision(config.mixed_precision)]
+        longest = max(max_new_tokens, eval_max_new_tokens or getattr(task, "max_new_tokens", 0))  # evaluation uses it too
         self.engine = make_engine(config.engine, policy, tokenizer, autocast=self.accelerator.autocast, dtype=dtype,
-                                  seed=config.seed, max_model_len=config.max_length + max_new_tokens)
+                                  seed=config.seed, max_model_len=config.max_length + longest)
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -558,13 +559,15 @@ class OnlineTrainer(GenerativeTrainer):
             return {}
         length = self.eval_max_new_tokens
         reference, reference_context = reference_and_context(model, self.reference)
+        # an engine with its own copy (vLLM, synced after every update) samples faster than `generate`
+        engine = self.engine if self.engine.owns_weights else None
         gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
-                         reference_context=reference_context, max_new_tokens=length)
+                         reference_context=reference_context, max_new_tokens=length, engine=engine)
         metrics = {f"eval/{k}": v for k, v in gold.items()}
         if self.task.eval_temperature != self.config.temperature:
             # greedy exact match moves only when the mode flips; the policy RL trains is the sampling one
             sampled = gold_eval(model, self.tokenizer, self.task, list(self.eval_prompts) * 4,
-                                temperature=self.config.temperature, max_new_tokens=length)
+                                temperature=self.config.temperature, max_new_tokens=length, engine=engine)
             metrics["eval/gold_reward_sampled"] = sampled["gold_reward"]
         return metrics
 

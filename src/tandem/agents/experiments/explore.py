@@ -24,6 +24,7 @@ from tandem.agents.backends import HFBackend, OpenAIBackend, oracle_backend, tra
 from tandem.agents.dqn import DQNConfig, DQNResult, same_step_vector_env, train_dqn
 from tandem.agents.shaping import PotentialShaping, progress_potential
 from tandem.files import atomic_write_text
+from tandem.generation.engines import EngineOptions
 from tandem.plotting import headless_pyplot
 
 # Sparse-reward tasks with a text renderer; FrozenLake is deterministic here, so one greedy episode is its success.
@@ -35,7 +36,7 @@ ENVIRONMENTS: dict[str, Callable[[], gym.Env]] = {
 }
 
 
-class AgentLMConfig(DQNConfig):
+class AgentLMConfig(DQNConfig, EngineOptions):
     """The environment, the language model, and where results go (plus every DQN option)."""
 
     out: Path = Field(Path("runs/explore"), description="Run directory: metrics.json, learning_curve.png, the demo model.")
@@ -94,7 +95,7 @@ def build_backend(config: AgentLMConfig) -> Any:
     if config.lm == "hf":
         if config.lm_model is None:
             raise FileNotFoundError("--lm hf needs --lm-model, a Hugging Face causal-LM directory")
-        return HFBackend(config.lm_model)
+        return HFBackend(config.lm_model, engine=config.engine)
     return OpenAIBackend(config.endpoint_url, config.endpoint_model)
 
 

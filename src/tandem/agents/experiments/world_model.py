@@ -25,10 +25,11 @@ from tandem.agents.world_model import (
     split_transitions,
     train_world_model,
 )
+from tandem.generation.engines import EngineOptions
 from tandem.plotting import headless_pyplot
 
 
-class WorldModelConfig(WorldModelTrainConfig):
+class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
     """Collect text transitions, train a tiny LM world model, measure it, then plan and learn (Dyna) in it."""
 
     env: str = Field("FrozenLake-v1", description="Gymnasium toy-text env: FrozenLake-v1 (deterministic) or Taxi-v4.")
@@ -102,7 +103,7 @@ def run_world_model(config: WorldModelConfig) -> dict:
     counts: dict = {}
     transitions = collect_transitions(make_env, config.episodes, seed=config.seed, progress=config.progress, counts=counts)
     train, held_out = split_transitions(transitions, config.eval_fraction, config.seed)
-    world_model, sft_metrics = train_world_model(config, train, held_out, action_names(make_env(0)))
+    world_model, sft_metrics = train_world_model(config, train, held_out, action_names(make_env(0)), config.engine)
     report: dict = {
         "env": config.env, "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
         "sft": sft_metrics,
