@@ -145,10 +145,12 @@ def test_world_model_learns_held_out_transitions_and_plans(tmp_path):
     make_env = map_env_factory("FrozenLake-v1", maps)
     transitions = collect_transitions(make_env, 400, seed=0)
     train, held_out = split_transitions(transitions, 0.2, seed=0)
-    config = WorldModelTrainConfig(out=tmp_path / "wm", max_steps=300, batch_size=32, progress=False, seed=0)
+    # 600 steps: at 300 the held-out accuracy sat on the edge of generalising and swung with rounding (0.17-0.82
+    # for seeds 0-1 and for fp32 vs bf16, the same math to 1e-7); at 600 it was 0.99 against the copy baseline 0.26
+    config = WorldModelTrainConfig(out=tmp_path / "wm", max_steps=600, batch_size=32, progress=False, seed=0)
     world_model, _ = train_world_model(config, train, held_out, action_names(make_env(0)))
     metrics = evaluate_world_model(world_model, held_out)
-    assert metrics["next_state_accuracy"] > metrics["copy_state_baseline"] + 0.15, metrics
+    assert metrics["next_state_accuracy"] > metrics["copy_state_baseline"] + 0.3, metrics
     assert json.loads((tmp_path / "wm" / "train.jsonl").read_text().splitlines()[0]) == sft_rows(train[:1])[0]
     # planning in the LM on the training maps: far more goals than a random walk (which almost never gets there)
     wins = [plan_episode(make_env(i), world_model, "tree", seed=i, horizon=8).success for i in range(4)]
