@@ -34,3 +34,30 @@ def linear_preference_problem(n: int, dim: int = 8, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     a, b, w = torch.randn(n, dim, generator=generator), torch.randn(n, dim, generator=generator), torch.randn(dim, generator=generator)
     return a, b, ((a - b) @ w > 0).float()
+
+
+def require_vllm() -> None:
+    """At the top of a vLLM test module: an in-process engine with a small CPU KV cache; where vLLM is missing
+    the module skips, except in `.ci/run`'s vLLM stage (TANDEM_REQUIRE_VLLM), where a broken install fails."""
+    import os
+
+    import pytest
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if os.environ.get("TANDEM_REQUIRE_VLLM"):
+        import vllm  # noqa: F401
+    else:
+        pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tandem[vllm]')")
+
+
+def wait_for(condition, seconds=10.0) -> bool:
+    """Poll `condition` every 20 ms until it holds (True) or `seconds` pass (False)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

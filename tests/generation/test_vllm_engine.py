@@ -1,18 +1,13 @@
 """The vLLM rollout engine against the training forward and against `hf`, on the tiny Llama (runs where vLLM is
 installed: `.ci/run` builds a second virtualenv with `tandem[vllm]` for these; elsewhere they skip)."""
 
-import os
-
 import pytest
 import torch
 
+from checks import require_vllm
+
 pytestmark = pytest.mark.vllm
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-if os.environ.get("TANDEM_REQUIRE_VLLM"):  # .ci/run's vLLM step: a missing or broken vLLM fails, never skips
-    import vllm  # noqa: F401
-else:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tandem[vllm]')")
+require_vllm()  # skips where vLLM is missing; fails in .ci/run's vLLM stage
 
 from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs  # noqa: E402
 from tandem.generation.engines import make_engine  # noqa: E402

@@ -1,17 +1,12 @@
 """A .gguf file through the vLLM engine: started from its converted directory as tandem loads any model (runs where
 vLLM is installed, in `.ci/run`'s vLLM stage; elsewhere it skips)."""
 
-import os
-
 import pytest
 
+from checks import require_vllm
+
 pytestmark = pytest.mark.vllm
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-if os.environ.get("TANDEM_REQUIRE_VLLM"):  # .ci/run's vLLM step: a missing or broken vLLM fails, never skips
-    import vllm  # noqa: F401
-else:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tandem[vllm]')")
+require_vllm()  # skips where vLLM is missing; fails in .ci/run's vLLM stage
 
 from tandem.generation.engines import make_engine  # noqa: E402
 from tandem.models.loading import resolve_model  # noqa: E402

@@ -13,6 +13,8 @@ from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.serve import BackgroundServer, Engine, ServeConfig, create_app
 from tandem.serve.engine import Job, add_events
 
+from checks import wait_for
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
@@ -115,15 +117,6 @@ def stream_then_hang_up(url, tokens):
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 return json.loads(line[6:])
-
-
-def wait_for(condition, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_client_that_hangs_up_cancels_its_generation(server):

@@ -5,13 +5,10 @@ import os
 
 import pytest
 
+from checks import require_vllm, wait_for
+
 pytestmark = pytest.mark.vllm
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-if os.environ.get("TANDEM_REQUIRE_VLLM"):  # .ci/run's vLLM step: a missing or broken vLLM fails, never skips
-    import vllm  # noqa: F401
-else:
-    pytest.importorskip("vllm", reason="vLLM is not installed (pip install 'tandem[vllm]')")
+require_vllm()  # skips where vLLM is missing; fails in .ci/run's vLLM stage
 
 import json  # noqa: E402
 import threading  # noqa: E402
@@ -72,15 +69,6 @@ def ask(server, **request):
 def both(servers, **request):
     """The same request to the hf and the vllm server."""
     return [ask(server, **request) for server in servers]
-
-
-def wait_for(condition, seconds=20.0):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_greedy_completions_equal_those_of_hf(servers):
@@ -171,8 +159,8 @@ def test_a_client_that_hangs_up_aborts_its_vllm_request(servers, vllm_engine):
                 assert json.loads(line[6:])["choices"]
                 assert vllm_engine.llm_engine.has_unfinished_requests()
                 break
-    assert wait_for(lambda: scheduler.stats.cancelled == cancelled + 1)
-    assert wait_for(lambda: not vllm_engine.llm_engine.has_unfinished_requests())
+    assert wait_for(lambda: scheduler.stats.cancelled == cancelled + 1, seconds=20.0)
+    assert wait_for(lambda: not vllm_engine.llm_engine.has_unfinished_requests(), seconds=20.0)
     steps = scheduler.stats.steps
     time.sleep(0.3)
     assert scheduler.stats.steps == steps  # nothing decodes for a client that is gone
@@ -184,15 +172,15 @@ def test_timeouts_and_a_server_stopping_abort_the_vllm_requests(model_dir, vllm_
     with BackgroundServer(create_app(config, engine=vllm_engine)) as live:
         response = httpx.post(live.url + "/v1/completions", timeout=60, json=body)
         assert response.status_code == 504 and live.server.config.app.state.scheduler.stats.timed_out >= 1
-        assert wait_for(lambda: not vllm_engine.llm_engine.has_unfinished_requests())
+        assert wait_for(lambda: not vllm_engine.llm_engine.has_unfinished_requests(), seconds=20.0)
     live = BackgroundServer(create_app(serve_config(model_dir, engine="vllm"), engine=vllm_engine))
     replies = []
     threading.Thread(target=lambda: replies.append(httpx.post(live.url + "/v1/completions", json=body, timeout=60)),
                      daemon=True).start()
     scheduler = live.server.config.app.state.scheduler
-    assert wait_for(lambda: scheduler.stats.steps > 3)
+    assert wait_for(lambda: scheduler.stats.steps > 3, seconds=20.0)
     live.stop()
-    assert wait_for(lambda: bool(replies)) and replies[0].status_code == 503
+    assert wait_for(lambda: bool(replies), seconds=20.0) and replies[0].status_code == 503
     assert not vllm_engine.llm_engine.has_unfinished_requests()
 
 
