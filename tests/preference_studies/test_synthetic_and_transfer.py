@@ -34,14 +34,15 @@ def test_the_concise_target_disagrees_with_plain_sentiment_on_some_pairs():
 def test_synthetic_study_measures_against_gold_and_no_training(tmp_path, smoke_pipeline):
     out, _ = smoke_pipeline
     config = SyntheticConfig(out=tmp_path / "synth", policy=out / "sft" / "model", earlier=out / "pretrain" / "model",
-                             n_pairs=64, n_test=128, rm_epochs=4, mixed_precision="no")
+                             n_pairs=128, n_test=128, rm_epochs=4, mixed_precision="no")
     result = run_synthetic_study(config)
     rows = {row["source"]: row for row in result["rows"]}
     assert set(rows) == {"corrupt/rule", "temperature/rule", "checkpoint/rule", "gold (task pairs)", "none (untrained head)"}
     for method in ("corrupt", "temperature", "checkpoint"):
         pairs = [json.loads(line) for line in (tmp_path / "synth" / f"pairs_{method}_rule.jsonl").read_text().splitlines()]
-        assert 0 < len(pairs) <= 64 and all(p["chosen"] != p["rejected"] for p in pairs)
-    # training on gold-labelled pairs must beat the untrained head it started from
+        assert 0 < len(pairs) <= 128 and all(p["chosen"] != p["rejected"] for p in pairs)
+    # training on gold-labelled pairs must beat the untrained head it started from (128 pairs: 0.66 vs 0.48; with
+    # 64 the gold arm sat at 0.55-0.58, within noise of the margin)
     assert rows["gold (task pairs)"]["accuracy"] > rows["none (untrained head)"]["accuracy"] + 0.1
     assert all(0.0 <= row["accuracy"] <= 1.0 for row in rows.values())
     assert (tmp_path / "synth" / "synthetic.png").stat().st_size > 0
