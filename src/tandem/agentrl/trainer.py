@@ -206,9 +206,9 @@ class AgentRLTrainer(Trainer):
         return self.config.advantage == "ppo"
 
     # ---- model ----------------------------------------------------------------------------------
-    def _forward(self, model, rows: TrainingRows, index):
+    def _forward(self, model, rows: TrainingRows, index, labels):
         input_ids, attention = rows.input_ids[index], rows.attention_mask[index]
-        keep = logits_to_keep(model, self._labels(rows)[index])  # the head only where the replies are
+        keep = logits_to_keep(model, labels)  # the head only where this micro-batch's replies are
         output = model(input_ids=input_ids, attention_mask=attention, use_cache=False, **keep)
         values = output["values"] if self.needs_values else None  # (ModelOutput.values is the dict method)
         return output.logits / self.config.temperature, values
@@ -239,7 +239,7 @@ class AgentRLTrainer(Trainer):
         for start in range(0, len(rows), self.config.micro_batch_size):
             index = slice(start, start + self.config.micro_batch_size)
             with self.accelerator.autocast():
-                logits, value = self._forward(model, rows, index)
+                logits, value = self._forward(model, rows, index, labels[index])
                 old.append(token_log_probs(logits, labels[index])[0].float())
                 values.append(value.float() if value is not None else None)
                 if reference is not None:
@@ -356,7 +356,7 @@ class AgentRLTrainer(Trainer):
             for minibatch in order.chunk(cfg.minibatches):
                 normaliser = self._all_reduce_sum([float(global_normaliser(cfg.loss_agg, mask[minibatch], cfg.max_new_tokens))])[0]
                 for rows_index in minibatch.split(cfg.micro_batch_size):
-                    logits, values = self._forward(self.model, rows, rows_index)
+                    logits, values = self._forward(self.model, rows, rows_index, labels[rows_index])
                     logp, _ = token_log_probs(logits, labels[rows_index])
                     micro_mask = mask[rows_index]
                     if epoch == 0:  # sampler vs trainer: the same policy, two numerical paths (bf16 generate vs training forward)

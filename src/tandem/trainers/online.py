@@ -302,10 +302,10 @@ class OnlineTrainer(GenerativeTrainer):
         scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
         return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
 
-    def _sampler_forward(self, model, batch: RolloutBatch, rows):
+    def _sampler_forward(self, model, batch: RolloutBatch, rows, labels):
         """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values;
         the logits only at the positions that score the completion (`logits_to_keep`), the values everywhere."""
-        keep = logits_to_keep(model, self._labels(batch)[rows])
+        keep = logits_to_keep(model, labels)  # this micro-batch's labels
         logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], **keep)
         return logits / self.config.temperature, values
 
@@ -320,7 +320,7 @@ class OnlineTrainer(GenerativeTrainer):
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
             with self.accelerator.autocast():
-                logits, value = self._sampler_forward(model, batch, rows)
+                logits, value = self._sampler_forward(model, batch, rows, labels[rows])
                 old.append(token_log_probs(logits, labels[rows])[0].float())
                 values.append(value[:, :-1].float() if value is not None else None)
                 if reference is not None:
@@ -477,7 +477,7 @@ class OnlineTrainer(GenerativeTrainer):
                     nonlocal gap
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
-                    logits, values = self._sampler_forward(self.forward_model, batch, rows)
+                    logits, values = self._sampler_forward(self.forward_model, batch, rows, labels[rows])
                     logp, _ = token_log_probs(logits, labels[rows])
                     micro_mask = mask[rows]
                     old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
