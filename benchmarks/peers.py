@@ -281,10 +281,18 @@ def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
     peer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(tmp / "lm"), reward_funcs=gold_reward,
         args=GRPOConfig(**settings, num_generations=args.num_generations,
-                        max_completion_length=task.max_new_tokens, temperature=1.0),
+                        max_completion_length=task.max_new_tokens, temperature=1.0, **trl_vllm_settings(args)),
         train_dataset=Dataset.from_list(prompts), processing_class=tokenizer,
     )
     return {"tandem": tandem, "trl": run_trl(peer, args, [0] * args.steps, [args.batch_size] * args.steps)}
+
+
+def trl_vllm_settings(args) -> dict:
+    """TRL's GRPOConfig options for sampling with an in-process vLLM engine (`--trl-vllm`), as tandem's does."""
+    if not args.trl_vllm:
+        return {}
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_enable_sleep_mode": False}
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
@@ -349,7 +357,10 @@ def parse_args() -> argparse.Namespace:
                         "directory or a .gguf file (e.g. SmolLM2-135M-Instruct); --size is then ignored.")
     parser.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="tandem's GRPO rollout engine (vllm: "
                         "pip install 'tandem[vllm]'; started with the trainer, outside the timing). TRL's GRPO "
-                        "keeps its default, Hugging Face generate.")
+                        "keeps its default, Hugging Face generate, unless --trl-vllm.")
+    parser.add_argument("--trl-vllm", action="store_true", help="TRL's GRPO samples with vLLM too (use_vllm, "
+                        "vllm_mode='colocate': an in-process engine, weights pushed after each step), its fastest "
+                        "configuration where vLLM is installed.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")

@@ -103,3 +103,19 @@ def test_engine_vllm_without_vllm_names_the_pip_command(app, tiny_model_dir, tmp
                                       "--data", str(data), "--out", str(tmp_path / "v.jsonl"), "--no-progress"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "tandem judge: --engine vllm needs vLLM: pip install 'tandem[vllm]'" in result.output
+
+
+def test_cpu_vllm_options_turn_chunked_prefill_off_with_a_whole_sequence_budget(tmp_path, monkeypatch):
+    import torch
+
+    from tandem.generation.engines import cpu_llm_options
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 16384}))
+    assert cpu_llm_options(tmp_path, None, {}) == {"enable_chunked_prefill": False, "max_num_batched_tokens": 16384}
+    assert cpu_llm_options(tmp_path, 512, {"x": 1}) == {"x": 1, "enable_chunked_prefill": False,
+                                                         "max_num_batched_tokens": 8192}
+    assert cpu_llm_options(tmp_path, 512, {"max_num_batched_tokens": 1024})["max_num_batched_tokens"] == 1024
+    assert cpu_llm_options(tmp_path, None, {"enable_chunked_prefill": True}) == {"enable_chunked_prefill": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_llm_options(tmp_path, None, {}) == {}  # a GPU build keeps vLLM's defaults

@@ -64,17 +64,25 @@ def test_sampled_log_probs_are_those_of_the_tempered_top_k_distribution(tiny_mod
     assert torch.allclose(expected[mask], batch.sampled_log_probs[:, 1:][mask], atol=1e-4)
 
 
-def test_keyed_gumbel_draws_sample_the_distribution():
-    from tandem.generation.rollout import keyed_gumbel
+def test_keyed_draws_sample_the_distribution():
+    from tandem.generation.rollout import keyed_draw, keyed_uniform
 
-    log_probs = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    log_probs = torch.tensor([0.5, 0.3, 0.0, 0.15, 0.05]).log().expand(20_000, 5)  # token 2: probability 0
     keys = torch.arange(20_000)
-    draws = (log_probs + keyed_gumbel(keys, position=7, vocab=4)).argmax(-1)
-    frequencies = torch.bincount(draws, minlength=4).float() / len(keys)
-    assert torch.allclose(frequencies, log_probs.exp(), atol=0.012)  # ~4 standard errors
-    # a pure function of (key, position): same noise again, other noise at another position
-    assert torch.equal(keyed_gumbel(keys[:5], 7, 4), keyed_gumbel(keys[:5], 7, 4))
-    assert not torch.equal(keyed_gumbel(keys[:5], 7, 4), keyed_gumbel(keys[:5], 8, 4))
+    draws = keyed_draw(log_probs, keys, position=7)
+    frequencies = torch.bincount(draws, minlength=5).float() / len(keys)
+    assert frequencies[2] == 0
+    assert torch.allclose(frequencies, log_probs[0].exp(), atol=0.012)  # ~4 standard errors
+    u = keyed_uniform(keys, 7)
+    assert 0 < u.min() and u.max() < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    # the inverse CDF, checked against a loop: the first token whose cumulative probability exceeds u
+    probabilities = log_probs[0].double().exp()
+    for row in range(50):
+        expected = next(i for i in range(5) if float(probabilities[: i + 1].sum()) > float(u[row]))
+        assert int(draws[row]) == expected
+    # a pure function of (key, position): the same draw alone as in the batch; others at another position
+    assert torch.equal(keyed_draw(log_probs[:5], keys[:5], 7), draws[:5])
+    assert not torch.equal(keyed_uniform(keys[:50], 7), keyed_uniform(keys[:50], 8))
 
 
 def test_keyed_rollouts_depend_on_the_key_not_on_the_batch(tiny_model_dir):

@@ -88,6 +88,26 @@ def test_same_seed_same_completions(engines):
     assert engines[1].rollout(PROMPTS, config, sample_keys=torch.arange(6) + 99).completions != first.completions
 
 
+def test_seeded_rollout_larger_than_one_engine_step(policy, engines):
+    """More prompt tokens than one engine step takes: with chunked prefill a seeded prompt split over two steps
+    crashed vLLM's CPU build ("CPU Generator does not use offset", as a 256-row SmolLM2 rollout did)."""
+    from tandem.generation.engines import cpu_llm_options
+
+    _, tokenizer = policy
+    budget = cpu_llm_options(engines[1].llm.llm_engine.model_config.model, 256, {})["max_num_batched_tokens"]
+    words = "the film was long and the acting was fine but the ending " * 40
+    prompts = []
+    for i in range(64):
+        ids = tokenizer(f"Review {i}: {words}", add_special_tokens=False).input_ids[:200]
+        prompts.append(tokenizer.decode(ids))
+    total = sum(len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts)
+    assert total > budget  # the prompts need more than one step
+    config = SamplingConfig(max_new_tokens=4, temperature=1.0)
+    batch = engines[1].rollout(prompts, config, sample_keys=torch.arange(64))
+    assert batch.input_ids.shape[0] == 64 and int(batch.completion_mask.sum()) > 64
+    assert engines[1].rollout(prompts, config, sample_keys=torch.arange(64)).completions == batch.completions
+
+
 def test_pushed_weights_change_greedy_tokens_exactly_as_the_trained_model(policy, engines):
     model, tokenizer = policy
     hf, vllm_engine = engines

@@ -249,3 +249,19 @@ def test_engine_vllm_without_vllm_is_a_one_line_error_with_the_pip_command(tiny_
     assert result.exit_code == 1 and "Traceback" not in result.output
     [line] = result.output.strip().splitlines()
     assert line.startswith("tandem serve: --engine vllm needs vLLM: pip install 'tandem[vllm]'")
+
+
+def test_vllm_options_are_flags_of_the_vllm_engine_only(tiny_model_dir):
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+    from tandem.serve import ServeConfig
+
+    config = ServeConfig(model=tiny_model_dir, engine="vllm", vllm_enforce_eager=True, vllm_max_model_len=512)
+    assert config.vllm_options() == {"enforce_eager": True, "max_model_len": 512}
+    assert ServeConfig(model=tiny_model_dir, engine="vllm").vllm_options() == {}
+    with pytest.raises(ValidationError, match="--vllm-enforce-eager apply to --engine vllm, not --engine hf"):
+        ServeConfig(model=tiny_model_dir, vllm_enforce_eager=True)
+    result = CliRunner().invoke(app, ["serve", "--model", str(tiny_model_dir), "--vllm-max-model-len", "256"])
+    assert result.exit_code != 0 and "--vllm-max-model-len apply to --engine vllm" in result.output

@@ -29,6 +29,7 @@ from transformers import set_seed
 import tandem.tasks.polite  # noqa: F401  (registers the "polite" task)
 
 from tandem.data import DataError, pad_sft_batch, read_records, tokenize_sft
+from tandem.generation.engines import EngineOptions, make_engine
 from tandem.models.loading import load_reward_model, load_tokenizer, save_model
 from tandem.rewards.answers import extract_answer
 from tandem.tasks import Task, get_task
@@ -248,7 +249,7 @@ PRESETS: dict[str, dict] = {
 }
 
 
-class VerbalRewardConfig(BaseModel):
+class VerbalRewardConfig(EngineOptions):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(Path("runs/verbal_reward"), description="Run directory: feedback data, g_phi, the RL policy, report.")
@@ -269,7 +270,6 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     from tandem.preference_data.pairs import sample_pairs
     from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
     from tandem.files import write_jsonl
-    from tandem.models.loading import load_causal_lm
     from tandem.trainers.grpo import GRPOConfig
     from tandem.trainers.ppo import PPOConfig
 
@@ -281,7 +281,8 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     # g_phi learns from the task's candidate responses and from the SFT policy's own (what RL will score)
     task = get_task(config.task)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_policy"], seed=config.seed + 5)]
-    policy_responses, _ = sample_pairs(load_causal_lm(sft), load_tokenizer(sft), prompts, task.max_new_tokens, config.seed)
+    policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
+    policy_responses, _ = sample_pairs(None, None, prompts, task.max_new_tokens, config.seed, engine=policy)
     if config.data is not None:
         train_rows = read_feedback_file(config.data)
     else:
@@ -289,7 +290,7 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
         train_rows += feedback_rows(config.task, prompts, policy_responses)
     held_out = feedback_examples(config.task, preset["n_held_out"], config.seed + 1, held_out=True)
     eval_prompts = [row["prompt"] for row in task.eval_prompts(preset["n_held_out"], seed=config.seed)]
-    eval_responses, _ = sample_pairs(load_causal_lm(sft), load_tokenizer(sft), eval_prompts, task.max_new_tokens, config.seed + 3)
+    eval_responses, _ = sample_pairs(None, None, eval_prompts, task.max_new_tokens, config.seed + 3, engine=policy)
     held_out += feedback_rows(config.task, eval_prompts, eval_responses)
     write_jsonl(config.out / "feedback_train.jsonl", train_rows)
     write_jsonl(config.out / "feedback_held_out.jsonl", held_out)
@@ -301,7 +302,8 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     gold = [row["score"] for row in held_out]
     quality = {"pearson": pearson(predicted, gold), "spearman": spearman(predicted, gold), "n_held_out": len(held_out)}
     clock.lap("g_phi")
-    before = measure_policy(sft, config.task, preset["n_eval"], config.seed)
+    before = measure_policy(sft, config.task, preset["n_eval"], config.seed, engine=policy)
+    del policy  # vLLM's copy of the SFT weights: the RL run makes its own engine
     report = {"command": "verbal-reward", "task": config.task, "preset": config.preset, "g_phi": str(g_phi),
               "g_phi_vs_gold": quality, "before": before}
     steps = preset["rl"]["max_steps"] if config.rl_steps is None else config.rl_steps
@@ -312,9 +314,9 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
         if config.algorithm == "ppo":
             settings.update(batch_size=settings["batch_size"] * settings.pop("samples_per_prompt"))
         rl = config_class(out=config.out / config.algorithm, model=sft, task=config.task, n_eval=0, kl_coef=config.kl_coef,
-                          **common, **settings)
+                          engine=config.engine, **common, **settings)
         final = run_rl_with_reward(rl, config.algorithm, reward).model_dir
-        report["after"] = measure_policy(final, config.task, preset["n_eval"], config.seed)
+        report["after"] = measure_policy(final, config.task, preset["n_eval"], config.seed, engine=config.engine)
         report["gold_gain"] = report["after"]["gold_reward"] - before["gold_reward"]
         report["model"] = str(final)
         rows.append({"policy": f"{config.algorithm} on g_phi", **report["after"]})

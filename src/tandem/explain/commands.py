@@ -7,16 +7,17 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tandem.data import SFT_FORMATS, DataError, read_records, validate
 from tandem.data.io import Record
 from tandem.explain.attribution import explain_policy_shift, explain_reward
 from tandem.explain.report import plot_record, render_tokens_png, write_html
 from tandem.files import atomic_write_text
+from tandem.generation.engines import EngineOptions
 
 
-class ExplainConfig(BaseModel):
+class ExplainConfig(EngineOptions):
     """What to explain and how: models, the prompt/response records, attribution settings."""
 
     model_config = ConfigDict(extra="forbid")
@@ -61,14 +62,15 @@ def records_from_file(path: Path, tokenizer, limit: int) -> list[dict]:
 
 
 def generated_records(config: ExplainConfig, policy, tokenizer) -> list[dict]:
-    """Held-out task prompts answered by the policy."""
-    from tandem.generation import generate_completions
+    """Held-out task prompts answered by the policy, sampled on `--engine` (vLLM starts from the policy's path)."""
+    from tandem.generation.engines import engine_for
     from tandem.tasks import get_task
 
     task = get_task(config.task)
     prompts = [row["prompt"] for row in task.eval_prompts(config.n_records, seed=config.seed)]
-    texts = generate_completions(policy, tokenizer, prompts, max_new_tokens=task.max_new_tokens,
-                                 temperature=config.temperature, seed=config.seed)
+    engine = engine_for(config.engine, policy, tokenizer, config.policy)
+    texts = engine.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=config.temperature,
+                          seed=config.seed).texts
     return [{"prompt": p, "completion": t} for p, t in zip(prompts, texts)]
 
 

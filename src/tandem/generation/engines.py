@@ -126,6 +126,26 @@ def import_vllm():
     return vllm
 
 
+def cpu_llm_options(folder: Path, max_model_len: int | None, options: dict) -> dict:
+    """`vllm.LLM` options for vLLM's CPU build: no chunked prefill, unless the caller says otherwise.
+
+    A seeded request whose prompt is split over two engine steps has its first step's draw discarded and its
+    generator rewound, which the CPU build cannot do ("CPU Generator does not use offset", vLLM 0.32): a
+    256-row rollout crashed there. Unchunked, every step holds whole prompts (up to `max_num_batched_tokens`,
+    at least the longest sequence the engine takes, as vLLM requires then).
+    """
+    options = dict(options)
+    if torch.cuda.is_available() or options.setdefault("enable_chunked_prefill", False):
+        return options
+    if max_model_len is None:
+        import json
+
+        config = json.loads((Path(folder) / "config.json").read_text())
+        max_model_len = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+    options.setdefault("max_num_batched_tokens", max(int(max_model_len or 0), 8192))
+    return options
+
+
 def language_model(model):
     """The causal LM of a trainable model: PPO's value-head wrapper holds it as `.policy` (its head stays out)."""
     inner = getattr(model, "policy", None)
@@ -187,7 +207,7 @@ class VLLMEngine:
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=seed,
                                 max_model_len=max_model_len, enforce_eager=enforce_eager,
-                                logprobs_mode="processed_logprobs", **llm_options)
+                                logprobs_mode="processed_logprobs", **cpu_llm_options(folder, max_model_len, llm_options))
         finally:  # vLLM's CPU worker replaces it process-wide with a no-op; the trainer's --threads still holds
             torch.set_num_threads = set_num_threads
         self.vllm = vllm

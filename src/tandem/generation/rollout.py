@@ -6,11 +6,11 @@ repeating each prompt. Returned tensors are right-padded prompt+completion rows,
 the training forward pass uses, with the log-probabilities of the sampled tokens under the sampling
 distribution (temperature, top-k, top-p applied), recorded at sampling time.
 
-Given `sample_keys` (one integer per row), draws are keyed: token t of a row is the argmax of its
-log-probabilities plus Gumbel noise computed from (key, t, token id) by a counter-based hash (the
-Gumbel-max trick: an exact sample of the same distribution). A row's completion then depends on its key
-alone, not on the torch RNG, on the other rows in the batch or on how many processes share the batch:
-a 2-process RL step samples what a 1-process step with the same global batch samples.
+Given `sample_keys` (one integer per row), draws are keyed: token t of a row inverts the row's CDF at a
+uniform computed from (key, t) by a counter-based hash (inverse-transform sampling: an exact sample of the
+same distribution). A row's completion then depends on its key alone, not on the torch RNG, on the other
+rows in the batch or on how many processes share the batch: a 2-process RL step samples what a 1-process
+step with the same global batch samples.
 """
 
 from __future__ import annotations
@@ -125,13 +125,21 @@ def _mix32(h: torch.Tensor) -> torch.Tensor:
     return h ^ (h >> 16)
 
 
-def keyed_gumbel(keys: torch.Tensor, position: int, vocab: int) -> torch.Tensor:
-    """(rows, vocab) standard Gumbel noise, a pure function of (key, position, token id)."""
-    row = _mix32((keys.long() * 0x9E3779B1 + position * 0x7FEB352D + 0x165667B1) & _MASK32)
-    token = torch.arange(vocab, device=keys.device, dtype=torch.long)
-    h = _mix32(_mix32(row.unsqueeze(-1) ^ ((token * 0x27D4EB2F + 0x61C88647) & _MASK32)))
-    uniform = (h.double() + 0.5) / 2.0**32  # in (0, 1), never 0 or 1
-    return (-torch.log(-torch.log(uniform))).float()
+def keyed_uniform(keys: torch.Tensor, position: int) -> torch.Tensor:
+    """(rows,) float64 uniforms in (0, 1), a pure function of (key, position): the counter-based hash of
+    each row's key and the token's index in its completion."""
+    h = _mix32(_mix32((keys.long() * 0x9E3779B1 + position * 0x7FEB352D + 0x165667B1) & _MASK32) ^ 0x61C88647)
+    return (h.double() + 0.5) / 2.0**32
+
+
+def keyed_draw(log_probs: torch.Tensor, keys: torch.Tensor, position: int) -> torch.Tensor:
+    """(rows,) token ids drawn from each row's distribution (`log_probs`, rows x vocab) by inverting its CDF
+    at the row's keyed uniform: token i is drawn when F(i-1) <= u < F(i), so with probability p_i exactly,
+    and never a token of probability 0. One hashed number per row and step (a (rows, vocab) Gumbel noise
+    tensor, hashed per token, cost 1.3 s a step at 256 rows of a 49k vocabulary on 2 CPU cores)."""
+    cdf = log_probs.double().exp().cumsum(-1)
+    target = keyed_uniform(keys, position).to(cdf.device).unsqueeze(-1) * cdf[:, -1:]
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=log_probs.shape[-1] - 1)
 
 
 class SampledLogProbs(LogitsProcessor):
@@ -161,8 +169,9 @@ class SampledLogProbs(LogitsProcessor):
         self._read(input_ids)
         scores = self.warpers(input_ids, scores)
         self.previous = scores.float().log_softmax(-1)
-        if self.keys is not None:  # greedy decoding of log p + Gumbel draws from p
-            return self.previous + keyed_gumbel(self.keys, input_ids.shape[1] - self.prompt_width, scores.shape[-1])
+        if self.keys is not None:  # greedy decoding picks the keyed draw from p, the only finite score left
+            drawn = keyed_draw(self.previous, self.keys, input_ids.shape[1] - self.prompt_width)
+            return torch.full_like(self.previous, float("-inf")).scatter_(-1, drawn.unsqueeze(-1), 0.0)
         return scores
 
     def _read(self, sequences: torch.Tensor) -> None:

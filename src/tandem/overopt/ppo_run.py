@@ -30,13 +30,14 @@ from tandem.trainers.ppo import PPOConfig, PPOTrainer
 
 @torch.no_grad()
 def evaluate_policy(model, tokenizer, task, prompts: list[str], reward, reference, seed: int = 0,
-                    batch_size: int = 64) -> dict[str, float]:
+                    batch_size: int = 64, engine=None) -> dict[str, float]:
     """Gold reward, proxy reward and sequence KL to `reference` of the policy's own samples (temperature 1).
 
-    The samples' seed is fixed, so two policies are compared on the same random numbers.
+    The samples' seed is fixed, so two policies are compared on the same random numbers. `engine` (one holding
+    `model`'s current weights, e.g. the trainer's synced vLLM engine) samples instead of `model.generate`.
     """
     samples = sample(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed,
-                     batch_size=batch_size)
+                     batch_size=batch_size, engine=engine)
     gold = task.gold_reward(prompts, samples.texts)
     proxy = [score for score in reward(prompts, samples.texts) if score is not None]
     kl = 0.0 if reference is model else sequence_kl(model, reference, samples.prompt_ids, samples.completion_ids,
@@ -55,8 +56,9 @@ class ProxyGoldEvaluation(Callback):
         if not self.prompts:
             return None
         model = trainer.accelerator.unwrap_model(trainer.model)
+        engine = trainer.engine if trainer.engine.owns_weights else None  # vLLM: synced after every update
         point = evaluate_policy(model, trainer.tokenizer, trainer.task, self.prompts, trainer.reward, trainer.reference,
-                                self.eval_seed)
+                                self.eval_seed, engine=engine)
         return {"eval/gold_reward": point["gold"], "eval/proxy_reward": point["proxy"],
                 "eval/kl_to_reference": point["kl"]}
 

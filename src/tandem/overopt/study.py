@@ -29,10 +29,10 @@ from statistics import fmean
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
-from tandem.generation import sample
+from tandem.generation.engines import EngineOptions, make_engine
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.overopt.ensemble import COMBINERS, ClippedReward, EnsembleReward, combine_scores
 from tandem.overopt.fits import best_of_n_estimate, fit_gao, kl_best_of_n
@@ -61,7 +61,7 @@ OVEROPT_PRESETS: dict[str, dict] = {
 }
 
 
-class OveroptConfig(BaseModel):
+class OveroptConfig(EngineOptions):
     model_config = ConfigDict(extra="forbid")
 
     out: Path = Field(Path("runs/overopt"), description="Study directory: models, report.json, report.md and figures.")
@@ -160,13 +160,14 @@ def proxy_stage(config: OveroptConfig, sft: Path, task) -> list[dict]:
     return proxies
 
 
-def sample_pool(sft: Path, task, prompts: list[str], pool: int, seed: int, progress: bool) -> list[list[str]]:
-    """`pool` samples of the SFT policy (temperature 1) for each prompt."""
-    model, tokenizer = load_causal_lm(sft), load_tokenizer(sft)
+def sample_pool(sft: Path, task, prompts: list[str], pool: int, seed: int, progress: bool,
+                engine: str = "hf") -> list[list[str]]:
+    """`pool` samples of the SFT policy (temperature 1) for each prompt, on the `engine` made from `sft`."""
+    policy = make_engine(engine, sft)
     texts = []
     for i, prompt in enumerate(tqdm(prompts, desc="best-of-n pool", disable=not progress)):
-        texts.append(sample(model, tokenizer, [prompt] * pool, max_new_tokens=task.max_new_tokens, temperature=1.0,
-                            seed=seed + i, batch_size=pool).texts)
+        texts.append(policy.sample([prompt] * pool, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                                   seed=seed + i, batch_size=pool).texts)
     return texts
 
 
@@ -229,7 +230,7 @@ def ppo_stage(config: OveroptConfig, sft: Path, task, rewards: dict, progress_no
                 max_steps=steps, batch_size=batch, micro_batch_size=batch, update_epochs=2, minibatches=2,
                 lr=config.setting("ppo_lr"), kl_coef=variant["kl_coef"], eval_every=config.setting("eval_every"),
                 n_prompts=max(2000, steps * batch), n_eval=len(eval_rows), log_every=1,
-                mixed_precision=config.mixed_precision, progress=config.progress,
+                mixed_precision=config.mixed_precision, progress=config.progress, engine=config.engine,
             )
             run_monitored_ppo(ppo, reward, task, eval_rows, monitor)
         start = evaluate_policy(policy, tokenizer, task, prompts, reward, reference=policy, seed=config.seed)
@@ -268,7 +269,7 @@ def run_overopt(config: OveroptConfig) -> dict:
     ns = [2**i for i in range(int(math.log2(config.setting("bon_max_n"))) + 1)]
     pool = ns[-1]
     prompts = [row["prompt"] for row in task.eval_prompts(config.setting("bon_prompts"), seed=config.seed)]
-    texts = sample_pool(sft, task, prompts, pool, config.seed, config.progress)
+    texts = sample_pool(sft, task, prompts, pool, config.seed, config.progress, config.engine)
     flat_prompts = [p for p in prompts for _ in range(pool)]
     flat_texts = [t for group in texts for t in group]
     tokenizer = load_tokenizer(sft)

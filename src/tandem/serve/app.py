@@ -45,7 +45,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tandem.config import registered_name
@@ -94,11 +94,30 @@ class ServeConfig(BaseModel):
     device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu. --engine vllm runs where its build runs.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level.")
+    vllm_max_model_len: int | None = Field(None, ge=16, description="--engine vllm: longest prompt + completion the engine holds (default: the model's own; smaller saves KV-cache memory).")
+    vllm_enforce_eager: bool = Field(False, description="--engine vllm: run without compiled graphs (starts faster, no stalls while its compile cache is cold; decodes slower).")
+    vllm_gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="--engine vllm on a GPU: fraction of GPU memory the engine may take (vLLM's default 0.9).")
 
     @field_validator("engine")
     @classmethod
     def _registered_engine(cls, value: str) -> str:
         return registered_name(value, SERVE_ENGINES, "serve engine")
+
+    @model_validator(mode="after")
+    def _vllm_options_need_vllm(self) -> ServeConfig:
+        given = [name for name in VLLM_OPTIONS if getattr(self, f"vllm_{name}") not in (None, False)]
+        if given and self.engine != "vllm":
+            flags = ", ".join("--vllm-" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags} apply to --engine vllm, not --engine {self.engine}")
+        return self
+
+    def vllm_options(self) -> dict:
+        """The `vllm.LLM` options given (`--vllm-*`); vLLM's defaults for the rest."""
+        return {name: getattr(self, f"vllm_{name}") for name in VLLM_OPTIONS
+                if getattr(self, f"vllm_{name}") not in (None, False)}
+
+
+VLLM_OPTIONS = ("max_model_len", "enforce_eager", "gpu_memory_utilization")  # ServeConfig's vllm_* fields
 
 
 class ServeError(Exception):
@@ -195,7 +214,7 @@ def load_vllm_engine(config: ServeConfig, **options):
     import_vllm()  # a missing vLLM fails before any conversion
     folder = vllm_model_folder(config.model, getattr(torch, config.dtype))
     return VLLMServeEngine(folder, load_tokenizer(config.model), dtype=config.dtype, max_rows=config.max_batch_rows,
-                           **options)
+                           **{**config.vllm_options(), **options})
 
 
 def create_app(config: ServeConfig, engine=None) -> FastAPI:

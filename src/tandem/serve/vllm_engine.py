@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tandem.generation.engines import import_vllm, write_engine_copy
+from tandem.generation.engines import cpu_llm_options, import_vllm, write_engine_copy
 from tandem.generation.sampling import _stop_ids, end_of_turn_ids
 from tandem.serve.engine import ChoiceEvent, Engine, Job, TokenLogprob, _show, first_stop, held_back
 
@@ -130,7 +130,7 @@ class VLLMServeEngine:
         set_num_threads = torch.set_num_threads
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, max_num_seqs=max_rows,
-                                **options)
+                                **cpu_llm_options(folder, options.get("max_model_len"), options))
         finally:  # vLLM's CPU worker replaces it process-wide with a no-op
             torch.set_num_threads = set_num_threads
         self.threads = torch.get_num_threads()  # what vLLM's worker set for this thread
