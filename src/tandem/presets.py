@@ -10,11 +10,11 @@ from __future__ import annotations
 # longer run it was before (pre-training loss 1.01 instead of 1.04, RM accuracy 0.995 instead of 0.96, about
 # 5 minutes), "smoke" the seconds-long CI run. Pre-training's loss is flat after ~150 of 300 steps, and its
 # gold reward (of a model that has not seen the answer format) needs few prompts.
-# PPO's KL coefficient is 0.1: at 0.05 the policy found what a slightly different reward model over-rewards
-# (shorter completions, KL 4-8 nats) in 3 of 5 runs and ended at or below SFT's gold reward (0.41-0.53 against
-# 0.45); at 0.1 four runs (three seeds, two pipelines) ended at 0.56-0.60 with KL 1.6-6.1.
+# PPO's KL coefficient is 0.2. The policy finds what the reward model over-rewards (shorter completions, KL
+# 4-8 nats): ended at or below SFT's gold reward (0.45) at 0.05 in 3 of 5 runs (0.41-0.53), spread 0.485-0.60
+# over 7 runs at 0.1, and ended at 0.556-0.575 (KL 1.2-1.9) in 4 of 4 at 0.2 (three seeds, two pipelines).
 _PPO = {"max_steps": 30, "batch_size": 32, "micro_batch_size": 32, "update_epochs": 2, "minibatches": 2, "lr": 2e-5,
-        "kl_coef": 0.1, "log_every": 1}
+        "kl_coef": 0.2, "log_every": 1}
 PRESETS: dict[str, dict[str, dict]] = {
     "default": {
         "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 150, "batch_size": 32, "max_length": 128,
