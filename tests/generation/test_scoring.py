@@ -57,3 +57,18 @@ def test_compiled_or_unknown_models_keep_the_whole_forward(tiny_model_dir):
     assert logits_to_keep(Plain(), labels) == {}
     compiled = torch.compile(load_causal_lm(tiny_model_dir))
     assert logits_to_keep(compiled, labels) == {}
+
+
+def test_rows_within_memory_is_the_budget_over_the_estimated_bytes_of_a_row(tiny_model_dir):
+    from tandem.generation.scoring import ACTIVATION_BYTES_PER_LAYER_UNIT, activation_bytes_per_token, rows_within_memory
+    from tandem.models.loading import load_causal_lm
+
+    model = load_causal_lm(tiny_model_dir)
+    per_token = activation_bytes_per_token(model)
+    assert per_token == ACTIVATION_BYTES_PER_LAYER_UNIT * model.config.num_hidden_layers * model.config.hidden_size
+    for width, most, gigabytes in [(320, 32, 0.01), (64, 8, 0.001), (1000, 4, 1e-6), (10, 16, 100.0)]:
+        expected = max(1, min(most, int(gigabytes * 2**30 // (per_token * width))))
+        assert rows_within_memory(model, width, most, gigabytes) == expected
+    assert rows_within_memory(model, 10_000, 16, 1e-6) == 1  # a row too long for the budget still trains
+    assert rows_within_memory(model, 320, 16, None) == 16
+    assert rows_within_memory(torch.nn.Linear(2, 2), 320, 16, 1e-6) == 16  # no decoder config: no estimate

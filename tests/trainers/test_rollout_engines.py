@@ -45,3 +45,15 @@ def test_a_missing_vllm_names_the_pip_command(tmp_path, tiny_model_dir, monkeypa
 
     with pytest.raises(EngineUnavailable, match=r"pip install 'tandem\[vllm\]'"):
         run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", engine="vllm", **OPTIONS))
+
+
+def test_a_memory_budget_splits_the_update_into_fewer_rows_with_the_same_result(tmp_path, tiny_model_dir, one_torch_thread):
+    from checks import assert_same_weights
+
+    options = {**OPTIONS, "micro_batch_size": 8}
+    whole = run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "whole", micro_batch_memory=None, **options))
+    split = run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "split", micro_batch_memory=1e-5, **options))
+    assert [r["train/micro_batch_rows"] for r in _records(tmp_path / "whole")] == [8.0, 8.0]
+    rows = [r["train/micro_batch_rows"] for r in _records(tmp_path / "split")]
+    assert all(1 <= r < 8 for r in rows)
+    assert_same_weights(whole.model_dir, split.model_dir, atol=1e-5)  # fp32: the same gradient, summed in parts

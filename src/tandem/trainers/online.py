@@ -41,7 +41,7 @@ from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.evaluation import gold_eval
 from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
-from tandem.generation.scoring import completion_logits, logits_to_keep
+from tandem.generation.scoring import completion_logits, logits_to_keep, rows_within_memory
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
 from tandem.rewards import score_safely
 from tandem.rewards.safety import RewardError
@@ -67,6 +67,7 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     n_eval: int = Field(200, ge=0, description="Held-out prompts for gold reward and KL evaluation.")
     batch_size: int = Field(16, ge=1, description="Prompts per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
+    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size).")
     samples_per_prompt: int = Field(1, ge=1, description="Completions sampled per prompt (the group size of GRPO/RLOO).")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
@@ -465,6 +466,9 @@ class OnlineTrainer(GenerativeTrainer):
         sampled = batch.sampled_log_probs[:, 1:]
         gap = [0.0, 0.0]  # single pass: the engine/trainer mismatch, read from the update's own forward
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
+        # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
+        rows = rows_within_memory(self.forward_model, batch.input_ids.shape[1], cfg.micro_batch_size,
+                                  cfg.micro_batch_memory)
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
@@ -492,7 +496,7 @@ class OnlineTrainer(GenerativeTrainer):
                     loss = aggregate_loss(out.loss + extra, micro_mask, cfg.loss_agg, normaliser)
                     return loss * (self.world * weight), ({**out.stats, **extra_stats}, loss.detach(), weight)
 
-                micro_batches = self._same_count_everywhere(list(minibatch.split(cfg.micro_batch_size)))
+                micro_batches = self._same_count_everywhere(list(minibatch.split(rows)))
                 for micro_stats, loss, weight in self._accumulate(micro_batches, loss_of):
                     for key, value in micro_stats.items():
                         sums[key] = sums.get(key, 0.0) + float(value)
@@ -505,6 +509,7 @@ class OnlineTrainer(GenerativeTrainer):
         if data["old_logp"] is None:
             total, tokens = self._all_reduce_sum(gap)
             averaged["logprob_mismatch"] = total / max(tokens, 1.0)
+        averaged["micro_batch_rows"] = float(rows)
         return averaged
 
     def _mean_gap(self, train_logp: torch.Tensor, batch: RolloutBatch, mask: torch.Tensor) -> float:
