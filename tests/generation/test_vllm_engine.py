@@ -28,9 +28,18 @@ def policy(tiny_model_dir):
 def engines(policy, tmp_path_factory):
     """(hf, vllm) engines on the same policy; one vLLM engine for the module (start-up is the slow part)."""
     model, tokenizer = policy
+    torch.set_num_threads(2)  # vLLM cuts its thread to 1 unless OMP_NUM_THREADS is set: the engine restores it
     vllm_engine = make_engine("vllm", model, tokenizer, folder=tmp_path_factory.mktemp("engine"), dtype="float32",
                               enforce_eager=True, max_model_len=256)
+    vllm_engine.threads_after_start = torch.get_num_threads()
     return make_engine("hf", model, tokenizer), vllm_engine
+
+
+def test_the_trainer_keeps_its_torch_threads_after_the_engine_starts(engines):
+    assert engines[1].threads_after_start == 2
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1  # and set_num_threads works again (vLLM made it a no-op)
+    torch.set_num_threads(2)
 
 
 def _training_log_probs(model, batch, temperature):

@@ -46,7 +46,7 @@ from tandem.algorithms.policy_losses import (
 from tandem.config import TrainConfig, registered_name
 from tandem.files import atomic_write_text
 from tandem.generation.rollout import SamplingConfig
-from tandem.generation.scoring import completion_logits, logits_to_keep
+from tandem.generation.scoring import completion_logits, logits_to_keep, rows_within_memory
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
 from tandem.plotting import headless_pyplot
 from tandem.trainers.loop import Trainer, TrainResult
@@ -71,6 +71,7 @@ class AgentRLConfig(TrainConfig, LoRAOptions):
     batch_size: int = Field(4, ge=1, description="Training start states per step.")
     episodes_per_start: int = Field(8, ge=1, description="Episodes from each start state: the group of trajectory-level GRPO / RLOO.")
     micro_batch_size: int = Field(8, ge=1, description="Training rows per forward pass in the update.")
+    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width: long episodes of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size).")
     n_train_starts: int = Field(1000, ge=1, description="Training start states (seeds 0..N-1).")
     n_eval: int = Field(64, ge=0, description="Held-out start states for evaluation (seeds training never uses).")
     eval_temperature: float | None = Field(None, ge=0, description="Sampling temperature of evaluation episodes (default: --temperature, the policy RL trains; 0: greedy).")
@@ -351,11 +352,12 @@ class AgentRLTrainer(Trainer):
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         sampled = rows.sampled_log_probs[:, 1:]
         mismatch, mismatch_tokens = 0.0, 0.0
+        micro_rows = rows_within_memory(self.model, rows.input_ids.shape[1], cfg.micro_batch_size, cfg.micro_batch_memory)
         for epoch in range(cfg.update_epochs):
             order = torch.randperm(n, generator=generator)
             for minibatch in order.chunk(cfg.minibatches):
                 normaliser = self._all_reduce_sum([float(global_normaliser(cfg.loss_agg, mask[minibatch], cfg.max_new_tokens))])[0]
-                for rows_index in minibatch.split(cfg.micro_batch_size):
+                for rows_index in minibatch.split(micro_rows):
                     logits, values = self._forward(self.model, rows, rows_index, labels[rows_index])
                     logp, _ = token_log_probs(logits, labels[rows_index])
                     micro_mask = mask[rows_index]

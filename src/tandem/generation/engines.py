@@ -203,13 +203,16 @@ class VLLMEngine:
             write_engine_copy(model, tokenizer, folder)
         self.tokenizer, self.stops = tokenizer, sorted(stops)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
-        set_num_threads = torch.set_num_threads
+        set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=seed,
                                 max_model_len=max_model_len, enforce_eager=enforce_eager,
                                 logprobs_mode="processed_logprobs", **cpu_llm_options(folder, max_model_len, llm_options))
-        finally:  # vLLM's CPU worker replaces it process-wide with a no-op; the trainer's --threads still holds
+        finally:
+            # vLLM's CPU worker replaces it process-wide with a no-op, after cutting this thread to 1 torch thread
+            # unless OMP_NUM_THREADS is set ("for serving"): the trainer's update would then run on one core
             torch.set_num_threads = set_num_threads
+            set_num_threads(threads)
         self.vllm = vllm
 
     def sampling_params(self, config: SamplingConfig, n: int, seed: int | None):
