@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import tempfile
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 from accelerate.state import AcceleratorState
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 
@@ -138,12 +139,18 @@ class TRLClock(TrainerCallback):
     summary = StepClock.summary
 
 
+# transformers renamed TrainingArguments' gradient_checkpointing to activation_checkpointing (5.20); vLLM's CPU
+# build pins an older one
+CHECKPOINTING = next(name for name in ("activation_checkpointing", "gradient_checkpointing")
+                     if name in {f.name for f in dataclasses.fields(TrainingArguments)})
+
+
 def trl_settings(args, kind: str, out: Path, max_length: int | None) -> dict:
     return {
         "output_dir": str(out), "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": 1,
         "max_steps": args.steps, "learning_rate": LEARNING_RATES[kind], "adam_beta1": BETAS[0],
         "adam_beta2": BETAS[1], "weight_decay": 0.0, "lr_scheduler_type": "constant", "warmup_steps": 0,
-        "max_grad_norm": 1.0, "bf16": args.precision == "bf16", "fp16": False, "activation_checkpointing": False,
+        "max_grad_norm": 1.0, "bf16": args.precision == "bf16", "fp16": False, CHECKPOINTING: False,
         "train_sampling_strategy": "sequential", "logging_steps": 1, "save_strategy": "no", "report_to": "none",
         "use_cpu": args.device == "cpu", "seed": 0, "disable_tqdm": True, "dataloader_num_workers": 0,
         "max_length": max_length,
