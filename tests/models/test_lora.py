@@ -134,11 +134,12 @@ def test_grpo_with_lora_trains_adapters_against_the_base_without_a_second_copy(t
     from tandem.trainers.grpo import GRPOConfig, run_grpo
 
     # rewards that differ within a group (the tiny model's sentiment reward is all zeros): the adapters move
-    (tmp_path / "length_reward.py").write_text(
-        "def score(prompts, completions, **kw):\n    return [float(len(c) % 3 == 0) for c in completions]\n")
+    # (the length in characters: a group of 4 with equal rewards, so no first update, is then very unlikely)
+    (tmp_path / "lora_length_reward.py").write_text(
+        "def score(prompts, completions, **kw):\n    return [float(len(c)) for c in completions]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     loads = _count_loads(monkeypatch)
-    result = run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="length_reward:score",
+    result = run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", reward="lora_length_reward:score",
                                  max_steps=2, batch_size=2, samples_per_prompt=4, max_new_tokens=8, n_eval=4,
                                  progress=False, log_every=1, kl_coef=0.04, lora_rank=4, lr=1e-2, mixed_precision="no"))
     assert len(loads) == 1  # the policy only
