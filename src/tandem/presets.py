@@ -6,7 +6,7 @@ sits below all of them. The bottom layer: it imports nothing from tandem.
 
 from __future__ import annotations
 
-# Stage settings per preset: "default" is the README's main job (3 min 35 s on 2 idle cores), "full" the
+# Stage settings per preset: "default" is the README's main job (2 min 20 s to 3 min 35 s on 2 idle cores), "full" the
 # longer run it was before (pre-training loss 1.01 instead of 1.04, RM accuracy 0.995 instead of 0.96, about
 # 5 minutes), "smoke" the seconds-long CI run. Pre-training's loss is flat after ~150 of 300 steps, and its
 # gold reward (of a model that has not seen the answer format) needs few prompts.
