@@ -267,7 +267,6 @@ class VerbalRewardConfig(EngineOptions):
 
 def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     from tandem.config import TrainConfig
-    from tandem.preference_data.pairs import sample_pairs
     from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
     from tandem.files import write_jsonl
     from tandem.trainers.grpo import GRPOConfig
@@ -282,7 +281,7 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     task = get_task(config.task)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_policy"], seed=config.seed + 5)]
     policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
-    policy_responses, _ = sample_pairs(None, None, prompts, task.max_new_tokens, config.seed, engine=policy)
+    policy_responses = policy.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=config.seed).texts
     if config.data is not None:
         train_rows = read_feedback_file(config.data)
     else:
@@ -290,7 +289,8 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
         train_rows += feedback_rows(config.task, prompts, policy_responses)
     held_out = feedback_examples(config.task, preset["n_held_out"], config.seed + 1, held_out=True)
     eval_prompts = [row["prompt"] for row in task.eval_prompts(preset["n_held_out"], seed=config.seed)]
-    eval_responses, _ = sample_pairs(None, None, eval_prompts, task.max_new_tokens, config.seed + 3, engine=policy)
+    eval_responses = policy.sample(eval_prompts, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                                   seed=config.seed + 3).texts
     held_out += feedback_rows(config.task, eval_prompts, eval_responses)
     write_jsonl(config.out / "feedback_train.jsonl", train_rows)
     write_jsonl(config.out / "feedback_held_out.jsonl", held_out)

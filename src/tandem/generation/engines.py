@@ -13,6 +13,7 @@ trainer measures every step and can correct for (`tandem.algorithms.importance`)
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import nullcontext
@@ -138,8 +139,6 @@ def cpu_llm_options(folder: Path, max_model_len: int | None, options: dict) -> d
     if torch.cuda.is_available() or options.setdefault("enable_chunked_prefill", False):
         return options
     if max_model_len is None:
-        import json
-
         config = json.loads((Path(folder) / "config.json").read_text())
         max_model_len = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
     options.setdefault("max_num_batched_tokens", max(int(max_model_len or 0), 8192))

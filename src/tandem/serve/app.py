@@ -105,7 +105,7 @@ class ServeConfig(BaseModel):
 
     @model_validator(mode="after")
     def _vllm_options_need_vllm(self) -> ServeConfig:
-        given = [name for name in VLLM_OPTIONS if getattr(self, f"vllm_{name}") not in (None, False)]
+        given = self.vllm_options()
         if given and self.engine != "vllm":
             flags = ", ".join("--vllm-" + name.replace("_", "-") for name in given)
             raise ValueError(f"{flags} apply to --engine vllm, not --engine {self.engine}")
