@@ -5,7 +5,7 @@ import torch
 
 from tandem.agentrl.env import Corridor, EnvError, StepResult, TextEnv, make_env_suite
 from tandem.agentrl.rollout import (
-    PlainFormat, RolloutOptions, TemplateFormat, chat_format, run_episodes, training_rows,
+    PlainFormat, RolloutOptions, TemplateFormat, chat_format, episode_batch, run_episodes, user_message,
 )
 from tandem.generation.rollout import SamplingConfig
 from tandem.models.loading import load_causal_lm, load_tokenizer
@@ -29,18 +29,21 @@ def test_three_turn_episode_trains_exactly_the_sampled_ids(corridor, chat):
     tokenizer, model = corridor
     fmt = chat_format(tokenizer, chat)
     episodes = _play(model, tokenizer, fmt, turns=3)
-    rows = training_rows(episodes, "full", tokenizer.pad_token_id)
+    rows = episode_batch(episodes, "full", tokenizer.pad_token_id)
     for k, episode in enumerate(episodes):
         assert len(episode.turns) == 3 and episode.truncated and episode.truncation == "max_turns"
         sampled = [i for t in episode.turns for i in t.action_ids]
-        mask = rows.loss_mask[k].bool()
+        mask = rows.completion_mask[k].bool()
         # token by token: the loss mask covers exactly the sampled ids, in order, with their sampling log-probs
         assert rows.input_ids[k][mask].tolist() == sampled
         assert torch.allclose(rows.sampled_log_probs[k][mask], torch.tensor([p for t in episode.turns for p in t.log_probs]))
-        assert rows.turn[k][mask].tolist() == [t for t, turn in enumerate(episode.turns) for _ in turn.action_ids]
+        # each turn's reward sits on its last sampled token, and they add up to the episode's return
+        ends = (mask & ~torch.nn.functional.pad(mask[1:], (0, 1), value=False)).nonzero().flatten()
+        assert rows.step_rewards[k][ends].tolist() == pytest.approx([t.reward for t in episode.turns])
+        assert float(rows.step_rewards[k].sum()) == pytest.approx(episode.total_reward)
         # everything else is the format's rendering of the instructions and the observations (no loss there)
-        assert (rows.loss_mask[k][: len(fmt.start(episode.system, episode.first_observation))] == 0).all()
-        first = len(fmt.start(episode.system, episode.first_observation))
+        first = len(fmt.start(episode.system, user_message(Corridor(10), episode.first_observation, "user")))
+        assert (rows.completion_mask[k][:first] == 0).all()
         assert mask[first:first + len(episode.turns[0].action_ids)].all()
 
 
@@ -48,10 +51,12 @@ def test_chat_episode_is_the_template_rendering_of_the_conversation(corridor):
     tokenizer, model = corridor
     fmt = TemplateFormat(tokenizer)
     episode = _play(model, tokenizer, fmt, n=1, turns=3, max_new_tokens=4)[0]
-    messages = [{"role": "system", "content": episode.system}, {"role": "user", "content": episode.first_observation}]
+    env = Corridor(10)
+    messages = [{"role": "system", "content": episode.system},
+                {"role": "user", "content": user_message(env, episode.first_observation, "user")}]
     for turn in episode.turns:
         messages.append({"role": "assistant", "content": tokenizer.decode(turn.action_ids, skip_special_tokens=True)})
-        messages.append({"role": "user", "content": turn.observation})
+        messages.append({"role": "user", "content": user_message(env, turn.observation, "user")})
     # replies cut at the length limit were closed with the end-of-turn token (which carries no loss); the last
     # reply is as sampled
     rendered = tokenizer.apply_chat_template(messages[:-2], tokenize=False, add_generation_prompt=True)
@@ -64,12 +69,13 @@ def test_history_none_rows_are_one_turn_each(corridor):
     tokenizer, model = corridor
     fmt = PlainFormat(tokenizer)
     episodes = _play(model, tokenizer, fmt, n=2, turns=3, history="none")
-    rows = training_rows(episodes, "none", tokenizer.pad_token_id)
-    assert len(rows) == sum(len(e.turns) for e in episodes)
+    rows = episode_batch(episodes, "none", tokenizer.pad_token_id)
+    assert rows.input_ids.shape[0] == sum(len(e.turns) for e in episodes)
+    assert rows.sample_ids.tolist() == [e for e, episode in enumerate(episodes) for _ in episode.turns]
     row = 0
     for episode in episodes:
         for turn in episode.turns:
-            mask = rows.loss_mask[row].bool()
+            mask = rows.completion_mask[row].bool()
             assert rows.input_ids[row][mask].tolist() == turn.action_ids
             assert rows.input_ids[row][: len(turn.prompt_ids)].tolist() == turn.prompt_ids
             row += 1
@@ -78,13 +84,13 @@ def test_history_none_rows_are_one_turn_each(corridor):
 def test_context_budget_truncates(corridor):
     tokenizer, model = corridor
     fmt = PlainFormat(tokenizer)
-    start = len(fmt.start(Corridor(10).instructions, Corridor(10).reset()))
+    start = len(fmt.start(Corridor(10).instructions, user_message(Corridor(10), Corridor(10).reset(), "user")))
     envs = [Corridor(10)]
     episode = run_episodes(model, tokenizer, fmt, envs, [0], [0], SamplingConfig(max_new_tokens=6),
-                           RolloutOptions(max_turns=50, max_context=start + 20))[0]
+                           RolloutOptions(max_turns=50, max_context=start + 40))[0]
     assert episode.truncated and episode.truncation == "context"
     assert len(episode.turns) >= 2
-    assert all(turn.prompt_length + 6 <= start + 20 for turn in episode.turns)  # every reply had room
+    assert all(turn.prompt_length + 6 <= start + 40 for turn in episode.turns)  # every reply had room
 
 
 class Exploding(TextEnv):

@@ -5,53 +5,86 @@ import json
 import pytest
 import torch
 
-from tandem.agentrl.rollout import Episode, TrainingRows, Turn
-from tandem.agentrl.trainer import AgentRLConfig, episode_advantages, run_agent_rl, turn_tables, turn_value_positions
-from tandem.algorithms.advantages import gae_advantages
+from tandem.agentrl.rollout import Episode, Turn, episode_batch
+from tandem.agentrl.trainer import AgentRLConfig, filter_groups, run_agent_rl
+from tandem.algorithms.advantages import AdvantageInputs, compute_advantages, gae_advantages
+from tandem.trainers.online import bootstrap_from_next_row, per_sample_advantages, place_scores
 
 
 def _episode(group, rewards):
     episode = Episode(seed=0, group=group, system="", first_observation="")
-    episode.turns = [Turn([], 0, [1], [0.0], "x", True, reward=r, env_reward=r) for r in rewards]
+    episode.turns = [Turn([5], 1, [1], [0.0], "x", True, reward=r, env_reward=r) for r in rewards]
+    episode.ids = [5]
+    episode.assistant_mask, episode.sampled_log_probs, episode.turn_of_token = [0], [0.0], [-1]
+    for t, _ in enumerate(rewards):
+        episode.ids += [1, 7]
+        episode.assistant_mask += [1, 0]
+        episode.sampled_log_probs += [0.0, 0.0]
+        episode.turn_of_token += [t, -1]
     return episode
 
 
-def test_trajectory_advantages_are_group_relative():
-    returns = torch.tensor([1.0, 0.0, 0.0, 0.5, 0.5, 0.5])
-    groups = torch.tensor([0, 0, 0, 1, 1, 1])
-    adv = episode_advantages("grpo", returns, groups)
-    expected = (returns[:3] - returns[:3].mean()) / (returns[:3].std() + 1e-6)
-    assert torch.allclose(adv[:3], expected) and (adv[3:] == 0).all()  # a group of equal returns teaches nothing
-    assert torch.allclose(episode_advantages("rloo", returns, groups)[:3], torch.tensor([1.0, -0.5, -0.5]))
-    assert torch.allclose(episode_advantages("dr_grpo", returns, groups)[:3], returns[:3] - 1 / 3)
+def test_trajectory_advantages_are_group_relative_per_episode_in_either_layout():
+    """An episode's advantage compares its return with its group's, whether it is one row or one row per turn."""
+    episodes = [_episode(0, [0.0, 1.0]), _episode(0, [0.0]), _episode(0, [0.0, 0.0, 0.0]), _episode(1, [0.5]),
+                _episode(1, [0.25, 0.25])]
+    returns = torch.tensor([1.0, 0.0, 0.0])
+    expected = (returns - returns.mean()) / (returns.std() + 1e-6)
+    for history in ("full", "none"):
+        batch = episode_batch(episodes, history, pad_token_id=0)
+        mask = batch.completion_mask[:, 1:].bool()
+        scores = batch.step_rewards.sum(-1)
+        rewards = place_scores(scores, mask, batch)
+        inputs = AdvantageInputs(rewards=rewards, mask=mask, group_ids=batch.group_ids)
+        if history == "full":
+            advantages, _ = compute_advantages("grpo", inputs)
+            owner = torch.arange(len(episodes))
+        else:
+            advantages = per_sample_advantages("grpo", inputs, batch.sample_ids)
+            owner = batch.sample_ids
+        for row in range(len(owner)):
+            values = advantages[row][mask[row]]
+            want = expected[owner[row]] if owner[row] < 3 else 0.0  # a group of equal returns teaches nothing
+            assert torch.allclose(values, torch.full_like(values, float(want)), atol=1e-5), (history, row)
 
 
-def test_turn_level_gae_matches_a_loop_over_turns():
-    episodes = [_episode(0, [0.0, -0.1, 1.0]), _episode(0, [0.5])]
-    rewards, mask = turn_tables(episodes)
-    values = torch.tensor([[0.2, 0.4, 0.6], [0.3, 0.0, 0.0]])
-    advantages, returns = gae_advantages(rewards, values, mask, gamma=0.9, lam=0.8)
-    for e, episode in enumerate(episodes):
-        r = [t.reward for t in episode.turns]
-        v = values[e, : len(r)].tolist() + [0.0]
-        running = 0.0
-        for t in reversed(range(len(r))):
-            running = r[t] + 0.9 * v[t + 1] - v[t] + 0.9 * 0.8 * running
-            assert advantages[e, t] == pytest.approx(running, abs=1e-6)
-            assert returns[e, t] == pytest.approx(running + v[t], abs=1e-6)
+def test_turn_rewards_sit_where_they_were_earned_and_gae_skips_the_environments_tokens():
+    episode = _episode(0, [0.0, -0.1, 1.0])
+    batch = episode_batch([episode], "full", pad_token_id=0)
+    mask = batch.completion_mask[:, 1:].bool()
+    rewards = place_scores(batch.step_rewards.sum(-1), mask, batch)
+    assert rewards[0][mask[0]].tolist() == pytest.approx([0.0, -0.1, 1.0])
+    values = torch.tensor([[0.2, 0.0, 0.4, 0.0, 0.6]])
+    advantages, _ = gae_advantages(rewards, values, mask, gamma=0.9, lam=0.8)
+    r, v = [0.0, -0.1, 1.0], [0.2, 0.4, 0.6, 0.0]
+    running, expected = 0.0, []
+    for t in reversed(range(3)):  # GAE over turns, by hand
+        running = r[t] + 0.9 * v[t + 1] - v[t] + 0.9 * 0.8 * running
+        expected.append(running)
+    assert advantages[0][mask[0]].tolist() == pytest.approx(expected[::-1], abs=1e-6)
 
 
-def test_value_is_read_before_each_turns_first_token():
-    # row 0: episode 0, two turns (tokens 3-4 and 7); row 1: episode 1, one turn at token 2
-    turn = torch.tensor([[-1, -1, -1, 0, 0, -1, -1, 1], [-1, -1, 0, -1, -1, -1, -1, -1]])
-    rows = TrainingRows(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8), (turn >= 0).long(), torch.zeros(2, 8),
-                        torch.tensor([0, 1]), turn)
-    assert turn_value_positions(rows) == {(0, 0): (0, 2), (0, 1): (0, 6), (1, 0): (1, 1)}
+def test_history_none_bootstraps_each_turn_from_the_next_turns_value():
+    episode = _episode(0, [0.0, 1.0])
+    batch = episode_batch([episode], "none", pad_token_id=0)
+    mask = batch.completion_mask[:, 1:].bool()
+    rewards = place_scores(batch.step_rewards.sum(-1), mask, batch)
+    values = torch.tensor([[0.3], [0.7]])
+    boot = bootstrap_from_next_row(rewards, values, mask, batch.next_row, gamma=0.5)
+    assert boot[0, 0] == pytest.approx(0.0 + 0.5 * 0.7) and boot[1, 0] == pytest.approx(1.0)
+
+
+def test_rollout_filtering_keeps_the_groups_whose_returns_vary_most():
+    episodes = [_episode(0, [1.0]), _episode(0, [1.0]), _episode(1, [1.0]), _episode(1, [0.0]),
+                _episode(2, [0.5]), _episode(2, [0.0])]
+    assert {e.group for e in filter_groups(episodes, 0.3)} == {1}
+    assert {e.group for e in filter_groups(episodes, 0.5)} == {1, 2}
+    assert filter_groups(episodes, 1.0) == episodes
 
 
 def test_unknown_names_fail_at_parse_time():
-    with pytest.raises(ValueError, match="unknown advantage 'gae'"):
-        AgentRLConfig(advantage="gae")
+    with pytest.raises(ValueError, match="unknown advantage 'ppo'"):
+        AgentRLConfig(advantage="ppo")
     with pytest.raises(ValueError, match="unknown environment"):
         AgentRLConfig(env="no-such-world")
 
@@ -78,7 +111,7 @@ def test_grpo_agent_learns_to_walk_the_corridor(corridor_model_dir, tmp_path):
 
 @pytest.mark.e2e
 def test_turn_level_ppo_agent_learns_too(corridor_model_dir, tmp_path):
-    report = _train(corridor_model_dir, tmp_path, advantage="ppo", history="none", gamma=0.9)
+    report = _train(corridor_model_dir, tmp_path, advantage="gae", history="none", gamma=0.9)
     assert report["after"]["eval/success_rate"] > report["before"]["eval/success_rate"] + 0.2
     assert (tmp_path / "run" / "model" / "value_head.safetensors").exists()
 

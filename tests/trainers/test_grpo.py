@@ -68,7 +68,7 @@ def test_dynamic_sampling_trains_only_on_groups_whose_rewards_differ(tmp_path, t
                         max_new_tokens=6, n_eval=0, progress=False, log_every=1, mixed_precision="no"))
     assert len(seen) == 2
     for data in seen:
-        batch, stats = data["batch"], data["stats"]
+        batch, stats = data.batch, data.stats
         assert batch.input_ids.shape[0] == 16  # the batch keeps its size
         assert sorted(set(batch.group_ids.tolist())) == [0, 1, 2, 3]
         rewards = torch.tensor(reward(batch.prompts, batch.completions))
@@ -122,10 +122,10 @@ def test_the_trained_log_probs_are_those_of_the_sampling_temperature(tmp_path, t
                         samples_per_prompt=2, max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no",
                         temperature=0.6, kl_metrics=True))
     data = seen[0]
-    sampled = data["batch"].sampled_log_probs[:, 1:]  # aligned with the labels shifted by one
-    mask = data["mask"]
+    sampled = data.batch.sampled_log_probs[:, 1:]  # aligned with the labels shifted by one
+    mask = data.mask
     assert mask.any()
-    assert torch.allclose(data["old_logp"][mask], sampled[mask], atol=1e-4)
+    assert torch.allclose(data.old_logp[mask], sampled[mask], atol=1e-4)
 
 
 def test_a_proxy_reward_run_logs_the_reward_hacking_monitor(tmp_path, tiny_model_dir, monkeypatch):

@@ -56,6 +56,7 @@ class TextEnv(ABC):
     """A world a language model acts in by writing text."""
 
     instructions: str = ""  # the system message: task, the actions, how to answer
+    ask: str = ""  # appended to each observation the model reads: the request for one action ("" for none)
 
     @abstractmethod
     def reset(self, seed: int | None = None) -> str:
@@ -80,6 +81,13 @@ def invalid_reply(action: str, names: list[str], state: str, invalid: InvalidAct
     return StepResult(f"'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(names)}.\n{state}",
                       0.0 if invalid == "retry" else penalty, ended, False,
                       {"invalid_action": True, **({"success": False} if ended else {})})
+
+
+def action_ask(names: list[str]) -> str:
+    """The line after each observation that asks for one action by name. The action rule
+    (`tandem.agents.render.parse_action_name`): the earliest action name in the reply is the action taken, a bare
+    number is an index; a reply naming none is invalid."""
+    return f"Which action do you take? Answer with one word: {', '.join(names)}."
 
 
 # ---- Gymnasium ------------------------------------------------------------------------------------------------
@@ -143,6 +151,7 @@ class GymTextEnv(TextEnv):
         self.task = task
         self.obs: Any = None
         self.instructions = self._instructions(family)
+        self.ask = action_ask(self.names)
 
     def _instructions(self, family: str) -> str:
         from tandem.agents.render import MINIGRID_LEGEND
@@ -218,6 +227,7 @@ class Corridor(TextEnv):
         self.length, self.invalid, self.invalid_penalty, self.position = length, invalid, invalid_penalty, 0
         self.instructions = ("You are in a corridor. Walk to the goal at its right end. Each turn reply with one "
                              "action: left or right.")
+        self.ask = action_ask(self.names)
 
     def _render(self) -> str:
         return "".join("@" if i == self.position else ("G" if i == self.length else ".") for i in range(self.length + 1))
@@ -242,12 +252,14 @@ class TaskEnv(TextEnv):
     def __init__(self, task, split: str = "train", pool: int = 1000, seed: int = 0):
         self.task = task
         rows = task.sft_examples(pool, seed=seed) if split == "train" else task.eval_prompts(min(pool, 200), seed=seed)
+        self.answers = [row.get("completion") for row in rows]  # demonstrations (`tandem.agentrl.demonstrations`)
         self.rows = [{k: v for k, v in row.items() if k != "completion"} for row in rows]
         self.row: dict = {}
         self.instructions = getattr(task, "instructions", "") or "Answer the question."
 
     def reset(self, seed: int | None = None) -> str:
-        self.row = self.rows[(seed or 0) % len(self.rows)]
+        self.index = (seed or 0) % len(self.rows)
+        self.row = self.rows[self.index]
         return str(self.row["prompt"])
 
     def step(self, action: str) -> StepResult:

@@ -18,14 +18,18 @@ action:`` with the reply ending at a newline.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from tandem.agentrl.env import EnvError, StepResult, TextEnv
-from tandem.generation.rollout import SamplingConfig, left_pad, sample_rows
+from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, left_pad, sample_rows
 from tandem.generation.sampling import end_of_turn_ids
+
+# answers the active episodes' prompts (token ids) given each one's (episode index, turn index), one reply each
+Sampler = Callable[[list[list[int]], list[tuple[int, int]]], list[SampledRow]]
 
 _SENTINEL = "\u2063TANDEM_TURN\u2063"  # an assistant message the template renders verbatim; found, then cut out
 
@@ -41,6 +45,10 @@ class ChatFormat:
     def prepare(self, env: TextEnv) -> list[dict] | None:
         """Let an env with tools describe them through the chat template; the tool schemas to render, or None."""
         return None
+
+    def reply_ids(self, text: str) -> list[int]:
+        """The ids of a reply `text` as the model would write it, closing the turn (demonstrations)."""
+        raise NotImplementedError
 
     def after_turn(self, observation: str, role: str, action_ids: list[int]) -> list[int]:
         """Ids between the end of an assistant turn (its sampled `action_ids`) and the start of the next one: the
@@ -88,6 +96,9 @@ class TemplateFormat(ChatFormat):
                                                                 add_generation_prompt=True))
         return self._ids(self._render(messages, True))
 
+    def reply_ids(self, text: str) -> list[int]:
+        return self._ids(text) + [self.end_of_turn]
+
     def prepare(self, env: TextEnv) -> list[dict] | None:
         use_template = getattr(env, "use_chat_template", None)
         return env.chat_tools if use_template is not None and use_template(self.tokenizer) else None
@@ -118,6 +129,9 @@ class PlainFormat(ChatFormat):
 
     def start(self, system: str, observation: str, tools: list[dict] | None = None) -> list[int]:
         return self._ids(f"{system}\n\n{observation}\naction:" if system else f"{observation}\naction:")
+
+    def reply_ids(self, text: str) -> list[int]:
+        return self._ids(f" {text}\n")
 
     def after_turn(self, observation: str, role: str, action_ids: list[int]) -> list[int]:
         label = "tool result" if role == "tool" else "observation"
@@ -196,10 +210,10 @@ class RolloutOptions:
     history: Literal["full", "none"] = "full"
 
 
-def _prompt_for(episode: Episode, fmt: ChatFormat, history: str) -> list[int]:
+def _prompt_for(episode: Episode, env: TextEnv, fmt: ChatFormat, history: str) -> list[int]:
     if history == "full":
         return episode.ids
-    return fmt.start(episode.system, episode.observation, episode.tools)
+    return fmt.start(episode.system, user_message(env, episode.observation, episode.role), episode.tools)
 
 
 def _safe(call, what: str, episode: Episode) -> Any:
@@ -210,26 +224,52 @@ def _safe(call, what: str, episode: Episode) -> Any:
                        f"{len(episode.turns) + 1}): {type(error).__name__}: {error}") from error
 
 
+def episode_sampling(sampling: SamplingConfig, fmt: ChatFormat) -> SamplingConfig:
+    """The sampling of a turn: the caller's, with the format's stop strings (a plain reply ends at a newline)."""
+    stop_strings = list(dict.fromkeys(list(sampling.stop_strings) + fmt.stop_strings))
+    return SamplingConfig(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                          top_p=sampling.top_p, top_k=sampling.top_k, stop_strings=stop_strings)
+
+
+def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_base: int | None = None) -> Sampler:
+    """The policy as a `Sampler`: every active episode's next turn in one call, of `engine` (`sample_ids`) when
+    given, else `generate` on `model`. With `key_base`, each turn's draws are keyed by (episode, turn): an
+    episode's replies depend on its place in the batch alone, not on the torch RNG or the other episodes."""
+    def sample(prompts: list[list[int]], places: list[tuple[int, int]]) -> list[SampledRow]:
+        keys = None if key_base is None else torch.tensor([key_base + 4099 * e + t for e, t in places])
+        if engine is not None:
+            return engine.sample_ids(prompts, config, keys)
+        device = next(model.parameters()).device
+        return sample_rows(model, tokenizer, left_pad(prompts, tokenizer.pad_token_id, device), config, keys)
+    return sample
+
+
+def user_message(env: TextEnv, observation: str, role: str) -> str:
+    """What the model reads after an observation: the observation, then the env's ask for one action (`TextEnv.ask`,
+    empty for envs whose observations already ask), so an instruct model answers with an action, not a greeting."""
+    ask = getattr(env, "ask", "")
+    return f"{observation}\n\n{ask}" if ask and role == "user" else observation
+
+
 @torch.no_grad()
 def run_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], seeds: list[int], groups: list[int],
                  sampling: SamplingConfig, options: RolloutOptions, shaping=None, gamma: float = 1.0,
-                 timings: dict | None = None) -> list[Episode]:
+                 timings: dict | None = None, sampler: Sampler | None = None) -> list[Episode]:
     """Play one episode in each env (reset with its seed), all active episodes sampling their turns together.
 
-    `shaping(observation) -> float`, when given, adds gamma Phi(s') - Phi(s) to each turn's reward (Ng et al.
-    1999, eq. 12 of the shaping literature's potential form; Phi = 0 after the last state), so the optimal
-    policy is unchanged while the model's rating of progress guides it.
+    `sampler` (default: `generate` on `model`) answers the active episodes' prompts, one `SampledRow` each: the
+    policy, an engine, or an expert (`tandem.agentrl.demonstrations`). `shaping(observation) -> float`, when
+    given, adds gamma Phi(s') - Phi(s) to each turn's reward (Ng et al. 1999; Phi = 0 after the last state), so
+    the optimal policy is unchanged while the model's rating of progress guides it.
     """
-    device = next(model.parameters()).device
-    stop_strings = list(dict.fromkeys(list(sampling.stop_strings) + fmt.stop_strings))
-    config = SamplingConfig(max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                            top_p=sampling.top_p, top_k=sampling.top_k, stop_strings=stop_strings)
+    config = episode_sampling(sampling, fmt)
+    sampler = sampler or model_sampler(model, tokenizer, config)
     episodes = []
     for env, seed, group in zip(envs, seeds, groups):
         tools = fmt.prepare(env)
         episode = Episode(seed=seed, group=group, system=env.instructions, first_observation="", tools=tools)
         episode.observation = episode.first_observation = _safe(lambda: env.reset(seed=seed), "reset", episode)
-        episode.ids = fmt.start(episode.system, episode.observation, tools)
+        episode.ids = fmt.start(episode.system, user_message(env, episode.observation, "user"), tools)
         episode.assistant_mask = [0] * len(episode.ids)
         episode.sampled_log_probs = [0.0] * len(episode.ids)
         episode.turn_of_token = [-1] * len(episode.ids)
@@ -244,9 +284,9 @@ def run_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], seeds: 
         active = [i for i in active if not episodes[i].done]
         if not active:
             break
-        prompts = [_prompt_for(episodes[i], fmt, options.history) for i in active]
+        prompts = [_prompt_for(episodes[i], envs[i], fmt, options.history) for i in active]
         t0 = time.perf_counter()
-        rows = sample_rows(model, tokenizer, left_pad(prompts, tokenizer.pad_token_id, device), config)
+        rows = sampler(prompts, [(i, len(episodes[i].turns)) for i in active])
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
         for i, prompt, row in zip(active, prompts, rows):
@@ -275,7 +315,7 @@ def run_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], seeds: 
             elif len(episode.turns) >= options.max_turns:
                 episode.done, episode.truncated, episode.truncation = True, True, "max_turns"
             if not episode.done and options.history == "full":
-                following = fmt.after_turn(result.observation, turn.role, row.tokens)
+                following = fmt.after_turn(user_message(env, result.observation, turn.role), turn.role, row.tokens)
                 episode.ids += following
                 episode.assistant_mask += [0] * len(following)
                 episode.sampled_log_probs += [0.0] * len(following)
@@ -284,51 +324,63 @@ def run_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], seeds: 
     return episodes
 
 
-@dataclass
-class TrainingRows:
-    """Episodes as training rows: right-padded ids, the loss mask (sampled tokens), sampling log-probs, and for
-    every token its episode and turn (advantages are per episode or per turn, broadcast to tokens)."""
+def episode_batch(episodes: list[Episode], history: str, pad_token_id: int) -> RolloutBatch:
+    """Episodes as training rows of the one RL trainer: one row per episode (history full: the whole conversation,
+    loss on the sampled tokens only) or per turn (history none: what the model saw, then its reply).
 
-    input_ids: torch.Tensor        # (N, L)
-    attention_mask: torch.Tensor   # (N, L)
-    loss_mask: torch.Tensor        # (N, L) 1 on sampled tokens
-    sampled_log_probs: torch.Tensor  # (N, L)
-    episode: torch.Tensor          # (N,) index of the episode each row comes from
-    turn: torch.Tensor             # (N, L) turn index of each sampled token, -1 elsewhere
-
-    def __len__(self) -> int:
-        return self.input_ids.shape[0]
-
-    def to(self, device) -> TrainingRows:
-        return TrainingRows(*(getattr(self, name).to(device) for name in self.__dataclass_fields__))
-
-
-def training_rows(episodes: list[Episode], history: str, pad_token_id: int) -> TrainingRows:
-    """One row per episode (history full) or per turn (history none)."""
-    rows: list[tuple[list[int], list[int], list[float], int, list[int]]] = []
+    `step_rewards` holds each turn's reward on the turn's last sampled token (a row's score is their sum: the
+    episode's return, or with history none the turn's reward); `sample_ids` the episode of each row and `next_row`
+    the row of the episode's next turn (history none), so group advantages score each episode once, by its
+    return, and a critic bootstraps across turns.
+    """
+    rows: list[tuple[list[int], list[int], list[float], list[float]]] = []
+    owners: list[int] = []
+    next_row: list[int] = []
     for e_index, episode in enumerate(episodes):
         if history == "full":
             # drop the trailing env answer: nothing after the last sampled token trains
             end = max((k + 1 for k, m in enumerate(episode.assistant_mask) if m), default=len(episode.ids))
-            rows.append((episode.ids[:end], episode.assistant_mask[:end], episode.sampled_log_probs[:end], e_index,
-                         episode.turn_of_token[:end]))
-        else:
-            for t_index, turn in enumerate(episode.turns):
-                n_prompt, n_action = len(turn.prompt_ids), len(turn.action_ids)
-                rows.append((turn.prompt_ids + turn.action_ids, [0] * n_prompt + [1] * n_action,
-                             [0.0] * n_prompt + turn.log_probs, e_index, [-1] * n_prompt + [t_index] * n_action))
+            earned = [0.0] * end
+            for k in range(end):
+                turn = episode.turn_of_token[k]
+                if turn >= 0 and (k + 1 == end or episode.turn_of_token[k + 1] != turn):
+                    earned[k] = episode.turns[turn].reward
+            rows.append((episode.ids[:end], episode.assistant_mask[:end], episode.sampled_log_probs[:end], earned))
+            owners.append(e_index)
+            next_row.append(-1)
+            continue
+        for t_index, turn in enumerate(episode.turns):
+            n_prompt, n_action = len(turn.prompt_ids), len(turn.action_ids)
+            earned = [0.0] * (n_prompt + n_action)
+            earned[-1] = turn.reward
+            rows.append((turn.prompt_ids + turn.action_ids, [0] * n_prompt + [1] * n_action,
+                         [0.0] * n_prompt + turn.log_probs, earned))
+            owners.append(e_index)
+            next_row.append(len(rows) if t_index + 1 < len(episode.turns) else -1)
     width = max(len(r[0]) for r in rows)
     n = len(rows)
     input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
     attention = torch.zeros((n, width), dtype=torch.long)
     loss_mask = torch.zeros((n, width), dtype=torch.long)
     log_probs = torch.zeros((n, width), dtype=torch.float32)
-    turns = torch.full((n, width), -1, dtype=torch.long)
-    for k, (ids, mask, lp, _, turn_index) in enumerate(rows):
+    step_rewards = torch.zeros((n, width), dtype=torch.float32)
+    for k, (ids, mask, lp, earned) in enumerate(rows):
         length = len(ids)
         input_ids[k, :length] = torch.tensor(ids)
         attention[k, :length] = 1
         loss_mask[k, :length] = torch.tensor(mask)
         log_probs[k, :length] = torch.tensor(lp)
-        turns[k, :length] = torch.tensor(turn_index)
-    return TrainingRows(input_ids, attention, loss_mask, log_probs, torch.tensor([r[3] for r in rows]), turns)
+        step_rewards[k, :length] = torch.tensor(earned)
+    owner = torch.tensor(owners)
+    per_turn = history != "full"
+    texts = [[t.action for t in e.turns] for e in episodes]
+    return RolloutBatch(
+        prompts=[episodes[e].system for e in owners],
+        completions=["\n".join(texts[e]) for e in owners],
+        input_ids=input_ids, attention_mask=attention, completion_mask=loss_mask, sampled_log_probs=log_probs,
+        ended=torch.tensor([all(t.ended for t in episodes[e].turns) for e in owners]),
+        group_ids=torch.tensor([episodes[e].group for e in owners]),
+        step_rewards=step_rewards,
+        sample_ids=owner if per_turn else None,
+        next_row=torch.tensor(next_row) if per_turn else None,
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from tandem.agentrl.env import EnvSuite, TextEnv
-from tandem.agentrl.rollout import PlainFormat
+from tandem.agentrl.rollout import PlainFormat, user_message
 
 
 def _action_names(env: TextEnv) -> list[str]:
@@ -51,13 +51,14 @@ def build_random_policy(suite: EnvSuite, out: str | Path, n_states: int = 300, s
     env = suite.make("train")
     names = _action_names(env)
     observations = random_play(suite, n_states, seed, suite.max_turns)
-    corpus = [f"{env.instructions}\n\n{o}\naction: {a}\nobservation:\n" for o in observations for a in names]
+    shown = [user_message(env, o, "user") for o in observations]  # what the model reads: the observation and the ask
+    corpus = [f"{env.instructions}\n\n{o}\naction: {a}\nobservation:\n" for o in shown for a in names]
     tokenizer = train_tokenizer(corpus, vocab_size=400)
     size = ModelSize(hidden_size=hidden_size, num_layers=num_layers, num_heads=2, num_kv_heads=1,
                      intermediate_size=2 * hidden_size, vocab_size=len(tokenizer), max_positions=2048)
     model = build_model(size, tokenizer, arch="llama", seed=seed)
     fmt = PlainFormat(tokenizer)
-    prompts = [fmt.start(env.instructions, o) for o in observations]
+    prompts = [fmt.start(env.instructions, o) for o in shown]
     answers = [tokenizer(f" {a}\n", add_special_tokens=False)["input_ids"] for a in names]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)

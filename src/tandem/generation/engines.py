@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tandem.config import registered_name
 from tandem.data import pad_prompt_response_batch
-from tandem.generation.rollout import RolloutBatch, SamplingConfig, rollout
+from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, left_pad, rollout, sample_rows
 from tandem.generation.sampling import Samples, _stop_ids, sample, stop_ids
 from tandem.registry import registrar
 
@@ -43,6 +43,10 @@ class RolloutEngine(Protocol):
 
     def rollout(self, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
                 sample_keys: torch.Tensor | None = None) -> RolloutBatch: ...
+
+    def sample_ids(self, prompt_ids: list[list[int]], config: SamplingConfig,
+                   sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
+        """One continuation of each token-id prompt (multi-turn rollouts append exactly the sampled ids)."""
 
     def sample(self, prompts: list[str], max_new_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                batch_size: int = 64, seed: int | None = None) -> Samples:
@@ -107,6 +111,13 @@ class HFEngine:
     def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
         with self.autocast():
             return rollout(self.model, self.tokenizer, prompts, config, columns, sample_keys=sample_keys)
+
+    def sample_ids(self, prompt_ids: list[list[int]], config: SamplingConfig, sample_keys=None) -> list[SampledRow]:
+        """One continuation of each token-id prompt (a multi-turn episode's next turn), in one `generate` call."""
+        device = next(self.model.parameters()).device
+        with self.autocast():
+            return sample_rows(self.model, self.tokenizer, left_pad(prompt_ids, self.tokenizer.pad_token_id, device),
+                               config, sample_keys)
 
     def sample(self, prompts, max_new_tokens=32, temperature=0.0, top_p=1.0, batch_size=64, seed=None) -> Samples:
         with self.autocast():
@@ -251,6 +262,20 @@ class VLLMEngine:
             attention_mask=batch["attention_mask"], completion_mask=batch["completion_mask"], sampled_log_probs=sampled,
             ended=torch.tensor(ended), group_ids=torch.arange(len(prompts)).repeat_interleave(n), columns=row_columns,
         )
+
+    def sample_ids(self, prompt_ids: list[list[int]], config: SamplingConfig, sample_keys=None) -> list[SampledRow]:
+        """One continuation of each token-id prompt in one `generate` call (episodes that share a system prompt
+        share its cached keys and values: vLLM's prefix caching); row i seeded by its key."""
+        seeds = [int(k) % 2**31 for k in sample_keys] if sample_keys is not None else [None] * len(prompt_ids)
+        params = [self.sampling_params(config, 1, seed) for seed in seeds]
+        outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
+        rows = []
+        for output in outputs:
+            completion = output.outputs[0]
+            tokens = list(completion.token_ids)
+            log_probs = [step[token].logprob for step, token in zip(completion.logprobs, tokens)]
+            rows.append(SampledRow(tokens, log_probs, completion.finish_reason == "stop", completion.text))
+        return rows
 
     def sample(self, prompts, max_new_tokens=32, temperature=0.0, top_p=1.0, batch_size=64, seed=None) -> Samples:
         """As `hf`'s: the same prompt tokens, stop tokens and decoding of the completion tokens; greedy at temperature

@@ -50,10 +50,18 @@ class RolloutBatch:
     ended: torch.Tensor                # (N,) bool: the completion ended with a stop token / string
     group_ids: torch.Tensor            # (N,) index of the prompt each row answers
     columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, one entry per row
+    # multi-turn rows (`tandem.agentrl`): rewards where each turn earned them (N, L), their row sum the row's
+    # score; the sample (episode) each row belongs to (N,) when an episode spans several rows; and the row of
+    # the episode's next turn (N,), -1 after the last, for bootstrapping a critic across rows
+    step_rewards: torch.Tensor | None = None
+    sample_ids: torch.Tensor | None = None
+    next_row: torch.Tensor | None = None
 
     def to(self, device) -> RolloutBatch:
-        for name in ("input_ids", "attention_mask", "completion_mask", "sampled_log_probs", "ended", "group_ids"):
-            setattr(self, name, getattr(self, name).to(device))
+        for name in ("input_ids", "attention_mask", "completion_mask", "sampled_log_probs", "ended", "group_ids",
+                     "step_rewards", "sample_ids", "next_row"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
         return self
 
 
@@ -93,23 +101,50 @@ def concat_rollouts(batches: list[RolloutBatch], pad_token_id: int) -> RolloutBa
 
 
 class _StopOnStrings(StoppingCriteria):
-    """Stop a row once its new text contains any stop string (EOS is handled by generate itself)."""
+    """Stop a row once its new text contains any stop string (EOS is handled by generate itself).
+
+    Each call decodes only the last few tokens of each row still running: a stop string of c characters lies
+    within the last c + 1 tokens once it is complete (a token holds at least one character; one more covers a
+    byte-level token that decodes to nothing alone), and a row that stopped stays stopped. Decoding every row's
+    whole completion at every token cost O(T^2).
+    """
 
     def __init__(self, tokenizer, stop_strings: list[str], prompt_width: int):
         self.tokenizer, self.stop_strings, self.prompt_width = tokenizer, stop_strings, prompt_width
+        self.window = max(len(s) for s in stop_strings) + 1
+        self.stopped: torch.Tensor | None = None
 
     def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
-        return torch.tensor([any(s in t for s in self.stop_strings) for t in texts], device=input_ids.device)
+        if self.stopped is None:
+            self.stopped = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+        start = max(self.prompt_width, input_ids.shape[1] - self.window)
+        running = (~self.stopped).nonzero().flatten().tolist()
+        if running:
+            texts = self.tokenizer.batch_decode(input_ids[running, start:].tolist(), skip_special_tokens=True)
+            for row, text in zip(running, texts):
+                self.stopped[row] = any(s in text for s in self.stop_strings)
+        return self.stopped.to(input_ids.device)
 
 
 def _stop_string_cut(tokenizer, tokens: list[int], stop_strings: list[str]) -> int | None:
-    """Length of the shortest token prefix whose text contains a stop string, or None."""
-    for length in range(1, len(tokens) + 1):
+    """Length of the shortest token prefix whose text contains a stop string, or None.
+
+    Containing a stop string is monotone in the prefix length, so a binary search over prefixes finds it in
+    O(log T) decodes."""
+    def contains(length: int) -> bool:
         text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
-        if any(s in text for s in stop_strings):
-            return length
-    return None
+        return any(s in text for s in stop_strings)
+
+    if not tokens or not contains(len(tokens)):
+        return None
+    low, high = 1, len(tokens)
+    while low < high:
+        middle = (low + high) // 2
+        if contains(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 _MASK32 = 0xFFFFFFFF

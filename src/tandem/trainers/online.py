@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -26,7 +27,8 @@ from pydantic import Field, field_validator, model_validator
 from transformers import set_seed
 
 from tandem.algorithms.advantages import (
-    ADVANTAGE_ESTIMATORS, NEEDS_VALUES, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean, token_rewards_from_scores,
+    ADVANTAGE_ESTIMATORS, NEEDS_VALUES, SCORE_ONLY, AdvantageInputs, compute_advantages, informative_groups, masked_mean,
+    sequence_scores, token_rewards_from_scores,
 )
 from tandem.algorithms.importance import logprob_gap, truncated_importance_weights
 from tandem.algorithms.kl import KL_ESTIMATORS, FixedKLController, AdaptiveKLController, kl_estimate
@@ -39,24 +41,62 @@ from tandem.data import load_examples
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
-from tandem.evaluation import gold_eval
 from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
 from tandem.generation.scoring import completion_logits, logits_to_keep, rows_within_memory
-from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
-from tandem.rewards import score_safely
-from tandem.rewards.safety import RewardError
+from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
 from tandem.trainers.loop import GenerativeTrainer, TrainResult, resolve_precision
+from tandem.trainers.rollout_kinds import PromptRollouts
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
 
 
-class OnlineRLConfig(TrainConfig, LoRAOptions):
-    """Options every online RL command shares."""
+class RLOptions(TrainConfig, LoRAOptions):
+    """Options of the one RL update, shared by every online RL command (prompts or environment episodes)."""
 
     model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
     ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
+    batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
+    micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
+    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
+    engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model) or vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
+    tis_cap: float | None = Field(None, gt=0, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by min(pi_old / pi_engine, C) for the engine/trainer mismatch (verl and TRL use C = 2; default: off).")
+    update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
+    advantage: str = Field("grpo", description=f"Advantage estimator: {', '.join(ADVANTAGE_ESTIMATORS)}.")
+    policy_loss: str = Field("ppo_clip", description=f"Policy loss: {', '.join(POLICY_LOSSES)}.")
+    clip_low: float = Field(0.2, gt=0, description="Clip epsilon below 1 (default: the loss's own, 0.2 for ppo_clip, 3e-4 for gspo).")
+    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO constant c > 1 (Ye et al. 2020): bounds the loss of negative-advantage tokens at -c A (ppo_clip only; default: off).")
+    clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
+    loss_agg: str = Field("token-mean", description=f"Loss aggregation: {', '.join(LOSS_AGGREGATIONS)}.")
+    kl_estimator: str = Field("k3", description=f"KL estimator: {', '.join(KL_ESTIMATORS)}.")
+    kl_coef: float = Field(0.05, ge=0, description="beta in r - beta KL: weight of the KL to the reference.")
+    target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
+    kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    kl_metrics: bool | None = Field(None, description="Measure the KL to the reference every step even when nothing needs it (default: only when the KL is in the loss or reward, or a reward-hacking monitor reads it). Without it, --kl-coef 0, one update per rollout and a group advantage skip the reference and old-policy forwards (as TRL does with beta=0), and no reference model is loaded unless evaluation measures KL.")
+    no_signal_patience: int = Field(3, ge=1, description="Warn (with a sample) after this many steps in a row with nothing to learn from: every reward equal, or every completion empty or cut at --max-new-tokens.")
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-6, TRL's default).")
+    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of optimizer steps with linear warm-up.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
+    max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
+    eval_zero_shot: bool = Field(False, description="Evaluate before the first update too (the starting policy's figures in metrics.jsonl).")
+
+    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg", "engine")
+    @classmethod
+    def _registered(cls, value: str, info) -> str:
+        """A typo in a registered name fails here, before any model loads, with the names to choose from."""
+        return registered_name(value, REGISTRIES[info.field_name], info.field_name.replace("_", " "))
+
+
+class OnlineRLConfig(RLOptions):
+    """Options every online RL command on prompts shares (the rollout: prompts, samples, reward)."""
+
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
     data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
     reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
@@ -65,50 +105,16 @@ class OnlineRLConfig(TrainConfig, LoRAOptions):
     reward_errors: Literal["raise", "skip"] = Field("raise", description="A reward that raises or returns NaN/inf: stop the run (raise) or leave that sample out (skip).")
     n_prompts: int = Field(2000, ge=1, description="Training prompts to draw from the task.")
     n_eval: int = Field(200, ge=0, description="Held-out prompts for gold reward and KL evaluation.")
-    batch_size: int = Field(16, ge=1, description="Prompts per rollout step.")
-    micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
-    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size).")
     samples_per_prompt: int = Field(1, ge=1, description="Completions sampled per prompt (the group size of GRPO/RLOO).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
-    top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
     stop_strings: list[str] = Field(default_factory=list, description="Strings that end a completion besides EOS.")
-    engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model) or vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
-    tis_cap: float | None = Field(None, gt=0, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by min(pi_old / pi_engine, C) for the engine/trainer mismatch (verl and TRL use C = 2; default: off).")
-    update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
-    minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
-    advantage: str = Field("grpo", description="Advantage estimator: gae, grpo, dr_grpo, rloo, reinforce_plus_plus, reinforce_plus_plus_baseline.")
-    policy_loss: str = Field("ppo_clip", description="Policy loss: ppo_clip, gspo (sequence-level ratio, Zheng et al. 2025) or reinforce.")
-    clip_low: float = Field(0.2, gt=0, description="Clip epsilon below 1 (default: the loss's own, 0.2 for ppo_clip, 3e-4 for gspo).")
-    dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO constant c > 1 (Ye et al. 2020): bounds the loss of negative-advantage tokens at -c A (ppo_clip only; default: off).")
-    clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
-    loss_agg: str = Field("token-mean", description="Loss aggregation: token-mean, seq-mean-token-mean, seq-mean-token-sum, seq-mean-token-sum-norm (Dr. GRPO).")
-    kl_estimator: str = Field("k3", description="KL estimator: k1, k2, k3, abs, low_var_kl.")
-    kl_coef: float = Field(0.05, ge=0, description="beta in r - beta KL: weight of the KL to the reference.")
-    target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
-    kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
-    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
-    kl_metrics: bool | None = Field(None, description="Measure the KL to the reference every step even when nothing needs it (default: only when the KL is in the loss or reward, or a reward-hacking monitor reads it). Without it, --kl-coef 0, one update per rollout and a group advantage skip the reference and old-policy forwards (as TRL does with beta=0), and no reference model is loaded unless evaluation measures KL.")
     dynamic_sampling: bool = Field(False, description="DAPO dynamic sampling: drop prompt groups whose rewards are all equal (no advantage) and sample more prompts to refill the batch.")
     max_sampling_rounds: int = Field(4, ge=1, description="Dynamic sampling: most rollouts per step; a batch still short afterwards is topped up with dropped groups.")
     on_long_prompt: Literal["error", "truncate", "skip"] = Field(
         "skip", description="A prompt longer than --max-prompt-length: leave it out and count it (skip), keep its last tokens (truncate), or stop (error)."
     )
-    no_signal_patience: int = Field(3, ge=1, description="Warn (with a sample) after this many steps in a row with nothing to learn from: every reward equal, or every completion empty or cut at --max-new-tokens.")
-    lr: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW (pretrained models: 1e-6, TRL's default).")
-    warmup_ratio: float = Field(0.0, ge=0, le=1, description="Fraction of optimizer steps with linear warm-up.")
-    schedule: Literal["cosine", "linear", "constant"] = Field("constant", description="Learning-rate decay after warm-up.")
-    max_steps: int | None = Field(50, ge=1, description="Rollout steps to run.")
 
     # TRL's GRPO defaults for a pretrained checkpoint (learning rate; room for a chat model's answer)
     pretrained_defaults = {"lr": 1e-6, "max_new_tokens": 256}
-
-    @field_validator("advantage", "policy_loss", "kl_estimator", "loss_agg", "engine")
-    @classmethod
-    def _registered(cls, value: str, info) -> str:
-        """A typo in a registered name fails here, before any model loads, with the names to choose from."""
-        return registered_name(value, REGISTRIES[info.field_name], info.field_name.replace("_", " "))
 
     @field_validator("task")
     @classmethod
@@ -139,6 +145,17 @@ def reads_kl(config: OnlineRLConfig, callbacks=()) -> bool:
     """Whether anything needs the KL to the reference: the loss or reward (beta > 0, adaptive), or a callback
     (the reward-hacking monitor)."""
     return callbacks_read_kl(callbacks) or config.kl_coef > 0 or config.target_kl is not None
+
+
+def place_scores(scores: torch.Tensor, mask: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """Token rewards (N, L-1) from row scores: each score on its row's last token; for multi-turn rows
+    (`batch.step_rewards`) each turn's reward where it was earned, and whatever a trainer changed in the score
+    (a length penalty, say) on the last token."""
+    rewards = token_rewards_from_scores(scores, mask)
+    if batch.step_rewards is None:
+        return rewards
+    earned = torch.where(mask, batch.step_rewards[:, 1:].to(rewards.dtype), 0.0)
+    return rewards + earned - token_rewards_from_scores(earned.sum(-1), mask)
 
 
 def rollout_stats(batch: RolloutBatch, mask: torch.Tensor) -> dict[str, float]:
@@ -192,15 +209,59 @@ class NoSignalWatch:
                 "\n  Check the chat template (--chat-template), --max-new-tokens, and the reward on a few completions.")
 
 
+@dataclass
+class Rollout:
+    """One step's collected rollout, what the update trains on (`collect` -> `update`)."""
+
+    batch: RolloutBatch
+    mask: torch.Tensor                     # (N, L-1) tokens that carry loss, aligned with the shifted log-probs
+    advantages: torch.Tensor               # (N, L-1)
+    returns: torch.Tensor                  # (N, L-1) value targets (critic estimators)
+    old_logp: torch.Tensor | None = None   # log pi_old; None: read from the update's own forward (single pass)
+    ref_logp: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def per_sample_advantages(name: str, inputs: AdvantageInputs, sample_ids: torch.Tensor, **options) -> torch.Tensor:
+    """A score-only estimator over samples that span several rows (an episode of one row per turn): each sample
+    counts once in its group, scored by the sum of its rows' scores, and its advantage reaches every token of its rows."""
+    samples, row_sample = torch.unique(sample_ids, return_inverse=True)
+    first = torch.full((len(samples),), len(sample_ids), device=sample_ids.device)
+    first = first.scatter_reduce(0, row_sample, torch.arange(len(sample_ids), device=sample_ids.device), "amin")
+    row_scores = sequence_scores(inputs.rewards, inputs.mask)
+    scores = torch.zeros(len(samples), dtype=row_scores.dtype, device=row_scores.device)
+    scores = scores.index_add(0, row_sample, row_scores).unsqueeze(-1)
+    ones = torch.ones_like(scores, dtype=torch.bool)
+    one_token = AdvantageInputs(rewards=scores, mask=ones, group_ids=inputs.group_ids[first], reduce=inputs.reduce)
+    advantages, _ = compute_advantages(name, one_token, **options)
+    return torch.where(inputs.mask.bool(), advantages[row_sample], 0.0)
+
+
+def bootstrap_from_next_row(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, next_row: torch.Tensor,
+                            gamma: float) -> torch.Tensor:
+    """Rows that continue in another row (one row per turn) get gamma V(next turn's first state) on their last token,
+    so GAE within each row is bootstrapped across turns (GAE truncated at turn boundaries)."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    first = torch.where(mask, positions, mask.shape[-1]).amin(-1).clamp(max=mask.shape[-1] - 1)
+    last = torch.where(mask, positions, -1).amax(-1)
+    rows = ((next_row >= 0) & (last >= 0)).nonzero().flatten()
+    following = next_row[rows]
+    rewards = rewards.clone()
+    rewards[rows, last[rows]] += gamma * values[following, first[following]].to(rewards.dtype)
+    return rewards
+
+
 class OnlineTrainer(GenerativeTrainer):
-    """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply."""
+    """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply, the rollout
+    kind (`tandem.trainers.rollout_kinds`) what each step samples: prompts' completions or environment episodes."""
 
     name = "rl"
     needs_values = False  # PPO: a value head read at rollout time
 
-    def __init__(self, config: OnlineRLConfig, model, tokenizer, prompts: list[dict], reference, reward, task=None,
+    def __init__(self, config: RLOptions, model, tokenizer, prompts: list, reference, reward=None, task=None,
                  eval_prompts=(), max_new_tokens: int = 48, monitor=None, eval_max_new_tokens: int | None = None,
-                 callbacks=()):
+                 callbacks=(), rollouts=None):
         if NEEDS_VALUES[config.advantage] and not self.needs_values:  # before the model is wrapped or anything rolls out
             raise ValueError(f"advantage estimator {config.advantage!r} needs critic values, which {type(self).__name__} "
                              "has not (no value head): use tandem ppo, or a group advantage (grpo, rloo, ...)")
@@ -208,10 +269,7 @@ class OnlineTrainer(GenerativeTrainer):
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens, callbacks=[*callbacks, *([monitor] if monitor is not None else [])])
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
-        self.reward = reward
-        self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                                       top_k=config.top_k, samples_per_prompt=config.samples_per_prompt,
-                                       stop_strings=list(config.stop_strings))
+        self.max_new_tokens = max_new_tokens
         controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.target_kl else None
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
@@ -228,6 +286,7 @@ class OnlineTrainer(GenerativeTrainer):
         longest = max(max_new_tokens, eval_max_new_tokens or getattr(task, "max_new_tokens", 0))  # evaluation uses it too
         self.engine = make_engine(config.engine, policy, tokenizer, autocast=self.accelerator.autocast, dtype=dtype,
                                   seed=config.seed, max_model_len=config.max_length + longest)
+        self.rollouts = rollouts(self) if rollouts is not None else PromptRollouts(self, reward, max_new_tokens)
 
     def optimizer_steps_per_step(self) -> int:
         return self.config.update_epochs * self.config.minibatches
@@ -252,11 +311,12 @@ class OnlineTrainer(GenerativeTrainer):
                 and not self.needs_values)
 
     def extra_state(self) -> dict:
-        return {"kl_coef": self.kl_controller.value}
+        return {"kl_coef": self.kl_controller.value, **self.rollouts.state()}
 
     def load_extra_state(self, state: dict) -> None:
         if "kl_coef" in state:  # the adaptive controller's beta continues where it stopped
             self.kl_controller.value = float(state["kl_coef"])
+        self.rollouts.load_state(state)
 
     # ---- hooks -------------------------------------------------------------------------------
     @staticmethod
@@ -270,9 +330,9 @@ class OnlineTrainer(GenerativeTrainer):
 
     def token_rewards(self, scores, mask, old_logp, ref_logp, batch) -> tuple[torch.Tensor, dict]:
         """Token-level rewards for the advantage estimator; default: the score on the last token."""
-        return token_rewards_from_scores(scores, mask), {}
+        return place_scores(scores, mask, batch), {}
 
-    def extra_losses(self, logits, logp, values, data: dict, rows: torch.Tensor, mask) -> tuple[torch.Tensor, dict]:
+    def extra_losses(self, logits, logp, values, data: Rollout, rows: torch.Tensor, mask) -> tuple[torch.Tensor, dict]:
         """Per-token loss terms added to the policy loss (KL to reference, entropy bonus, value loss).
 
         `data` is the step's collected rollout (full batch); `rows` selects this micro-batch.
@@ -292,17 +352,6 @@ class OnlineTrainer(GenerativeTrainer):
     def _labels(self, batch: RolloutBatch) -> torch.Tensor:
         return batch.input_ids.masked_fill(batch.completion_mask == 0, IGNORE_INDEX)
 
-    @torch.no_grad()
-    def _score_batch(self, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        scored = score_safely(self.reward, batch.prompts, batch.completions, batch.columns,
-                              on_error=self.config.reward_errors, bound=self.config.reward_bound,
-                              timeout=self.config.reward_timeout)
-        if scored.report.n_skipped == len(batch.prompts):  # "skip" with nothing left is no run at all
-            raise RewardError(scored.report.problems[0])
-        valid = torch.tensor([r is not None for r in scored.rewards], device=batch.input_ids.device)
-        scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
-        return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
-
     def _sampler_forward(self, model, batch: RolloutBatch, rows, labels):
         """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values;
         the logits only at the positions that score the completion (`logits_to_keep`), the values everywhere."""
@@ -317,7 +366,8 @@ class OnlineTrainer(GenerativeTrainer):
         old, ref, values = [], [], []
         model = self.accelerator.unwrap_model(self.model)
         reference, reference_context = reference_and_context(model, self.reference)
-        step = self.config.micro_batch_size
+        step = rows_within_memory(model, batch.input_ids.shape[1], self.config.micro_batch_size,
+                                  self.config.micro_batch_memory)
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
             with self.accelerator.autocast():
@@ -334,97 +384,24 @@ class OnlineTrainer(GenerativeTrainer):
         values = torch.cat(values) if values[0] is not None else None
         return old_logp, ref_logp, values
 
-    def _prompt_indices(self, step: int) -> list[int]:
-        indices = self._global_indices(step)
-        share = len(indices) // self.world
-        return indices[self.rank * share : (self.rank + 1) * share]
+    def _advantages(self, rewards, mask, values, batch: RolloutBatch, kl) -> tuple[torch.Tensor, torch.Tensor]:
+        """The registered estimator; samples spanning several rows (episodes of one row per turn) are scored once
+        each by a score-only estimator, and bootstrapped across rows by a critic one."""
+        name = self.config.advantage
+        inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl,
+                                 reduce=self._sum_over_processes if self.world > 1 else None)
+        if batch.sample_ids is not None and SCORE_ONLY[name]:
+            advantages = per_sample_advantages(name, inputs, batch.sample_ids, **self.advantage_options())
+            return advantages, advantages
+        if batch.next_row is not None and values is not None:
+            inputs.rewards = bootstrap_from_next_row(rewards, values, mask, batch.next_row, self.config.gamma)
+        return compute_advantages(name, inputs, **self.advantage_options())
 
-    def _prompt_rows(self, step: int) -> list[dict]:
-        return [self.train_data[i] for i in self._prompt_indices(step)]
-
-    def _log_example_rewards(self, step: int, scores: torch.Tensor, valid: torch.Tensor) -> None:
-        """Mean reward of each training prompt this step, one JSON line per prompt, in `example_rewards.jsonl`.
-
-        One-shot RLVR (Wang et al. 2025) picks its example by the variance of these across epochs.
-        """
-        epoch = step // self.steps_per_epoch
-        group = self.config.samples_per_prompt
-        name = "example_rewards.jsonl" if self.world == 1 else f"example_rewards.rank{self.rank}.jsonl"
-        with open(self.out / name, "a", encoding="utf-8") as f:
-            for k, index in enumerate(self._prompt_indices(step)):
-                rows = slice(k * group, (k + 1) * group)
-                if valid[rows].any():
-                    f.write(json.dumps({"step": step + 1, "epoch": epoch, "index": index,
-                                        "reward": float(scores[rows][valid[rows]].mean())}) + "\n")
-
-    def _sample_keys(self, step: int, round_: int, n_prompts: int) -> torch.Tensor:
-        """One key per row (prompt x sample): its place in the step's global batch (round 0), or for dynamic
-        sampling's refills (rounds >= 1, drawn per process) in this process's refill."""
-        first = self.rank * n_prompts * self.config.samples_per_prompt
-        base = ((self.config.seed * 1_000_003 + step) * 101 + round_) * 1_048_583 + (first if round_ == 0 else 0)
-        offset = 0 if round_ == 0 else self.rank * 65_537
-        return base + offset + torch.arange(n_prompts * self.config.samples_per_prompt)
-
-    def _sample_and_score(self, rows: list[dict], times: dict, keys: torch.Tensor | None = None
-                          ) -> tuple[RolloutBatch, torch.Tensor, torch.Tensor, dict]:
-        columns = {key: [row.get(key) for row in rows] for key in rows[0] if key != "prompt"}
-        t0 = time.perf_counter()
-        # hf: in the precision the update trains in (bf16 matmuls: ~3x faster on AMX)
-        batch = self.engine.rollout([r["prompt"] for r in rows], self.sampling, columns, sample_keys=keys)
-        batch = batch.to(self.accelerator.device)
-        times["time/generate"] = times.get("time/generate", 0.0) + time.perf_counter() - t0
-        t0 = time.perf_counter()
-        scores, valid, reward_stats = self._score_batch(batch)
-        times["time/score"] = times.get("time/score", 0.0) + time.perf_counter() - t0
-        return batch, scores, valid, reward_stats
-
-    def _refill_rows(self, step: int, round_: int, n: int) -> list[dict]:
-        """Fresh prompts for dynamic sampling, drawn reproducibly from (seed, step, round, rank)."""
-        seed = ((self.config.seed * 1_000_003 + step) * 101 + round_) * 257 + self.rank
-        picks = torch.randint(len(self.train_data), (n,), generator=torch.Generator().manual_seed(seed))
-        return [self.train_data[i] for i in picks.tolist()]
-
-    def _dynamic_sampling(self, step: int, n_groups: int, batch, scores, valid, times: dict):
-        """DAPO: keep the groups whose rewards differ, sample more prompts until `n_groups` are kept.
-
-        Each rank fills its own batch, so every rank trains on the same number of rows; a batch
-        still short after `max_sampling_rounds` rollouts is topped up with dropped (zero-advantage) groups.
-        """
-        kept, dropped, informative_counts = [], [], []
-        rounds, n_kept = 0, 0
-        while True:
-            rounds += 1
-            informative = informative_groups(scores, batch.group_ids, valid)
-            informative_counts.append(float(informative.float().mean()))
-            for pieces, chosen in ((kept, informative), (dropped, ~informative)):
-                rows = chosen.nonzero().flatten().tolist()
-                pieces.append((select_rows(batch, rows), scores[chosen], valid[chosen]))
-            n_kept += len(torch.unique(batch.group_ids[informative]))
-            done = n_kept >= n_groups or rounds >= self.config.max_sampling_rounds
-            if self.gathers and self.world > 1:  # sharded weights: sampling is collective, every process goes on
-                done = self._all_reduce_max(float(not done)) == 0.0
-            if done:
-                break
-            batch, scores, valid, _ = self._sample_and_score(self._refill_rows(step, rounds, n_groups), times,
-                                                             self._sample_keys(step, rounds, n_groups))
-        pieces = [p for p in kept + dropped if p[0].input_ids.shape[0]]
-        merged = concat_rollouts([p[0] for p in pieces], self.tokenizer.pad_token_id)
-        rows = (merged.group_ids < n_groups).nonzero().flatten().tolist()
-        scores = torch.cat([p[1] for p in pieces])[rows]
-        valid = torch.cat([p[2] for p in pieces])[rows]
-        stats = {"dynamic/rounds": float(rounds), "dynamic/informative_fraction": informative_counts[0],
-                 "dynamic/filler_groups": float(max(n_groups - n_kept, 0))}
-        return select_rows(merged, rows), scores, valid, stats
-
-    def collect(self, step: int) -> dict:
-        """Rollout -> score -> log-probs -> advantages for one step's prompts."""
-        rows = self._prompt_rows(step)
+    def collect(self, step: int) -> Rollout:
+        """Rollout -> score -> log-probs -> advantages for one step."""
         times: dict[str, float] = {}
-        batch, scores, valid, reward_stats = self._sample_and_score(rows, times, self._sample_keys(step, 0, len(rows)))
-        self._log_example_rewards(step, scores, valid)
-        if self.config.dynamic_sampling:
-            batch, scores, valid, dynamic_stats = self._dynamic_sampling(step, len(rows), batch, scores, valid, times)
-            reward_stats = {**reward_stats, **dynamic_stats}
+        sampled = self.rollouts.sample(step, times)
+        batch, scores, valid = sampled.batch, sampled.scores, sampled.valid
         t0 = time.perf_counter()
         mask = (self._labels(batch)[:, 1:] != IGNORE_INDEX) & valid.unsqueeze(-1)
         stats = {"reward": self._global_mean(scores, valid)}
@@ -439,25 +416,23 @@ class OnlineTrainer(GenerativeTrainer):
             stats["logprob_mismatch"] = self._mean_gap(old_logp, batch, mask)
             if self.has_reference:
                 stats["kl"] = self._global_mean((kl * mask).sum(-1), valid, empty=0.0)
-        inputs = AdvantageInputs(rewards=rewards, mask=mask, values=values, group_ids=batch.group_ids, kl=kl,
-                                 reduce=self._sum_over_processes if self.world > 1 else None)
-        advantages, returns = compute_advantages(self.config.advantage, inputs, **self.advantage_options())
+        advantages, returns = self._advantages(rewards, mask, values, batch, kl)
         times["time/logprobs_advantages"] = time.perf_counter() - t0
         # the whole batch's signal (shares averaged over processes), so every process judges alike
-        signal = self._mean_over_processes(learning_signal(batch, scores, valid, grouped=self.config.samples_per_prompt > 1))
+        grouped = self.rollouts.group_size > 1 and SCORE_ONLY[self.config.advantage]
+        signal = self._mean_over_processes(learning_signal(batch, scores, valid, grouped=grouped))
         warning = self.signal_watch.update(step, signal, batch, scores)
         if warning and self.accelerator.is_main_process:
             print(warning, flush=True)
-        stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **reward_stats,
+        stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **sampled.stats,
                       **reward_terms, **signal, **times})
         stats.update(fire(self.callbacks, "on_rollout", self, step, batch, stats))
-        return {"batch": batch, "mask": mask, "old_logp": old_logp, "ref_logp": ref_logp, "values": values,
-                "advantages": advantages, "returns": returns, "stats": stats}
+        return Rollout(batch, mask, advantages, returns, old_logp, ref_logp, values, stats)
 
-    def update(self, data: dict, step: int = 0) -> dict[str, float]:
+    def update(self, data: Rollout, step: int = 0) -> dict[str, float]:
         """update_epochs x minibatches optimizer steps over one rollout batch (`step`: the RL step, for errors)."""
         cfg = self.config
-        batch, mask = data["batch"], data["mask"]
+        batch, mask = data.batch, data.mask
         labels = self._labels(batch)
         n = labels.shape[0]
         sums: dict[str, float] = {}
@@ -474,20 +449,21 @@ class OnlineTrainer(GenerativeTrainer):
             order = torch.randperm(n * self.world, generator=generator)
             for global_rows in order.chunk(cfg.minibatches):
                 minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
-                normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.sampling.max_new_tokens)
+                normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
 
                 def loss_of(rows):
                     nonlocal gap
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
+                    rows = rows.to(labels.device)
                     logits, values = self._sampler_forward(self.forward_model, batch, rows, labels[rows])
                     logp, _ = token_log_probs(logits, labels[rows])
                     micro_mask = mask[rows]
-                    old_logp = logp.detach() if data["old_logp"] is None else data["old_logp"][rows]
-                    if data["old_logp"] is None:
+                    old_logp = logp.detach() if data.old_logp is None else data.old_logp[rows]
+                    if data.old_logp is None:
                         gap = [a + b for a, b in zip(gap, logprob_gap(old_logp, sampled[rows], micro_mask))]
-                    out = policy_loss(cfg.policy_loss, logp, old_logp, data["advantages"][rows], micro_mask, **options)
+                    out = policy_loss(cfg.policy_loss, logp, old_logp, data.advantages[rows], micro_mask, **options)
                     if cfg.tis_cap is not None:  # the tokens came from the engine's pi, not pi_old
                         weights = truncated_importance_weights(old_logp, sampled[rows], cfg.tis_cap)
                         out.loss = out.loss * weights
@@ -506,7 +482,7 @@ class OnlineTrainer(GenerativeTrainer):
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
         averaged = {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
-        if data["old_logp"] is None:
+        if data.old_logp is None:
             total, tokens = self._all_reduce_sum(gap)
             averaged["logprob_mismatch"] = total / max(tokens, 1.0)
         averaged["micro_batch_rows"] = float(rows)
@@ -560,21 +536,7 @@ class OnlineTrainer(GenerativeTrainer):
         return {key: getattr(self.config, key) for key in declared if key in given}
 
     def evaluate(self, model) -> dict[str, float]:
-        if self.task is None or not self.eval_prompts:
-            return {}
-        length = self.eval_max_new_tokens
-        reference, reference_context = reference_and_context(model, self.reference)
-        # an engine with its own copy (vLLM, synced after every update) samples faster than `generate`
-        engine = self.engine if self.engine.owns_weights else None
-        gold = gold_eval(model, self.tokenizer, self.task, self.eval_prompts, reference=reference,
-                         reference_context=reference_context, max_new_tokens=length, engine=engine)
-        metrics = {f"eval/{k}": v for k, v in gold.items()}
-        if self.task.eval_temperature != self.config.temperature:
-            # greedy exact match moves only when the mode flips; the policy RL trains is the sampling one
-            sampled = gold_eval(model, self.tokenizer, self.task, list(self.eval_prompts) * 4,
-                                temperature=self.config.temperature, max_new_tokens=length, engine=engine)
-            metrics["eval/gold_reward_sampled"] = sampled["gold_reward"]
-        return metrics
+        return self.rollouts.evaluate(model)
 
     def train(self) -> TrainResult:
         cfg = self.config
@@ -582,6 +544,8 @@ class OnlineTrainer(GenerativeTrainer):
         start_step, writer, bar, started = self._start()
         if start_step:  # resumed: the engine started from the weights before the checkpoint was loaded
             self.engine.sync(self.accelerator.unwrap_model(self.model))
+        elif cfg.eval_zero_shot:
+            self._run_evaluation(0, writer)
         for step in range(start_step, self.total_steps):
             t0 = time.perf_counter()
             data = self.collect(step)
@@ -589,16 +553,18 @@ class OnlineTrainer(GenerativeTrainer):
             update_stats = self.update(data, step)
             t2 = time.perf_counter()
             self.engine.sync(self.accelerator.unwrap_model(self.model))  # the next rollout samples the updated policy
-            stats = self._mean_over_processes({**data["stats"], **update_stats, "time/update": t2 - t1,
+            stats = self._mean_over_processes({**data.stats, **update_stats, "time/update": t2 - t1,
                                                "time/engine_sync": time.perf_counter() - t2,
                                                "time/step": time.perf_counter() - t0})
             if "kl" in stats:
-                self.kl_controller.update(stats["kl"], n_steps=len(data["batch"].prompts) * self.world)
+                self.kl_controller.update(stats["kl"], n_steps=len(data.batch.prompts) * self.world)
             done = step + 1
             fire(self.callbacks, "on_step", self, done, {f"train/{k}": v for k, v in stats.items()})
             if main:
                 bar.update(1)
-                bar.set_postfix(reward=f"{stats['reward']:.3f}", **({"kl": f"{stats['kl']:.2f}"} if "kl" in stats else {}))
+                shown = {"reward": f"{stats['reward']:.3f}", **({"kl": f"{stats['kl']:.2f}"} if "kl" in stats else {}),
+                         **({"success": f"{stats['success_rate']:.2f}"} if "success_rate" in stats else {})}
+                bar.set_postfix(**shown)
                 if done % cfg.log_every == 0 or done == self.total_steps:
                     self._log({"step": done, "lr": self.scheduler.get_last_lr()[0],
                                **{f"train/{k}": v for k, v in stats.items()}}, writer)
@@ -610,6 +576,8 @@ class OnlineTrainer(GenerativeTrainer):
                   "above): the model is unchanged apart from any KL or entropy term", flush=True)
         result = self._finish(writer, started)
         result.learned = not watch.steps or watch.steps_with_signal > 0
+        if main:
+            self.rollouts.finish(result)
         return result
 
 

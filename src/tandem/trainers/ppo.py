@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import BaseModel, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-from tandem.algorithms.advantages import token_rewards_from_scores
 from tandem.algorithms.policy_losses import clipped_value_loss, explained_variance
-from tandem.trainers.online import OnlineRLConfig, OnlineTrainer, run_online
+from tandem.trainers.online import OnlineRLConfig, OnlineTrainer, place_scores, run_online
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 
@@ -72,18 +71,23 @@ class PolicyWithValueHead(nn.Module):
         self.value_head.load_state_dict(load_file(str(folder / VALUE_HEAD_FILE)))
 
 
-class PPOConfig(OnlineRLConfig):
-    out: Path = Field(Path("runs/ppo"), description="Run directory.")
-    reward: str = Field("model:runs/rm/model", description="Reward: model:PATH (a tandem reward model), task, verifier:NAME, module:function, ...")
-    advantage: str = Field("gae", description="Advantage estimator (gae for PPO).")
-    kl_estimator: str = Field("k1", description="KL estimator of the per-token penalty in the reward: k1, k2, k3.")
-    kl_coef: float = Field(0.05, ge=0, description="beta: per-token KL penalty in the reward (initial value when adaptive).")
+class CriticOptions(BaseModel):
+    """Options of a value head and GAE (PPO; agent RL with turn-level credit)."""
+
     gamma: float = Field(1.0, ge=0, le=1, description="GAE discount.")
     lam: float = Field(0.95, ge=0, le=1, description="GAE lambda.")
     whiten_advantages: bool = Field(True, description="Whiten advantages over the rollout batch.")
     vf_coef: float = Field(0.1, ge=0, description="Weight of the value loss.")
     value_clip: float | None = Field(0.2, description="Clip range of the value update (none: unclipped).")
     missing_eos_penalty: float | None = Field(None, description="Subtract this from the score of completions cut at --max-new-tokens.")
+
+
+class PPOConfig(OnlineRLConfig, CriticOptions):
+    out: Path = Field(Path("runs/ppo"), description="Run directory.")
+    reward: str = Field("model:runs/rm/model", description="Reward: model:PATH (a tandem reward model), task, verifier:NAME, module:function, ...")
+    advantage: str = Field("gae", description="Advantage estimator (gae for PPO).")
+    kl_estimator: str = Field("k1", description="KL estimator of the per-token penalty in the reward: k1, k2, k3.")
+    kl_coef: float = Field(0.05, ge=0, description="beta: per-token KL penalty in the reward (initial value when adaptive).")
     update_epochs: int = Field(4, ge=1, description="PPO epochs over each rollout batch.")
     minibatches: int = Field(2, ge=1, description="Minibatches (optimizer steps) per epoch.")
     batch_size: int = Field(32, ge=1, description="Prompts per rollout step.")
@@ -110,7 +114,7 @@ class PPOTrainer(OnlineTrainer):
             scores = scores - self.config.missing_eos_penalty * (~batch.ended).float()
         terms["score"] = float(scores.mean())
         # the KL penalty -beta * KL_t is folded in by the GAE estimator (its kl / kl_coef inputs)
-        return token_rewards_from_scores(scores, mask), terms
+        return place_scores(scores, mask, batch), terms
 
     def advantage_options(self) -> dict:
         cfg = self.config
@@ -120,11 +124,11 @@ class PPOTrainer(OnlineTrainer):
     def extra_losses(self, logits, logp, values, data, rows, mask):
         per_token, stats = super().extra_losses(logits, logp, values, data, rows, mask)
         values = values[:, :-1].float()
-        value_loss, clip_fraction = clipped_value_loss(values, data["values"][rows], data["returns"][rows], mask,
+        value_loss, clip_fraction = clipped_value_loss(values, data.values[rows], data.returns[rows], mask,
                                                        self.config.value_clip)
         stats["value_loss"] = float((value_loss.detach() * mask).sum() / mask.sum().clamp(min=1))
         stats["value_clip_fraction"] = float(clip_fraction)
-        stats["explained_variance"] = float(explained_variance(values.detach(), data["returns"][rows], mask))
+        stats["explained_variance"] = float(explained_variance(values.detach(), data.returns[rows], mask))
         return per_token + self.config.vf_coef * value_loss, stats
 
 
