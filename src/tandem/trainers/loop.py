@@ -167,6 +167,11 @@ class Trainer:
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), limit))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
+            scaler = getattr(self.accelerator, "scaler", None)
+            if scaler is not None:
+                # fp16: clipping unscaled the gradients and the scaler saw the inf; update() lowers the scale and
+                # clears that record (without it the next step's unscale raises "already called since update")
+                scaler.update()
             self.bad_steps += 1
             where = f"step {step + 1}, {describe_batch()}"
             if self.bad_steps > self.config.max_bad_steps:
