@@ -269,7 +269,7 @@ class OnlineTrainer(GenerativeTrainer):
         super().__init__(config, model, tokenizer, prompts, (), task=task, eval_prompts=eval_prompts,
                          eval_max_new_tokens=eval_max_new_tokens, callbacks=[*callbacks, *([monitor] if monitor is not None else [])])
         self.reference = reference.to(self.accelerator.device).eval().requires_grad_(False) if reference is not None else None
-        self.max_new_tokens = max_new_tokens
+        self.reward, self.max_new_tokens = reward, max_new_tokens  # the reward of prompt rollouts (None for episodes)
         controller = AdaptiveKLController(config.kl_coef, config.target_kl, config.kl_horizon) if config.target_kl else None
         self.kl_controller = controller or FixedKLController(config.kl_coef)
         self.signal_watch = NoSignalWatch(config.no_signal_patience)
