@@ -109,7 +109,7 @@ def grpo_run(model, tokenizer, task, args, out: Path, peaks: dict) -> dict:
         result = update(data, step)
         synchronize(args.device)
         marks.append(time.perf_counter())
-        rows = data["batch"].attention_mask.sum(-1).tolist()
+        rows = data.batch.attention_mask.sum(-1).tolist()
         tokens.append(sum(rows))
         lengths.extend(rows)
         return result

@@ -272,8 +272,8 @@ def compare_grpo(args, tmp: Path, tokenizer, task) -> dict:
 
     def counted_collect(step):  # completions and their tokens, counted by the clock run_tandem attaches
         data = collect(step)
-        trainer.batch_units({"input_ids": data["batch"].input_ids})
-        trainer.batch_tokens({"input_ids": data["batch"].input_ids, "attention_mask": data["batch"].attention_mask})
+        trainer.batch_units({"input_ids": data.batch.input_ids})
+        trainer.batch_tokens({"input_ids": data.batch.input_ids, "attention_mask": data.batch.attention_mask})
         return data
 
     trainer.collect = counted_collect

@@ -77,7 +77,7 @@ def run(kind: str, args, model_dir: Path, tokenizer, task, out: Path) -> dict:
 
     def measured_collect(step):
         data = collect(step)
-        batch = data["batch"]
+        batch = data.batch
         lengths.append((batch.attention_mask.sum(-1).tolist(), int(batch.completion_mask.sum())))
         return data
 
