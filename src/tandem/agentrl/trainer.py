@@ -185,7 +185,8 @@ class EpisodeRollouts(RolloutKind):
         stats["filter/kept_fraction"] = len(kept) / len(episodes)
         batch = episode_batch(kept, cfg.history, trainer.tokenizer.pad_token_id).to(trainer.accelerator.device)
         scores = batch.step_rewards.sum(-1)
-        stats.update(rows=float(len(scores)), sampled_tokens=float(batch.completion_mask.sum()))
+        stats.update(rows=float(len(scores)), sampled_tokens=float(batch.completion_mask.sum()),
+                     row_width=float(batch.input_ids.shape[1]))
         return Sampled(batch, scores, torch.ones_like(scores, dtype=torch.bool), stats)
 
     def play(self, model, seeds: list[int], temperature: float, split: str = "eval") -> list[Episode]:

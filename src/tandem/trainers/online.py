@@ -93,6 +93,12 @@ class RLOptions(TrainConfig, LoRAOptions):
         """A typo in a registered name fails here, before any model loads, with the names to choose from."""
         return registered_name(value, REGISTRIES[info.field_name], info.field_name.replace("_", " "))
 
+    @model_validator(mode="after")
+    def _micro_fits_batch(self) -> RLOptions:
+        # the update's micro-batches count rows (samples, episode turns), not --batch-size's prompts or start
+        # states: capping them at --batch-size cut agent RL's update to 2-row micro-batches
+        return self
+
 
 class OnlineRLConfig(RLOptions):
     """Options every online RL command on prompts shares (the rollout: prompts, samples, reward)."""
