@@ -120,7 +120,7 @@ def expert_sampler(fmt: ChatFormat, envs: list[TextEnv], epsilon: float, seed: i
 
     def sample(prompts, places) -> list[SampledRow]:
         rows = []
-        for _, (episode, turn) in zip(prompts, places):
+        for episode, turn in places:  # the expert reads the env, not the prompt
             env = envs[episode]
             if turn == 0 or episode not in policies:
                 policies[episode] = make_expert(env)
