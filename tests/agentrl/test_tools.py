@@ -22,7 +22,7 @@ from tandem.agentrl.tools import (
     python_tool,
     template_renders_tools,
 )
-from tandem.agentrl.sandbox import SandboxLimits
+from tandem.sandbox import SandboxLimits
 from tandem.tasks import get_task
 from tandem.tasks.arithmetic import answer_from_prompt
 

@@ -1,4 +1,4 @@
-"""The language model as the agent: environments (`env`), tools and their sandbox, text games.
+"""The language model as the agent: environments (`env`), tools (Python runs in `tandem.sandbox`), text games.
 
 Importing the package registers the env kinds of its modules (``tools``, ``textarena``, ``textworld``, ``worldmodel``) with
 `tandem.agentrl.env.make_env_suite`; the modules import their libraries only when an env is built.

@@ -75,10 +75,11 @@ class EnvError(RuntimeError):
 
 
 def invalid_reply(action: str, names: list[str], state: str, invalid: InvalidAction, penalty: float) -> StepResult:
-    """What a reply naming none of `names` gets: the state shown again with the actions to choose from, and the
-    penalty (``retry``: none) or the end of the episode (``end``); the environment is not stepped."""
+    """What a reply naming none of `names` gets: the state shown again, then the actions to choose from, and the
+    penalty (``retry``: none) or the end of the episode (``end``); the environment is not stepped. The state comes
+    first, so a retry's prompt starts as every prompt of that state does (its tokens are computed once)."""
     ended = invalid == "end"
-    return StepResult(f"'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(names)}.\n{state}",
+    return StepResult(f"{state}\n'{action.strip()[:80]}' is not an action; reply with one of: {', '.join(names)}.",
                       0.0 if invalid == "retry" else penalty, ended, False,
                       {"invalid_action": True, **({"success": False} if ended else {})})
 

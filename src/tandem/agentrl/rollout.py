@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 
 from tandem.agentrl.env import EnvError, StepResult, TextEnv
-from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, left_pad, sample_rows
+from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, sample_ids
 from tandem.generation.sampling import end_of_turn_ids
 
 # answers the active episodes' prompts (token ids) given each one's (episode index, turn index), one reply each
@@ -239,8 +239,7 @@ def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_bas
         keys = None if key_base is None else torch.tensor([key_base + 4099 * e + t for e, t in places])
         if engine is not None:
             return engine.sample_ids(prompts, config, keys)
-        device = next(model.parameters()).device
-        return sample_rows(model, tokenizer, left_pad(prompts, tokenizer.pad_token_id, device), config, keys)
+        return sample_ids(model, tokenizer, prompts, config, keys)
     return sample
 
 

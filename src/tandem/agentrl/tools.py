@@ -3,7 +3,7 @@
 A `Tool` has a name, a one-line description, JSON-schema parameters and `__call__(**arguments) -> str`;
 failures come back as text (``error: ...``), never as an exception, so a bad call costs the model a turn,
 not the run. Tools by name: ``calculator`` (exact arithmetic parsed with `ast`, no `eval`) and ``python``
-(code run by `tandem.agentrl.sandbox`).
+(code run by `tandem.sandbox`).
 
 The call format. When the tokenizer's chat template renders ``tools=`` (Qwen2.5, Llama 3.1, Hermes, ...),
 `ToolEnv.use_chat_template(tokenizer)` switches to it: the rollout passes ``tools=env.chat_tools`` to
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tandem.agentrl.env import EnvSuite, StepResult, TaskEnv, TextEnv, register_env_kind
-from tandem.agentrl.sandbox import SandboxLimits, run_python
+from tandem.sandbox import SandboxLimits, choose_isolation, run_python
 
 
 class ToolError(Exception):
@@ -163,8 +163,11 @@ def calculator_tool() -> Tool:
 
 # ---- Python ------------------------------------------------------------------------------------------------
 def python_tool(limits: SandboxLimits | None = None) -> Tool:
-    """Run code in the sandbox; the result is what it printed, or the error (traceback, limit hit) as text."""
+    """Run code in the sandbox; the result is what it printed, or the error (traceback, limit hit) as text.
+
+    Raises SandboxUnavailable here, not at the model's first call, where the sandbox cannot be isolated."""
     limits = limits or SandboxLimits()
+    choose_isolation(limits.isolation)
 
     def run(code: str) -> str:
         if not isinstance(code, str):
@@ -342,11 +345,12 @@ class ToolEnv(TextEnv):
 @register_env_kind("tools")
 def _tools_kind(spec: str, task: str | None, invalid: str, invalid_penalty: float, tools: str = "calculator",
                 max_calls: int = 4, tool_seconds: float = 5.0, max_turns: int | None = None,
-                **task_options: Any) -> EnvSuite:
-    """``tools:TASK[:task options]:tools=a,b:max_calls=N:tool_seconds=S``: a single-turn task with tools."""
+                isolation: str | None = None, **task_options: Any) -> EnvSuite:
+    """``tools:TASK[:task options]:tools=a,b:max_calls=N:tool_seconds=S[:isolation=strict|fallback|off]``: a
+    single-turn task with tools (`isolation`: the python tool's sandbox, see `tandem.sandbox`)."""
     from tandem.tasks import get_task
 
     built = get_task(task or "arithmetic", **task_options)
-    toolset = make_tools(str(tools), SandboxLimits(seconds=float(tool_seconds)))
+    toolset = make_tools(str(tools), SandboxLimits(seconds=float(tool_seconds), isolation=isolation))
     return EnvSuite(spec, lambda split: ToolEnv(TaskEnv(built, split), toolset, int(max_calls)),
                     max_turns or int(max_calls) + 1)

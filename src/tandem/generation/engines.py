@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from tandem.config import registered_name
 from tandem.data import pad_prompt_response_batch
-from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, left_pad, rollout, sample_rows
+from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, rollout, sample_ids
 from tandem.generation.sampling import Samples, _stop_ids, sample, stop_ids
 from tandem.registry import registrar
 
@@ -114,10 +114,8 @@ class HFEngine:
 
     def sample_ids(self, prompt_ids: list[list[int]], config: SamplingConfig, sample_keys=None) -> list[SampledRow]:
         """One continuation of each token-id prompt (a multi-turn episode's next turn), in one `generate` call."""
-        device = next(self.model.parameters()).device
         with self.autocast():
-            return sample_rows(self.model, self.tokenizer, left_pad(prompt_ids, self.tokenizer.pad_token_id, device),
-                               config, sample_keys)
+            return sample_ids(self.model, self.tokenizer, prompt_ids, config, sample_keys)
 
     def sample(self, prompts, max_new_tokens=32, temperature=0.0, top_p=1.0, batch_size=64, seed=None) -> Samples:
         with self.autocast():

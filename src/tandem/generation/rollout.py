@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from tandem.data import pad_prompt_response_batch
+from tandem.generation.prefix import cache_argument, prompts_over_cache
 from tandem.generation.sampling import _stop_ids
 
 
@@ -231,22 +232,11 @@ class SampledRow:
     text: str
 
 
-def left_pad(id_lists: list[list[int]], pad_token_id: int, device) -> dict[str, torch.Tensor]:
-    """Token id lists as a left-padded batch (`input_ids`, `attention_mask`), for generation."""
-    width = max(len(ids) for ids in id_lists)
-    input_ids = torch.full((len(id_lists), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(id_lists), width), dtype=torch.long)
-    for row, ids in enumerate(id_lists):
-        if ids:
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention_mask[row, width - len(ids):] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-
-
 @torch.no_grad()
 def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: SamplingConfig,
-                sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
+                sample_keys: torch.Tensor | None = None, cache=None) -> list[SampledRow]:
     """One continuation of each row of a left-padded batch, in one `generate` call, with sampling log-probs.
+    `cache`: the KV cache of all but the last column (`tandem.generation.prefix.prompts_over_cache`: shared prompt tokens computed once).
 
     Rows stop at EOS, the chat template's end-of-turn token or a stop string; the token ids are exactly those
     sampled (a multi-turn rollout appends them as they are, never re-tokenising the decoded text).
@@ -269,7 +259,7 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
         sequences = model.generate(
             **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=criteria, eos_token_id=sorted(stops), logits_processor=LogitsProcessorList([recorder]),
-            **sampling,
+            **sampling, **({cache_argument(model): cache} if cache is not None else {}),
         )
     finally:
         model.train(was_training)
@@ -292,6 +282,23 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
 
 
 @torch.no_grad()
+def sample_ids(model, tokenizer, prompt_ids: list[list[int]], config: SamplingConfig,
+               sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
+    """One continuation of each token-id prompt in one `generate` call, the tokens prompts share (a group's prompt,
+    an agent's instructions) computed once (`tandem.generation.prefix.prompts_over_cache`)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        # the KV cache is built on the module `generate` runs on (a value-head wrapper generates with its policy)
+        encoded, cache = prompts_over_cache(getattr(model, "generation_model", model), prompt_ids,
+                                                   tokenizer.pad_token_id, device)
+    finally:
+        model.train(was_training)
+    return sample_rows(model, tokenizer, encoded, config, sample_keys, cache=cache)
+
+
+@torch.no_grad()
 def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, columns: dict[str, list] | None = None,
             sample_keys: torch.Tensor | None = None) -> RolloutBatch:
     """Sample `config.samples_per_prompt` completions for each prompt in one batched `generate` call.
@@ -300,14 +307,8 @@ def rollout(model, tokenizer, prompts: list[str], config: SamplingConfig, column
     """
     device = next(model.parameters()).device
     repeated = [p for p in prompts for _ in range(config.samples_per_prompt)]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        encoded = tokenizer(repeated, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-    finally:
-        tokenizer.padding_side = side
-    sampled_rows = sample_rows(model, tokenizer, encoded, config, sample_keys)
-    prompt_rows = [encoded["input_ids"][row][encoded["attention_mask"][row].bool()].tolist() for row in range(len(repeated))]
+    prompt_rows = tokenizer(repeated, add_special_tokens=False)["input_ids"]
+    sampled_rows = sample_ids(model, tokenizer, prompt_rows, config, sample_keys)
     batch = pad_prompt_response_batch(prompt_rows, [r.tokens for r in sampled_rows], tokenizer.pad_token_id)
     sampled = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)
     for row, (prompt, sampled_row) in enumerate(zip(prompt_rows, sampled_rows)):

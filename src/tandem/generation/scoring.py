@@ -13,22 +13,14 @@ import inspect
 import torch
 
 from tandem.algorithms.losses import IGNORE_INDEX, scored_positions, token_log_probs
+from tandem.generation.prefix import (
+    SHARED_PREFIX_MOST, PrefixPlan, innermost as _innermost, plan_prefix, shared_prefix_logits, sharded, takes_cache,
+)
 
 
 @functools.cache
 def _takes_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
-
-
-def _innermost(model):
-    """The model under the wrappers that pass keyword arguments through (DDP's `.module`, PEFT, the value head)."""
-    while True:
-        inner = next((getattr(model, a) for a in ("module", "policy") if isinstance(getattr(model, a, None), torch.nn.Module)), None)
-        if inner is None and hasattr(model, "get_base_model"):
-            inner = model.get_base_model()
-        if inner is None or inner is model:
-            return model
-        model = inner
 
 
 # Activations a training forward keeps for its backward, per token, per decoder layer and hidden unit: 64 KB per
@@ -65,9 +57,30 @@ def logits_to_keep(model, labels: torch.Tensor) -> dict:
     return {"logits_to_keep": keep} if keep < labels.shape[1] else {}
 
 
+def shared_prefix_plan(model, labels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixPlan | None:
+    """The `PrefixPlan` of a batch when its shared-prefix forward saves work, else None (a compiled model, a
+    model without a KV cache argument, a sharded model, gradient checkpointing in training, or rows that share too
+    little)."""
+    inner = _innermost(model)
+    if (hasattr(model, "_orig_mod") or not takes_cache(type(inner)) or sharded(model)
+            or (model.training and getattr(inner, "is_gradient_checkpointing", False))):
+        return None
+    plan = plan_prefix(input_ids, attention_mask, labels)
+    return plan if plan is not None and plan.cost() <= SHARED_PREFIX_MOST * input_ids.numel() else None
+
+
 def completion_logits(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
-    """The model's logits at the positions that score `labels` (all positions when it cannot cut them)."""
-    return model(**inputs, use_cache=False, **logits_to_keep(model, labels)).logits
+    """The model's logits at the positions that score `labels` (all positions when it cannot cut them); the tokens
+    rows share (a group's prompt, an agent's instructions) computed once when that saves work
+    (`tandem.generation.prefix`)."""
+    keep = logits_to_keep(model, labels)
+    # packed rows (position_ids) hold several sequences each: nothing to share across rows
+    shareable = "attention_mask" in inputs and "position_ids" not in inputs
+    plan = shared_prefix_plan(model, labels, inputs["input_ids"], inputs["attention_mask"]) if shareable else None
+    if plan is not None:
+        return shared_prefix_logits(model, plan, keep.get("logits_to_keep", labels.shape[1]),
+                                           cut_logits=bool(keep) or _takes_logits_to_keep(type(_innermost(model))))
+    return model(**inputs, use_cache=False, **keep).logits
 
 
 def completion_log_probs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,7 @@ from tandem.rewards.safety import ON_ERROR, RewardError, RewardReport, SamplePro
 from tandem.rewards.spec import build_reward
 from tandem.rewards.verifiers import (
     VERIFIERS,
+    CodeTests,
     ExactMatch,
     FormatCheck,
     MathAnswer,
@@ -40,6 +41,7 @@ from tandem.rewards.verifiers import (
 __all__ = [
     "ON_ERROR",
     "VERIFIERS",
+    "CodeTests",
     "ExactMatch",
     "FormatCheck",
     "MathAnswer",

@@ -3,6 +3,7 @@
     numeric = get_verifier("numeric", tolerance=1e-4)
     numeric(["Q: 2+2?"], [" 2 + 2 = 4\\n#### 4"], answer=[4])      # [1.0]
     get_verifier("math")(["Q"], ["so \\boxed{\\frac{1}{2}}"], answer=["0.5"])  # [1.0] (needs math-verify)
+    get_verifier("code")(["Q"], ["```python\\ndef f(x):\\n    return 2 * x\\n```"], tests=["assert f(2) == 4"])  # [1.0]
 
 Every verifier is a small dataclass whose fields are its options, with a `name` and the reward-function
 call signature. `register_verifier` adds one to `VERIFIERS`; `get_verifier(name, **options)` builds it.
@@ -242,4 +243,54 @@ class MathAnswer:
                 raise ValueError(f"row {row}: reference {self.column}={value!r} holds no answer Math-Verify can read")
             answer = self._parse(completion)
             rewards.append(float(bool(answer) and self._math_verify.verify(gold, answer, timeout_seconds=self._timeout())))
+        return rewards
+
+
+@register_verifier("code")
+@dataclass
+class CodeTests:
+    """1.0 when the completion's last ```python block passes the asserts in the row's `column` (Python source, or a
+    list of lines), else 0.0 (a failed assert, an error, a timeout, a refused operation, no code block). A row
+    whose tests are None gets None.
+
+    Each completion runs in `tandem.sandbox` (`seconds` of wall time, `memory_mb` of address space, `isolation`:
+    auto, strict, fallback or off), `workers` at once (0: min(cores, 8)). `counts` says how many runs ended in
+    each status (ok, error, timeout, memory, network, write, killed, no_code) since the verifier was built;
+    `last_results` holds the last batch's runs (stdout is only ever the verdict; stderr is cut to 4000 characters).
+    """
+
+    column: str = "tests"
+    seconds: float = 2.0
+    memory_mb: int = 512
+    isolation: str | None = None
+    workers: int = 0
+    name: str = "code"
+    _scorer: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from tandem.sandbox import SandboxLimits, SandboxUnavailable
+        from tandem.tasks.code import CodeScorer  # tasks import heavy text generators; only load them when asked
+
+        self._scorer = CodeScorer(SandboxLimits(seconds=self.seconds, memory_mb=self.memory_mb, isolation=self.isolation),
+                                  self.workers)
+        try:
+            self._scorer.check()
+        except (SandboxUnavailable, ValueError) as error:
+            raise RewardSpecError(f"verifier {self.name!r}: {error}") from error
+
+    @property
+    def counts(self):
+        return self._scorer.counts
+
+    @property
+    def last_results(self):
+        return self._scorer.last_results
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns: list) -> list[float | None]:
+        tests = _column(columns, self.column, self.name, len(completions))
+        rows = [row for row, test in enumerate(tests) if test is not None]
+        scores = self._scorer([completions[row] for row in rows], [tests[row] for row in rows])
+        rewards: list[float | None] = [None] * len(completions)
+        for row, score in zip(rows, scores):
+            rewards[row] = score
         return rewards

@@ -10,8 +10,9 @@
 
 from tandem.tasks.base import TASKS, Task, check_task_spec, get_task, register_task
 from tandem.tasks.arithmetic import ArithmeticTask
+from tandem.tasks.code import CodeTask
 from tandem.tasks.polite import PoliteTask
 from tandem.tasks.reasoning_gym import ReasoningGymTask  # reasoning-gym itself is imported only when one is built
 from tandem.tasks.sentiment import SentimentTask
 
-__all__ = ["TASKS", "Task", "check_task_spec", "get_task", "register_task", "ArithmeticTask", "PoliteTask", "ReasoningGymTask", "SentimentTask"]
+__all__ = ["TASKS", "Task", "check_task_spec", "get_task", "register_task", "ArithmeticTask", "CodeTask", "PoliteTask", "ReasoningGymTask", "SentimentTask"]

@@ -42,7 +42,7 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, refe
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
-from tandem.generation.scoring import completion_logits, logits_to_keep, rows_within_memory
+from tandem.generation.scoring import completion_logits, rows_within_memory, shared_prefix_plan
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
@@ -330,9 +330,10 @@ class OnlineTrainer(GenerativeTrainer):
         """The trainable model built from the loaded policy (PPO adds a value head)."""
         return model
 
-    def policy_forward(self, model, input_ids, attention_mask, **keep):
-        """Logits (and values, for models with a value head) of a batch; `keep`: `logits_to_keep` when given."""
-        return model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **keep).logits, None
+    def policy_forward(self, model, input_ids, attention_mask, labels):
+        """Logits at the positions that score `labels` (and values everywhere, for models with a value head); rows
+        sharing prompt tokens (a group's samples, an agent's instructions) compute them once (`completion_logits`)."""
+        return completion_logits(model, labels, input_ids=input_ids, attention_mask=attention_mask), None
 
     def token_rewards(self, scores, mask, old_logp, ref_logp, batch) -> tuple[torch.Tensor, dict]:
         """Token-level rewards for the advantage estimator; default: the score on the last token."""
@@ -360,10 +361,17 @@ class OnlineTrainer(GenerativeTrainer):
 
     def _sampler_forward(self, model, batch: RolloutBatch, rows, labels):
         """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values;
-        the logits only at the positions that score the completion (`logits_to_keep`), the values everywhere."""
-        keep = logits_to_keep(model, labels)  # this micro-batch's labels
-        logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], **keep)
+        the logits only at the positions that score the completion, the values everywhere."""
+        logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], labels)
         return logits / self.config.temperature, values
+
+    def _tokens_per_row(self, model, batch: RolloutBatch, labels: torch.Tensor) -> int:
+        """The tokens a row's forward computes: the batch's width, or with the shared-prefix forward a row's share
+        of it, plus the common tokens each micro-batch computes once (what --micro-batch-memory budgets)."""
+        if self.needs_values:  # the value head's forward is the plain one
+            return batch.input_ids.shape[1]
+        plan = shared_prefix_plan(model, labels, batch.input_ids, batch.attention_mask)
+        return batch.input_ids.shape[1] if plan is None else -(-plan.cost() // len(labels)) + len(plan.common)
 
     @torch.no_grad()
     def _old_and_reference(self, batch: RolloutBatch):
@@ -372,7 +380,7 @@ class OnlineTrainer(GenerativeTrainer):
         old, ref, values = [], [], []
         model = self.accelerator.unwrap_model(self.model)
         reference, reference_context = reference_and_context(model, self.reference)
-        step = rows_within_memory(model, batch.input_ids.shape[1], self.config.micro_batch_size,
+        step = rows_within_memory(model, self._tokens_per_row(model, batch, labels), self.config.micro_batch_size,
                                   self.config.micro_batch_memory)
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
@@ -448,13 +456,14 @@ class OnlineTrainer(GenerativeTrainer):
         gap = [0.0, 0.0]  # single pass: the engine/trainer mismatch, read from the update's own forward
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
-        rows = rows_within_memory(self.forward_model, batch.input_ids.shape[1], cfg.micro_batch_size,
-                                  cfg.micro_batch_memory)
+        rows = rows_within_memory(self.forward_model, self._tokens_per_row(self.forward_model, batch, labels),
+                                  cfg.micro_batch_size, cfg.micro_batch_memory)
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
             for global_rows in order.chunk(cfg.minibatches):
-                minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
+                # in row order within the minibatch: rows sharing a prompt meet in one micro-batch (shared-prefix forward)
+                minibatch = (global_rows[(global_rows // n) == self.rank] - self.rank * n).sort().values
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
 

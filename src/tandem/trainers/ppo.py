@@ -20,6 +20,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from tandem.algorithms.policy_losses import clipped_value_loss, explained_variance
+from tandem.generation.scoring import logits_to_keep
 from tandem.trainers.online import OnlineRLConfig, OnlineTrainer, place_scores, run_online
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -51,6 +52,11 @@ class PolicyWithValueHead(nn.Module):
 
     def generate(self, *args, **kwargs):
         return self.policy.generate(*args, **kwargs)
+
+    @property
+    def generation_model(self):
+        """The module `generate` runs on (a prompt's KV cache is built on it: `tandem.generation.prefix`)."""
+        return self.policy
 
     def forward(self, input_ids, attention_mask=None, logits_to_keep: int = 0, **kwargs):
         """Logits (of the last `logits_to_keep` positions; 0: all) and a value at every position."""
@@ -104,8 +110,8 @@ class PPOTrainer(OnlineTrainer):
     def prepare_model(model):
         return PolicyWithValueHead(model)
 
-    def policy_forward(self, model, input_ids, attention_mask, **keep):
-        output = model(input_ids=input_ids, attention_mask=attention_mask, **keep)
+    def policy_forward(self, model, input_ids, attention_mask, labels):
+        output = model(input_ids=input_ids, attention_mask=attention_mask, **logits_to_keep(model, labels))
         return output.logits, output.values
 
     def token_rewards(self, scores, mask, old_logp, ref_logp, batch):

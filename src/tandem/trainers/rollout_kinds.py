@@ -62,6 +62,7 @@ class PromptRollouts(RolloutKind):
     def __init__(self, trainer, reward, max_new_tokens: int):
         cfg = trainer.config
         self.trainer, self.reward, self.group_size = trainer, reward, cfg.samples_per_prompt
+        self._seen_counts: dict[str, int] = {}  # a reward's status counts at the last step (`_status_counts`)
         self.sampling = SamplingConfig(max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                        top_k=cfg.top_k, samples_per_prompt=cfg.samples_per_prompt,
                                        stop_strings=list(cfg.stop_strings))
@@ -85,7 +86,16 @@ class PromptRollouts(RolloutKind):
             raise RewardError(scored.report.problems[0])
         valid = torch.tensor([r is not None for r in scored.rewards], device=batch.input_ids.device)
         scores = torch.tensor([r if r is not None else 0.0 for r in scored.rewards], device=batch.input_ids.device)
-        return scores, valid, {"reward_skipped": float(scored.report.n_skipped)}
+        return scores, valid, {"reward_skipped": float(scored.report.n_skipped), **self._status_counts()}
+
+    def _status_counts(self) -> dict[str, float]:
+        """This step's count of each way a reward's runs ended, for rewards that keep `counts` (code execution:
+        ok, error, timeout, ...), as `reward_status/NAME`."""
+        counts = getattr(self.reward, "counts", None)
+        if not isinstance(counts, dict):
+            return {}
+        seen, self._seen_counts = self._seen_counts, dict(counts)
+        return {f"reward_status/{k}": float(v - seen.get(k, 0)) for k, v in counts.items()}
 
     def _prompt_indices(self, step: int) -> list[int]:
         trainer = self.trainer

@@ -1,0 +1,213 @@
+"""Shared-prefix forward: the tokens rows have in common are computed once, not once per row.
+
+RL batches repeat their prompts: GRPO samples G completions of each prompt, DPO scores a chosen and a rejected
+answer to one prompt, and every turn of an agent's episodes starts with the same instructions (with
+``--history none`` the group's first turns, and the retries after an invalid reply, repeat the whole prompt).
+A plain forward computes each row's prompt again. Here a batch of rows is cut in three:
+
+- the *common* tokens every row starts with (the system message and whatever else all rows share), computed
+  once, as a batch of one;
+- each *distinct* rest of a prompt (the tokens before a row's first scored label), computed once per distinct
+  prompt over the common tokens' cached keys and values;
+- each row's *suffix* (from the token whose logits score its first label to its end), over its prompt's cache.
+
+The caches are expanded to the rows that share them by an index (`index_select`), so gradients flow back into
+the shared tokens' activations summed over the rows, exactly as the plain forward's gradient sums them: the
+logits, and any loss of them, equal the plain forward's (to floating-point rounding; positions are each row's
+own, 0, 1, ... over its real tokens). This is the "shared-prefix forward" of prefix-grouped GRPO (Liu et al. 2025,
+"Prefix Grouper") and what vLLM's prefix caching does for generation, applied to the training forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from tandem.algorithms.losses import IGNORE_INDEX
+
+
+@dataclass
+class PrefixPlan:
+    """How a right- or left-padded batch splits into common tokens, distinct prompt rests and row suffixes."""
+
+    common: list[int]            # tokens every row starts with
+    middles: list[list[int]]     # each distinct rest of a prompt (after `common`, before the row's suffix)
+    which: list[int]             # row -> its middle
+    suffixes: list[list[int]]    # row -> its tokens from the one that scores its first label to its last
+    suffix_start: list[int]      # row -> the column of its suffix's first token in the batch's layout
+    width: int                   # the batch's width (columns)
+
+    def cost(self) -> int:
+        """Tokens the shared forward computes (padding included)."""
+        middle = max((len(m) for m in self.middles), default=0)
+        suffix = max(len(s) for s in self.suffixes)
+        return len(self.common) + len(self.middles) * middle + len(self.suffixes) * suffix
+
+
+def plan_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PrefixPlan | None:
+    """The split of a batch whose real tokens are contiguous in each row; None when a row has no label."""
+    ids, mask, scored = input_ids.tolist(), attention_mask.tolist(), (labels[:, 1:] != IGNORE_INDEX).tolist()
+    prompts, suffixes, starts = [], [], []
+    for row_ids, row_mask, row_scored in zip(ids, mask, scored):
+        real = [c for c, m in enumerate(row_mask) if m]
+        first = next((c + 1 for c, s in enumerate(row_scored) if s), None)
+        if not real or first is None or first - 1 < real[0]:
+            return None
+        split, end = first - 1, real[-1] + 1  # the token at `first - 1` gives the logits that score label `first`
+        prompts.append(tuple(row_ids[real[0]:split]))
+        suffixes.append(row_ids[split:end])
+        starts.append(split)
+    common, middles, which = split_prompts(prompts)
+    return PrefixPlan(common, middles, which, suffixes, starts, input_ids.shape[1])
+
+
+def split_prompts(prompts: list) -> tuple[list[int], list[list[int]], list[int]]:
+    """The tokens every prompt starts with, each distinct rest, and which rest each prompt has."""
+    prompts = [tuple(p) for p in prompts]
+    common, shortest = 0, min(len(p) for p in prompts)
+    while common < shortest and all(p[common] == prompts[0][common] for p in prompts):
+        common += 1
+    distinct: dict[tuple, int] = {}
+    which = [distinct.setdefault(p[common:], len(distinct)) for p in prompts]
+    return list(prompts[0][:common]), [list(m) for m in distinct], which
+
+
+def _padded(rows: list[list[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        if r:
+            cols = slice(width - len(r), width) if left else slice(0, len(r))
+            ids[k, cols], mask[k, cols] = torch.tensor(r), 1
+    return ids.to(device), mask.to(device)
+
+
+def innermost(model):
+    """The model under the wrappers that pass keyword arguments through (DDP's `.module`, PEFT, the value head)."""
+    while True:
+        inner = next((getattr(model, a) for a in ("module", "policy") if isinstance(getattr(model, a, None), torch.nn.Module)), None)
+        if inner is None and hasattr(model, "get_base_model"):
+            inner = model.get_base_model()
+        if inner is None or inner is model:
+            return model
+        model = inner
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str | None:
+    """The forward's name for the KV cache: `cache` (transformers >= 5.20) or `past_key_values` (None: neither, or
+    no `position_ids`)."""
+    parameters = inspect.signature(model_class.forward).parameters
+    if "position_ids" not in parameters:
+        return None
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def sharded(model) -> bool:
+    """Whether any part of `model` is sharded by FSDP (whose parameters are freed after each forward: the shared
+    tokens' forward would be gone before the backward that needs it)."""
+    return any(type(m).__name__.startswith(("FSDP", "FullyShardedDataParallel")) for m in model.modules())
+
+
+def takes_cache(model_class: type) -> bool:
+    """Whether a model of this class can run the shared-prefix forward (a KV cache and position ids as arguments)."""
+    return _cache_argument(model_class) is not None
+
+
+# the shared-prefix forward runs three forwards instead of one: worth it when it computes at most this share of the
+# batch's tokens
+SHARED_PREFIX_MOST = 0.75
+
+
+def _forward(model, ids, segment_mask, past_mask, cache, keep):
+    """One segment's forward over `cache` (None: the first segment); positions continue each row's real tokens.
+    Returns the output, the cache after the segment and the attention mask so far."""
+    full = torch.cat([past_mask, segment_mask], dim=1) if past_mask is not None else segment_mask
+    positions = (full.cumsum(-1) - 1).clamp(min=0)[:, full.shape[1] - ids.shape[1]:]
+    name = _cache_argument(type(innermost(model)))
+    out = model(input_ids=ids, attention_mask=full, position_ids=positions, use_cache=True, **{name: cache}, **keep)
+    return out, getattr(out, name, None) or out.past_key_values, full
+
+
+def _expand(cache, index: torch.Tensor):
+    cache.reorder_cache(index)  # index_select of every layer's keys and values: differentiable
+    return cache
+
+
+def prefill(model, common: list[int], middles: list[list[int]], device, pad_token_id: int = 0, cut_logits: bool = True):
+    """The KV cache of the `common` tokens (computed once) followed by each of `middles` (left-padded), one cache
+    row per middle, and its attention mask; (None, None) when both are empty."""
+    one = {"logits_to_keep": 1} if cut_logits else {}
+    cache, past_mask = None, None
+    if common:
+        ids = torch.tensor([common], device=device)
+        _, cache, past_mask = _forward(model, ids, torch.ones_like(ids), None, None, one)
+    first = torch.zeros(len(middles), dtype=torch.long, device=device)
+    if cache is not None:
+        cache, past_mask = _expand(cache, first), past_mask[first]
+    if any(middles):
+        ids, segment_mask = _padded(middles, pad_token_id, True, device)
+        _, cache, past_mask = _forward(model, ids, segment_mask, past_mask, cache, one)
+    return cache, past_mask
+
+
+def shared_prefix_logits(model, plan: PrefixPlan, keep: int, pad_token_id: int = 0, device=None,
+                         cut_logits: bool = True) -> torch.Tensor:
+    """The logits of the batch's last `keep` positions, as `model(input_ids, attention_mask,
+    logits_to_keep=keep).logits` gives them (zeros before and after each row's suffix), computed by the
+    shared-prefix forward of `plan`. `cut_logits`: the model takes `logits_to_keep` (its head runs at the kept
+    positions only)."""
+    device = device or next(model.parameters()).device
+    cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits)
+    if cache is not None:
+        which = torch.tensor(plan.which, device=device)
+        cache, past_mask = _expand(cache, which), past_mask[which]
+    ids, segment_mask = _padded(plan.suffixes, pad_token_id, False, device)
+    out, _, _ = _forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
+    logits = out.logits[:, -ids.shape[1]:]
+    # back to the batch's layout: column c of the last `keep` is suffix token c - start of its row
+    columns = torch.arange(plan.width - keep, plan.width, device=device)
+    offset = columns.unsqueeze(0) - torch.tensor(plan.suffix_start, device=device).unsqueeze(1)
+    inside = (offset >= 0) & (offset < ids.shape[1])
+    picked = logits.gather(1, offset.clamp(0, ids.shape[1] - 1).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+    return picked * inside.unsqueeze(-1).to(picked.dtype)
+
+
+def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device):
+    """Prompts for `generate` with the tokens they share already computed: ({input_ids, attention_mask}, cache).
+
+    The layout is [common tokens | each prompt's rest but its last token, left-padded | its last token]; the cache
+    covers all columns but the last, built by `prefill` (the common tokens once, each distinct rest once). `generate`
+    derives position ids from the attention mask, so the padding inside a row shifts nothing. (left-padded
+    prompts, None) when nothing is shared enough to pay (or the model takes no cache argument).
+    """
+    width = max(len(p) for p in prompt_ids)
+    if (hasattr(model, "_orig_mod") or not takes_cache(type(innermost(model))) or sharded(model)
+            or min(len(p) for p in prompt_ids) < 2):
+        return _left_padded(prompt_ids, pad_token_id, device), None
+    common, middles, which = split_prompts([p[:-1] for p in prompt_ids])
+    cost = len(common) + len(middles) * max(len(m) for m in middles) + len(prompt_ids)
+    if cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
+        return _left_padded(prompt_ids, pad_token_id, device), None
+    cache, past_mask = prefill(model, common, middles, device, pad_token_id)
+    index = torch.tensor(which, device=device)
+    cache, past_mask = _expand(cache, index), past_mask[index]
+    middle_ids = _padded(middles, pad_token_id, True, device)[0] if any(middles) else torch.zeros(len(middles), 0, dtype=torch.long, device=device)
+    input_ids = torch.cat([torch.tensor([common], dtype=torch.long, device=device).expand(len(prompt_ids), -1),
+                           middle_ids[index], torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
+    attention_mask = torch.cat([past_mask, torch.ones(len(prompt_ids), 1, dtype=past_mask.dtype, device=device)], dim=1)
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, cache
+
+
+def _left_padded(prompt_ids, pad_token_id, device) -> dict[str, torch.Tensor]:
+    ids, mask = _padded(prompt_ids, pad_token_id, True, device)
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def cache_argument(model) -> str:
+    """The keyword `model`'s forward and `generate` take a KV cache by."""
+    return _cache_argument(type(innermost(model)))

@@ -1,0 +1,123 @@
+"""The shared-prefix forward gives the plain forward's logits and gradients, computing shared tokens once."""
+
+import pytest
+import torch
+
+from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
+from tandem.generation.prefix import plan_prefix, shared_prefix_logits
+from tandem.generation.scoring import completion_logits
+from tandem.models.loading import load_causal_lm
+
+
+def _rows(rows: list[tuple[list[int], list[int]]], left: bool = False):
+    """(prompt, completion) rows as a padded batch with labels on the completions."""
+    width = max(len(p) + len(c) for p, c in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for k, (prompt, completion) in enumerate(rows):
+        n = len(prompt) + len(completion)
+        start = width - n if left else 0
+        ids[k, start:start + n] = torch.tensor(prompt + completion)
+        mask[k, start:start + n] = 1
+        labels[k, start + len(prompt):start + n] = torch.tensor(completion)
+    return ids, mask, labels
+
+
+SYSTEM = [7, 8, 9, 10, 11, 12]
+BATCH = [  # a GRPO group (same prompt twice), a second prompt, a third prompt of another length
+    (SYSTEM + [20, 21, 22], [30, 31, 32, 2]),
+    (SYSTEM + [20, 21, 22], [33, 2]),
+    (SYSTEM + [40, 41], [34, 35, 36, 37, 38]),
+    (SYSTEM + [50, 51, 52, 53, 54], [39]),
+]
+
+
+def test_plan_finds_the_common_tokens_and_the_distinct_prompts():
+    ids, mask, labels = _rows(BATCH)
+    plan = plan_prefix(ids, mask, labels)
+    assert plan.common == SYSTEM
+    # the last prompt token goes with the suffix: its logits score the first label
+    assert plan.middles == [[20, 21], [40], [50, 51, 52, 53]]
+    assert plan.which == [0, 0, 1, 2]
+    assert plan.suffixes[0] == [22, 30, 31, 32, 2] and plan.suffix_start == [8, 8, 7, 10]
+    assert plan.cost() < ids.numel()
+
+
+def _read(labels, keep):
+    """(N, keep) positions whose logits score a label."""
+    return torch.cat([labels[:, -keep + 1:] != IGNORE_INDEX, torch.zeros(len(labels), 1, dtype=torch.bool)], 1)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, left):
+    model = load_causal_lm(tiny_model_dir).float().train()
+    ids, mask, labels = _rows(BATCH, left=left)
+    keep = ids.shape[1] - int((labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()[0])
+    read = _read(labels, keep)
+
+    def loss_and_grads(logits):
+        logp, token_mask = token_log_probs(logits, labels)
+        model.zero_grad()
+        # the log-probs and a term of the raw logits (as the entropy bonus reads them), where labels are read
+        loss = -(logp * token_mask).sum() + logits[read].float().pow(2).mean()
+        loss.backward()
+        return logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_logp, plain_grads = loss_and_grads(model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits)
+    shared = shared_prefix_logits(model, plan_prefix(ids, mask, labels), keep)
+    assert shared.shape[:2] == (len(BATCH), keep)
+    shared_logp, shared_grads = loss_and_grads(shared)
+    assert torch.allclose(shared_logp, plain_logp, atol=1e-5)
+    for name, grad in plain_grads.items():
+        assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_no_shared_tokens_and_no_common_tokens_still_match(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir).float().eval()
+    ids, mask, labels = _rows([([3, 4, 5], [6, 7]), ([8, 9], [10, 11, 12]), ([8, 9], [13])])
+    plan = plan_prefix(ids, mask, labels)
+    assert plan.common == [] and plan.which == [0, 1, 1]
+    with torch.no_grad():
+        shared = shared_prefix_logits(model, plan, ids.shape[1])
+        plain = model(input_ids=ids, attention_mask=mask).logits
+    read = _read(labels, ids.shape[1])
+    assert torch.isfinite(shared).all()
+    assert torch.allclose(shared[read], plain[read], atol=1e-5)
+
+
+def test_completion_logits_takes_the_shared_forward_when_it_saves_work(tiny_model_dir, monkeypatch):
+    import tandem.generation.scoring as scoring
+
+    model = load_causal_lm(tiny_model_dir).float().eval()
+    ids, mask, labels = _rows(BATCH * 4)
+    calls = []
+    original = scoring.shared_prefix_logits
+    monkeypatch.setattr(scoring, "shared_prefix_logits", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with torch.no_grad():
+        logits = completion_logits(model, labels, input_ids=ids, attention_mask=mask)
+        plain = model(input_ids=ids, attention_mask=mask).logits
+    assert calls
+    logp, _ = token_log_probs(logits, labels)
+    expected, _ = token_log_probs(plain, labels)
+    assert torch.allclose(logp, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_over_the_shared_cache_samples_what_plain_generation_samples(tiny_model_dir, temperature):
+    from tandem.generation.prefix import _left_padded, prompts_over_cache
+    from tandem.generation.rollout import SamplingConfig, sample_ids, sample_rows
+    from tandem.models.loading import load_tokenizer
+
+    model = load_causal_lm(tiny_model_dir).float().eval()
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prompts = [prompt for prompt, _ in BATCH] * 3
+    encoded, cache = prompts_over_cache(model, prompts, tokenizer.pad_token_id, "cpu")
+    assert cache is not None and encoded["input_ids"].shape[1] == len(SYSTEM) + 4 + 1
+    config = SamplingConfig(max_new_tokens=6, temperature=temperature)
+    keys = torch.arange(len(prompts)) * 7 + 1
+    shared = sample_ids(model, tokenizer, prompts, config, keys)
+    plain = sample_rows(model, tokenizer, _left_padded(prompts, tokenizer.pad_token_id, "cpu"), config, keys)
+    assert [r.tokens for r in shared] == [r.tokens for r in plain]
+    for a, b in zip(shared, plain):
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
