@@ -129,3 +129,34 @@ def test_warm_start_then_rl_beats_the_warm_start_alone(corridor_model_dir, tmp_p
     before, after = report["before"]["eval/success_rate"], report["after"]["eval/success_rate"]
     assert (tmp_path / "run" / "warm-start" / "model" / "config.json").exists()
     assert after > before + 0.15, (before, after)
+
+
+def _play_expert(spec: str, seeds) -> list[tuple[list[str], bool]]:
+    from tandem.agentrl.demonstrations import make_expert
+    from tandem.agentrl.env import make_env_suite
+
+    suite, played = make_env_suite(spec), []
+    for seed in seeds:
+        env = suite.make("train")
+        env.reset(seed=seed)
+        act, actions = make_expert(env), []
+        for _ in range(suite.max_turns):
+            actions.append(act())
+            result = env.step(actions[-1])
+            if result.terminated or result.truncated:
+                break
+        played.append((actions, bool(result.info.get("success", False))))
+    return played
+
+
+def test_the_calculator_expert_calls_the_tool_then_answers_right():
+    played = _play_expert("tools:arithmetic:digits=3:operations=*:tools=calculator", range(12))
+    assert all(success for _, success in played)
+    for actions, _ in played:
+        assert len(actions) == 2 and actions[0].startswith('<tool_call>{"name": "calculator"') and "####" in actions[1]
+
+
+def test_the_guess_the_number_expert_wins_by_binary_search():
+    played = _play_expert("textarena:GuessTheNumber-v0", range(8))
+    assert all(success for _, success in played)
+    assert all(len(actions) <= 5 for actions, _ in played)  # log2(20) rounded up

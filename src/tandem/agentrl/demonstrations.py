@@ -8,7 +8,8 @@ the same chat template, history layout, observation asks and masks, so supervise
 same token ids. The loss is the next-token NLL on the assistant turns only (RL's loss mask).
 
 Experts: FrozenLake's shortest path around the holes, BabyAI's `BabyAIBot` (Chevalier-Boisvert et al. 2019),
-the corridor's walk to the right, a single-turn task's reference answer. ``epsilon`` replaces each expert action
+the corridor's walk to the right, a single-turn task's reference answer, a calculator call then the answer for
+arithmetic with tools, binary search in TextArena's GuessTheNumber, TextWorld's walkthrough. ``epsilon`` replaces each expert action
 by a uniformly random one with that probability, so the cloned policy is imperfect and RL has room to improve.
 Your own: a JSONL file of episodes in the chat ``messages`` format (system, user, assistant, user, ...).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +103,59 @@ def _task_expert(env: TaskEnv) -> Callable[[], str]:
     if answer is None:
         raise ValueError("this task's held-out rows carry no reference answer to demonstrate")
     return lambda: str(answer)
+
+
+def _calculator_task(env: TextEnv) -> bool:
+    from tandem.agentrl.tools import ToolEnv
+
+    return isinstance(env, ToolEnv) and "calculator" in env.tools and isinstance(env.env, TaskEnv)
+
+
+_EXPRESSION = re.compile(r"\d[\d\s.+\-*/%()]*[+\-*/%][\d\s.+\-*/%()]*\d")
+
+
+@expert(_calculator_task)
+def _calculator_expert(env) -> Callable[[], str]:
+    """A tool task's expert: one calculator call on the question's expression, then its result as the answer, in
+    the task's answer format (the task's own demonstrations may carry deliberate errors)."""
+    found = _EXPRESSION.findall(str(env.env.row["prompt"]))
+    if not found:
+        raise ValueError("this tool task's question holds no arithmetic expression to demonstrate")
+    expression = max(found, key=len).strip()
+    value, failed = env.tools["calculator"].run({"expression": expression})
+    if failed:
+        raise ValueError(f"the calculator cannot evaluate {expression!r}: {value}")
+    call = f'<tool_call>{json.dumps({"name": "calculator", "arguments": {"expression": expression}})}</tool_call>'
+    replies = iter([call])
+    return lambda: next(replies, f"{expression} = {value}\n#### {value}")
+
+
+def _textarena_game(env: TextEnv):
+    game = getattr(env, "env", None)
+    return getattr(game, "unwrapped", game)
+
+
+def _guess_the_number(env: TextEnv) -> bool:
+    return type(_textarena_game(env)).__name__ == "GuessTheNumberEnv"
+
+
+@expert(_guess_the_number)
+def _guess_the_number_expert(env) -> Callable[[], str]:
+    """Binary search on the game's own record of the guesses so far and their hints."""
+    game = _textarena_game(env)
+
+    def act() -> str:
+        low, high = getattr(game, "min_number", 1), getattr(game, "max_number", 20)
+        for guess, hint in game.state.game_state.get("guess_history", []):
+            low, high = (max(low, guess + 1), high) if hint == "higher" else (low, min(high, guess - 1))
+        return f"[{(low + high) // 2}]"
+    return act
+
+
+@expert(lambda env: type(env).__name__ == "TextWorldEnv")
+def _textworld_expert(env) -> Callable[[], str]:
+    """TextWorld's walkthrough from the current state (its ``policy_commands``)."""
+    return lambda: (env.walkthrough() or ["look"])[0]
 
 
 def make_expert(env: TextEnv) -> Callable[[], str]:
