@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from tandem.tasks.base import Task, is_held_out, register_task
+from tandem.tasks.base import Task, distinct_draws, is_held_out, register_task
 
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
@@ -171,17 +171,8 @@ class ArithmeticTask(Task):
     def eval_prompts(self, n: int, seed: int = 0) -> list[dict]:
         """Held-out questions with their `answer`; distinct while the held-out space allows."""
         rng = self._rng("eval", seed)
-        seen: set[Problem] = set()
-        rows = []
-        attempts = 0
-        while len(rows) < n:
-            attempts += 1
-            problem = self._sample_problem(rng, held_out=True)
-            if problem in seen and attempts < 50 * n:
-                continue
-            seen.add(problem)
-            rows.append({"prompt": self.format_prompt(problem), "answer": self.solve(problem)})
-        return rows
+        problems = distinct_draws(lambda: self._sample_problem(rng, held_out=True), lambda problem: problem, n)
+        return [{"prompt": self.format_prompt(problem), "answer": self.solve(problem)} for problem in problems]
 
     # ----- reward -----------------------------------------------------------
 

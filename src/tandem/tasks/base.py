@@ -83,6 +83,20 @@ def is_held_out(key: str, eval_fraction: float) -> bool:
     return stable_unit_hash(key) < eval_fraction
 
 
+def distinct_draws(draw: Callable[[], Any], key: Callable[[Any], Any], n: int) -> list:
+    """`n` results of `draw()`, distinct by `key` while the space allows (after 50 x n draws, repeats are kept)."""
+    seen: set = set()
+    found, attempts = [], 0
+    while len(found) < n:
+        attempts += 1
+        item = draw()
+        if key(item) in seen and attempts < 50 * n:
+            continue
+        seen.add(key(item))
+        found.append(item)
+    return found
+
+
 class Task(ABC):
     """A self-contained task: data generators plus a gold reward.
 

@@ -30,7 +30,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from tandem.sandbox import SandboxLimits, SandboxResult, choose_isolation, run_tests
-from tandem.tasks.base import Task, is_held_out, register_task
+from tandem.tasks.base import Task, distinct_draws, is_held_out, register_task
 
 INSTRUCTION = "Complete this Python function. Reply with the whole function in a ```python block."
 _BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
@@ -320,17 +320,8 @@ class CodeTask(Task):
     def eval_prompts(self, n: int, seed: int = 0) -> list[dict]:
         """Held-out problems with their `tests`; distinct while the held-out problems last."""
         rng = self._rng("eval", seed)
-        seen: set[str] = set()
-        rows = []
-        attempts = 0
-        while len(rows) < n:
-            attempts += 1
-            problem = self._sample_problem(rng, held_out=True)
-            if problem.key in seen and attempts < 50 * n:
-                continue
-            seen.add(problem.key)
-            rows.append({"prompt": problem.prompt(), "tests": problem.tests()})
-        return rows
+        problems = distinct_draws(lambda: self._sample_problem(rng, held_out=True), lambda problem: problem.key, n)
+        return [{"prompt": problem.prompt(), "tests": problem.tests()} for problem in problems]
 
     # ----- reward -----------------------------------------------------------
 
