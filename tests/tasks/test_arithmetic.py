@@ -128,6 +128,17 @@ def test_digits_and_operations_are_configurable():
         get_task("arithmetic", operations=("/",))
 
 
+def test_multiplier_digits_give_multi_digit_products():
+    task = get_task("arithmetic:digits=3:operations=*:multiplier_digits=3")
+    rows = task.eval_prompts(50)
+    factors = [row["prompt"].split("What is ")[1].rstrip("?\nAnswer:").split(" * ") for row in rows]
+    assert all(100 <= int(a) <= 999 and 100 <= int(b) <= 999 for a, b in factors)
+    assert [row["answer"] for row in rows] == [int(a) * int(b) for a, b in factors]
+    assert get_task("arithmetic:digits=3:operations=*").eval_prompts(5)[0]["prompt"].split(" * ")[1][0].isdigit()
+    with pytest.raises(ValueError, match="multiplier_digits"):
+        get_task("arithmetic:multiplier_digits=0")
+
+
 def test_missing_answers_fall_back_to_the_prompt(task):
     prompts = [PROMPT, "Question: What is 12 - 48?\nAnswer:"]
     assert task.gold_reward(prompts, [" #### 85", " #### -36"], answer=[None, -36]) == [1.0, 1.0]

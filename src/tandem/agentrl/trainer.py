@@ -307,8 +307,9 @@ def warm_start(config: AgentRLConfig, suite: EnvSuite, model_path: Path) -> Path
         print(f"[tandem] warm start: reusing {folder / 'model'}", flush=True)
         return folder / "model"
     tokenizer = load_tokenizer(model_path)
+    # not padding-free: an agent's turns share their instructions, which the shared-prefix forward computes once
     sft = SFTConfig(out=folder, model=model_path, max_steps=config.warm_start_steps, batch_size=16,
-                    micro_batch_size=16, max_length=config.max_context, threads=config.threads, seed=config.seed,
+                    micro_batch_size=16, padding_free=False, max_length=config.max_context, threads=config.threads, seed=config.seed,
                     mixed_precision=config.mixed_precision, progress=config.progress, chat_template=config.chat_template,
                     lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, merge_lora=bool(config.lora_rank),
                     **({"lr": config.warm_start_lr} if config.warm_start_lr else {}))

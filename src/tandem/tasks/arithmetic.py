@@ -55,7 +55,9 @@ class ArithmeticTask(Task):
     """`a op b` questions on `digits`-digit numbers; gold reward 1.0 iff the final answer is right.
 
     Args:
-        digits: digits of each operand (the right operand of `*` is a single digit).
+        digits: digits of each operand (of the left one for `*`).
+        multiplier_digits: digits of the right operand of `*` (1: times a single digit; 3 with digits=3: 3-digit
+            by 3-digit products, which a small model cannot do in its head but can with a calculator tool).
         operations: which of "+", "-", "*" to ask about.
         wrong_fraction: share of SFT demonstrations whose answer is wrong (mixed quality).
         eval_fraction: share of the problem space held out for `eval_prompts`.
@@ -63,14 +65,15 @@ class ArithmeticTask(Task):
     """
 
     digits: int = 2
+    multiplier_digits: int = 1
     operations: tuple[str, ...] = ("+", "-")
     wrong_fraction: float = 0.2
     eval_fraction: float = 0.1
     corpus_error_rate: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.digits < 1:
-            raise ValueError(f"digits must be >= 1, got {self.digits}")
+        if self.digits < 1 or self.multiplier_digits < 1:
+            raise ValueError(f"digits and multiplier_digits must be >= 1, got {self.digits}, {self.multiplier_digits}")
         self.operations = tuple(self.operations)
         unknown = set(self.operations) - set(OPERATIONS)
         if unknown or not self.operations:
@@ -82,8 +85,9 @@ class ArithmeticTask(Task):
 
     @property
     def max_new_tokens(self) -> int:
-        """Room for " a op b = c\\n#### c" even if every digit is its own token."""
-        return 16 + 4 * self.digits
+        """Room for " a op b = c\\n#### c" even if every digit is its own token (c has up to digits +
+        multiplier_digits digits)."""
+        return 16 + 4 * self.digits + 2 * (self.multiplier_digits - 1)
 
     # ----- problems ---------------------------------------------------------
 
@@ -93,10 +97,15 @@ class ArithmeticTask(Task):
         for _ in range(100_000):
             operation = rng.choice(self.operations)
             left = rng.randint(low, high)
-            right = rng.randint(2, 9) if operation == "*" else rng.randint(low, high)
+            right = self._multiplier(rng) if operation == "*" else rng.randint(low, high)
             if is_held_out(f"{left} {operation} {right}", self.eval_fraction) == held_out:
                 return left, operation, right
         raise RuntimeError("could not sample a problem from the requested split")
+
+    def _multiplier(self, rng: random.Random) -> int:
+        if self.multiplier_digits == 1:
+            return rng.randint(2, 9)
+        return rng.randint(10 ** (self.multiplier_digits - 1), 10**self.multiplier_digits - 1)
 
     @staticmethod
     def format_prompt(problem: Problem) -> str:

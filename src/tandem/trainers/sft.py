@@ -54,14 +54,22 @@ class SFTConfig(FinetuneSourceConfig):
     pretrained_defaults = {"lr": 2e-5}
 
 
+PACKED_ROW_FLOOR = 512
+
+
 def padding_free_batch(examples: list[dict], row_length: int, pad_id: int = 0) -> dict[str, torch.Tensor]:
     """Pack a micro-batch into rows of at most `row_length` tokens, position ids restarting for each sequence.
 
     Hugging Face models build a block-diagonal causal mask from the position ids when no attention mask
-    is given, so each sequence attends only to itself, and capping rows at `row_length` keeps attention
-    cost per row at O(row_length^2) instead of O(total tokens^2). The first token of each sequence gets
-    no label, so nothing is predicted across a boundary; the tail of a row is padding, its own segment.
+    is given, so each sequence attends only to itself. Rows are capped at the longest sequence of the batch
+    (and at `row_length`); without a variable-length attention kernel (flash-attention) the masked attention
+    of a row costs O(row^2), so a row no longer than the padded batch's keeps it at or below the padded cost
+    while the padding goes. The first token of each sequence gets no label, so nothing is predicted across a
+    boundary; the tail of a row is padding, its own segment. Below `PACKED_ROW_FLOOR` tokens attention is a
+    small share of the cost, so short sequences still pack together up to that length.
     """
+    longest = max(len(example["input_ids"]) for example in examples)
+    row_length = min(row_length, max(longest, PACKED_ROW_FLOOR))
     rows: list[tuple[list[int], list[int], list[int]]] = []
     for example in examples:
         tokens, mask = example["input_ids"], example["completion_mask"]
