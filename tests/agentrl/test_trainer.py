@@ -126,6 +126,9 @@ def test_env_steps_count_only_what_the_environment_carried_out():
     assert env_steps([episode]) == 1
     metrics = episode_metrics([episode])
     assert metrics["tool_calls"] == 1 and metrics["invalid_rate"] == pytest.approx(1 / 3) and metrics["success_rate"] == 1
+    episode.turns[2].tool = True  # two calls in one episode: one episode that called a tool, of two
+    metrics = episode_metrics([episode, _episode(1, [0.0])])
+    assert metrics["tool_calls"] == 1 and metrics["tool_call_rate"] == 0.5
 
 
 @pytest.mark.e2e

@@ -56,7 +56,7 @@ class AgentRLConfig(RLOptions, CriticOptions, OverlongOptions):
 
     out: Path = Field(Path("runs/agent-rl"), description="Run directory: config, metrics, transcripts, curves, report and the model.")
     model: Path = Field(Path("tiny"), description="The policy: a Hugging Face model directory, a .gguf file or a LoRA adapter folder; 'tiny' builds a tiny model that acts uniformly at random among valid actions (in OUT/init) to start from.")
-    env: str = Field("frozenlake:size=4", description="Environment: a Gymnasium id (CliffWalking-v1, BabyAI-GoToObj-v0, ...) or a kind: frozenlake:size=4, corridor:length=3, babyai:GoToObj, task:arithmetic, tools:..., textarena:GAME, textworld:..., openenv:MODULE:CLASS, worldmodel:PATH.")
+    env: str = Field("frozenlake:size=4", description="Environment: a Gymnasium id (CliffWalking-v1, BabyAI-GoToObj-v0, ...) or a kind: frozenlake:size=4, corridor:length=3, babyai:GoToObj, task:arithmetic, tools:..., textarena:GAME, textworld:..., openenv:PACKAGE.MODULE.CLASS, worldmodel:PATH.")
     max_turns: int | None = Field(None, ge=1, description="Turns before an episode is cut (marked truncated; default: the environment's).")
     history: Literal["full", "none"] = Field("full", description="full: the whole conversation in context (one training row per episode); none: each turn sees the instructions and the current observation only (Markov worlds; far cheaper).")
     max_context: int = Field(2048, ge=16, description="Tokens an episode may hold (history full); one that cannot fit another reply ends, truncated.")
@@ -111,6 +111,7 @@ def episode_metrics(episodes: list[Episode]) -> dict[str, float]:
         "turns": turns / n,
         "truncated_fraction": sum(e.truncated for e in episodes) / n,
         "tool_calls": sum(t.tool for e in episodes for t in e.turns) / n,
+        "tool_call_rate": sum(any(t.tool for t in e.turns) for e in episodes) / n,  # episodes calling a tool
         "cut_reply_fraction": sum(not t.ended for e in episodes for t in e.turns) / max(turns, 1),
     }
 
