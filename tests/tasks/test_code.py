@@ -65,3 +65,20 @@ def test_preference_pairs_prefer_the_solution_that_passes():
 
 def test_the_generation_length_has_room_for_every_reference_solution():
     assert get_task("code").max_new_tokens >= max(len(problem.completion()) for problem in ALL_PROBLEMS)
+
+
+def test_grpo_prompts_of_the_code_task_carry_the_tests_verifier_code_runs(tmp_path):
+    """`tandem grpo --task code --reward verifier:code`: the task's prompt rows keep their `tests` column."""
+    from tandem.rewards import get_verifier
+    from tandem.trainers.grpo import GRPOConfig
+    from tandem.trainers.online import load_prompts
+
+    task = get_task("code")
+    config = GRPOConfig(task="code", reward="verifier:code", n_prompts=4, out=tmp_path)
+    rows = load_prompts(config, None, task)
+    assert len(rows) == 4 and all(set(row) == {"prompt", "tests"} for row in rows)
+    right = [problem_from_prompt(row["prompt"]).completion() for row in rows]
+    verifier = get_verifier("code")
+    prompts, tests = [row["prompt"] for row in rows], [row["tests"] for row in rows]
+    assert verifier(prompts, right, tests=tests) == [1.0] * 4
+    assert verifier(prompts, ["```python\nraise SystemExit\n```"] * 4, tests=tests) == [0.0] * 4

@@ -306,7 +306,7 @@ class CodeTask(Task):
         for _ in range(n):
             problem = self._sample_problem(rng, held_out=False)
             wrong = rng.random() < self.wrong_fraction
-            examples.append({"prompt": problem.prompt(),
+            examples.append({"prompt": problem.prompt(), "tests": problem.tests(),  # for --reward verifier:code
                              "completion": self._wrong_completion(problem, rng) if wrong else problem.completion()})
         return examples
 

@@ -606,7 +606,8 @@ def load_prompts(config: OnlineRLConfig, tokenizer, task, setup: RunSetup | None
         rows = load_examples(config.data, PROMPT_FORMATS, tokenizer, max_length=config.max_length,
                              **setup.load_options(config))
         return [{key: value for key, value in row.items() if key not in ("completion", "chosen", "rejected")} for row in rows]
-    return setup.prompt_rows(tokenizer, [{"prompt": row["prompt"]} for row in task.sft_examples(config.n_prompts, seed=config.seed)])
+    rows = task.sft_examples(config.n_prompts, seed=config.seed)  # the task's columns (code: `tests`) go to the reward
+    return setup.prompt_rows(tokenizer, [{key: value for key, value in row.items() if key != "completion"} for row in rows])
 
 
 def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], prompts: list[dict] | None = None,
