@@ -35,8 +35,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """`value` as indented JSON, atomically."""
-    atomic_write_text(Path(path), json.dumps(value, indent=2) + "\n")
+    """`value` as indented JSON, atomically (values JSON has no type for, such as paths, as their text)."""
+    atomic_write_text(Path(path), json.dumps(value, indent=2, default=str) + "\n")
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
@@ -51,7 +51,7 @@ def write_report(out: Path, report: dict, markdown: str) -> None:
     """A run's `report.json` (everything, for programs) and `report.md` (what a person reads), atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", markdown)
 
 

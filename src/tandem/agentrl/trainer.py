@@ -39,7 +39,7 @@ from tandem.agentrl.rollout import (
     Episode, RolloutOptions, chat_format, episode_batch, episode_sampling, model_sampler, run_episodes,
 )
 from tandem.algorithms.advantages import NEEDS_VALUES
-from tandem.files import atomic_write_text
+from tandem.files import atomic_write_text, write_json
 from tandem.generation.rollout import SamplingConfig
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer
 from tandem.plotting import headless_pyplot
@@ -238,7 +238,7 @@ class EpisodeRollouts(RolloutKind):
         report = {"env": cfg.env, "steps": result.steps, "seconds": round(result.seconds, 1),
                   "env_steps": self.real_env_steps, "history": cfg.history, "advantage": cfg.advantage,
                   "before": first, "after": last, "evaluations": self.evaluations}
-        atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+        write_json(out / "report.json", report)
         plot_curves(out / "metrics.jsonl", out / "curves.png", cfg.env)
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from statistics import fmean
@@ -16,7 +15,7 @@ from typing import Any
 from tandem.generation.engines import RolloutEngine, as_engine
 from tandem.presets import PRESETS as QUICKSTART_PRESETS
 from tandem.tasks import get_task
-from tandem.files import atomic_write_text
+from tandem import files
 from tandem.trainers.grpo import GRPOTrainer
 from tandem.trainers.loop import TrainResult
 from tandem.trainers.online import OnlineRLConfig, run_online
@@ -102,8 +101,6 @@ class Stopwatch:
 
 def write_report(out: Path, report: dict[str, Any], title: str, tables: list[tuple[str, list[dict]]]) -> None:
     """report.json (everything) and report.md (a title and one Markdown table per (heading, rows))."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2, default=str))
     lines = [f"# {title}", ""]
     for heading, rows in tables:
         if not rows:
@@ -113,7 +110,7 @@ def write_report(out: Path, report: dict[str, Any], title: str, tables: list[tup
         for row in rows:
             lines.append("| " + " | ".join(_cell(row.get(key)) for key in keys) + " |")
         lines.append("")
-    atomic_write_text(out / "report.md", "\n".join(lines))
+    files.write_report(out, report, "\n".join(lines))
 
 
 def _cell(value: Any) -> str:

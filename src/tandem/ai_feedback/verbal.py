@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from transformers import set_seed
 
 import tandem.tasks.polite  # noqa: F401  (registers the "polite" task)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -13,7 +12,7 @@ from tandem.data import SFT_FORMATS, DataError, read_records, validate
 from tandem.data.io import Record
 from tandem.explain.attribution import explain_policy_shift, explain_reward
 from tandem.explain.report import plot_record, render_tokens_png, write_html
-from tandem.files import atomic_write_text
+from tandem.files import write_json
 from tandem.generation.engines import EngineOptions
 
 
@@ -108,7 +107,7 @@ def run_explain(config: ExplainConfig) -> dict:
               "reference": str(config.reference or "-"), "records": str(config.data or f"{config.task} held-out prompts, policy samples"),
               "integrated gradients": f"{config.ig_steps} steps, {config.ig_method}, {config.baseline} baseline on {config.scope} tokens"}
     report = write_html(config.out / "report.html", explained, images, header)
-    atomic_write_text(config.out / "explanations.json", json.dumps({"config": config.model_dump(mode="json"), "records": explained}, indent=2))
+    write_json(config.out / "explanations.json", {"config": config.model_dump(mode="json"), "records": explained})
     seconds = time.perf_counter() - started
     print(f"report: {report} ({len(explained)} records, {seconds:.1f}s)")
     return {"report": report, "records": explained, "seconds": seconds}

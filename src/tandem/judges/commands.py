@@ -111,7 +111,7 @@ def summarise(verdicts: list[Verdict], gold_first: bool, judge: Judge, mode: str
 def run_judge(config: JudgeCommandConfig) -> dict:
     """Judge every record of `config.data`; write the verdicts and the summary; return the summary."""
     from tandem.data import DataError, read_records
-    from tandem.files import atomic_write_text
+    from tandem.files import atomic_write_text, write_json
 
     parse_judge_spec(config.judge)  # a bad spec is reported before any data is read or model loaded
     records = read_records(config.data)[: config.limit]
@@ -140,7 +140,7 @@ def run_judge(config: JudgeCommandConfig) -> dict:
         lines.append(json.dumps(entry, ensure_ascii=False))
     config.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(config.out, "\n".join(lines) + "\n")
-    atomic_write_text(summary_path(config.out), json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path(config.out), summary)
     return summary
 
 

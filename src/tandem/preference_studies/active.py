@@ -10,7 +10,6 @@ for the human (`tandem.preference_data.labels.gold_judge`).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tandem.files import atomic_write_text
+from tandem.files import atomic_write_text, write_json
 from tandem.generation.engines import EngineOptions
 from tandem.plotting import headless_pyplot
 from tandem.preference_data.acquisition import ACQUISITION_RULES, acquisition_scores, select_batch
@@ -267,7 +266,7 @@ def write_active_report(out: Path, result: dict) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     config = result["config"]
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    write_json(out / "results.json", result)
     table = active_table(result["summary"], config["target_accuracy"], config["seeds"])
     atomic_write_text(out / "report.md", f"# Active learning: {config['task']}, pool {config['pool']}, "
                       f"judge temperature {config['judge_temperature']}\n\n{table}\n")

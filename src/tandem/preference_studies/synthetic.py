@@ -7,7 +7,6 @@ pairs, against a reward model trained on gold-labelled task pairs and against no
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -15,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import ConfigDict, Field, field_validator
 
-from tandem.files import atomic_write_text, write_jsonl
+from tandem.files import atomic_write_text, write_json, write_jsonl
 from tandem.generation.engines import EngineOptions, make_engine
 from tandem.plotting import headless_pyplot
 from tandem.preference_data.labels import gold_judge, label_pairs, rule_judge
@@ -138,7 +137,7 @@ def synthetic_table(rows: list[dict]) -> str:
 def write_synthetic_report(out: Path, result: dict) -> None:
     """results.json, report.md and (when measured) synthetic.png, a bar per training source."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    write_json(out / "results.json", result)
     table = synthetic_table(result["rows"])
     atomic_write_text(out / "report.md", f"# Synthetic preferences: {result['config']['task']}\n\n{table}\n")
     print(table)

@@ -12,14 +12,13 @@ continuations that win under the source preference lose under the target one.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tandem.files import atomic_write_text
+from tandem.files import atomic_write_text, write_json
 from tandem.models.loading import load_reward_model, load_tokenizer
 from tandem.plotting import headless_pyplot
 from tandem.preference_studies.measure import pair_accuracy, train_and_score
@@ -133,7 +132,7 @@ def write_transfer_report(out: Path, result: dict) -> None:
     plt = headless_pyplot()
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "results.json", json.dumps(result, indent=2))
+    write_json(out / "results.json", result)
     table = transfer_table(result)
     agreement = result["source_preference_agrees_with_target"]
     atomic_write_text(out / "report.md", f"# Reward-model transfer\n\nThe source task's gold agrees with the target's on "

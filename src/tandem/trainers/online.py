@@ -16,7 +16,6 @@ and the update's minibatches are drawn from the global rows, each process traini
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
