@@ -119,3 +119,16 @@ def test_cpu_vllm_options_turn_chunked_prefill_off_with_a_whole_sequence_budget(
     assert cpu_llm_options(tmp_path, None, {"enable_chunked_prefill": True}) == {"enable_chunked_prefill": True}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert cpu_llm_options(tmp_path, None, {}) == {}  # a GPU build keeps vLLM's defaults
+
+
+def test_a_seeded_sample_repeats_its_draws_and_leaves_the_training_stream_alone(policy):
+    """An evaluation seeds its own draws; the global generator continues as if it had not run."""
+    import torch
+
+    model, tokenizer = policy
+    torch.manual_seed(11)
+    expected = torch.rand(4)
+    torch.manual_seed(11)
+    first = sample(model, tokenizer, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5)
+    assert torch.equal(torch.rand(4), expected)
+    assert sample(model, tokenizer, PROMPTS, max_new_tokens=6, temperature=1.0, seed=5) == first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,20 @@ def stop_ids(generation_config, tokenizer, end_of_turn: bool = True) -> set[int]
     return stops
 
 
+@contextmanager
+def seeded(seed: int | None, device: torch.device):
+    """torch's generators seeded with `seed` inside the block and restored after it (the host's and every device's
+    of the model's kind), so a seeded evaluation repeats its draws and leaves the training's stream where it was."""
+    if seed is None:
+        yield
+        return
+    accelerator = getattr(torch, device.type) if device.type != "cpu" else None
+    devices = list(range(accelerator.device_count())) if accelerator is not None else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else "cuda"):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -64,11 +79,15 @@ def sample(
     if engine is not None:
         return engine.sample(prompts, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                              batch_size=batch_size, seed=seed)
-    if seed is not None:
-        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    with seeded(seed, device):
+        return _generate(model, tokenizer, prompts, max_new_tokens, temperature, top_p, batch_size, device)
+
+
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
+              batch_size: int, device: torch.device) -> Samples:
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     stops = _stop_ids(model, tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
