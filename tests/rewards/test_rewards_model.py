@@ -66,3 +66,16 @@ def test_a_model_object_needs_its_tokenizer(reward_model):
         RewardModelScorer(reward_model[0])
     with pytest.raises(ValueError, match="batch_size"):
         RewardModelScorer(*reward_model, batch_size=0)
+
+
+def test_a_reward_model_and_a_local_judge_run_where_and_in_the_precision_they_are_told(tiny_model_dir):
+    """The policy's device and training precision reach the models beside it (bf16 here; the GPU's device there)."""
+    scorer = build_reward(f"model:{tiny_model_dir}", device="cpu", dtype=torch.bfloat16)
+    assert next(scorer.model.parameters()).dtype == torch.bfloat16
+    full = load_reward_model(tiny_model_dir)  # the same weights, rounded (the score head is fresh from an LM directory)
+    embedding = scorer.model.get_input_embeddings().weight
+    assert embedding.float().allclose(full.get_input_embeddings().weight, atol=1e-2)
+    assert all(isinstance(s, float) for s in scorer(PROMPTS, COMPLETIONS))
+    judged = build_reward(f"judge:local:{tiny_model_dir}", device="cpu", dtype=torch.bfloat16)
+    assert next(judged.judge.model.parameters()).dtype == torch.bfloat16
+    assert all(0.0 <= v <= 1.0 for v in judged(PROMPTS, COMPLETIONS))

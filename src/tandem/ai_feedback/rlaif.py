@@ -27,11 +27,13 @@ from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_
 from tandem.files import write_jsonl
 from tandem.generation.engines import EngineOptions, RolloutEngine, as_engine, make_engine
 from tandem.judges import FunctionJudge, Judge, JudgeReward, build_judge
+from tandem.models.loading import process_device
 from tandem.preference_data.labels import label_agreement, preference_rows, verdict_probabilities
 from tandem.preference_data.pairs import sample_pairs
 from tandem.tasks import get_task
 from tandem.trainers.dpo import DPOConfig, run_dpo
 from tandem.trainers.grpo import GRPOConfig
+from tandem.trainers.loop import frozen_model_dtype
 from tandem.trainers.ppo import PPOConfig, run_ppo
 from tandem.trainers.rm import RMConfig, run_rm
 
@@ -68,12 +70,12 @@ class HeuristicScore:
 
 
 def build_rlaif_judge(spec: str, constitution: str | Constitution = "polite", device: str | None = None,
-                      engine: str | None = None) -> Judge:
+                      engine: str | None = None, dtype=None) -> Judge:
     """`heuristic` (the built-in function judge for a constitution) or any judge spec (`local:`, `openai:`, `python:`);
     `engine` is a local judge's generation engine (its reasoning with cot=true)."""
     if spec == "heuristic":
         return FunctionJudge(score=HeuristicScore(load_constitution(constitution)), name="heuristic")
-    judge = build_judge(spec, device=device)
+    judge = build_judge(spec, device=device, dtype=dtype)
     if engine is not None and hasattr(judge, "engine"):
         judge.engine = engine
     return judge
@@ -139,7 +141,8 @@ def run_rlaif(config: RLAIFConfig) -> dict:
     n_eval = config.n_eval or preset["n_eval"]
     policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
     before = measure_policy(sft, config.task, n_eval, config.seed, engine=policy)
-    judge = build_rlaif_judge(config.judge, config.constitution, engine=config.engine)
+    judge = build_rlaif_judge(config.judge, config.constitution, engine=config.engine, device=process_device(),
+                              dtype=frozen_model_dtype(config.mixed_precision))
     rows, agreement = label_policy_pairs(sft, config.task, judge, config.n_pairs or preset["n_pairs"], config.seed,
                                          engine=policy)
     labels = write_jsonl(config.out / "ai_preferences.jsonl", rows)

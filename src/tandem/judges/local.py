@@ -29,6 +29,8 @@ class LocalJudge(TemplateJudge):
         tokenizer: needed with a model object; by default the directory's own.
         batch_size: questions per forward pass.
         device: where the model runs (None: where it is; a directory loads on CPU).
+        dtype: the precision it runs in (the policy's training precision where it judges for RL); None: a loaded
+            model's own, fp32 from a directory.
         cot_max_tokens: reasoning tokens generated before the verdict when `cot=True`.
         engine: the generation engine that writes the reasoning (`tandem.generation.engines`): hf, vllm, or an
             engine already made from this model (judges sharing one).
@@ -44,6 +46,7 @@ class LocalJudge(TemplateJudge):
         *,
         batch_size: int = 8,
         device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         cot_max_tokens: int = 64,
         min_label_mass: float = 0.0,
         engine: Any = "hf",
@@ -57,14 +60,14 @@ class LocalJudge(TemplateJudge):
         if isinstance(model, (str, Path)):
             self.identity = f"local:{Path(model).expanduser().resolve()}"
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-            model = load_causal_lm(model)
+            model = load_causal_lm(model, dtype=dtype or torch.float32)
         else:
             self.identity = f"local:{type(model).__name__}@{id(model):x}"
             if tokenizer is None:
                 raise ValueError("LocalJudge needs the model's tokenizer when given a model object")
         options.setdefault("name", self.identity)
         super().__init__(**options)
-        self.model = model.to(device) if device is not None else model
+        self.model = model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
         self.model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size

@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
+
 from tandem.judges.base import Judge, check_calibration, check_orders
 from tandem.judges.function import FunctionJudge
 from tandem.judges.reward import JudgeReward
@@ -101,7 +103,8 @@ def parse_judge_spec(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     raise JudgeSpecError(f"judge spec {spec!r}: unknown judge backend {kind!r}; use local, openai or python")
 
 
-def build_judge(spec: str, device: str | None = None, reward_options: set[str] = frozenset()) -> Judge:
+def build_judge(spec: str, device: str | None = None, reward_options: set[str] = frozenset(),
+                dtype: torch.dtype | None = None) -> Judge:
     """The judge a spec string describes (options named in `reward_options` are allowed and ignored here)."""
     kind, arguments, options = parse_judge_spec(spec)
     options = {key: value for key, value in options.items() if key not in reward_options}
@@ -114,23 +117,23 @@ def build_judge(spec: str, device: str | None = None, reward_options: set[str] =
 
         if device is not None:
             options.setdefault("device", device)
-        return LocalJudge(**arguments, **options)
+        return LocalJudge(**arguments, **options, dtype=dtype)
     from tandem.judges.remote import OpenAIJudge
 
     return OpenAIJudge(**arguments, **options)
 
 
-def build_judge_reward(spec: str, device: str | None = None) -> JudgeReward:
+def build_judge_reward(spec: str, device: str | None = None, dtype: torch.dtype | None = None) -> JudgeReward:
     """A `JudgeReward` from a spec; `reference=COLUMN`, `scale=`, `shift=` go to the reward, the rest to the judge."""
     _, _, options = parse_judge_spec(spec)
-    judge = build_judge(spec, device=device, reward_options=REWARD_OPTIONS)
+    judge = build_judge(spec, device=device, reward_options=REWARD_OPTIONS, dtype=dtype)
     reward_options = {key: options[key] for key in REWARD_OPTIONS if key in options}
     return JudgeReward(judge, name=f"judge:{judge.name}", **reward_options)
 
 
-def judge_reward_from_spec(rest: str, spec: str, tokenizer=None, device=None) -> JudgeReward:
+def judge_reward_from_spec(rest: str, spec: str, tokenizer=None, device=None, dtype=None) -> JudgeReward:
     """The entry for `tandem.rewards.spec.SPEC_KINDS["judge"]` (same signature as its other kinds)."""
-    return build_judge_reward(rest, device=device)
+    return build_judge_reward(rest, device=device, dtype=dtype)
 
 
 # `judge:...` reward specs (tandem.rewards imports this package on the first such spec; see SPEC_PROVIDERS there)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,14 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def process_device() -> torch.device:
+    """The device this process trains on, known before its Accelerator exists (accelerate's choice: the local rank's
+    GPU, else the CPU): where the models beside the policy (reward model, judge, pair sampler) run."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32, merge: bool = True):

@@ -24,6 +24,8 @@ class RewardModelScorer:
             model directory (required when `model` is an object).
         batch_size: rows per forward pass.
         device: where to run the model (moved there once); None keeps the model where it is.
+        dtype: the precision it runs in (the policy's training precision: bf16 where the run uses it); None keeps
+            a loaded model's and loads a directory in fp32.
         max_length: truncate completions so prompt + completion fit (None: no truncation).
         name: how the source is reported; default `model:<path>` or `reward_model`.
     """
@@ -34,6 +36,7 @@ class RewardModelScorer:
         tokenizer: PreTrainedTokenizerBase | None = None,
         batch_size: int = 16,
         device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
         max_length: int | None = None,
         name: str | None = None,
     ) -> None:
@@ -44,14 +47,14 @@ class RewardModelScorer:
         if isinstance(model, (str, Path)):
             self.name = name or f"model:{model}"
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model)
-            model = load_reward_model(model)
+            model = load_reward_model(model, dtype=dtype or torch.float32)
         else:
             self.name = name or "reward_model"
             if tokenizer is None:
                 raise ValueError("RewardModelScorer needs the reward model's tokenizer when given a model object")
         if tokenizer.pad_token_id is None:
             raise ValueError("the reward model's tokenizer has no pad token; use tandem.models.loading.load_tokenizer")
-        self.model = model.to(device) if device is not None else model
+        self.model = model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
         self.model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size

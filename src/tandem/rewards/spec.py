@@ -47,26 +47,26 @@ def parse_options(text: str, spec: str) -> dict[str, Any]:
     return _parse_options(text, f"reward spec {spec!r}", RewardSpecError)
 
 
-def _verifier(rest: str, spec: str, tokenizer, device):
+def _verifier(rest: str, spec: str, tokenizer, **placement):
     name, _, options = rest.partition(":")
     return get_verifier(name, **parse_options(options, spec))
 
 
-def _task(rest: str, spec: str, tokenizer, device):
+def _task(rest: str, spec: str, tokenizer, **placement):
     return get_verifier("task_gold", task=rest)  # get_task parses the options (and rg:DATASET)
 
 
-def _model(rest: str, spec: str, tokenizer, device):
+def _model(rest: str, spec: str, tokenizer, device=None, dtype=None):
     path, _, options = rest.partition(":")
     options = parse_options(options, spec)
     unknown = set(options) - {"batch_size", "max_length", "device"}
     if unknown:
         raise RewardSpecError(f"reward spec {spec!r}: unknown option(s) {sorted(unknown)}; use batch_size, max_length, device")
     options.setdefault("device", device)
-    return RewardModelScorer(path, tokenizer=tokenizer, name=f"model:{path}", **options)
+    return RewardModelScorer(path, tokenizer=tokenizer, name=f"model:{path}", dtype=dtype, **options)
 
 
-def _python(rest: str, spec: str, tokenizer, device):
+def _python(rest: str, spec: str, tokenizer, **placement):
     return as_reward_source(load_reward_function(rest), name=f"python:{rest}")
 
 
@@ -77,7 +77,8 @@ SPEC_PROVIDERS = {"judge": "tandem.judges"}
 
 
 def register_spec_kind(kind: str, build: Callable[..., Any]) -> None:
-    """Make `KIND:rest` specs build with `build(rest, spec, tokenizer, device)`."""
+    """Make `KIND:rest` specs build with `build(rest, spec, tokenizer, device=..., dtype=...)` (where and in which
+    precision a kind that runs a model runs it; None: its own default)."""
     registrar(SPEC_KINDS, "reward spec kind")(kind)(build)
 
 
@@ -87,7 +88,7 @@ def _spec_kind(kind: str) -> Callable[..., Any] | None:
     return SPEC_KINDS.get(kind)
 
 
-def build_one(spec: str, tokenizer=None, device=None):
+def build_one(spec: str, tokenizer=None, device=None, dtype=None):
     """One reward source from one spec (no weight)."""
     kind, sep, rest = spec.partition(":")
     if not sep or not rest:
@@ -97,18 +98,20 @@ def build_one(spec: str, tokenizer=None, device=None):
         )
     build = _spec_kind(kind)
     if build is None:  # a plain module:function
-        return _python(spec, spec, tokenizer, device)
-    return build(rest, spec, tokenizer, device)
+        return _python(spec, spec, tokenizer)
+    return build(rest, spec, tokenizer, device=device, dtype=dtype)
 
 
-def build_reward(spec: str | Sequence[str], tokenizer=None, weights: Sequence[float] | None = None, device=None):
+def build_reward(spec: str | Sequence[str], tokenizer=None, weights: Sequence[float] | None = None, device=None,
+                 dtype=None):
     """The reward source a CLI user asked for: one source, or a `WeightedSum` when several (or a weight) are given.
 
     Args:
         spec: one spec, several separated by commas (each optionally `WEIGHT*spec`), or a list of specs.
         tokenizer: used to tokenize for `model:` specs; None loads the tokenizer saved with the reward model.
         weights: one weight per spec, instead of writing `WEIGHT*` in the specs.
-        device: where `model:` reward models run (unless the spec sets `device=`).
+        device: where `model:` reward models and local judges run (unless the spec sets `device=`): the policy's.
+        dtype: their precision (the policy's training precision); None: fp32 from a directory.
     """
     pieces = [_WEIGHTED.match(piece) for piece in split_specs(spec)]
     written = [match["weight"] for match in pieces]
@@ -118,7 +121,7 @@ def build_reward(spec: str | Sequence[str], tokenizer=None, weights: Sequence[fl
         if len(weights) != len(pieces):
             raise RewardSpecError(f"{len(weights)} weights for {len(pieces)} reward specs in {spec!r}")
         written = list(weights)
-    sources = [build_one(match["spec"], tokenizer, device) for match in pieces]
+    sources = [build_one(match["spec"], tokenizer, device, dtype) for match in pieces]
     if len(sources) == 1 and written[0] is None:
         return sources[0]
     return WeightedSum([(1.0 if weight is None else float(weight), source) for weight, source in zip(written, sources)])

@@ -23,7 +23,7 @@ from tandem.data import (
 )
 from tandem.evaluation import gold_eval
 from tandem.generation import completion_log_probs
-from tandem.models.loading import add_lora, evaluating, load_causal_lm, reference_and_context, save_model
+from tandem.models.loading import add_lora, evaluating, load_causal_lm, process_device, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
 from tandem.trainers.setup import RunSetup
@@ -184,7 +184,8 @@ def run_dpo(config: DPOConfig) -> TrainResult:
     if task is not None and config.pairs == "sampled":
         from tandem.data import load_examples
 
-        device = next(model.parameters()).device
+        device = process_device()  # sampled where the policy trains, in its precision
+        model.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_precision(config.mixed_precision) == "bf16"):
             rows = sampled_pairs(model, tokenizer, task, config.n_train, config.seed, config.label_noise, setup=setup,
                                  max_new_tokens=setup.eval_max_new_tokens(task))

@@ -83,6 +83,12 @@ def resolve_precision(choice: str) -> str:
     return "bf16" if cpu_bf16 else "no"
 
 
+def frozen_model_dtype(choice: str) -> torch.dtype:
+    """The precision of a frozen model beside the policy (reward model, judge): bf16 when the run trains in bf16,
+    else fp32 (pure fp16 weights overflow where fp16 autocast keeps fp32 islands)."""
+    return torch.bfloat16 if resolve_precision(choice) == "bf16" else torch.float32
+
+
 def too_few_examples_message(config: TrainConfig, count: int) -> str:
     """Which data is too small for one batch, and the ways out."""
     source = getattr(config, "data", None) or f"task '{getattr(config, 'task', None)}'"

@@ -37,7 +37,7 @@ from tandem.algorithms.policy_losses import (
 )
 from tandem.config import TrainConfig, registered_name
 from tandem.data import load_examples
-from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, reference_and_context
+from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, process_device, reference_and_context
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
@@ -45,7 +45,7 @@ from tandem.generation.scoring import completion_logits, rows_within_memory, sha
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
-from tandem.trainers.loop import GenerativeTrainer, TrainResult, resolve_precision
+from tandem.trainers.loop import GenerativeTrainer, TrainResult, frozen_model_dtype, resolve_precision
 from tandem.trainers.rollout_kinds import PromptRollouts
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -635,7 +635,9 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
     reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
     if reward is None:
-        reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer)
+        # a reward model or local judge runs beside the policy: on its device, in its precision
+        reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer,
+                              device=process_device(), dtype=frozen_model_dtype(config.mixed_precision))
     prompts = load_prompts(config, tokenizer, task, setup) if prompts is None else prompts
     if eval_prompts is None:
         eval_prompts = setup.eval_prompts(task, config, tokenizer)
