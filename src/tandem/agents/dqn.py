@@ -197,6 +197,56 @@ def same_step_vector_env(make_env: Callable[[], gym.Env], n_envs: int) -> gym.ve
     return gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
+def _state_renderer(vec: gym.vector.VectorEnv, backend: Any, state_text: Callable[[int, Any], str] | None):
+    """`state_text`, or (with a backend to ask) `render_state` of the vector env's i-th env."""
+    if state_text is None and backend is not None:
+        if not hasattr(vec, "envs"):
+            raise ValueError("pass state_text(i, obs) to render states of a vector env without sub-env access")
+        state_text = lambda i, obs_i: render_state(vec.envs[i], obs_i)  # noqa: E731
+    return state_text
+
+
+def _choose_actions(online: QNetwork, obs: np.ndarray, sources: np.ndarray, n_actions: int, rng: np.random.Generator,
+                    backend: Any, state_text: Callable[[int, Any], str] | None,
+                    names: list[str]) -> tuple[np.ndarray, int]:
+    """Each env's action from its source (greedy, uniform, or the LM's suggestion); also how many LM suggestions
+    were taken."""
+    with torch.no_grad():
+        actions = online(torch.as_tensor(np.asarray(obs))).argmax(dim=1).numpy()
+    for i in np.flatnonzero(sources == RANDOM):
+        actions[i] = rng.integers(n_actions)
+    taken = 0
+    for i in np.flatnonzero(sources == LLM):
+        suggestion = backend.propose_action(state_text(i, obs[i]), names)
+        if suggestion is not None:  # an unusable answer falls back to the greedy action
+            actions[i] = suggestion
+            taken += 1
+    return actions, taken
+
+
+def _true_next_obs(next_obs: np.ndarray, infos: dict, mode: gym.vector.AutoresetMode) -> np.ndarray:
+    """What followed each step: SAME_STEP autoreset puts an ended episode's final observation in the info."""
+    stored_next = np.array(next_obs, copy=True)
+    if mode == gym.vector.AutoresetMode.SAME_STEP and "final_obs" in infos:
+        for i in np.flatnonzero(infos.get("_final_obs", np.zeros(len(next_obs), dtype=bool))):
+            stored_next[i] = infos["final_obs"][i]
+    return stored_next
+
+
+def _gradient_step(online: QNetwork, target: QNetwork, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+                   config: DQNConfig) -> None:
+    """One Huber-loss step of Q(s, a) towards the double-Q target."""
+    with torch.no_grad():
+        next_obs = batch["next_obs"]
+        y = double_q_targets(batch["rewards"], batch["terminated"], online(next_obs), target(next_obs), config.gamma)
+    q = online(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
+    loss = F.smooth_l1_loss(q, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(online.parameters(), config.max_grad_norm)
+    optimizer.step()
+
+
 def train_dqn(
     config: DQNConfig,
     env: gym.Env | gym.vector.VectorEnv,
@@ -216,10 +266,7 @@ def train_dqn(
     single_obs, single_act = vec.single_observation_space, vec.single_action_space
     if not isinstance(single_act, gym.spaces.Discrete):
         raise ValueError(f"DQN needs a discrete action space, got {single_act}")
-    if state_text is None and backend is not None:
-        if not hasattr(vec, "envs"):
-            raise ValueError("pass state_text(i, obs) to render states of a vector env without sub-env access")
-        state_text = lambda i, obs_i: render_state(vec.envs[i], obs_i)  # noqa: E731
+    state_text = _state_renderer(vec, backend, state_text)
     names = action_names(vec.envs[0]) if hasattr(vec, "envs") else [str(a) for a in range(int(single_act.n))]
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -243,20 +290,10 @@ def train_dqn(
         epsilon = schedule(config.epsilon_start, config.epsilon_end, steps, config.epsilon_steps)
         p_explore = schedule(config.p_explore_start, config.p_explore_end, steps, config.p_explore_steps) if backend else 0.0
         sources = exploration_sources(n, p_explore, epsilon, rng)
-        with torch.no_grad():
-            actions = online(torch.as_tensor(np.asarray(obs))).argmax(dim=1).numpy()
-        for i in np.flatnonzero(sources == RANDOM):
-            actions[i] = rng.integers(int(single_act.n))
-        for i in np.flatnonzero(sources == LLM):
-            suggestion = backend.propose_action(state_text(i, obs[i]), names)
-            if suggestion is not None:  # an unusable answer falls back to the greedy action
-                actions[i] = suggestion
-                llm_actions += 1
+        actions, taken = _choose_actions(online, obs, sources, int(single_act.n), rng, backend, state_text, names)
+        llm_actions += taken
         next_obs, rewards, terminated, truncated, infos = vec.step(actions)
-        stored_next = np.array(next_obs, copy=True)
-        if mode == gym.vector.AutoresetMode.SAME_STEP and "final_obs" in infos:
-            for i in np.flatnonzero(infos.get("_final_obs", np.zeros(n, dtype=bool))):
-                stored_next[i] = infos["final_obs"][i]
+        stored_next = _true_next_obs(next_obs, infos, mode)
         keep = ~just_reset
         buffer.add(obs[keep], actions[keep], rewards[keep], stored_next[keep], terminated[keep])
         if mode == gym.vector.AutoresetMode.NEXT_STEP:
@@ -266,15 +303,7 @@ def train_dqn(
         bar.update(n)
 
         while steps >= next_update and len(buffer) >= config.batch_size:
-            batch = buffer.sample(config.batch_size, rng)
-            with torch.no_grad():
-                y = double_q_targets(batch["rewards"], batch["terminated"], online(batch["next_obs"]), target(batch["next_obs"]), config.gamma)
-            q = online(batch["obs"]).gather(1, batch["actions"][:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(online.parameters(), config.max_grad_norm)
-            optimizer.step()
+            _gradient_step(online, target, optimizer, buffer.sample(config.batch_size, rng), config)
             updates += 1
             next_update += config.train_every
         if steps >= next_target:

@@ -232,6 +232,91 @@ def _check_policy_output(output: Any, batch: int) -> tuple[Distribution, Tensor]
     return dist, value
 
 
+@dataclass
+class _EnvState:
+    """What carries over from one rollout to the next: the latest observation and each env's running episode."""
+
+    raw_obs: Any
+    # NEXT_STEP: the step after an episode ends only resets that env (action ignored, reward 0): not trained on
+    resetting: np.ndarray
+    episode_return: np.ndarray
+    episode_length: np.ndarray
+    env_steps: int = 0
+
+    @classmethod
+    def reset(cls, envs: gym.vector.VectorEnv, seed: int) -> _EnvState:
+        raw_obs, _ = envs.reset(seed=seed)
+        n = envs.num_envs
+        return cls(raw_obs, np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n, dtype=np.int64))
+
+    def count_step(self, reward: np.ndarray, end: np.ndarray, valid: np.ndarray) -> list[tuple[int, float, int]]:
+        """Add a step to each env's episode; (env step, return, length) of the episodes it ended."""
+        self.episode_return += np.where(valid, reward, 0.0)
+        self.episode_length += valid
+        finished = []
+        for i in np.flatnonzero(end):
+            finished.append((self.env_steps, float(self.episode_return[i]), int(self.episode_length[i])))
+            self.episode_return[i], self.episode_length[i] = 0.0, 0
+        return finished
+
+
+@dataclass
+class _Rollout:
+    """One rollout: observations, actions and log-probs flattened to T*N rows; the rest (T, N), time first."""
+
+    observations: Any
+    actions: Tensor
+    logps: Tensor
+    values: Tensor
+    rewards: Tensor
+    next_values: Tensor  # V of the observation that followed each step (an ended episode's final observation)
+    terminated: Tensor
+    ended: Tensor
+    valid: Tensor  # steps trained on (not a NEXT_STEP reset)
+    finished: list[tuple[int, float, int]]  # (env step, return, length) of the episodes that ended in it
+
+
+def _collect_rollout(envs: gym.vector.VectorEnv, policy: nn.Module, obs_fn: Callable[[Any], Any], state: _EnvState,
+                     horizon: int, mode: AutoresetMode, device: torch.device) -> _Rollout:
+    """`horizon` steps of every env with actions sampled from `policy`."""
+    n = envs.num_envs
+    observations, actions, logps, values, rewards, next_values, terminated, ended, valid = ([] for _ in range(9))
+    finished: list[tuple[int, float, int]] = []
+    for _ in range(horizon):
+        obs = obs_fn(state.raw_obs)
+        with torch.no_grad():
+            dist, value = _check_policy_output(policy(obs), n)
+            action = dist.sample()
+        state.raw_obs, reward, term, trunc, info = envs.step(env_actions(action, envs.single_action_space))
+        state.env_steps += n
+        step_valid = ~state.resetting
+        end = (term | trunc) & step_valid
+        finished += state.count_step(reward, end, step_valid)
+        if mode == AutoresetMode.SAME_STEP and end.any():
+            with torch.no_grad():
+                after = policy(obs_fn(_final_observations(envs, info, end, state.raw_obs)))[1]
+        else:
+            after = None  # V(next obs) is the next step's value (NEXT_STEP keeps the final obs in raw_obs)
+        observations.append(obs)
+        actions.append(action)
+        logps.append(summed_log_prob(dist, action))
+        values.append(value)
+        rewards.append(torch.as_tensor(reward, dtype=torch.float32, device=device))
+        terminated.append(torch.as_tensor(term & step_valid, device=device))
+        ended.append(torch.as_tensor(end, device=device))
+        valid.append(torch.as_tensor(step_valid, device=device))
+        next_values.append(after)
+        state.resetting = (term | trunc) if mode == AutoresetMode.NEXT_STEP else np.zeros(n, dtype=bool)
+    with torch.no_grad():
+        last_value = _check_policy_output(policy(obs_fn(state.raw_obs)), n)[1]
+    following = values[1:] + [last_value]
+    return _Rollout(
+        _tree_cat(observations), torch.cat(actions), torch.cat(logps), torch.stack(values), torch.stack(rewards),
+        torch.stack([nv if nv is not None else f for nv, f in zip(next_values, following)]),
+        torch.stack(terminated), torch.stack(ended), torch.stack(valid), finished,
+    )
+
+
 def train_ppo(
     envs: gym.vector.VectorEnv,
     policy: nn.Module,
@@ -251,70 +336,32 @@ def train_ppo(
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr, eps=1e-5)
     history = PPOHistory()
 
-    raw_obs, _ = envs.reset(seed=config.seed)
-    # NEXT_STEP: the step after an episode ends only resets that env (action ignored, reward 0): not trained on.
-    resetting = np.zeros(n, dtype=bool)
-    episode_return, episode_length = np.zeros(n), np.zeros(n, dtype=np.int64)
-    env_steps = 0
+    state = _EnvState.reset(envs, config.seed)
     bar = tqdm(total=updates * n * horizon, desc="ppo", disable=not config.progress)
     for update in range(updates):
         started = time.perf_counter()
         if config.anneal_lr:
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * (1.0 - update / updates)
-        observations, actions, logps, values, rewards, next_values, terminated, ended, valid = ([] for _ in range(9))
-        finished: list[tuple[int, float, int]] = []
-        for t in range(horizon):
-            obs = obs_fn(raw_obs)
-            with torch.no_grad():
-                dist, value = _check_policy_output(policy(obs), n)
-                action = dist.sample()
-            raw_obs, reward, term, trunc, info = envs.step(env_actions(action, envs.single_action_space))
-            env_steps += n
-            step_valid = ~resetting
-            end = (term | trunc) & step_valid
-            episode_return += np.where(step_valid, reward, 0.0)
-            episode_length += step_valid
-            for i in np.flatnonzero(end):
-                finished.append((env_steps, float(episode_return[i]), int(episode_length[i])))
-                episode_return[i], episode_length[i] = 0.0, 0
-            if mode == AutoresetMode.SAME_STEP and end.any():
-                with torch.no_grad():
-                    after = policy(obs_fn(_final_observations(envs, info, end, raw_obs)))[1]
-            else:
-                after = None  # V(next obs) is the next step's value (NEXT_STEP keeps the final obs in raw_obs)
-            observations.append(obs)
-            actions.append(action)
-            logps.append(summed_log_prob(dist, action))
-            values.append(value)
-            rewards.append(torch.as_tensor(reward, dtype=torch.float32, device=device))
-            terminated.append(torch.as_tensor(term & step_valid, device=device))
-            ended.append(torch.as_tensor(end, device=device))
-            valid.append(torch.as_tensor(step_valid, device=device))
-            next_values.append(after)
-            resetting = (term | trunc) if mode == AutoresetMode.NEXT_STEP else np.zeros(n, dtype=bool)
-        with torch.no_grad():
-            last_value = _check_policy_output(policy(obs_fn(raw_obs)), n)[1]
-        following = values[1:] + [last_value]
-        next_value = torch.stack([nv if nv is not None else f for nv, f in zip(next_values, following)])
-        rewards_t, values_t, valid_t = torch.stack(rewards), torch.stack(values), torch.stack(valid)
-        advantages, returns = rollout_gae(
-            rewards_t, values_t, next_value, torch.stack(terminated), torch.stack(ended), config.gamma, config.gae_lambda
-        )
+        rollout = _collect_rollout(envs, policy, obs_fn, state, horizon, mode, device)
+        advantages, returns = rollout_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                                          rollout.ended, config.gamma, config.gae_lambda)
         if config.normalize_advantages:
-            advantages = whiten(advantages, valid_t)
+            advantages = whiten(advantages, rollout.valid)
 
         rollout_seconds = time.perf_counter() - started
-        stats = _update(policy, optimizer, config, _tree_cat(observations), torch.cat(actions), torch.cat(logps),
-                        values_t.reshape(-1), advantages.reshape(-1), returns.reshape(-1), valid_t.reshape(-1))
+        stats = _update(policy, optimizer, config, rollout.observations, rollout.actions, rollout.logps,
+                        rollout.values.reshape(-1), advantages.reshape(-1), returns.reshape(-1),
+                        rollout.valid.reshape(-1))
+        finished = rollout.finished
         history.episodes.extend(finished)
         record = {
             "update": update + 1,
-            "env_steps": env_steps,
+            "env_steps": state.env_steps,
             "episodes": len(finished),
             "mean_return": float(np.mean([r for _, r, _ in finished])) if finished else float("nan"),
             "mean_length": float(np.mean([k for _, _, k in finished])) if finished else float("nan"),
-            "explained_variance": float(explained_variance(values_t, returns, valid_t)),
+            "explained_variance": float(explained_variance(rollout.values, returns, rollout.valid)),
             "steps_per_s": n * horizon / (time.perf_counter() - started),
             "rollout_seconds": rollout_seconds,
             "update_seconds": time.perf_counter() - started - rollout_seconds,

@@ -217,65 +217,77 @@ def load_vllm_engine(config: ServeConfig, **options):
                            **{**config.vllm_options(), **options})
 
 
-def create_app(config: ServeConfig, engine=None) -> FastAPI:
-    """The FastAPI app serving `config.model` (or an already built `engine`)."""
-    engine = engine or load_engine(config)
-    model_id = config.model_name or Path(config.model).name or "model"
-    api_key = config.api_key if config.api_key is not None else os.environ.get(API_KEY_ENV) or None
-    created = int(time.time())
-    scheduler = Scheduler(engine, config.max_batch_rows, config.request_timeout)
+class ServedModel:
+    """The served model and what each endpoint does with a request: read it, make its jobs, check their budget,
+    run them on the scheduler and answer. Each step is a method, so a test can reach it without a server."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        scheduler.stop()
+    def __init__(self, config: ServeConfig, engine) -> None:
+        self.config, self.engine = config, engine
+        self.model_id = config.model_name or Path(config.model).name or "model"
+        self.created = int(time.time())
+        self.scheduler = Scheduler(engine, config.max_batch_rows, config.request_timeout)
+        self._admission: Admission | None = None  # made on first use, inside the server's event loop
 
-    app = FastAPI(title="tandem serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.admission = None  # made on first use, inside the server's event loop
-    app.state.scheduler, app.state.config = scheduler, config
+    def admission(self) -> Admission:
+        if self._admission is None:
+            self._admission = Admission(self.config.max_concurrency, self.config.max_queue)
+        return self._admission
 
-    def admission() -> Admission:
-        if app.state.admission is None:
-            app.state.admission = Admission(config.max_concurrency, config.max_queue)
-        return app.state.admission
+    async def models(self) -> dict[str, Any]:
+        return {"object": "list",
+                "data": [{"id": self.model_id, "object": "model", "created": self.created, "owned_by": "tandem"}]}
 
-    @app.exception_handler(ServeError)
-    async def _serve_error(request: Request, error: ServeError) -> JSONResponse:
-        return JSONResponse(error.body, status_code=error.status)
+    async def chat_completions(self, request: Request):
+        parsed = await self.read_request(request, ChatRequest)
+        if not getattr(self.engine.tokenizer, "chat_template", None):
+            raise ServeError(400, f"model {self.model_id!r} has no chat template; use /v1/completions")
+        try:
+            messages = [{"role": m.role, "content": m.text()} for m in parsed.messages]
+            prompt_ids = self.engine.chat_prompt_ids(messages)
+        except Exception as error:  # bad content parts, or the template itself refusing the conversation
+            raise ServeError(400, f"cannot apply the chat template: {error}", param="messages") from None
+        jobs = [self.make_job(parsed, prompt_ids, chat=True)]
+        self.check_budget(jobs)
+        return await self.respond(parsed, jobs, "chat.completion", f"chatcmpl-{uuid.uuid4().hex}", request)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if error.status_code == 404 else None
-        return JSONResponse(error_body(str(error.detail), code=code), status_code=error.status_code)
+    async def completions(self, request: Request):
+        parsed = await self.read_request(request, CompletionRequest)
+        vocabulary = len(self.engine.tokenizer)
+        jobs = []
+        if len(parsed.prompts()) > self.config.max_prompts:
+            raise ServeError(400, f"{len(parsed.prompts())} prompts exceed this server's limit of "
+                             f"{self.config.max_prompts}", param="prompt")
+        for prompt in parsed.prompts():
+            if isinstance(prompt, list) and any(not 0 <= t < vocabulary for t in prompt):
+                raise ServeError(400, f"prompt token ids must lie in [0, {vocabulary})", param="prompt")
+            ids = prompt if isinstance(prompt, list) else self.engine.prompt_ids(prompt)
+            jobs.append(self.make_job(parsed, ids, chat=False))
+        self.check_budget(jobs)
+        return await self.respond(parsed, jobs, "text_completion", f"cmpl-{uuid.uuid4().hex}", request)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse(error_body(str(error)), status_code=400)
+    async def read_request(self, request: Request, kind: type[BaseModel]):
+        return self.parse_request(await self.read_body(request), kind)
 
-    app.add_middleware(Guard, api_key=api_key)
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": created, "owned_by": "tandem"}]}
-
-    async def read_request(request: Request, kind: type[BaseModel]):
+    async def read_body(self, request: Request) -> bytes:
+        """The request's body, refused with 413 past `max_body_bytes` and with 408 past `body_timeout`."""
+        limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise ServeError(413, f"request body of {declared} bytes exceeds the limit of {config.max_body_bytes}")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ServeError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
         body = bytearray()
         try:
-            with anyio.fail_after(config.body_timeout):
+            with anyio.fail_after(self.config.body_timeout):
                 async for chunk in request.stream():
                     body += chunk
-                    if len(body) > config.max_body_bytes:
-                        raise ServeError(413, f"request body exceeds the limit of {config.max_body_bytes} bytes")
+                    if len(body) > limit:
+                        raise ServeError(413, f"request body exceeds the limit of {limit} bytes")
         except TimeoutError:
-            raise ServeError(408, f"the request body was not received within {config.body_timeout:g} s",
+            raise ServeError(408, f"the request body was not received within {self.config.body_timeout:g} s",
                              code="request_timeout") from None
+        return bytes(body)
+
+    def parse_request(self, body: bytes, kind: type[BaseModel]):
+        """The body as a `kind` request for the served model, or a ServeError saying what is wrong with it."""
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -291,67 +303,38 @@ def create_app(config: ServeConfig, engine=None) -> FastAPI:
             param = ".".join(map(str, first["loc"])) or None
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors())
             raise ServeError(400, f"invalid request: {problems}", param=param) from None
-        if parsed.model not in (model_id, str(config.model)):
-            raise ServeError(404, f"model {parsed.model!r} is not served here; this server serves {model_id!r}",
+        if parsed.model not in (self.model_id, str(self.config.model)):
+            raise ServeError(404, f"model {parsed.model!r} is not served here; this server serves {self.model_id!r}",
                              param="model", code="model_not_found")
-        if parsed.n > config.max_n:
-            raise ServeError(400, f"n={parsed.n} exceeds this server's limit of {config.max_n}", param="n")
+        if parsed.n > self.config.max_n:
+            raise ServeError(400, f"n={parsed.n} exceeds this server's limit of {self.config.max_n}", param="n")
         return parsed
 
-    def make_job(request, prompt_ids: list[int], chat: bool) -> Job:
-        asked = request.requested_tokens
+    def make_job(self, parsed, prompt_ids: list[int], chat: bool) -> Job:
+        config, asked = self.config, parsed.requested_tokens
         if asked is not None and asked > config.max_tokens:
-            raise ServeError(400, f"max_tokens={asked} exceeds this server's limit of {config.max_tokens}", param="max_tokens")
-        room = (engine.max_positions or 10**9) - len(prompt_ids)
+            raise ServeError(400, f"max_tokens={asked} exceeds this server's limit of {config.max_tokens}",
+                             param="max_tokens")
+        room = (self.engine.max_positions or 10**9) - len(prompt_ids)
         if room < 1 or (asked is not None and asked > room):
-            raise ServeError(400, f"the prompt has {len(prompt_ids)} tokens and the model's context is {engine.max_positions}: "
-                             f"no room for {asked or 1} more", param="messages" if chat else "prompt",
-                             code="context_length_exceeded")
+            raise ServeError(400, f"the prompt has {len(prompt_ids)} tokens and the model's context is "
+                             f"{self.engine.max_positions}: no room for {asked or 1} more",
+                             param="messages" if chat else "prompt", code="context_length_exceeded")
         if not prompt_ids:
             raise ServeError(400, "the prompt is empty", param="prompt")
         max_tokens = asked if asked is not None else min(config.default_max_tokens, config.max_tokens, room)
-        return Job(prompt_ids, n=request.n, max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-                   top_k=max(request.top_k, 0), seed=request.seed, stop=request.stop, logprobs=request.logprob_count,
-                   chat=chat, ignore_eos=request.ignore_eos)
+        return Job(prompt_ids, n=parsed.n, max_tokens=max_tokens, temperature=parsed.temperature, top_p=parsed.top_p,
+                   top_k=max(parsed.top_k, 0), seed=parsed.seed, stop=parsed.stop, logprobs=parsed.logprob_count,
+                   chat=chat, ignore_eos=parsed.ignore_eos)
 
-    def check_budget(jobs: list[Job]) -> None:
+    def check_budget(self, jobs: list[Job]) -> None:
         """One request may not hold the generation slot for unbounded work: prompts x n x max_tokens is capped."""
         asked = sum(job.n * job.max_tokens for job in jobs)
-        if asked > config.max_request_tokens:
+        if asked > self.config.max_request_tokens:
             raise ServeError(400, f"the request asks for up to {asked} generated tokens (prompts x n x max_tokens); "
-                             f"this server's limit is {config.max_request_tokens}", param="max_tokens")
+                             f"this server's limit is {self.config.max_request_tokens}", param="max_tokens")
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        parsed = await read_request(request, ChatRequest)
-        if not getattr(engine.tokenizer, "chat_template", None):
-            raise ServeError(400, f"model {model_id!r} has no chat template; use /v1/completions")
-        try:
-            messages = [{"role": m.role, "content": m.text()} for m in parsed.messages]
-            prompt_ids = engine.chat_prompt_ids(messages)
-        except Exception as error:  # bad content parts, or the template itself refusing the conversation
-            raise ServeError(400, f"cannot apply the chat template: {error}", param="messages") from None
-        jobs = [make_job(parsed, prompt_ids, chat=True)]
-        check_budget(jobs)
-        return await respond(parsed, jobs, "chat.completion", f"chatcmpl-{uuid.uuid4().hex}", request)
-
-    @app.post("/v1/completions")
-    async def completions(request: Request):
-        parsed = await read_request(request, CompletionRequest)
-        vocabulary = len(engine.tokenizer)
-        jobs = []
-        if len(parsed.prompts()) > config.max_prompts:
-            raise ServeError(400, f"{len(parsed.prompts())} prompts exceed this server's limit of {config.max_prompts}",
-                             param="prompt")
-        for prompt in parsed.prompts():
-            if isinstance(prompt, list) and any(not 0 <= t < vocabulary for t in prompt):
-                raise ServeError(400, f"prompt token ids must lie in [0, {vocabulary})", param="prompt")
-            ids = prompt if isinstance(prompt, list) else engine.prompt_ids(prompt)
-            jobs.append(make_job(parsed, ids, chat=False))
-        check_budget(jobs)
-        return await respond(parsed, jobs, "text_completion", f"cmpl-{uuid.uuid4().hex}", request)
-
-    async def run_jobs(jobs: list[Job], request: Request):
+    async def run_jobs(self, jobs: list[Job], request: Request):
         """Yield (job number, events) as the scheduler decodes `jobs`; a client gone or a caller stopping cancels them."""
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue = asyncio.Queue()
@@ -371,58 +354,43 @@ def create_app(config: ServeConfig, engine=None) -> FastAPI:
         watcher = asyncio.create_task(hang_up())
         try:
             for number, job in enumerate(jobs):
-                tickets.append(scheduler.submit(job, sink(number), request=inbox))
+                tickets.append(self.scheduler.submit(job, sink(number), request=inbox))
             left = len(jobs)
             while left:
                 number, item = await inbox.get()
-                if isinstance(item, ClientGone):
-                    raise ServeError(499, "the client closed the request")
                 if item is FINISHED:
                     left -= 1
-                elif isinstance(item, RequestTimeout):
-                    raise ServeError(504, str(item), "server_error", code="timeout")
-                elif isinstance(item, ServerStopping):
-                    raise ServeError(503, str(item), "server_error")
                 elif isinstance(item, BaseException):
-                    raise item
+                    raise serve_error_for(item)
                 else:
                     yield number, item
-        except ServerStopping as error:
-            raise ServeError(503, str(error), "server_error") from None
+        except ServerStopping as error:  # submitted after the scheduler stopped
+            raise serve_error_for(error) from None
         finally:
             watcher.cancel()
             for ticket in tickets:
                 ticket.cancel()
 
-    async def respond(parsed, jobs: list[Job], kind: str, response_id: str, request: Request):
-        gate = admission()
+    async def respond(self, parsed, jobs: list[Job], kind: str, response_id: str, request: Request):
+        gate = self.admission()
         gate.enter()
         if parsed.stream:
-            return StreamingResponse(stream_events(parsed, jobs, kind, response_id, gate, request),
+            return StreamingResponse(self.stream_events(parsed, jobs, kind, response_id, gate, request),
                                      media_type="text/event-stream")
         results = [[Choice() for _ in range(job.n)] for job in jobs]
         try:
             async with gate.slots:
-                async with aclosing(run_jobs(jobs, request)) as steps:
+                async with aclosing(self.run_jobs(jobs, request)) as steps:
                     async for number, events in steps:
                         add_events(results[number], events)
         finally:
             gate.leave()
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for job, job_choices in zip(jobs, results):
-            prompt_tokens += len(job.prompt_ids) * job.n
-            for choice in job_choices:
-                completion_tokens += choice.tokens
-                choices.append(format_choice(kind, len(choices), choice, job.logprobs))
-        return {
-            "id": response_id, "object": kind, "created": int(time.time()), "model": model_id, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        }
+        return completion_body(kind, response_id, self.model_id, jobs, results)
 
-    async def stream_events(parsed, jobs: list[Job], kind: str, response_id: str, gate: Admission, request: Request):
+    async def stream_events(self, parsed, jobs: list[Job], kind: str, response_id: str, gate: Admission,
+                            request: Request):
         chunk_kind = "chat.completion.chunk" if kind == "chat.completion" else "text_completion"
-        head = {"id": response_id, "object": chunk_kind, "created": int(time.time()), "model": model_id}
+        head = {"id": response_id, "object": chunk_kind, "created": int(time.time()), "model": self.model_id}
 
         def event(choices: list[dict], **extra) -> str:
             return "data: " + json.dumps({**head, "choices": choices, **extra}) + "\n\n"
@@ -435,15 +403,14 @@ def create_app(config: ServeConfig, engine=None) -> FastAPI:
                 if kind == "chat.completion":
                     yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                                   "finish_reason": None} for i in range(sum(job.n for job in jobs))])
-                async with aclosing(run_jobs(jobs, request)) as steps:
+                async with aclosing(self.run_jobs(jobs, request)) as steps:
                     async for number, events in steps:
                         completion_tokens += sum(e.tokens for e in events)
                         yield event([format_delta(kind, offsets[number] + e.index,
                                                   Choice(e.text, e.logprobs, e.finish_reason), jobs[number].logprobs)
                                      for e in events])
             if parsed.include_usage:
-                yield event([], usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                       "total_tokens": prompt_tokens + completion_tokens})
+                yield event([], usage=usage(prompt_tokens, completion_tokens))
         except ServeError as error:  # the stream has begun: the error travels as an event
             yield "data: " + json.dumps(error.body) + "\n\n"
         except Exception as error:
@@ -454,6 +421,77 @@ def create_app(config: ServeConfig, engine=None) -> FastAPI:
             gate.leave()
         yield "data: [DONE]\n\n"
 
+
+def serve_error_for(item: BaseException) -> BaseException:
+    """What a scheduler's failure becomes for the client: a ServeError where it has a status of its own."""
+    if isinstance(item, ClientGone):
+        return ServeError(499, "the client closed the request")
+    if isinstance(item, RequestTimeout):
+        return ServeError(504, str(item), "server_error", code="timeout")
+    if isinstance(item, ServerStopping):
+        return ServeError(503, str(item), "server_error")
+    return item
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion_body(kind: str, response_id: str, model_id: str, jobs: list[Job], results: list[list[Choice]]) -> dict:
+    """The whole (not streamed) answer: every job's choices numbered in order, and the token counts."""
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for job, job_choices in zip(jobs, results):
+        prompt_tokens += len(job.prompt_ids) * job.n
+        for choice in job_choices:
+            completion_tokens += choice.tokens
+            choices.append(format_choice(kind, len(choices), choice, job.logprobs))
+    return {"id": response_id, "object": kind, "created": int(time.time()), "model": model_id, "choices": choices,
+            "usage": usage(prompt_tokens, completion_tokens)}
+
+
+async def serve_error_response(request: Request, error: ServeError) -> JSONResponse:
+    return JSONResponse(error.body, status_code=error.status)
+
+
+async def http_error_response(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = "not_found" if error.status_code == 404 else None
+    return JSONResponse(error_body(str(error.detail), code=code), status_code=error.status_code)
+
+
+async def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:
+    return JSONResponse(error_body(str(error)), status_code=400)
+
+
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def add_routes(app: FastAPI, served: ServedModel) -> None:
+    """The endpoints, and OpenAI's error JSON for every error FastAPI raises itself."""
+    app.add_exception_handler(ServeError, serve_error_response)
+    app.add_exception_handler(StarletteHTTPException, http_error_response)
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    app.get("/health")(health)
+    app.get("/v1/models")(served.models)
+    app.post("/v1/chat/completions")(served.chat_completions)
+    app.post("/v1/completions")(served.completions)
+
+
+def create_app(config: ServeConfig, engine=None) -> FastAPI:
+    """The FastAPI app serving `config.model` (or an already built `engine`)."""
+    served = ServedModel(config, engine or load_engine(config))
+    api_key = config.api_key if config.api_key is not None else os.environ.get(API_KEY_ENV) or None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        served.scheduler.stop()
+
+    app = FastAPI(title="tandem serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.scheduler, app.state.config = served.scheduler, config
+    app.add_middleware(Guard, api_key=api_key)
+    add_routes(app, served)
     return app
 
 
