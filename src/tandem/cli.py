@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import sys
 import types
 import typing
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich.markup import escape
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -52,17 +54,52 @@ def _cli_type(annotation: Any) -> Any:
     return annotation
 
 
-def _option(name: str, field) -> inspect.Parameter:
+# `--help` of a command with many options groups them in these panels: the first pattern that matches the option's
+# field name wins; the rest go to "Run".
+HELP_PANELS = [
+    ("Model", r"model|ref_model|lora_.*|merge_lora|chat_template|compile|gradient_checkpointing|mixed_precision|threads"),
+    ("Data", r"task|data|eval_data|n_prompts|n_train|max_length|max_prompt_length|on_long_prompt|control_tokens|eval_fraction"),
+    ("Rollout", r"engine|vllm_.*|samples_per_prompt|max_new_tokens|temperature|top_p|top_k|stop_strings|env|history|"
+                r"max_turns|max_context|episodes_per_start|n_train_starts|invalid.*|dynamic_sampling|filter_ratio|"
+                r"demonstrations|demo_.*|warm_start_.*|reward|reward_.*|shaping.*"),
+    ("Loss", r"advantage|policy_loss|loss_agg|kl_.*|target_kl|clip_.*|dual_clip|entropy_coef|tis_cap|gamma|lam|"
+             r"whiten_advantages|vf_coef|value_clip|missing_eos_penalty|overlong_.*|beta|loss_type|turn_credit"),
+    ("Optimisation", r"lr|weight_decay|adam_betas|warmup_ratio|schedule|max_grad_norm|max_bad_steps|batch_size|"
+                     r"micro_batch_.*|max_steps|epochs|update_epochs|minibatches|seed"),
+    ("Evaluation", r"eval_.*|n_eval"),
+    ("Output and logging", r"out|log_every|save_every|keep_checkpoints|resume|progress|report_to|project|run_name|"
+                           r"run_group|final_checkpoint|no_signal_patience|log_.*"),
+]
+PANEL_FROM = 20  # commands with fewer options show one list
+
+
+def help_panel(name: str) -> str:
+    return next((panel for panel, pattern in HELP_PANELS if re.fullmatch(pattern, name)), "Run")
+
+
+def _option(name: str, field, registry: dict | None = None, panel: str | None = None) -> inspect.Parameter:
     kind = _cli_type(field.annotation)
     flag = "--" + name.replace("_", "-")
     if kind is bool:
         flag = f"{flag}/--no-{name.replace('_', '-')}"
     choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else ()
+    choices = choices or sorted(registry or ())  # a registry's names as they are when the help is read
     help_text = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
     default = field.default_factory() if field.default_factory is not None else field.default
     help_text += " (required)" if field.is_required() else f" (default: {default})"
-    option = typer.Option(None, flag, help=help_text, show_default=False)
+    option = typer.Option(None, flag, help=escape(help_text), show_default=False, rich_help_panel=panel)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[kind])
+
+
+def config_options(config_class: type[BaseModel]) -> list[inspect.Parameter]:
+    """The command-line options of `config_class`'s fields, in panels when there are many."""
+    fields = config_class.model_fields
+    registries = getattr(config_class, "registries", {})
+    grouped = len(fields) >= PANEL_FROM
+    panels = {name: help_panel(name) if grouped else None for name in fields}
+    order = [panel for panel, _ in HELP_PANELS] + ["Run"]
+    names = sorted(fields, key=lambda name: order.index(panels[name])) if grouped else list(fields)
+    return [_option(name, fields[name], registries.get(name), panels[name]) for name in names]
 
 
 def _close_process_group() -> None:
@@ -112,7 +149,7 @@ def add_command(name: str, config_class: type[BaseModel], run: Callable[[Any], A
             default=typer.Option(None, "--config", help="YAML file of options; flags given here override it."),
         )
     ]
-    parameters += [_option(field_name, field) for field_name, field in config_class.model_fields.items()]
+    parameters += config_options(config_class)
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__doc__ = help
     app.command(name, help=help)(command)

@@ -31,6 +31,25 @@ def test_every_option_of_sft_is_explained():
     assert "LoRA" in result.stdout and "(default: runs/sft)" in result.stdout
 
 
+def test_long_option_lists_are_grouped_and_registry_choices_come_from_the_registry():
+    from tandem.algorithms.kl import KL_ESTIMATORS
+    from tandem.cli import config_options
+    from tandem.trainers.ppo import PPOConfig
+
+    options = {parameter.name: parameter.default for parameter in config_options(PPOConfig)}
+    assert options["kl_estimator"].rich_help_panel == "Loss" and options["max_new_tokens"].rich_help_panel == "Rollout"
+    assert options["lr"].rich_help_panel == "Optimisation" and options["n_eval"].rich_help_panel == "Evaluation"
+    assert options["out"].rich_help_panel == "Output and logging" and options["model"].rich_help_panel == "Model"
+    assert set(KL_ESTIMATORS) >= {"k1", "k2", "k3", "abs", "low_var_kl"}
+    for name in KL_ESTIMATORS:  # every registered estimator is offered, none written by hand
+        assert name in options["kl_estimator"].help
+    env = {**os.environ, "COLUMNS": "250"}
+    shown = subprocess.run([sys.executable, "-m", "tandem.cli", "grpo", "--help"], capture_output=True, text=True, env=env)
+    panels = [line.split()[1] for line in shown.stdout.splitlines() if line.startswith("╭─")]
+    assert panels[:5] == ["Options", "Model", "Data", "Rollout", "Loss"]
+    assert "'tandem[vllm]'" in shown.stdout  # square brackets shown, not read as markup
+
+
 def test_yaml_config_is_loaded_and_flags_override_it(tmp_path, tiny_model_dir):
     config = tmp_path / "sft.yaml"
     config.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "out": str(tmp_path / "run"), "n_train": 32,

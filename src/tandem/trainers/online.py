@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -51,8 +51,15 @@ from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
 
 
+# The options whose value names a registry entry: validated against it, and listed from it in --help.
+REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS,
+              "loss_agg": LOSS_AGGREGATIONS, "engine": ROLLOUT_ENGINES}
+
+
 class RLOptions(TrainConfig, LoRAOptions):
     """Options of the one RL update, shared by every online RL command (prompts or environment episodes)."""
+
+    registries: ClassVar[dict[str, dict]] = REGISTRIES
 
     model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
     ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
@@ -63,17 +70,17 @@ class RLOptions(TrainConfig, LoRAOptions):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
-    engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model) or vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
+    engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model), vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
     tis_cap: float | None = Field(None, gt=0, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by min(pi_old / pi_engine, C) for the engine/trainer mismatch (verl and TRL use C = 2; default: off).")
     update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
-    advantage: str = Field("grpo", description=f"Advantage estimator: {', '.join(ADVANTAGE_ESTIMATORS)}.")
-    policy_loss: str = Field("ppo_clip", description=f"Policy loss: {', '.join(POLICY_LOSSES)}.")
+    advantage: str = Field("grpo", description="Advantage estimator.")
+    policy_loss: str = Field("ppo_clip", description="Policy loss.")
     clip_low: float = Field(0.2, gt=0, description="Clip epsilon below 1 (default: the loss's own, 0.2 for ppo_clip, 3e-4 for gspo).")
     dual_clip: float | None = Field(None, gt=1, description="Dual-clip PPO constant c > 1 (Ye et al. 2020): bounds the loss of negative-advantage tokens at -c A (ppo_clip only; default: off).")
     clip_high: float | None = Field(None, description="PPO clip epsilon above 1 (DAPO clip-higher: 0.28; default: --clip-low).")
-    loss_agg: str = Field("token-mean", description=f"Loss aggregation: {', '.join(LOSS_AGGREGATIONS)}.")
-    kl_estimator: str = Field("k3", description=f"KL estimator: {', '.join(KL_ESTIMATORS)}.")
+    loss_agg: str = Field("token-mean", description="Loss aggregation.")
+    kl_estimator: str = Field("k3", description="KL estimator.")
     kl_coef: float = Field(0.05, ge=0, description="beta in r - beta KL: weight of the KL to the reference.")
     target_kl: float | None = Field(None, gt=0, description="Adaptive KL controller target (Ziegler et al. 2019); none: fixed --kl-coef.")
     kl_horizon: float = Field(10_000, gt=0, description="Adaptive KL controller horizon in samples.")
@@ -90,7 +97,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     @classmethod
     def _registered(cls, value: str, info) -> str:
         """A typo in a registered name fails here, before any model loads, with the names to choose from."""
-        return registered_name(value, REGISTRIES[info.field_name], info.field_name.replace("_", " "))
+        return registered_name(value, cls.registries[info.field_name], info.field_name.replace("_", " "))
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> RLOptions:
@@ -138,9 +145,6 @@ class OnlineRLConfig(RLOptions):
             raise ValueError("dynamic sampling compares the rewards within a group: set --samples-per-prompt >= 2")
         return self
 
-
-REGISTRIES = {"advantage": ADVANTAGE_ESTIMATORS, "policy_loss": POLICY_LOSSES, "kl_estimator": KL_ESTIMATORS,
-              "loss_agg": LOSS_AGGREGATIONS, "engine": ROLLOUT_ENGINES}
 
 # A prompt is all RL needs; records of the richer formats are accepted and their prompt used.
 PROMPT_FORMATS = {"prompt_only", "prompt_completion", "preference", "unpaired"}

@@ -92,7 +92,7 @@ class PPOConfig(OnlineRLConfig, CriticOptions):
     out: Path = Field(Path("runs/ppo"), description="Run directory.")
     reward: str = Field("model:runs/rm/model", description="Reward: model:PATH (a tandem reward model), task, verifier:NAME, module:function, ...")
     advantage: str = Field("gae", description="Advantage estimator (gae for PPO).")
-    kl_estimator: str = Field("k1", description="KL estimator of the per-token penalty in the reward: k1, k2, k3.")
+    kl_estimator: str = Field("k1", description="KL estimator of the per-token penalty in the reward.")
     kl_coef: float = Field(0.05, ge=0, description="beta: per-token KL penalty in the reward (initial value when adaptive).")
     update_epochs: int = Field(4, ge=1, description="PPO epochs over each rollout batch.")
     minibatches: int = Field(2, ge=1, description="Minibatches (optimizer steps) per epoch.")
