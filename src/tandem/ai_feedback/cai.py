@@ -280,7 +280,7 @@ def run_sl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
     from tandem.trainers.sft import SFTConfig, run_sft
 
     task = get_task(config.task)
-    policy = make_engine(config.engine, policy_dir)
+    policy = make_engine(config.engine, policy_dir, memory=config.engine_memory)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_revise"], seed=config.seed + 2)]
     responses = policy.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=config.seed).texts
     reviser = build_reviser(config.reviser, engine=config.engine, policy_engine=policy)
@@ -308,7 +308,7 @@ def run_rl_cai(config: CAIConfig, policy_dir: Path, constitution: Constitution, 
     from tandem.trainers.rm import RMConfig, run_rm
 
     task = get_task(config.task)
-    policy = make_engine(config.engine, policy_dir)
+    policy = make_engine(config.engine, policy_dir, memory=config.engine_memory)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_pairs"], seed=config.seed + 3)]
     a, b = sample_pairs(None, policy.tokenizer, prompts, task.max_new_tokens, seed=config.seed + 11, engine=policy)
     del policy

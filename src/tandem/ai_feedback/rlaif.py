@@ -139,7 +139,7 @@ def run_rlaif(config: RLAIFConfig) -> dict:
     sft = config.model or base_models(config.out / "base", config.task, preset["base"], **common)[1]
     clock.lap("base_models")
     n_eval = config.n_eval or preset["n_eval"]
-    policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
+    policy = make_engine(config.engine, sft, memory=config.engine_memory)  # one engine for every SFT sample (vLLM starts once)
     before = measure_policy(sft, config.task, n_eval, config.seed, engine=policy)
     judge = build_rlaif_judge(config.judge, config.constitution, engine=config.engine, device=process_device(),
                               dtype=frozen_model_dtype(config.mixed_precision))

@@ -280,7 +280,7 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     # g_phi learns from the task's candidate responses and from the SFT policy's own (what RL will score)
     task = get_task(config.task)
     prompts = [row["prompt"] for row in task.sft_examples(preset["n_policy"], seed=config.seed + 5)]
-    policy = make_engine(config.engine, sft)  # one engine for every SFT sample (vLLM starts once)
+    policy = make_engine(config.engine, sft, memory=config.engine_memory)  # one engine for every SFT sample (vLLM starts once)
     policy_responses = policy.sample(prompts, max_new_tokens=task.max_new_tokens, temperature=1.0, seed=config.seed).texts
     if config.data is not None:
         train_rows = read_feedback_file(config.data)

@@ -53,7 +53,10 @@ class RolloutEngine(Protocol):
         """`tandem.generation.sample` on this engine: completions end at the first stop token (kept)."""
 
     def sync(self, model) -> None:
-        """Take `model`'s current weights (after an optimizer step)."""
+        """Take `model`'s current weights (after an optimizer step), awake again if `sleep` put it to sleep."""
+
+    def sleep(self) -> None:
+        """Free the device memory the engine holds until the next `sync` or generation (the update needs it)."""
 
 
 ROLLOUT_ENGINES: dict[str, type] = {}
@@ -84,10 +87,37 @@ def as_engine(engine: str | RolloutEngine, model, tokenizer=None, **options) -> 
     return make_engine(engine, model, tokenizer, **options) if isinstance(engine, str) else engine
 
 
+ENGINE_MEMORY_HELP = ("Share of the GPU's memory a vLLM engine may take (vLLM's gpu_memory_utilization; default: 0.9 of "
+                      "what is free when it starts, less what the trainer's update will still allocate, so the "
+                      "trainer and a second engine fit). Ignored on CPU and by hf.")
+
+
+def free_memory_share(reserve_bytes: float = 0.0, headroom: float = 0.9) -> float:
+    """vLLM's `gpu_memory_utilization` from the memory free now: `headroom` of it, less `reserve_bytes` that the
+    trainer will allocate later (gradients, optimizer states), as a share of the device's total."""
+    free, total = torch.cuda.mem_get_info()
+    share = headroom * (free - reserve_bytes) / total
+    if share < 0.02:
+        raise RuntimeError(f"a vLLM engine needs GPU memory: {free / 2**30:.1f} GiB free of {total / 2**30:.1f}, "
+                           f"{reserve_bytes / 2**30:.1f} GiB kept for the update; set --engine-memory or free some")
+    return round(share, 3)
+
+
+def gpu_llm_options(memory: float | None, reserve_bytes: float, options: dict) -> dict:
+    """`vllm.LLM` options beside a trainer on one GPU, as TRL and verl colocate: a memory budget
+    (`gpu_memory_utilization`: `memory`, default `free_memory_share`) and sleep mode, so the engine gives its
+    weights and KV cache back during the update (`VLLMEngine.sleep`) and takes them again before the weight sync."""
+    options = dict(options)
+    options.setdefault("gpu_memory_utilization", memory if memory is not None else free_memory_share(reserve_bytes))
+    options.setdefault("enable_sleep_mode", True)
+    return options
+
+
 class EngineOptions(BaseModel):
     """The `--engine` option of a command that generates (mixed into its config)."""
 
     engine: str = Field("hf", description="Generation engine: hf (Hugging Face generate) or vllm (an in-process vLLM engine, started once per model; pip install 'tandem[vllm]').")
+    engine_memory: float | None = Field(None, gt=0, lt=1, description=ENGINE_MEMORY_HELP)
 
     @field_validator("engine")
     @classmethod
@@ -123,6 +153,9 @@ class HFEngine:
                           top_p=top_p, batch_size=batch_size, seed=seed)
 
     def sync(self, model) -> None:
+        pass
+
+    def sleep(self) -> None:
         pass
 
 
@@ -191,8 +224,10 @@ class VLLMEngine:
     owns_weights = True
 
     def __init__(self, model, tokenizer=None, folder: str | Path | None = None, dtype: str = "bfloat16", seed: int = 0,
-                 max_model_len: int | None = None, enforce_eager: bool = False, autocast=None, **llm_options):
-        # `autocast` is the trainer's precision for `hf`; this engine computes in `dtype`
+                 max_model_len: int | None = None, enforce_eager: bool = False, autocast=None,
+                 memory: float | None = None, reserve_bytes: float = 0.0, **llm_options):
+        # `autocast` is the trainer's precision for `hf`; this engine computes in `dtype`; `memory`, `reserve_bytes`:
+        # its share of the GPU (`gpu_llm_options`)
         vllm = import_vllm()
         if isinstance(model, (str, Path)):
             from tandem.models.loading import load_causal_lm, load_tokenizer, resolve_model
@@ -211,6 +246,9 @@ class VLLMEngine:
             write_engine_copy(model, tokenizer, folder)
         self.tokenizer, self.stops = tokenizer, sorted(stops)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
+        if torch.cuda.is_available():
+            llm_options = gpu_llm_options(memory, reserve_bytes, llm_options)
+        self.sleeps, self.asleep = bool(llm_options.get("enable_sleep_mode")), False
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=seed,
@@ -232,6 +270,7 @@ class VLLMEngine:
 
     def rollout(self, prompts, config, columns=None, sample_keys=None) -> RolloutBatch:
         n = config.samples_per_prompt
+        self.wake()
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # a group's seed: the key of its first row (keys depend on (seed, step, row), as `hf`'s draws do)
         seeds = [int(sample_keys[i * n]) % 2**31 if sample_keys is not None else None for i in range(len(prompts))]
@@ -264,6 +303,7 @@ class VLLMEngine:
     def sample_ids(self, prompt_ids: list[list[int]], config: SamplingConfig, sample_keys=None) -> list[SampledRow]:
         """One continuation of each token-id prompt in one `generate` call (episodes that share a system prompt
         share its cached keys and values: vLLM's prefix caching); row i seeded by its key."""
+        self.wake()
         seeds = [int(k) % 2**31 for k in sample_keys] if sample_keys is not None else [None] * len(prompt_ids)
         params = [self.sampling_params(config, 1, seed) for seed in seeds]
         outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids in prompt_ids], params, use_tqdm=False)
@@ -279,6 +319,7 @@ class VLLMEngine:
         """As `hf`'s: the same prompt tokens, stop tokens and decoding of the completion tokens; greedy at temperature
         0. Row i is drawn with seed `seed + i` (repeated prompts get different samples, as with `hf`); vLLM
         schedules its own batches (`batch_size` is unused)."""
+        self.wake()
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         params = [self.vllm.SamplingParams(
             temperature=temperature, top_p=top_p if temperature > 0 else 1.0, max_tokens=max_new_tokens,
@@ -289,7 +330,20 @@ class VLLMEngine:
         return Samples(prompt_ids, completions, self.tokenizer.batch_decode(completions, skip_special_tokens=True))
 
     def sync(self, model) -> None:
+        self.wake()
         self.load_weights(engine_weights(language_model(model)))
+
+    def sleep(self) -> None:
+        """Level 1: the weights to host memory, the KV cache freed (the update takes the memory meanwhile)."""
+        if self.sleeps and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake(self) -> None:
+        if self.asleep:
+            torch.cuda.empty_cache()  # what the update's activations held goes back to the device for vLLM
+            self.llm.wake_up()
+            self.asleep = False
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs, in Hugging Face names, into the engine's model (vLLM stacks q/k/v itself)."""

@@ -66,8 +66,8 @@ class SyntheticConfig(EngineOptions):
 
 def synthetic_candidates(config: SyntheticConfig, task, n: int) -> dict[str, list[dict]]:
     """Unlabelled candidate pairs of each method, `n` per method, from the task's training prompts."""
-    policy = make_engine(config.engine, config.policy)  # every method's samples come from these engines
-    earlier = make_engine(config.engine, config.earlier) if "checkpoint" in config.methods.split(",") else None
+    policy = make_engine(config.engine, config.policy, memory=config.engine_memory)  # every method's samples come from these engines
+    earlier = make_engine(config.engine, config.earlier, memory=config.engine_memory) if "checkpoint" in config.methods.split(",") else None
     tokenizer = policy.tokenizer
     prompts = [row["prompt"] for row in task.sft_examples(n, seed=config.seed + 30_000)]
     candidates: dict[str, list[dict]] = {}

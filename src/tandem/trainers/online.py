@@ -40,7 +40,7 @@ from tandem.data import load_examples
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, process_device, reference_and_context
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
-from tandem.generation.engines import ROLLOUT_ENGINES, make_engine
+from tandem.generation.engines import ENGINE_MEMORY_HELP, ROLLOUT_ENGINES, make_engine
 from tandem.generation.scoring import completion_logits, rows_within_memory, shared_prefix_plan
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
@@ -71,6 +71,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
     top_k: int = Field(0, ge=0, description="Top-k sampling (0: off).")
     engine: str = Field("hf", description="Rollout engine: hf (Hugging Face generate on the training model), vllm (an in-process vLLM engine, weights pushed after each update; pip install 'tandem[vllm]').")
+    engine_memory: float | None = Field(None, gt=0, lt=1, description=ENGINE_MEMORY_HELP)
     tis_cap: float | None = Field(None, gt=0, description="Truncated importance sampling (Yao et al. 2025): weight each token's policy-gradient term by min(pi_old / pi_engine, C) for the engine/trainer mismatch (verl and TRL use C = 2; default: off).")
     update_epochs: int = Field(1, ge=1, description="Passes over each rollout batch.")
     minibatches: int = Field(1, ge=1, description="Optimizer steps per pass over a rollout batch.")
@@ -261,6 +262,12 @@ def bootstrap_from_next_row(rewards: torch.Tensor, values: torch.Tensor, mask: t
     return rewards
 
 
+def trainable_parameters(model) -> int:
+    """What the first update allocates beside the weights is 12 bytes per trainable parameter: its fp32 gradient and
+    AdamW's two moments (a vLLM engine started before it leaves room for them)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class OnlineTrainer(GenerativeTrainer):
     """The RL loop; subclasses say how scores become token rewards and which extra loss terms apply, the rollout
     kind (`tandem.trainers.rollout_kinds`) what each step samples: prompts' completions or environment episodes."""
@@ -294,7 +301,8 @@ class OnlineTrainer(GenerativeTrainer):
         dtype = {"bf16": "bfloat16", "fp16": "float16", "no": "float32"}[resolve_precision(config.mixed_precision)]
         longest = max(max_new_tokens, eval_max_new_tokens or getattr(task, "max_new_tokens", 0))  # evaluation uses it too
         self.engine = make_engine(config.engine, policy, tokenizer, autocast=self.accelerator.autocast, dtype=dtype,
-                                  seed=config.seed, max_model_len=config.max_length + longest)
+                                  seed=config.seed, max_model_len=config.max_length + longest,
+                                  memory=config.engine_memory, reserve_bytes=12 * trainable_parameters(policy))
         self.rollouts = rollouts(self) if rollouts is not None else PromptRollouts(self, reward, max_new_tokens)
 
     def optimizer_steps_per_step(self) -> int:
@@ -568,6 +576,7 @@ class OnlineTrainer(GenerativeTrainer):
             t0 = time.perf_counter()
             data = self.collect(step)
             t1 = time.perf_counter()
+            self.engine.sleep()  # the update takes the engine's memory; `sync` wakes it with the new weights
             update_stats = self.update(data, step)
             t2 = time.perf_counter()
             self.engine.sync(self.accelerator.unwrap_model(self.model))  # the next rollout samples the updated policy
