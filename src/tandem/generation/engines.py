@@ -30,7 +30,7 @@ from tandem.generation.sampling import Samples, _stop_ids, sample, stop_ids
 from tandem.registry import registrar
 
 VLLM_MISSING = ("--engine vllm needs vLLM: pip install 'tandem[vllm]' (the CPU build; on a GPU machine "
-                "pip install vllm)")
+                "pip install 'tandem[vllm-gpu]')")
 
 
 class EngineUnavailable(ImportError):
