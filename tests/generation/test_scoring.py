@@ -65,10 +65,26 @@ def test_rows_within_memory_is_the_budget_over_the_estimated_bytes_of_a_row(tiny
 
     model = load_causal_lm(tiny_model_dir)
     per_token = activation_bytes_per_token(model)
-    assert per_token == ACTIVATION_BYTES_PER_LAYER_UNIT * model.config.num_hidden_layers * model.config.hidden_size
+    config = model.config
+    assert per_token == ACTIVATION_BYTES_PER_LAYER_UNIT * config.num_hidden_layers * config.hidden_size + 2 * config.vocab_size
     for width, most, gigabytes in [(320, 32, 0.01), (64, 8, 0.001), (1000, 4, 1e-6), (10, 16, 100.0)]:
         expected = max(1, min(most, int(gigabytes * 2**30 // (per_token * width))))
         assert rows_within_memory(model, width, most, gigabytes) == expected
     assert rows_within_memory(model, 10_000, 16, 1e-6) == 1  # a row too long for the budget still trains
     assert rows_within_memory(model, 320, 16, None) == 16
     assert rows_within_memory(torch.nn.Linear(2, 2), 320, 16, 1e-6) == 16  # no decoder config: no estimate
+
+
+def test_on_a_gpu_the_budget_is_the_free_memory_and_the_vocabulary_counts():
+    """Qwen2.5-0.5B (24 layers, hidden 896, vocabulary 151936) in 512-token rows: 4 GB hold 3 rows; 60 GB free on the
+    device hold 0.8 x 60 GB / (106 x 24 x 896 + 2 x 151936 = 2,583,296 bytes per token x 512) = 38."""
+    from types import SimpleNamespace
+
+    from tandem.generation.scoring import activation_bytes_per_token, rows_within_memory
+
+    qwen = SimpleNamespace(config=SimpleNamespace(num_hidden_layers=24, hidden_size=896, vocab_size=151936))
+    assert activation_bytes_per_token(qwen) == 2_583_296
+    assert rows_within_memory(qwen, 512, 128, 4.0) == 3
+    assert rows_within_memory(qwen, 512, 128, 4.0, free_bytes=60 * 2**30) == 38
+    assert rows_within_memory(qwen, 64, 128, 4.0, free_bytes=60 * 2**30) == 128  # at most --micro-batch-size
+    assert rows_within_memory(qwen, 512, 128, None, free_bytes=60 * 2**30) == 128  # none: no budget at all

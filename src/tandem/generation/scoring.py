@@ -23,10 +23,15 @@ def _takes_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
-# Activations a training forward keeps for its backward, per token, per decoder layer and hidden unit: 64 KB per
-# token per layer for SmolLM2-135M (hidden 576, MLP 1536) under bf16 autocast, measured as the peak RSS of a
-# forward + backward over 16 rows of 320 tokens (`benchmarks/logprob_memory.py`: 9.8 GB above the model).
-ACTIVATION_BYTES_PER_LAYER_UNIT = 112
+# Activations a training forward keeps for its backward, per token: per decoder layer and hidden unit, plus the
+# bf16 logits kept per vocabulary entry (the fp32 log-softmax runs 64 rows at a time). Fitted to SmolLM2-135M
+# (30 layers, hidden 576, vocabulary 49152) under bf16 autocast: 1.9 MB per token, the peak RSS of a forward +
+# backward over 16 rows of 320 tokens (`benchmarks/logprob_memory.py`: 9.8 GB above the model), 5% of it logits.
+ACTIVATION_BYTES_PER_LAYER_UNIT = 106
+LOGIT_BYTES_PER_VOCABULARY_ENTRY = 2
+# Of the device memory free before an update, the share its micro-batches may fill (the allocator's fragmentation
+# and the step's temporaries take the rest).
+FREE_MEMORY_SHARE = 0.8
 
 
 def activation_bytes_per_token(model) -> int | None:
@@ -36,16 +41,25 @@ def activation_bytes_per_token(model) -> int | None:
     layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
     if not isinstance(layers, int) or not isinstance(hidden, int):
         return None
-    return ACTIVATION_BYTES_PER_LAYER_UNIT * layers * hidden
+    vocabulary = getattr(config, "vocab_size", None) or 0
+    return ACTIVATION_BYTES_PER_LAYER_UNIT * layers * hidden + LOGIT_BYTES_PER_VOCABULARY_ENTRY * vocabulary
 
 
-def rows_within_memory(model, width: int, most_rows: int, gigabytes: float | None) -> int:
-    """Rows of `width` tokens a micro-batch may hold so its activations stay within `gigabytes` (estimated by
-    `activation_bytes_per_token`), at most `most_rows` and at least 1; `most_rows` when there is no budget."""
+def rows_within_memory(model, width: int, most_rows: int, gigabytes: float | None, free_bytes: float | None = None) -> int:
+    """Rows of `width` tokens a micro-batch may hold so its activations (estimated by `activation_bytes_per_token`)
+    stay within the budget, at most `most_rows` and at least 1; `most_rows` when there is no budget (`gigabytes`
+    None). The budget is `gigabytes`, or with `free_bytes` (the device memory free now, `free_device_bytes`)
+    `FREE_MEMORY_SHARE` of that: what really fits on a GPU, not a CPU's measure."""
     per_token = activation_bytes_per_token(model) if gigabytes is not None else None
     if per_token is None:
         return most_rows
-    return max(1, min(most_rows, int(gigabytes * 2**30 // (per_token * max(width, 1)))))
+    budget = FREE_MEMORY_SHARE * free_bytes if free_bytes is not None else gigabytes * 2**30
+    return max(1, min(most_rows, int(budget // (per_token * max(width, 1)))))
+
+
+def free_device_bytes(device: torch.device) -> float | None:
+    """The memory free on a CUDA `device` now (None elsewhere: the CPU's budget is --micro-batch-memory)."""
+    return float(torch.cuda.mem_get_info(device)[0]) if device.type == "cuda" else None
 
 
 def logits_to_keep(model, labels: torch.Tensor) -> dict:

@@ -41,7 +41,7 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, proc
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.generation.engines import ENGINE_MEMORY_HELP, ROLLOUT_ENGINES, make_engine
-from tandem.generation.scoring import completion_logits, rows_within_memory, shared_prefix_plan
+from tandem.generation.scoring import completion_logits, free_device_bytes, rows_within_memory, shared_prefix_plan
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
@@ -65,7 +65,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
     batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
-    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size).")
+    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -384,6 +384,14 @@ class OnlineTrainer(GenerativeTrainer):
         plan = shared_prefix_plan(model, labels, batch.input_ids, batch.attention_mask)
         return batch.input_ids.shape[1] if plan is None else -(-plan.cost() // len(labels)) + len(plan.common)
 
+    def _micro_batch_rows(self, model, batch: RolloutBatch, labels: torch.Tensor) -> int:
+        """--micro-batch-size, fewer where long rows would pass the budget: --micro-batch-memory, or on a GPU (unless
+        it is given) the device memory free now."""
+        cfg = self.config
+        free = None if "micro_batch_memory" in cfg.model_fields_set else free_device_bytes(self.accelerator.device)
+        return rows_within_memory(model, self._tokens_per_row(model, batch, labels), cfg.micro_batch_size,
+                                  cfg.micro_batch_memory, free)
+
     @torch.no_grad()
     def _old_and_reference(self, batch: RolloutBatch):
         """log pi_old (recomputed by the training forward, so the ratio starts at exactly 1), log pi_ref, values."""
@@ -391,8 +399,7 @@ class OnlineTrainer(GenerativeTrainer):
         old, ref, values = [], [], []
         model = self.accelerator.unwrap_model(self.model)
         reference, reference_context = reference_and_context(model, self.reference)
-        step = rows_within_memory(model, self._tokens_per_row(model, batch, labels), self.config.micro_batch_size,
-                                  self.config.micro_batch_memory)
+        step = self._micro_batch_rows(model, batch, labels)
         for start in range(0, labels.shape[0], step):
             rows = slice(start, start + step)
             with self.accelerator.autocast():
@@ -467,8 +474,7 @@ class OnlineTrainer(GenerativeTrainer):
         gap = [0.0, 0.0]  # single pass: the engine/trainer mismatch, read from the update's own forward
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
-        rows = rows_within_memory(self.forward_model, self._tokens_per_row(self.forward_model, batch, labels),
-                                  cfg.micro_batch_size, cfg.micro_batch_memory)
+        rows = self._micro_batch_rows(self.forward_model, batch, labels)
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
