@@ -7,14 +7,25 @@ The same objects drive the Python API (`SFTConfig(model=..., data=...)`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tandem.tracking import TRACKERS, parse_tracker_names
 
 C = TypeVar("C", bound=BaseModel)
+
+
+def _exists(path: Path) -> Path:
+    """Files and folders a run reads must exist, even when this run would not read them (a typo is a typo)."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    return path
+
+
+# An option naming a file or folder the run reads: validated to exist when the config is made.
+InputPath = Annotated[Path, AfterValidator(_exists)]
 
 
 class TrainConfig(BaseModel):
@@ -93,14 +104,6 @@ class TrainConfig(BaseModel):
             raise ValueError(f"the learning rate must lie in (0, 1], got {value}")
         return value
 
-    @field_validator("data", "eval_data", "ref_model", "history", "shaping_model", check_fields=False)
-    @classmethod
-    def _input_exists(cls, value):
-        """Files and folders the run reads must exist, even when this run would not read them (a typo is a typo)."""
-        if isinstance(value, Path) and not value.exists():  # (agent-rl's `history` is a word, not a path)
-            raise ValueError(f"{value} does not exist")
-        return value
-
     @field_validator("report_to", mode="before")
     @classmethod
     def _known_trackers(cls, value):
@@ -108,9 +111,14 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _micro_fits_batch(self) -> TrainConfig:
-        if self.micro_batch_size > self.batch_size:
-            self.__dict__["micro_batch_size"] = self.batch_size
+        cap = self.micro_batch_cap()
+        if cap is not None and self.micro_batch_size > cap:
+            self.micro_batch_size = cap  # an assignment, validated as any other
         return self
+
+    def micro_batch_cap(self) -> int | None:
+        """The most sequences one micro-batch can hold (None: no cap): here, the batch."""
+        return self.batch_size
 
 
 def registered_name(value: str, registry: dict, kind: str) -> str:

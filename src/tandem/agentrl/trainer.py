@@ -34,6 +34,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 from transformers import set_seed
 
+from tandem.config import InputPath
 from tandem.agentrl.env import EnvSuite, check_env_spec, make_env_suite
 from tandem.agentrl.rollout import (
     Episode, RolloutOptions, chat_format, episode_batch, episode_sampling, model_sampler, run_episodes,
@@ -74,7 +75,7 @@ class AgentRLConfig(RLOptions, CriticOptions, OverlongOptions):
     advantage: str = Field("grpo", description="Credit: a score-only estimator (grpo, dr_grpo, rloo, ...: trajectory level, per group of episodes) or gae (turn rewards, value head).")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount (gae, and the shaping term gamma Phi(s') - Phi(s)).")
     kl_coef: float = Field(0.0, ge=0, description="Weight of the per-token KL to the reference (0: no reference loaded).")
-    shaping_model: Path | None = Field(None, description="A language model rating progress 0-9 (tandem.agents.backends.HFBackend): potential-based shaping gamma Phi(s') - Phi(s) added to each turn's reward.")
+    shaping_model: InputPath | None = Field(None, description="A language model rating progress 0-9 (tandem.agents.backends.HFBackend): potential-based shaping gamma Phi(s') - Phi(s) added to each turn's reward.")
     shaping_scale: float = Field(1.0, description="Phi = scale x the shaping model's progress rating in [0, 1].")
     transcripts: int = Field(4, ge=0, description="Evaluation episodes written to transcripts/ at the first and the last evaluation.")
     demonstrations: str | None = Field(None, description="Warm start before RL by supervised fine-tuning on demonstrations (loss on the assistant turns, rendered as RL renders episodes): 'expert' (the environment's built-in expert: FrozenLake shortest path, BabyAIBot, a task's answers) or a JSONL file of episodes in the messages format.")

@@ -28,6 +28,7 @@ from transformers import set_seed
 
 import tandem.tasks.polite  # noqa: F401  (registers the "polite" task)
 
+from tandem.config import InputPath
 from tandem.data import DataError, pad_sft_batch, read_records, tokenize_sft
 from tandem.generation.engines import EngineOptions, make_engine
 from tandem.models.loading import load_reward_model, load_tokenizer, save_model
@@ -255,7 +256,7 @@ class VerbalRewardConfig(EngineOptions):
     out: Path = Field(Path("runs/verbal_reward"), description="Run directory: feedback data, g_phi, the RL policy, report.")
     task: str = Field("polite", description="Built-in task that writes verbal feedback (polite, sentiment, arithmetic).")
     model: Path | None = Field(None, description="SFT policy (and g_phi's backbone) to start from (default: pre-train and fine-tune one).")
-    data: Path | None = Field(None, description="Your feedback data to train g_phi: records with prompt, response, feedback, score.")
+    data: InputPath | None = Field(None, description="Your feedback data to train g_phi: records with prompt, response, feedback, score.")
     preset: Literal["smoke", "default"] = Field("default", description="Sizes: smoke (about a minute) or default (minutes).")
     algorithm: Literal["grpo", "ppo"] = Field("grpo", description="RL algorithm optimising the g_phi reward.")
     kl_coef: float = Field(0.05, ge=0, description="Weight of the KL to the SFT policy.")

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from tandem.config import InputPath
 from tandem.data import SFT_FORMATS, DataError, read_records, validate
 from tandem.data.io import Record
 from tandem.explain.attribution import explain_policy_shift, explain_reward
@@ -25,7 +26,7 @@ class ExplainConfig(EngineOptions):
     reward_model: Path | None = Field(None, description="Reward-model directory whose scores are attributed to tokens.")
     policy: Path | None = Field(None, description="Policy (causal LM) directory; with --reference, per-token log-prob change and KL.")
     reference: Path | None = Field(None, description="Reference model (e.g. the SFT model) the policy is compared with.")
-    data: Path | None = Field(None, description="JSONL/JSON/CSV/Parquet of records with prompt and completion (or response), or messages.")
+    data: InputPath | None = Field(None, description="JSONL/JSON/CSV/Parquet of records with prompt and completion (or response), or messages.")
     task: str = Field("sentiment", description="Without --data: built-in task whose held-out prompts the policy answers.")
     n_records: int = Field(4, ge=1, description="Records to explain (the first N of --data, or N task prompts).")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature when responses are generated (0: greedy).")

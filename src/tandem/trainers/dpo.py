@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from tandem.config import InputPath
 from tandem.algorithms.preference import (
     NEEDS_REFERENCE, PREFERENCE_LOSS_FACTS, PREFERENCE_LOSSES, PairedLogps, UnpairedLogps, preference_loss,
 )
@@ -33,7 +34,7 @@ from tandem.trainers.sources import prepare_finetune
 class DPOConfig(FinetuneSourceConfig):
     out: Path = Field(Path("runs/dpo"), description="Run directory.")
     model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
-    ref_model: Path | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
+    ref_model: InputPath | None = Field(None, description="Reference model directory (default: --model; with LoRA: the base with the adapter off).")
     loss: str = Field(
         "sigmoid", description="Loss by name: sigmoid (DPO), ipo, robust, hinge, simpo, orpo; kto for unpaired (prompt, completion, label) data."
     )

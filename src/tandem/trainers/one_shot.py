@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import Field
 from transformers import set_seed
 
+from tandem.config import InputPath
 from tandem.data import DataError
 from tandem.trainers.grpo import GRPOConfig, GRPOTrainer
 from tandem.trainers.online import run_online
@@ -60,7 +61,7 @@ def historical_variance_ranking(history: dict[int, list[float]]) -> list[tuple[i
 
 class OneShotConfig(GRPOConfig):
     out: Path = Field(Path("runs/one-shot"), description="Run directory.")
-    history: Path | None = Field(None, description="Run directory of an earlier full-data `tandem grpo` run whose example_rewards.jsonl picks the examples.")
+    history: InputPath | None = Field(None, description="Run directory of an earlier full-data `tandem grpo` run whose example_rewards.jsonl picks the examples.")
     n_examples: int = Field(1, ge=1, description="How many of the highest-variance examples to train on (1: one-shot RLVR).")
     examples: list[int] = Field(default_factory=list, description="Train on these prompt indices instead of picking by variance.")
     entropy_coef: float = Field(0.001, ge=0, description="Entropy bonus weight (the paper keeps one).")

@@ -35,7 +35,7 @@ from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
 from tandem.algorithms.policy_losses import (
     LOSS_AGGREGATIONS, POLICY_LOSS_FACTS, POLICY_LOSSES, aggregate_loss, token_entropy, global_normaliser, policy_loss,
 )
-from tandem.config import TrainConfig, registered_name
+from tandem.config import InputPath, TrainConfig, registered_name
 from tandem.data import load_examples
 from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, process_device, reference_and_context
 from tandem.rewards import build_reward
@@ -62,7 +62,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     registries: ClassVar[dict[str, dict]] = REGISTRIES
 
     model: Path = Field(Path("runs/sft/model"), description="Policy to start from (usually the SFT model): a model directory, a .gguf file or a LoRA adapter folder.")
-    ref_model: Path | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
+    ref_model: InputPath | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
     batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
     micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
@@ -100,18 +100,17 @@ class RLOptions(TrainConfig, LoRAOptions):
         """A typo in a registered name fails here, before any model loads, with the names to choose from."""
         return registered_name(value, cls.registries[info.field_name], info.field_name.replace("_", " "))
 
-    @model_validator(mode="after")
-    def _micro_fits_batch(self) -> RLOptions:
-        # the update's micro-batches count rows (samples, episode turns), not --batch-size's prompts or start
-        # states: capping them at --batch-size cut agent RL's update to 2-row micro-batches
-        return self
+    def micro_batch_cap(self) -> int | None:
+        """None: the update's micro-batches count rows (samples, episode turns), not --batch-size's prompts or
+        start states (capping them at --batch-size cut agent RL's update to 2-row micro-batches)."""
+        return None
 
 
 class OnlineRLConfig(RLOptions):
     """Options every online RL command on prompts shares (the rollout: prompts, samples, reward)."""
 
     task: str = Field("sentiment", description="Built-in task for prompts (and its gold reward for evaluation).")
-    data: Path | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
+    data: InputPath | None = Field(None, description="Your prompts: a file with a 'prompt' field; other fields reach the reward as columns.")
     reward: str = Field("task", description="Reward: 'task' (the task's gold reward), verifier:NAME, task:NAME, model:PATH, module:function; weighted sums as '0.5*A,1.0*B'.")
     reward_timeout: float | None = Field(300.0, gt=0, description="Seconds a reward call (one batch) may take; a slower one is a reward error, as an exception is (none: no limit).")
     reward_bound: float = Field(1e6, gt=0, description="A reward of larger magnitude is an error, as NaN is (it would make the weights NaN).")
@@ -134,11 +133,9 @@ class OnlineRLConfig(RLOptions):
     def _known_task(cls, value: str) -> str:
         return check_task_spec(value)
 
-    @model_validator(mode="after")
-    def _micro_fits_batch(self) -> OnlineRLConfig:
-        # micro-batches count sequences (prompts x samples), not prompts
-        self.__dict__["micro_batch_size"] = min(self.micro_batch_size, self.batch_size * self.samples_per_prompt)
-        return self
+    def micro_batch_cap(self) -> int | None:
+        """Micro-batches count sequences: prompts x samples."""
+        return self.batch_size * self.samples_per_prompt
 
     @model_validator(mode="after")
     def _groups_for_dynamic_sampling(self) -> OnlineRLConfig:

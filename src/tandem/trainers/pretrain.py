@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from transformers import set_seed
 
 from tandem.algorithms.losses import sft_nll_sum
-from tandem.config import TrainConfig
+from tandem.config import InputPath, TrainConfig
 from tandem.data import pack_sequences, tokenize_text
 from tandem.models.factory import MODEL_SIZES, build_model
 from tandem.models.loading import load_causal_lm, load_tokenizer
@@ -24,7 +24,7 @@ from tandem.trainers.sources import train_eval_examples
 class PretrainConfig(TrainConfig):
     out: Path = Field(Path("runs/pretrain"), description="Run directory.")
     task: str = Field("sentiment", description="Built-in task whose corpus to train on (when --data is not given).")
-    data: Path | None = Field(None, description="Your own corpus: JSONL/JSON/Parquet/CSV or a saved dataset with a 'text' field.")
+    data: InputPath | None = Field(None, description="Your own corpus: JSONL/JSON/Parquet/CSV or a saved dataset with a 'text' field.")
     model: Path | None = Field(None, description="Continue pre-training this Hugging Face model directory instead of a new tiny model.")
     size: Literal["tiny", "small", "medium"] = Field("small", description="Tiny-model preset (~1M, ~5M, ~30M parameters).")
     arch: Literal["llama", "qwen2"] = Field("llama", description="Architecture of the new tiny model.")

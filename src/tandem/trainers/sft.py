@@ -9,7 +9,7 @@ import torch
 from pydantic import BaseModel, Field, field_validator
 
 from tandem.algorithms.losses import IGNORE_INDEX, sft_nll_sum
-from tandem.config import TrainConfig
+from tandem.config import InputPath, TrainConfig
 from tandem.data import pad_sft_batch, tokenize_sft
 from tandem.generation.scoring import completion_logits
 from tandem.models.loading import add_lora, load_causal_lm, save_model
@@ -29,8 +29,8 @@ class FinetuneSourceConfig(TrainConfig, LoRAOptions):
     """Model, data and adapter options shared by fine-tuning commands."""
 
     task: str = Field("sentiment", description="Built-in task to draw data from when --data is not given.")
-    data: Path | None = Field(None, description="Your training data: JSONL/JSON/Parquet/CSV file or a saved `datasets` directory.")
-    eval_data: Path | None = Field(None, description="Held-out data in the same format (default: a slice of --data).")
+    data: InputPath | None = Field(None, description="Your training data: JSONL/JSON/Parquet/CSV file or a saved `datasets` directory.")
+    eval_data: InputPath | None = Field(None, description="Held-out data in the same format (default: a slice of --data).")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Fraction of --data held out when --eval-data is not given.")
     n_train: int = Field(4000, ge=1, description="Training examples to generate from the task.")
     n_eval: int = Field(200, ge=0, description="Held-out examples / prompts to generate from the task.")
