@@ -13,6 +13,7 @@ from tandem.agents.decision_transformer import (
     decrement_return_to_go,
     evaluate_decision_transformer,
     interleave_tokens,
+    pretrained_decision_transformer,
     shape_for,
     train_decision_transformer,
 )
@@ -21,13 +22,21 @@ from tandem.agents.offline_data import episodes_to_dataset, returns_to_go, space
 
 
 
-def _model(discrete=True, condition_on_return=True, **kw):
+def _model(discrete=True, condition_on_return=True, backbone=None, **kw):
+    """A small DT; with `backbone` (a checkpoint folder) its transformer is that causal LM's decoder."""
     torch.manual_seed(0)
     shape = DTShape(state_dim=3, action_dim=4 if discrete else 2, discrete=discrete, context=5, hidden=16,
                     layers=2, heads=2, dropout=0.0, max_timestep=50, condition_on_return=condition_on_return,
                     return_scale=10.0, action_low=None if discrete else [-2.0, -2.0],
                     action_high=None if discrete else [2.0, 2.0], **kw)
-    return DecisionTransformer(shape).eval()
+    model = DecisionTransformer(shape) if backbone is None else pretrained_decision_transformer(shape, backbone)
+    return model.eval()
+
+
+@pytest.fixture(params=["own", "pretrained"])
+def backbone(request):
+    """Each masking test runs on the DT's own transformer and on a pretrained Hugging Face decoder."""
+    return None if request.param == "own" else request.getfixturevalue("pretrained_llama_dir")
 
 
 def _inputs(discrete=True, batch=2, k=5, seed=0):
@@ -81,8 +90,8 @@ def test_attention_mask_is_causal_and_hides_left_padding():
 
 
 @pytest.mark.parametrize("discrete", [True, False])
-def test_action_prediction_cannot_peek_at_its_own_action_or_the_future(discrete):
-    model, inputs = _model(discrete), _inputs(discrete)
+def test_action_prediction_cannot_peek_at_its_own_action_or_the_future(discrete, backbone):
+    model, inputs = _model(discrete, backbone=backbone), _inputs(discrete)
     base = _predict(model, inputs)
     k = 2
     future = {key: value.clone() for key, value in inputs.items()}
@@ -98,8 +107,8 @@ def test_action_prediction_cannot_peek_at_its_own_action_or_the_future(discrete)
         assert not torch.allclose(_predict(model, present)[:, k], base[:, k])
 
 
-def test_left_padding_does_not_change_real_predictions_and_bc_ignores_returns():
-    model, inputs = _model(), _inputs()
+def test_left_padding_does_not_change_real_predictions_and_bc_ignores_returns(backbone):
+    model, inputs = _model(backbone=backbone), _inputs()
     inputs["real"][:, :2] = 0
     base = _predict(model, inputs)
     noisy = {key: value.clone() for key, value in inputs.items()}
@@ -107,7 +116,7 @@ def test_left_padding_does_not_change_real_predictions_and_bc_ignores_returns():
     noisy["returns_to_go"][:, :2] += 9.0
     torch.testing.assert_close(_predict(model, noisy)[:, 2:], base[:, 2:])
     assert torch.isfinite(base).all()
-    bc = _model(condition_on_return=False)
+    bc = _model(condition_on_return=False, backbone=backbone)
     bc_inputs = _inputs()
     other = dict(bc_inputs, returns_to_go=bc_inputs["returns_to_go"] + 100.0)
     torch.testing.assert_close(_predict(bc, other), _predict(bc, bc_inputs))
@@ -136,6 +145,27 @@ def test_return_to_go_is_decremented_by_each_reward_in_the_evaluation_context():
     assert window["states"][-1].tolist() == [3.0, 3.0, 3.0] and context.total == 6.0
     short = context.window(k=2, action_shape=(), action_dtype=np.int64)
     assert short["returns_to_go"].tolist() == [7, 4] and short["timesteps"].tolist() == [2, 3]
+
+
+def test_pretrained_backbone_starts_as_the_checkpoint_and_saves_with_its_shape(pretrained_llama_dir, tmp_path):
+    """Reid et al. 2022: the DT's transformer blocks are the causal LM's decoder layers, weights and all (at step 0);
+    the DT keeps its own embeddings and head, and width and depth come from the checkpoint."""
+    from tandem.models.loading import load_causal_lm
+
+    model = _model(backbone=pretrained_llama_dir)
+    assert (model.shape.hidden, model.shape.layers, model.shape.heads) == (32, 2, 2)
+    assert model.embed_state.out_features == 32 and model.predict_action.in_features == 32
+    checkpoint = load_causal_lm(pretrained_llama_dir).model.state_dict()
+    backbone = model.transformer.state_dict()
+    assert set(backbone) == set(checkpoint)  # every layer, the final norm, and a stub vocabulary
+    for name, weights in checkpoint.items():
+        if name != "embed_tokens.weight":  # the vocabulary is never read: the DT feeds its own embeddings
+            torch.testing.assert_close(backbone[name], weights, rtol=0, atol=0, msg=name)
+    assert backbone["embed_tokens.weight"].shape == (1, 32)
+    model.save(tmp_path / "dt")
+    reloaded = DecisionTransformer.load(tmp_path / "dt")
+    assert reloaded.shape == model.shape
+    torch.testing.assert_close(_predict(reloaded, _inputs()), _predict(model, _inputs()))
 
 
 def _dataset_from(episodes, policy_index, envs, policies):
@@ -233,3 +263,27 @@ def test_cli_collect_then_dt_writes_metrics_and_the_target_plot(tmp_path, cli_ap
     assert bad.exit_code == 2 and "mix" in bad.output
     missing = runner.invoke(cli_app, ["dt", "--data", str(tmp_path / "nowhere"), "--out", str(out)])
     assert missing.exit_code == 1 and "no offline dataset directory" in missing.output
+
+
+def test_cli_dt_with_a_pretrained_model_trains_the_checkpoints_layers(tmp_path, cli_app, pretrained_llama_dir):
+    import yaml
+    from typer.testing import CliRunner
+
+    from tandem.models.loading import load_causal_lm
+
+    envs = vector_env_by_id("CartPole-v1", 2)
+    episodes = run_episodes(envs, random_actor(envs, 0), 8, seed=0, progress=False)
+    mean_return = float(np.mean([e["reward"].sum() for e in episodes]))
+    _dataset_from(episodes, [0] * 8, envs, [{"name": "random", "mean_return": mean_return}]).save(tmp_path / "data")
+    out = tmp_path / "dt"
+    result = CliRunner().invoke(cli_app, ["dt", "--data", str(tmp_path / "data"), "--model", str(pretrained_llama_dir),
+                                          "--out", str(out), "--steps", "5", "--context", "4", "--eval-episodes", "2",
+                                          "--num-envs", "2", "--targets", "20", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 1e-4  # the pretrained default
+    checkpoint = load_causal_lm(pretrained_llama_dir).model.state_dict()
+    for name in ("decision_transformer", "behaviour_cloning"):  # BC is the same network: the same pretrained layers
+        model = DecisionTransformer.load(out / "model", name=name)
+        assert (model.shape.hidden, model.shape.layers, model.shape.backbone["model_type"]) == (32, 2, "llama")
+        trained = model.transformer.state_dict()
+        assert not torch.equal(trained["layers.0.self_attn.q_proj.weight"], checkpoint["layers.0.self_attn.q_proj.weight"])

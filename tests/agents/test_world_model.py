@@ -182,3 +182,63 @@ def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     assert (out / "world_model.png").exists() and (out / "lm" / "model" / "model.safetensors").exists()
     bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--env", "CartPole-v1"])
     assert bad.exit_code == 2 and "FrozenLake or Taxi" in bad.output
+
+
+def held_out_nll(model_dir, rows) -> float:
+    """Mean NLL per completion token (its EOS included) of prompt/completion rows, as SFT's eval/loss counts it."""
+    from tandem.data import tokenize_sft
+    from tandem.models.loading import load_causal_lm, load_tokenizer
+
+    model, tokenizer = load_causal_lm(model_dir).eval(), load_tokenizer(model_dir)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            ids = tokenize_sft(row, tokenizer)
+            labels = [t if m else -100 for t, m in zip(ids["input_ids"], ids["completion_mask"])]
+            n = sum(m for m in ids["completion_mask"][1:])
+            total += float(model(torch.tensor([ids["input_ids"]]), labels=torch.tensor([labels])).loss) * n
+            count += n
+    return total / count
+
+
+def test_fine_tuning_a_pretrained_lm_lowers_its_held_out_loss_and_plans(tmp_path, pretrained_llama_dir):
+    """`--model`: the checkpoint and its own tokenizer are fine-tuned (no tiny model, no new tokenizer). 40 steps
+    took the random hidden-32 Llama from 6.2 to 3.7 nats per held-out completion token (0.6x; 0.8x asked)."""
+    make_env = map_env_factory("FrozenLake-v1", frozen_lake_maps(4, 4, seed=0))
+    train, held_out = split_transitions(collect_transitions(make_env, 40, seed=0), 0.2, seed=0)
+    config = WorldModelTrainConfig(out=tmp_path / "wm", model=pretrained_llama_dir, max_steps=40, batch_size=16,
+                                   lr=3e-3, progress=False, seed=0)
+    world_model, metrics = train_world_model(config, train, held_out, action_names(make_env(0)))
+    rows = sft_rows(held_out)
+    before, after = held_out_nll(pretrained_llama_dir, rows), held_out_nll(tmp_path / "wm" / "lm" / "model", rows)
+    assert after < 0.8 * before, (before, after)
+    assert metrics["eval/loss"] == pytest.approx(after, rel=0.05)  # the SFT run's own held-out figure agrees
+    assert not (tmp_path / "wm" / "init").exists() and len(world_model.tokenizer) == 512  # the checkpoint's tokenizer
+    assert 0 <= evaluate_world_model(world_model, held_out)["next_state_accuracy"] <= 1
+    assert plan_episode(make_env(0), world_model, "tree", seed=0, horizon=2).steps >= 1  # planning runs in it
+
+
+def test_world_model_command_on_a_gguf_file_with_lora(tmp_path, tiny_gguf_file):
+    """`tandem world-model --model FILE.gguf --lora-rank 2`: pretrained defaults, adapters merged into lm/model."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from tandem.agents.commands import register
+    from tandem.cli import add_command, app
+
+    if "world-model" not in {c.name for c in app.registered_commands}:
+        register(add_command)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "world-model", "--model", str(tiny_gguf_file), "--lora-rank", "2", "--out", str(out), "--n-maps", "2",
+        "--episodes", "6", "--max-steps", "2", "--batch-size", "4", "--horizon", "1", "--plan-episodes", "1",
+        "--dyna-real-steps", "10", "--dyna-planning-steps", "1", "--dyna-seeds", "1", "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["model"] == str(tiny_gguf_file) and 0 <= report["held_out"]["next_state_accuracy"] <= 1
+    sft = yaml.safe_load((out / "lm" / "config.yaml").read_text())
+    assert (sft["lr"], sft["epochs"], sft["lora_rank"], sft["chat_template"]) == (1e-4, 3.0, 2, "off")
+    assert (out / "lm" / "model" / "config.json").exists() and not (out / "lm" / "model" / "adapter_config.json").exists()
+    bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--lora-rank", "2"])
+    assert bad.exit_code == 2 and "--model" in bad.output

@@ -74,8 +74,8 @@ def register(add_command) -> None:
     add_command("dt", DTConfig, show_dt,
                 "Train a Decision Transformer and a behaviour-cloning baseline on an offline dataset; plot return vs target.")
     add_command("world-model", WorldModelConfig, show_world_model,
-                "Train a tiny LM world model on text transitions, report held-out exact match, "
-                "plan and run Dyna in it.")
+                "Train a tiny LM world model on text transitions (or fine-tune a pretrained --model), report held-out "
+                "exact match, plan and run Dyna in it.")
     add_command("babyai", BabyAIConfig, show_babyai,
                 "Language-conditioned BabyAI policy pi(a | s, l) by BabyAIBot imitation and/or PPO; "
                 "held-out mission success.")

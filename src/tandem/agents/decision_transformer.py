@@ -11,6 +11,13 @@ Discrete actions: cross-entropy on logits. Continuous actions: tanh outputs in [
 rescaled to [-1, 1], mean squared error. At evaluation the first return-to-go is the target return, and
 after each reward R_{t+1} = R_t - r_t; returns are divided by `return_scale` before embedding.
 With `condition_on_return=False` the same network reads (s, a) pairs only: behaviour cloning.
+
+The transformer is the DT's own (`hidden`, `layers`, `heads`), or a pretrained causal LM's decoder, as Reid,
+Yamada and Gu (2022, "Can Wikipedia help offline reinforcement learning?", arXiv:2201.12122) did with GPT-2
+(`pretrained_decision_transformer`): the LM's layers and final norm, initialised from the checkpoint, read the
+DT's own token embeddings (`inputs_embeds`; the LM's vocabulary is not used) and the action head reads their
+output, so width and depth are the checkpoint's. Its positions count from the window's first real token, so
+left padding moves nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +34,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel
 
 from tandem.agents.episodes import make_env_by_id
 from tandem.agents.evaluation import play_episodes
 from tandem.agents.offline_data import OfflineDataset, returns_to_go
+from tandem.models.loading import load_causal_lm
 
 
 @dataclass
@@ -50,6 +59,7 @@ class DTShape:
     return_scale: float = 1.0
     action_low: list[float] | None = None
     action_high: list[float] | None = None
+    backbone: dict | None = None  # a pretrained decoder's config.json as a dict; None: the DT's own transformer
 
     @property
     def tokens_per_step(self) -> int:
@@ -79,9 +89,13 @@ def attention_block_mask(real: Tensor, tokens_per_step: int) -> Tensor:
 
 
 class DecisionTransformer(nn.Module):
-    """Embeddings of (return-to-go, state, action) + timestep, a causal transformer, an action head."""
+    """Embeddings of (return-to-go, state, action) + timestep, a causal transformer, an action head.
 
-    def __init__(self, shape: DTShape) -> None:
+    With `shape.backbone` the transformer is a Hugging Face decoder of that config: `backbone`, when given (the
+    pretrained one), else built fresh from the config (to load saved weights into).
+    """
+
+    def __init__(self, shape: DTShape, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.shape = shape
         h = shape.hidden
@@ -90,9 +104,15 @@ class DecisionTransformer(nn.Module):
         self.embed_state = nn.Linear(shape.state_dim, h)
         self.embed_action = nn.Embedding(shape.action_dim, h) if shape.discrete else nn.Linear(shape.action_dim, h)
         self.embed_norm = nn.LayerNorm(h)
-        layer = nn.TransformerEncoderLayer(h, shape.heads, 4 * h, shape.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.transformer = nn.TransformerEncoder(layer, shape.layers, enable_nested_tensor=False)
+        if shape.backbone is None:
+            layer = nn.TransformerEncoderLayer(h, shape.heads, 4 * h, shape.dropout, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, shape.layers, enable_nested_tensor=False)
+        else:
+            if backbone is None:
+                backbone = AutoModel.from_config(AutoConfig.for_model(**shape.backbone), dtype=torch.float32)
+            backbone.set_input_embeddings(nn.Embedding(1, h))  # tokens come as embeddings: no vocabulary to keep
+            self.transformer = backbone
         self.predict_action = nn.Linear(h, shape.action_dim)
         # state normalisation from the training data (identity until `set_state_statistics`)
         self.register_buffer("state_mean", torch.zeros(shape.state_dim))
@@ -120,12 +140,23 @@ class DecisionTransformer(nn.Module):
         batch, steps = states.shape[:2]
         real = torch.ones(batch, steps, device=states.device) if real is None else real
         tokens = self.embed_norm(self.embed(returns_to_go, states, actions, timesteps))
-        mask = attention_block_mask(real, self.shape.tokens_per_step)
-        mask = mask.repeat_interleave(self.shape.heads, dim=0)
-        hidden = self.transformer(tokens, mask=mask)
+        hidden = self.encode(tokens, real)
         state_tokens = hidden[:, self.shape.tokens_per_step - 2 :: self.shape.tokens_per_step]
         out = self.predict_action(state_tokens)
         return out if self.shape.discrete else torch.tanh(out)
+
+    def encode(self, tokens: Tensor, real: Tensor) -> Tensor:
+        """The transformer over the interleaved tokens (B, L, H), masked by `attention_block_mask`."""
+        blocked = attention_block_mask(real, self.shape.tokens_per_step)
+        if self.shape.backbone is None:
+            return self.transformer(tokens, mask=blocked.repeat_interleave(self.shape.heads, dim=0))
+        # a Hugging Face decoder takes the same mask as an additive (B, 1, L, L) one, used as given
+        additive = torch.zeros(blocked.shape, dtype=tokens.dtype, device=tokens.device)
+        additive = additive.masked_fill(blocked, torch.finfo(tokens.dtype).min).unsqueeze(1)
+        real_tokens = real.repeat_interleave(self.shape.tokens_per_step, dim=1)
+        positions = (real_tokens.cumsum(1) - 1).clamp(min=0).long()
+        output = self.transformer(inputs_embeds=tokens, attention_mask=additive, position_ids=positions, use_cache=False)
+        return output.last_hidden_state
 
     # actions in the env's units <-> [-1, 1] (continuous only)
     def to_unit(self, actions: np.ndarray) -> np.ndarray:
@@ -163,6 +194,17 @@ def shape_for(dataset: OfflineDataset, condition_on_return: bool = True, **sizes
         discrete=dataset.discrete, condition_on_return=condition_on_return,
         action_low=meta.get("action_low"), action_high=meta.get("action_high"), **sizes,
     )
+
+
+def pretrained_decision_transformer(shape: DTShape, model: str | Path) -> DecisionTransformer:
+    """A Decision Transformer whose transformer is the decoder of the causal LM at `model` (a model directory, a
+    .gguf file or a LoRA folder, merged), initialised from its weights (Reid et al. 2022, arXiv:2201.12122);
+    `shape`'s hidden, layers and heads are replaced by the checkpoint's, its embeddings and head stay the DT's."""
+    decoder = load_causal_lm(model).base_model  # the layers and final norm, without the LM head
+    config = decoder.config
+    shape = replace(shape, hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
+                    backbone=json.loads(config.to_json_string(use_diff=False)))  # as saved and loaded again
+    return DecisionTransformer(shape, backbone=decoder)
 
 
 # ---- training batches ----------------------------------------------------------------------------

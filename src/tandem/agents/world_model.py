@@ -2,11 +2,33 @@
 
 Transitions of an environment are written as text (`tandem.agents.render`): the prompt holds the state and
 the action's name, the completion the next state, the reward and whether the episode ended, in the one format
-of `tandem.agents.prompts` (which `HFBackend.predict_next_state` asks with too).
+of `tandem.agents.prompts` (which `HFBackend.predict_next_state` asks with too). One FrozenLake transition,
+prompt then completion, exactly as the model reads and writes it (no chat template, also for chat models)::
 
-A tiny tandem model (tokenizer `train_tokenizer`, model `build_model`) is fine-tuned on these pairs with the
-ordinary SFT trainer (next-token NLL on the completion only) and measured by greedy next-state exact match on
-held-out transitions. `LMWorldModel` answers batched transition queries (the `TransitionModel` interface of
+    state:
+    task: walk from S to the goal G without stepping into a hole H
+    you: row 0, column 1
+    S@FF
+    FHFH
+    FFFH
+    HFFG
+    action: right
+    next state:
+    task: walk from S to the goal G without stepping into a hole H
+    you: row 0, column 2
+    SF@F
+    FHFH
+    FFFH
+    HFFG
+    reward: 0
+    done: no
+
+followed by the tokenizer's end-of-sequence token. The LM is fine-tuned on these pairs with the ordinary SFT
+trainer (next-token NLL on the completion only): by default a tiny tandem model built from scratch (tokenizer
+`train_tokenizer` on the transitions' words, model `build_model`), or with `model` a pretrained causal LM (a
+Hugging Face directory, a .gguf file or a LoRA folder) and its own tokenizer, every weight or LoRA adapters
+(`lora_rank`, merged into the saved model). It is measured by greedy next-state exact match on held-out
+transitions. `LMWorldModel` answers batched transition queries (the `TransitionModel` interface of
 `tandem.agents.planning`, where agents plan in it and learn Dyna-style from it), and `WorldModelEnv` wraps any
 such model as a Gymnasium environment whose `step` reports text it cannot parse instead of guessing.
 """
@@ -20,24 +42,25 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.envs.toy_text.frozen_lake import generate_random_map
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from tandem.agents.prompts import TransitionParseError, parse_transition, transition_completion, transition_prompt
 from tandem.agents.render import action_names, render_state
-from tandem.config import TrainConfig
+from tandem.config import TrainConfig, apply_model_defaults
 from tandem.generation import generate_completions
 from tandem.generation.engines import engine_for
 from tandem.models.factory import ModelSize, build_model
 from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.models.origin import model_origin
 from tandem.models.tokenizer import train_tokenizer
 from tandem.files import atomic_write_text
-from tandem.trainers.sft import SFTConfig, run_sft
+from tandem.trainers.sft import LoRAOptions, SFTConfig, run_sft
 
 logger = logging.getLogger(__name__)
 
@@ -226,48 +249,72 @@ def evaluate_world_model(world_model, transitions: Sequence[TextTransition]) -> 
 
 
 # ---- training ----------------------------------------------------------------------------------------
-class WorldModelTrainConfig(TrainConfig):
-    """The tiny language model and its SFT run (the shared training options come from `TrainConfig`)."""
+class WorldModelTrainConfig(TrainConfig, LoRAOptions):
+    """The language model and its SFT run: a tiny one from scratch, or `--model` (the shared training options come
+    from `TrainConfig`)."""
 
     out: Path = Field(Path("runs/world-model"), description="Run directory.")
-    hidden_size: int = Field(128, ge=8, description="Width of the tiny world-model transformer.")
-    num_layers: int = Field(4, ge=1, description="Transformer layers.")
-    num_heads: int = Field(4, ge=1, description="Attention heads.")
-    vocab_size: int = Field(400, ge=300, description="BPE vocabulary (byte alphabet + merges) trained on the transitions.")
+    model: Path | None = Field(None, description="Pretrained causal LM to fine-tune instead of a tiny one from scratch: a model directory, a .gguf file or a LoRA adapter folder (merged first); its own tokenizer reads the transitions.")
+    hidden_size: int = Field(128, ge=8, description="Width of the tiny world-model transformer (without --model).")
+    num_layers: int = Field(4, ge=1, description="Transformer layers (without --model).")
+    num_heads: int = Field(4, ge=1, description="Attention heads (without --model).")
+    vocab_size: int = Field(400, ge=300, description="BPE vocabulary (byte alphabet + merges) trained on the transitions (without --model).")
     epochs: float = Field(20.0, gt=0, description="Passes over the training transitions (when --max-steps is not set).")
-    lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW.")
+    lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW (a pretrained --model: 1e-4).")
     max_length: int = Field(192, ge=8, description="Longest prompt + completion in tokens.")
     log_every: int = Field(25, ge=1, description="Write metrics every N steps.")
+    chat_template: Literal["off"] = Field("off", description="Transitions are plain text (the module's format), never chat-rendered, for any model.")
+
+    # a pretrained LM already reads text: a gentler step, and fewer passes than a model learning from nothing
+    pretrained_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "epochs": 3.0}
+
+    @model_validator(mode="after")
+    def _lora_needs_a_model(self) -> WorldModelTrainConfig:
+        if self.lora_rank and self.model is None:
+            raise ValueError("--lora-rank adapts a pretrained --model; the tiny model from scratch trains every weight")
+        return self
+
+
+def _scratch_model(config: WorldModelTrainConfig, rows: Sequence[dict[str, str]], folder: Path) -> Path:
+    """A new tiny LM and a BPE tokenizer learnt from the transitions' words, saved in `folder`."""
+    tokenizer = train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in rows), vocab_size=config.vocab_size)
+    size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
+                     num_kv_heads=config.num_heads, intermediate_size=3 * config.hidden_size,
+                     vocab_size=len(tokenizer), max_positions=max(512, config.max_length))
+    build_model(size, tokenizer, arch="llama", seed=config.seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def train_world_model(
     config: WorldModelTrainConfig, train: Sequence[TextTransition], held_out: Sequence[TextTransition], action_list: Sequence[str],
     engine: str = "hf",
 ) -> tuple[LMWorldModel, dict]:
-    """Train a new tiny LM on `train` transitions with the SFT trainer; returns the world model (decoding on the
-    generation `engine`: hf, or vllm started from the trained model's directory) and SFT metrics.
+    """Fine-tune a new tiny LM, or `config.model`, on `train` transitions with the SFT trainer; returns the world
+    model (decoding on the generation `engine`: hf, or vllm started from the trained model's directory) and SFT
+    metrics.
 
-    Writes `train.jsonl` / `held_out.jsonl` (prompt/completion), the initial model `init/` and the SFT run
-    `lm/` (its `lm/model` is an ordinary Hugging Face directory) under `config.out`.
+    Writes `train.jsonl` / `held_out.jsonl` (prompt/completion), the initial tiny model `init/` (without
+    `config.model`) and the SFT run `lm/` (its `lm/model` is an ordinary Hugging Face directory, LoRA adapters
+    merged, as `agent-rl --env worldmodel:` reads it) under `config.out`.
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train_rows, held_out_rows = sft_rows(train), sft_rows(held_out)
     for name, rows in (("train.jsonl", train_rows), ("held_out.jsonl", held_out_rows)):
         atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
-    tokenizer = train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in train_rows),
-                                vocab_size=config.vocab_size)
-    size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
-                     num_kv_heads=config.num_heads, intermediate_size=3 * config.hidden_size,
-                     vocab_size=len(tokenizer), max_positions=max(512, config.max_length))
-    build_model(size, tokenizer, arch="llama", seed=config.seed).save_pretrained(out / "init")
-    tokenizer.save_pretrained(out / "init")
+    if config.model is None:
+        init = _scratch_model(config, train_rows, out / "init")
+    else:
+        init = config.model
+        if changed := apply_model_defaults(config, model_origin(init)):  # the defaults the user left unset
+            print(f"[tandem] pretrained model {init}: {changed} (set them to override)", flush=True)
     shared = config.model_dump(include=set(TrainConfig.model_fields) - {"out"})
-    sft = SFTConfig(**shared, model=out / "init", data=out / "train.jsonl", eval_data=out / "held_out.jsonl",
-                    out=out / "lm", n_eval=0)
+    sft = SFTConfig(**shared, model=init, data=out / "train.jsonl", eval_data=out / "held_out.jsonl", out=out / "lm",
+                    n_eval=0, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, merge_lora=True)
     result = run_sft(sft)
-    longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
     model, tokenizer = load_causal_lm(result.model_dir), load_tokenizer(result.model_dir)
+    longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
     world_model = LMWorldModel(model, tokenizer, action_list, max_new_tokens=longest + 8,
                                engine=engine_for(engine, model, tokenizer, result.model_dir))
     return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, **result.metrics}

@@ -3,7 +3,9 @@
 `tandem dt` with no options collects a CartPole-v1 random / medium / expert mixture into OUT/data, trains a
 Decision Transformer and a behaviour-cloning twin (the same network without returns), evaluates the DT at
 several target returns, and writes OUT/metrics.json and OUT/returns.png (achieved return against target).
-Scores are D4RL-normalised: 100 (R - R_random) / (R_best_behaviour - R_random).
+Scores are D4RL-normalised: 100 (R - R_random) / (R_best_behaviour - R_random). With `--model` both networks'
+transformers start from a pretrained causal LM's decoder layers (Reid et al. 2022, "Can Wikipedia help offline
+reinforcement learning?"; `pretrained_decision_transformer`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tandem.agents.decision_transformer import (
     DecisionTransformer,
     evaluate_decision_transformer,
+    pretrained_decision_transformer,
     shape_for,
     train_decision_transformer,
 )
@@ -27,8 +30,9 @@ from tandem.agents.episodes import make_env_by_id, random_episode_actor
 from tandem.agents.evaluation import play_episodes
 from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset
 from tandem.agents.offline_data import OfflineDataset, load_offline_dataset, normalised_score
-from tandem.config import save_config
+from tandem.config import apply_model_defaults, save_config
 from tandem.files import atomic_write_text
+from tandem.models.origin import model_origin
 from tandem.plotting import headless_pyplot
 
 AUTO_TARGET_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
@@ -45,14 +49,15 @@ class DTConfig(BaseModel):
     episodes: int = Field(300, ge=1, description="Episodes to collect when --data is not given.")
     mix: str = Field("random=1,medium=1,expert=1", description="Behaviour mixture to collect when --data is not given.")
     ppo_steps: int = Field(100_000, ge=1, description="PPO steps for the behaviour policies when collecting.")
+    model: Path | None = Field(None, description="Pretrained causal LM whose decoder layers become the transformer (Reid et al. 2022): a model directory, a .gguf file or a LoRA adapter folder (merged); --hidden, --layers and --heads then come from it.")
     context: int = Field(20, ge=1, description="K: steps of (return-to-go, state, action) the transformer reads.")
-    hidden: int = Field(64, ge=8, description="Width of the token embeddings and the transformer.")
-    layers: int = Field(3, ge=1, description="Transformer layers.")
-    heads: int = Field(1, ge=1, description="Attention heads (must divide --hidden).")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the transformer.")
+    hidden: int = Field(64, ge=8, description="Width of the token embeddings and the transformer (without --model).")
+    layers: int = Field(3, ge=1, description="Transformer layers (without --model).")
+    heads: int = Field(1, ge=1, description="Attention heads (must divide --hidden; without --model).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in the transformer (without --model: a pretrained one keeps its own).")
     steps: int = Field(1500, ge=1, description="Training steps of each model.")
     batch_size: int = Field(64, ge=1, description="Windows per training step.")
-    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (linear warm-up, cosine decay).")
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (linear warm-up, cosine decay; a pretrained --model: 1e-4).")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     return_scale: float | None = Field(None, gt=0, description="Divide returns-to-go by this (none: max |episode return|).")
     targets: str = Field("auto", description="Comma-separated target returns, or 'auto' (spread over the data's returns).")
@@ -62,6 +67,9 @@ class DTConfig(BaseModel):
     bc: bool = Field(True, description="Also train and evaluate the behaviour-cloning baseline.")
     seed: int = Field(0, description="Seed for collection, initialisation, batches and evaluation.")
     progress: bool = Field(True, description="Show progress bars.")
+
+    # pretrained layers are already trained: a smaller step moves them less far from the checkpoint
+    pretrained_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4}
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> DTConfig:
@@ -96,11 +104,20 @@ def _random_return(dataset: OfflineDataset, config: DTConfig) -> float:
     return float(np.mean([o.ret for o in outcomes]))
 
 
+def new_model(config: DTConfig, dataset: OfflineDataset, condition_on_return: bool = True, **sizes) -> DecisionTransformer:
+    """The untrained DT (or its behaviour-cloning twin), seeded: its own transformer, or `config.model`'s layers."""
+    torch.manual_seed(config.seed)
+    shape = shape_for(dataset, condition_on_return=condition_on_return, **sizes)
+    return DecisionTransformer(shape) if config.model is None else pretrained_decision_transformer(shape, config.model)
+
+
 def run_dt(config: DTConfig) -> dict:
     """Train and evaluate a Decision Transformer (and BC) on an offline dataset; returns the metrics."""
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    if config.model is not None and (changed := apply_model_defaults(config, model_origin(config.model))):
+        print(f"[tandem] pretrained model {config.model}: {changed} (set them to override)", flush=True)
     save_config(config, out / "config.yaml")
     if config.data is not None:
         dataset = load_offline_dataset(config.data)
@@ -118,8 +135,7 @@ def run_dt(config: DTConfig) -> dict:
                  seed=config.seed, progress=config.progress)
     evaluate = dict(episodes=config.eval_episodes, num_envs=config.num_envs, seed=config.seed + 10_000)
 
-    torch.manual_seed(config.seed)
-    dt = DecisionTransformer(shape_for(dataset, **sizes))
+    dt = new_model(config, dataset, **sizes)
     dt_losses = train_decision_transformer(dt, dataset, **train)
     dt.save(out / "model")
     targets = target_returns(config.targets, dataset)
@@ -144,8 +160,7 @@ def run_dt(config: DTConfig) -> dict:
     headline = min(per_target, key=lambda row: abs(row["target"] - metrics["dataset"]["max_episode_return"]))
     metrics["dt"].update(target=headline["target"], mean_return=headline["mean_return"], normalised=headline["normalised"])
     if config.bc:
-        torch.manual_seed(config.seed)
-        bc = DecisionTransformer(shape_for(dataset, condition_on_return=False, **sizes))
+        bc = new_model(config, dataset, condition_on_return=False, **sizes)
         bc_losses = train_decision_transformer(bc, dataset, **train)
         bc.save(out / "model", name="behaviour_cloning")
         bc_returns = evaluate_decision_transformer(bc, env_id, 0.0, **evaluate)

@@ -1,5 +1,6 @@
-"""The run behind `tandem world-model`: collect text transitions, train a tiny LM world model, measure it, then
-plan and learn Dyna-style in it (Hao et al. 2023; Dyna, Sutton 1990). Writes `metrics.json` and `world_model.png`.
+"""The run behind `tandem world-model`: collect text transitions, train a tiny LM world model (or fine-tune a
+pretrained one, `--model`), measure it, then plan and learn Dyna-style in it (Hao et al. 2023; Dyna, Sutton 1990).
+Writes `metrics.json` and `world_model.png`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tandem.plotting import headless_pyplot
 
 
 class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
-    """Collect text transitions, train a tiny LM world model, measure it, then plan and learn (Dyna) in it."""
+    """Collect text transitions, train a tiny LM world model or fine-tune `--model`, measure it, then plan and learn
+    (Dyna) in it."""
 
     env: str = Field("FrozenLake-v1", description="Gymnasium toy-text env: FrozenLake-v1 (deterministic) or Taxi-v4.")
     map_size: int = Field(4, ge=3, le=12, description="FrozenLake: side of the random maps.")
@@ -105,7 +107,8 @@ def run_world_model(config: WorldModelConfig) -> dict:
     train, held_out = split_transitions(transitions, config.eval_fraction, config.seed)
     world_model, sft_metrics = train_world_model(config, train, held_out, action_names(make_env(0)), config.engine)
     report: dict = {
-        "env": config.env, "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
+        "env": config.env, "model": str(config.model) if config.model else "tiny, from scratch",
+        "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
         "sft": sft_metrics,
         "held_out": evaluate_world_model(world_model, held_out),
         "train_sample": evaluate_world_model(world_model, train[: len(held_out)]),
