@@ -46,6 +46,8 @@ app = typer.Typer(
 def _cli_type(annotation: Any) -> Any:
     """The type typer should parse a field as; pydantic validates the value afterwards."""
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:  # InputPath and the like: typer parses the bare type, pydantic validates
+        return _cli_type(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _cli_type(inner[0]) if len(inner) == 1 else str

@@ -262,7 +262,7 @@ def test_cli_collect_then_dt_writes_metrics_and_the_target_plot(tmp_path, cli_ap
     bad = runner.invoke(cli_app, ["collect", "--out", str(tmp_path / "x"), "--mix", "greedy=1"])
     assert bad.exit_code == 2 and "mix" in bad.output
     missing = runner.invoke(cli_app, ["dt", "--data", str(tmp_path / "nowhere"), "--out", str(out)])
-    assert missing.exit_code == 1 and "no offline dataset directory" in missing.output
+    assert missing.exit_code == 2 and "--data" in missing.output and "does not exist" in missing.output
 
 
 def test_cli_dt_with_a_pretrained_model_trains_the_checkpoints_layers(tmp_path, cli_app, pretrained_llama_dir):

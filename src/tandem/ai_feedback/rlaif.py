@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from tandem.ai_feedback.constitution import Constitution, load_constitution
-from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
+from tandem.ai_feedback.runs import RL_CONFIGS, Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
 from tandem.files import write_jsonl
 from tandem.generation.engines import EngineOptions, RolloutEngine, as_engine, make_engine
 from tandem.judges import FunctionJudge, Judge, JudgeReward, build_judge
@@ -32,7 +32,6 @@ from tandem.preference_data.labels import label_agreement, preference_rows, verd
 from tandem.preference_data.pairs import sample_pairs
 from tandem.tasks import get_task
 from tandem.trainers.dpo import DPOConfig, run_dpo
-from tandem.trainers.grpo import GRPOConfig
 from tandem.trainers.loop import frozen_model_dtype
 from tandem.trainers.ppo import PPOConfig, run_ppo
 from tandem.trainers.rm import RMConfig, run_rm
@@ -156,7 +155,7 @@ def run_rlaif(config: RLAIFConfig) -> dict:
     rl_common = {**common, "task": config.task, "n_eval": 0, "kl_coef": config.kl_coef, "engine": config.engine}
     if config.mode == "direct":
         reward = JudgeReward(judge, reference="reference" if config.direct_reward == "compare" else None)
-        config_class = GRPOConfig if config.algorithm == "grpo" else PPOConfig
+        config_class = RL_CONFIGS[config.algorithm]
         extra = {"samples_per_prompt": 4, "batch_size": preset["rl"]["batch_size"] // 4} if config.algorithm == "grpo" else {}
         rl = config_class(out=config.out / config.algorithm, model=sft, **rl_common,
                           **{**preset["rl"], **extra, **steps})

@@ -16,14 +16,14 @@ from tandem.generation.engines import RolloutEngine, as_engine
 from tandem.presets import PRESETS as QUICKSTART_PRESETS
 from tandem.tasks import get_task
 from tandem import files
-from tandem.trainers.grpo import GRPOTrainer
+from tandem.trainers.grpo import GRPOConfig, GRPOTrainer
 from tandem.trainers.loop import TrainResult
 from tandem.trainers.online import OnlineRLConfig, run_online
-from tandem.trainers.ppo import PPOTrainer
-from tandem.trainers.pretrain import PretrainConfig, run_pretrain
-from tandem.trainers.sft import SFTConfig, run_sft
+from tandem.trainers.ppo import PPOConfig, PPOTrainer
+from tandem.trainers.sft import pretrain_then_sft
 
 RL_TRAINERS = {"ppo": PPOTrainer, "grpo": GRPOTrainer}
+RL_CONFIGS = {"ppo": PPOConfig, "grpo": GRPOConfig}  # the config of each, by the same name
 
 # Base-model stages per preset: smoke is the quickstart's; default keeps the ~1M model (the CPU budget of
 # these commands is minutes) but trains it longer, so it copies the asked item into its replies.
@@ -40,15 +40,8 @@ def base_models(out: Path, task: str, preset: str, seed: int = 0, progress: bool
 
     Returns (pretrained model directory, SFT model directory); a finished stage found in `out` is reused.
     """
-    stages = BASE_PRESETS[preset]
-    common = {"task": task, "seed": seed, "progress": progress, "mixed_precision": mixed_precision}
-    pretrained = out / "pretrain" / "model"
-    if not (pretrained / "config.json").is_file():
-        run_pretrain(PretrainConfig(out=out / "pretrain", **common, **stages["pretrain"]))
-    sft = out / "sft" / "model"
-    if not (sft / "config.json").is_file():
-        run_sft(SFTConfig(out=out / "sft", model=pretrained, **common, **stages["sft"]))
-    return pretrained, sft
+    return pretrain_then_sft(out, BASE_PRESETS[preset], task=task, seed=seed, progress=progress,
+                             mixed_precision=mixed_precision)
 
 
 def run_rl_with_reward(config: OnlineRLConfig, algorithm: str, reward, prompts: list[dict] | None = None) -> TrainResult:

@@ -268,10 +268,9 @@ class VerbalRewardConfig(EngineOptions):
 
 def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     from tandem.config import TrainConfig
-    from tandem.ai_feedback.runs import Stopwatch, base_models, measure_policy, run_rl_with_reward, write_report
+    from tandem.ai_feedback.runs import (RL_CONFIGS, Stopwatch, base_models, measure_policy, run_rl_with_reward,
+                                         write_report)
     from tandem.files import write_jsonl
-    from tandem.trainers.grpo import GRPOConfig
-    from tandem.trainers.ppo import PPOConfig
 
     preset, clock = PRESETS[config.preset], Stopwatch()
     write_feedback(config.task, [], [])  # fails early for a task without a feedback writer
@@ -310,7 +309,7 @@ def run_verbal_reward(config: VerbalRewardConfig) -> dict:
     steps = preset["rl"]["max_steps"] if config.rl_steps is None else config.rl_steps
     rows = [{"policy": "SFT", **before}]
     if steps:
-        config_class = GRPOConfig if config.algorithm == "grpo" else PPOConfig
+        config_class = RL_CONFIGS[config.algorithm]
         settings = {**preset["rl"], "max_steps": steps}
         if config.algorithm == "ppo":
             settings.update(batch_size=settings["batch_size"] * settings.pop("samples_per_prompt"))

@@ -120,20 +120,11 @@ def policy_stage(config: OveroptConfig) -> Path:
             raise FileNotFoundError(f"--sft {config.sft} is not a model directory (no config.json)")
         return config.sft
     from tandem.presets import PRESETS
-    from tandem.trainers.pretrain import PretrainConfig, run_pretrain
-    from tandem.trainers.sft import SFTConfig, run_sft
+    from tandem.trainers.sft import pretrain_then_sft
 
-    stages = PRESETS[OVEROPT_PRESETS[config.preset]["policy"]]
-    common = {"seed": config.seed, "task": config.task, "progress": config.progress,
-              "mixed_precision": config.mixed_precision}
-    pretrained = config.out / "pretrain" / "model"
-    if not (config.resume and _finished(pretrained)):
-        pretrained = run_pretrain(PretrainConfig(out=config.out / "pretrain", **common,
-                                                 **stages["pretrain"])).model_dir
-    sft = config.out / "sft" / "model"
-    if not (config.resume and _finished(sft)):
-        sft = run_sft(SFTConfig(out=config.out / "sft", model=pretrained, **common, **stages["sft"])).model_dir
-    return sft
+    return pretrain_then_sft(config.out, PRESETS[OVEROPT_PRESETS[config.preset]["policy"]], reuse=config.resume,
+                             seed=config.seed, task=config.task, progress=config.progress,
+                             mixed_precision=config.mixed_precision)[1]
 
 
 def proxy_stage(config: OveroptConfig, sft: Path, task) -> list[dict]:

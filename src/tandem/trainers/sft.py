@@ -129,3 +129,17 @@ def run_sft(config: SFTConfig) -> TrainResult:
     train_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in held_out]
     return SFTTrainer(config, model, run.tokenizer, train_ids, eval_ids, **run.evaluation()).train()
+
+
+def pretrain_then_sft(out: Path, stages: dict[str, dict], reuse: bool = True, **common) -> tuple[Path, Path]:
+    """A tiny model pre-trained on the task's corpus (`stages["pretrain"]`'s options), then fine-tuned on its
+    demonstrations (`stages["sft"]`), in OUT/pretrain and OUT/sft; with `reuse`, a stage already finished there is
+    kept. `common` (task, seed, progress, mixed_precision) goes to both. Returns the two model directories."""
+    from tandem.trainers.pretrain import PretrainConfig, run_pretrain
+
+    pretrained, sft = Path(out) / "pretrain" / "model", Path(out) / "sft" / "model"
+    if not (reuse and (pretrained / "config.json").is_file()):
+        pretrained = run_pretrain(PretrainConfig(out=Path(out) / "pretrain", **common, **stages["pretrain"])).model_dir
+    if not (reuse and (sft / "config.json").is_file()):
+        sft = run_sft(SFTConfig(out=Path(out) / "sft", model=pretrained, **common, **stages["sft"])).model_dir
+    return pretrained, sft

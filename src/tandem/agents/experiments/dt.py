@@ -30,7 +30,7 @@ from tandem.agents.episodes import make_env_by_id, random_episode_actor
 from tandem.agents.evaluation import play_episodes
 from tandem.agents.offline_collect import CollectConfig, collect_offline_dataset
 from tandem.agents.offline_data import OfflineDataset, load_offline_dataset, normalised_score
-from tandem.config import apply_model_defaults, save_config
+from tandem.config import InputPath, apply_model_defaults, save_config
 from tandem.files import atomic_write_text
 from tandem.models.origin import model_origin
 from tandem.plotting import headless_pyplot
@@ -44,7 +44,7 @@ class DTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     out: Path = Field(Path("runs/dt"), description="Run directory: metrics.json, returns.png, models, config.")
-    data: Path | None = Field(None, description="Offline dataset directory (from `tandem collect`); none: collect one.")
+    data: InputPath | None = Field(None, description="Offline dataset directory (from `tandem collect`); none: collect one.")
     env_id: str = Field("CartPole-v1", description="Environment to collect for when --data is not given.")
     episodes: int = Field(300, ge=1, description="Episodes to collect when --data is not given.")
     mix: str = Field("random=1,medium=1,expert=1", description="Behaviour mixture to collect when --data is not given.")
