@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.agents.experiments.babyai import BabyAIConfig, run_babyai
+from tandem.lm_inside_agents.experiments.babyai import BabyAIConfig, run_babyai
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.agents.experiments.dt import DTConfig, run_dt
+from tandem.lm_inside_agents.experiments.dt import DTConfig, run_dt
 
 # Per task: the PPO budget that gives an expert, and how many episodes to collect.
 TASKS = {

@@ -3,7 +3,7 @@ with and without the language model's suggestions, over several seeds, on a spar
 
 Language models compared: ``oracle`` (NOT an LM: an optimal tabular policy answering at random with probability
 --noise, a stand-in for a competent LM) and ``demo`` (a tiny tandem model fine-tuned on expert demonstrations rendered
-as text, `tandem.agents.backends.train_demo_backend`). Runs that never reach the target count as censored at
+as text, `tandem.lm_inside_agents.backends.train_demo_backend`). Runs that never reach the target count as censored at
 --max-steps. Writes results.json and steps_to_target.png / learning_curves.png under --out.
 
     python benchmarks/agents_exploration.py --out runs/bench-exploration
@@ -23,9 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from tandem.agents.backends import action_agreement, expert_episodes, oracle_backend, train_demo_backend  # noqa: E402
-from tandem.agents.experiments.explore import plot_curves, run_summary, task_env_factory  # noqa: E402
-from tandem.agents.dqn import DQNConfig, same_step_vector_env, train_dqn  # noqa: E402
+from tandem.lm_inside_agents.backends import action_agreement, expert_episodes, oracle_backend, train_demo_backend  # noqa: E402
+from tandem.lm_inside_agents.experiments.explore import plot_curves, run_summary, task_env_factory  # noqa: E402
+from tandem.lm_inside_agents.dqn import DQNConfig, same_step_vector_env, train_dqn  # noqa: E402
 
 
 def run_condition(label, make_train_env, make_eval_env, backend_for_seed, seeds, config: DQNConfig) -> dict:

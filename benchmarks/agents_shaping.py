@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from agents_exploration import run_condition, write_results
 
-from tandem.agents.backends import oracle_backend, train_demo_backend
-from tandem.agents.experiments.explore import task_env_factory
-from tandem.agents.dqn import DQNConfig
-from tandem.agents.shaping import PotentialShaping, progress_potential
+from tandem.lm_inside_agents.backends import oracle_backend, train_demo_backend
+from tandem.lm_inside_agents.experiments.explore import task_env_factory
+from tandem.lm_inside_agents.dqn import DQNConfig
+from tandem.lm_inside_agents.shaping import PotentialShaping, progress_potential
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         if rater == "oracle":
             backend = oracle_backend(make_env(), gamma=config.gamma)
         elif args.demo_model is not None:
-            from tandem.agents.backends import HFBackend
+            from tandem.lm_inside_agents.backends import HFBackend
 
             backend = HFBackend(args.demo_model)
         else:

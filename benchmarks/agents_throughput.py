@@ -1,5 +1,5 @@
 """Agent throughput: environment steps per second with Gymnasium vector envs (sync vs async), PPO iterations
-and optimizer steps per second (`tandem.agents.ppo`), and Decision Transformer updates per second.
+and optimizer steps per second (`tandem.lm_inside_agents.ppo`), and Decision Transformer updates per second.
 
     python benchmarks/agents_throughput.py --out runs/bench-throughput
 
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tandem.agents.decision_transformer import DecisionTransformer, shape_for, updates_per_second
-from tandem.agents.episodes import random_actor, run_episodes, vector_env_by_id
-from tandem.agents.offline_data import episodes_to_dataset, space_metadata
-from tandem.agents.ppo import AgentPPOConfig, MLPActorCritic, train_ppo
+from tandem.lm_inside_agents.decision_transformer import DecisionTransformer, shape_for, updates_per_second
+from tandem.lm_inside_agents.episodes import random_actor, run_episodes, vector_env_by_id
+from tandem.lm_inside_agents.offline_data import episodes_to_dataset, space_metadata
+from tandem.lm_inside_agents.ppo import AgentPPOConfig, MLPActorCritic, train_ppo
 
 
 def env_steps_per_second(env_id: str, num_envs: int, vectorization: str, steps: int, seed: int = 0) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tandem.agents.experiments.world_model import WorldModelConfig, run_world_model
+from tandem.lm_inside_agents.experiments.world_model import WorldModelConfig, run_world_model
 
 
 def main() -> None:

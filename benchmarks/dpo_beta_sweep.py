@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tandem.evaluation import gold_eval  # noqa: E402
+from tandem.policy_eval import gold_eval  # noqa: E402
 from tandem.models.loading import load_causal_lm, load_tokenizer  # noqa: E402
 from tandem.tasks import get_task  # noqa: E402
 from tandem.trainers.dpo import DPOConfig, run_dpo  # noqa: E402

@@ -77,7 +77,7 @@ def main() -> None:
                                       "seconds": time.perf_counter() - t0}
         print(estimator, results["runs"][estimator], flush=True)
     # the accuracy of the SFT model itself, measured with the same held-out prompts and greedy decoding
-    from tandem.evaluation import gold_eval
+    from tandem.policy_eval import gold_eval
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
 

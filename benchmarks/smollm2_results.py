@@ -33,7 +33,7 @@ def interval(p: float, n: int) -> list[float]:
 
 def accuracy(model_path, args) -> dict:
     """Greedy exact match on the held-out problems, chat-rendered, in bf16."""
-    from tandem.evaluation import gold_eval
+    from tandem.policy_eval import gold_eval
     from tandem.models.loading import load_causal_lm, load_tokenizer
     from tandem.tasks import get_task
     from tandem.trainers.setup import RunSetup

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tandem.agentrl.trainer import AgentRLConfig
+from tandem.lm_as_agent.trainer import AgentRLConfig
 from tandem.trainers.grpo import GRPOConfig
 from tandem.trainers.sft import SFTConfig
 

@@ -197,8 +197,8 @@ _register()
 
 # Subpackages that add their own commands: each has `register(add_command)` in the module named here.
 COMMAND_MODULES = (
-    "tandem.agents.commands",
-    "tandem.agentrl.trainer",
+    "tandem.lm_inside_agents.commands",
+    "tandem.lm_as_agent.trainer",
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",

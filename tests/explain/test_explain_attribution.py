@@ -7,7 +7,7 @@ import torch
 from transformers import set_seed
 
 from tandem.data import tokenize_sft
-from tandem.evaluation import sequence_kl
+from tandem.policy_eval import sequence_kl
 from tandem.explain.attribution import (
     baseline_embeddings,
     explain_policy_shift,

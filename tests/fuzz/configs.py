@@ -27,7 +27,7 @@ COMMANDS = {  # command -> its config class (module, name)
     "ppo": ("tandem.trainers.ppo", "PPOConfig"),
     "pretrain": ("tandem.trainers.pretrain", "PretrainConfig"),
     "one-shot-rlvr": ("tandem.trainers.one_shot", "OneShotConfig"),
-    "agent-rl": ("tandem.agentrl.trainer", "AgentRLConfig"),
+    "agent-rl": ("tandem.lm_as_agent.trainer", "AgentRLConfig"),
 }
 BASE_ARGS = {"one-shot-rlvr": ["--examples", "0"]}  # what a command needs besides its defaults
 NAME_FIELDS = ("task", "reward", "advantage", "policy_loss", "kl_estimator", "loss_agg", "env", "judge", "loss")

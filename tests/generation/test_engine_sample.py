@@ -53,7 +53,7 @@ class RecordingEngine:
 
 
 def test_gold_eval_and_a_judge_generate_through_the_engine_given(policy, tiny_model_dir):
-    from tandem.evaluation import gold_eval
+    from tandem.policy_eval import gold_eval
     from tandem.judges.local import LocalJudge
     from tandem.tasks import get_task
 
@@ -71,7 +71,7 @@ def test_gold_eval_and_a_judge_generate_through_the_engine_given(policy, tiny_mo
 
 
 def test_every_generating_command_validates_its_engine():
-    from tandem.agents.experiments.explore import ExploreConfig
+    from tandem.lm_inside_agents.experiments.explore import ExploreConfig
     from tandem.ai_feedback.cai import CAIConfig
     from tandem.ai_feedback.rlaif import RLAIFConfig
     from tandem.judges.commands import JudgeCommandConfig

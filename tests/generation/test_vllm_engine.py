@@ -181,7 +181,7 @@ def test_an_engine_from_a_model_directory_runs_evaluation_and_the_judge_command(
     """Straight from the directory (nothing written); gold evaluation and `tandem judge --engine vllm` end to end."""
     import json
 
-    from tandem.evaluation import gold_eval
+    from tandem.policy_eval import gold_eval
     from tandem.generation.engines import VLLMEngine
     from tandem.judges.commands import JudgeCommandConfig, run_judge
     from tandem.tasks import get_task

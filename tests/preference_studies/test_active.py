@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from checks import linear_preference_problem
-from tandem.preference_data.reward_heads import EnsembleConfig
+from tandem.rewards.reward_heads import EnsembleConfig
 from tandem.preference_studies.active import ActiveConfig, labelling_curve, labels_to_reach, run_active_study, summarise_curves
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import tandem.sandbox.namespaces as namespaces
-from tandem.agentrl.tools import python_tool
+from tandem.lm_as_agent.tools import python_tool
 from tandem.sandbox import SandboxLimits, SandboxUnavailable, choose_isolation, run_python, run_tests
 
 LIMITS = SandboxLimits(seconds=2, memory_mb=256)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tandem.evaluation import gold_eval
+from tandem.policy_eval import gold_eval
 from tandem.models.loading import load_causal_lm, load_tokenizer
 from tandem.tasks import get_task
 from tandem.trainers.grpo import GRPOConfig, run_grpo

@@ -51,7 +51,7 @@ class RolloutBatch:
     ended: torch.Tensor                # (N,) bool: the completion ended with a stop token / string
     group_ids: torch.Tensor            # (N,) index of the prompt each row answers
     columns: dict[str, list] = field(default_factory=dict)  # extra dataset columns, one entry per row
-    # multi-turn rows (`tandem.agentrl`): rewards where each turn earned them (N, L), their row sum the row's
+    # multi-turn rows (`tandem.lm_as_agent`): rewards where each turn earned them (N, L), their row sum the row's
     # score; the sample (episode) each row belongs to (N,) when an episode spans several rows; and the row of
     # the episode's next turn (N,), -1 after the last, for bootstrapping a critic across rows
     step_rewards: torch.Tensor | None = None

@@ -11,7 +11,7 @@
 - `study` / `commands`: `tandem overopt`, the whole measurement.
 """
 
-from tandem.overopt.ensemble import COMBINERS, ClippedReward, EnsembleReward, clip_rewards, combine_scores
+from tandem.rewards.ensemble import COMBINERS, ClippedReward, EnsembleReward, clip_rewards, combine_scores
 from tandem.overopt.fits import (
     GaoFit,
     best_of_n_estimate,

@@ -19,7 +19,7 @@ from statistics import fmean
 
 import torch
 
-from tandem.evaluation import sequence_kl
+from tandem.policy_eval import sequence_kl
 from tandem.generation import sample
 from tandem.diagnostics.monitor import RewardHackingMonitor
 from tandem.trainers.callbacks import Callback

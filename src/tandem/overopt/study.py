@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from tandem.generation.engines import EngineOptions, make_engine
 from tandem.models.loading import load_causal_lm, load_tokenizer
-from tandem.overopt.ensemble import COMBINERS, ClippedReward, EnsembleReward, combine_scores
+from tandem.rewards.ensemble import COMBINERS, ClippedReward, EnsembleReward, combine_scores
 from tandem.overopt.fits import best_of_n_estimate, fit_gao, kl_best_of_n
 from tandem.diagnostics.monitor import RewardHackingMonitor
 from tandem.overopt.ppo_run import evaluate_policy, run_monitored_ppo

@@ -1,5 +1,5 @@
 """Acquisition rules of active learning for preference labels: which unlabelled pairs to label next, scored from
-the (K, N) matrix of an ensemble's member probabilities p_kn = P_k(A > B) (`tandem.preference_data.reward_heads`):
+the (K, N) matrix of an ensemble's member probabilities p_kn = P_k(A > B) (`tandem.rewards.reward_heads`):
 
     random        u_n ~ U(0, 1)                                        (the baseline)
     disagreement  Var_k p_kn                                           (query by committee)

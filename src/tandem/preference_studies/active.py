@@ -1,7 +1,7 @@
 """`tandem active`: active selection of which preference pairs to label (active learning; querying where an
 ensemble of reward models disagrees, as in Christiano et al. 2017), and how many labels each rule needs.
 
-The reward model is an ensemble of reward heads on frozen features (`tandem.preference_data.reward_heads`),
+The reward model is an ensemble of reward heads on frozen features (`tandem.rewards.reward_heads`),
 the features standardised with the unlabelled pool's statistics. Each round the loop (`labelling_curve`) fits
 the ensemble, measures held-out accuracy and labels the top `batch_size` pairs of an acquisition rule
 (`tandem.preference_data.acquisition`: random, disagreement, entropy, bald), asking a labeller that stands in
@@ -26,7 +26,7 @@ from tandem.generation.engines import EngineOptions
 from tandem.plotting import headless_pyplot
 from tandem.preference_data.acquisition import ACQUISITION_RULES, acquisition_scores, select_batch
 from tandem.preference_data.labels import draw_labels, gold_judge
-from tandem.preference_data.reward_heads import (
+from tandem.rewards.reward_heads import (
     EnsembleConfig,
     ensemble_accuracy,
     fit_ensemble,

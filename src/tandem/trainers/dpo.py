@@ -22,7 +22,7 @@ from tandem.algorithms.preference import (
 from tandem.data import (
     pad_preference_batch, pad_prompt_response_batch, pad_unpaired_batch, tokenize_preference, tokenize_unpaired,
 )
-from tandem.evaluation import gold_eval
+from tandem.policy_eval import gold_eval
 from tandem.generation import completion_log_probs
 from tandem.models.loading import add_lora, evaluating, load_causal_lm, process_device, reference_and_context, save_model
 from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from tandem.config import TrainConfig, save_config
-from tandem.evaluation import gold_eval
+from tandem.policy_eval import gold_eval
 from tandem.models.loading import enable_gradient_checkpointing, load_weights, save_model
 from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.callbacks import fire

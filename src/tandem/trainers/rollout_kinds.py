@@ -2,7 +2,7 @@
 
 `OnlineTrainer` (rollout -> score -> advantages -> update) asks its rollout kind for each step's rows:
 `PromptRollouts` samples completions of prompts and scores them with a reward (PPO, GRPO, RLAIF, ...), with
-DAPO's dynamic sampling; `tandem.agentrl.episodes.EpisodeRollouts` plays multi-turn episodes in an environment
+DAPO's dynamic sampling; `tandem.lm_as_agent.episodes.EpisodeRollouts` plays multi-turn episodes in an environment
 (the language model as the agent). Both hand back a `Sampled` record; the update, the advantage and loss
 registries, micro-batching, the mismatch metric and the no-signal watch are the trainer's, shared by both.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tandem.algorithms.advantages import informative_groups
-from tandem.evaluation import gold_eval
+from tandem.policy_eval import gold_eval
 from tandem.generation.rollout import RolloutBatch, SamplingConfig, concat_rollouts, select_rows
 from tandem.models.loading import reference_and_context
 from tandem.rewards import score_safely

@@ -1,0 +1,149 @@
+"""Planners and Dyna (seed eq. 10): exact DP against brute force, goal-reaching on the true FrozenLake, Dyna's gain."""
+
+import itertools
+import random
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from tandem.lm_inside_agents.planning import (
+    EnvModel,
+    expand_graph,
+    finite_horizon_q,
+    get_planner,
+    plan_episode,
+    q_learning,
+    q_update,
+)
+from tandem.lm_inside_agents.world_model import Prediction
+
+
+def frozen_lake(name="4x4"):
+    return gym.make("FrozenLake-v1", map_name=name, is_slippery=False)
+
+
+def brute_force_q(model, root, horizon, gamma):
+    """Best discounted return of every action sequence of length `horizon`, grouped by first action."""
+    best = [-np.inf] * model.n_actions
+    for sequence in itertools.product(range(model.n_actions), repeat=horizon):
+        state, total = root, 0.0
+        for t, action in enumerate(sequence):
+            p = model.predict([state], [action])[0]
+            total += gamma**t * p.reward
+            if p.done:
+                break
+            state = p.next_state
+        best[sequence[0]] = max(best[sequence[0]], total)
+    return best
+
+
+@pytest.mark.parametrize("root,horizon", [(0, 4), (10, 3), (14, 2), (9, 5)])
+def test_finite_horizon_q_matches_brute_force(root, horizon):
+    env = frozen_lake()
+    model = EnvModel(env)
+    graph = expand_graph(model, root, horizon)
+    assert np.allclose(finite_horizon_q(graph, root, horizon, 0.9), brute_force_q(model, root, horizon, 0.9))
+
+
+class ChainModel:
+    """States 0..4 on a line, action 1 moves right, 0 stays; reaching 4 pays 1 and ends; state 2 is unreadable."""
+
+    n_actions = 2
+
+    def __init__(self, broken=()):
+        self.broken = set(broken)
+
+    def observe(self, env, obs):
+        return obs
+
+    def predict(self, states, actions):
+        out = []
+        for s, a in zip(states, actions):
+            if (s, a) in self.broken:
+                out.append(Prediction(None, 0.0, True, error="unreadable"))
+                continue
+            nxt = s + a
+            out.append(Prediction(nxt, float(nxt == 4), nxt == 4))
+        return out
+
+
+def test_invalid_predictions_are_dead_ends_for_the_planner():
+    model = ChainModel()
+    q = finite_horizon_q(expand_graph(model, 0, 4), 0, 4, 1.0)
+    assert q == [0.0, 1.0]  # exactly 4 steps right reach the goal
+    broken = ChainModel(broken={(2, 1)})
+    graph = expand_graph(broken, 0, 4)
+    assert finite_horizon_q(graph, 0, 4, 1.0) == [0.0, 0.0]  # the only way passes an unreadable prediction
+    assert None not in graph  # nothing was expanded from an invalid prediction
+
+
+def test_expand_graph_respects_max_nodes():
+    graph = expand_graph(EnvModel(frozen_lake("8x8")), 0, 20, max_nodes=5)
+    assert len(graph) == 5
+
+
+@pytest.mark.parametrize("name,horizon", [("4x4", 8), ("8x8", 16)])
+def test_tree_search_reaches_goal_on_true_frozen_lake(name, horizon):
+    env = frozen_lake(name)
+    for seed in range(3):
+        result = plan_episode(env, EnvModel(env), "tree", seed=seed, horizon=horizon)
+        assert result.success and result.ret == 1.0
+        assert result.steps == (6 if name == "4x4" else 14)  # shortest path
+
+
+def test_random_shooting_reaches_goal_on_small_lake():
+    env = frozen_lake()
+    wins = [plan_episode(env, EnvModel(env), "shooting", seed=s, horizon=8, n_sequences=256).success for s in range(5)]
+    assert sum(wins) >= 4
+
+
+def test_env_model_does_not_move_the_acting_env():
+    env = frozen_lake()
+    env.reset(seed=0)
+    env.step(2)
+    before = env.unwrapped.s
+    EnvModel(env).predict([0, 5, 14], [1, 2, 2])
+    assert env.unwrapped.s == before
+
+
+def test_env_model_rejects_env_without_state_table():
+    with pytest.raises(ValueError, match="toy-text"):
+        EnvModel(gym.make("CartPole-v1"))
+
+
+def test_unknown_planner_named():
+    with pytest.raises(ValueError, match="unknown planner 'beam'"):
+        get_planner("beam")
+
+
+def test_q_update_formula():
+    q = {"s": np.array([1.0, 2.0]), "t": np.array([3.0, 5.0])}
+    q_update(q, "s", 0, 0.5, "t", False, alpha=0.1, gamma=0.9, n_actions=2)
+    assert q["s"][0] == pytest.approx(1.0 + 0.1 * (0.5 + 0.9 * 5.0 - 1.0))
+    q_update(q, "s", 1, 1.0, "t", True, alpha=0.5, gamma=0.9, n_actions=2)  # terminal: no bootstrap
+    assert q["s"][1] == pytest.approx(2.0 + 0.5 * (1.0 - 2.0))
+    q_update(q, "new", 1, 1.0, "unseen", False, alpha=1.0, gamma=0.9, n_actions=2)
+    assert q["new"].tolist() == [0.0, 1.0]
+
+
+def test_dyna_with_perfect_model_needs_fewer_real_steps():
+    env = frozen_lake()
+    seeds = range(6)
+
+    def steps(model, planning):
+        runs = [q_learning(frozen_lake, 3000, model, planning, seed=s, eval_every=10, eval_episodes=1) for s in seeds]
+        return [r.steps_to_solve or 3000 for r in runs], runs
+
+    plain, _ = steps(None, 0)
+    dyna, runs = steps(EnvModel(env), 10)
+    assert all(r.imagined_updates > 0 for r in runs)
+    assert np.mean(dyna) < 0.7 * np.mean(plain), (dyna, plain)
+
+
+def test_argmax_ties_are_broken_at_random():
+    from tandem.lm_inside_agents.planning import _argmax_random_tie
+
+    rng = random.Random(0)
+    picks = {_argmax_random_tie([1.0, 0.0, 1.0], rng) for _ in range(50)}
+    assert picks == {0, 2}
