@@ -22,8 +22,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tandem.judges.templates import read_yaml_mapping
 
 CONSTITUTION_DIR = Path(__file__).parent / "constitutions"
 _WORD = re.compile(r"[a-z0-9]+")
@@ -97,19 +98,8 @@ def load_constitution(source: str | Path | Constitution) -> Constitution:
     """A constitution from a YAML path or a built-in name; raises `ConstitutionError` naming the file and field."""
     if isinstance(source, Constitution):
         return source
-    path = Path(source).expanduser()
-    if not path.is_file():
-        builtin = CONSTITUTION_DIR / f"{source}.yaml"
-        if not builtin.is_file():
-            raise ConstitutionError(f"constitution {str(source)!r}: no such file, and no built-in constitution of that "
-                                    f"name (built-in: {', '.join(builtin_constitutions())})")
-        path = builtin
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConstitutionError(f"{path}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise ConstitutionError(f"{path}: expected a mapping with 'name' and 'principles', got {type(data).__name__}")
+    path, data = read_yaml_mapping(source, CONSTITUTION_DIR, ConstitutionError, what="constitution",
+                                   builtin="constitution", expected="a mapping with 'name' and 'principles'")
     try:
         return Constitution(**{**data, "source": str(path)})
     except ValidationError as error:

@@ -51,29 +51,18 @@ class DataError(ValueError):
             text += f" ({self.failed_records} of {self.total_records} records failed validation; this is the first)"
         return text
 
+    def _keywords(self) -> dict:
+        """Every field but the message, as the constructor's keyword arguments."""
+        return {name: getattr(self, name) for name in ("path", "line", "field", "unit", "failed_records", "total_records")}
+
     def __reduce__(self):
         # Keep the fields when the error crosses a process boundary (pickling only passes `args` by default).
-        keywords = dict(
-            path=self.path,
-            line=self.line,
-            field=self.field,
-            unit=self.unit,
-            failed_records=self.failed_records,
-            total_records=self.total_records,
-        )
-        return _rebuild_data_error, (self.message, keywords)
+        return _rebuild_data_error, (self.message, self._keywords())
 
     def with_failure_count(self, failed_records: int, total_records: int) -> DataError:
         """A copy of this error that also says how many records failed in total."""
-        return DataError(
-            self.message,
-            path=self.path,
-            line=self.line,
-            field=self.field,
-            unit=self.unit,
-            failed_records=failed_records,
-            total_records=total_records,
-        )
+        return DataError(self.message, **{**self._keywords(), "failed_records": failed_records,
+                                          "total_records": total_records})
 
 
 def _rebuild_data_error(message: str, keywords: dict) -> DataError:

@@ -155,26 +155,35 @@ def builtin_templates() -> list[str]:
     return sorted(path.stem for path in TEMPLATE_DIR.glob("*.yaml"))
 
 
+def read_yaml_mapping(source: str | Path, builtin_dir: Path, error: type[Exception], *, what: str, builtin: str,
+                      expected: str) -> tuple[Path, dict]:
+    """(path, mapping) of the YAML file `source`, or of the built-in `builtin_dir/<source>.yaml` when no such file exists.
+
+    Judge templates and constitutions are both read this way. Each failure raises `error` naming the file:
+    `what` names the kind of file, `builtin` the built-in ones and `expected` what the mapping holds.
+    """
+    path = Path(source).expanduser()
+    if not path.is_file():
+        path = builtin_dir / f"{source}.yaml"
+        if not path.is_file():
+            names = ", ".join(sorted(name.stem for name in builtin_dir.glob("*.yaml")))
+            raise error(f"{what} {str(source)!r}: no such file, and no built-in {builtin} of that name (built-in: {names})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as problem:
+        raise error(f"{path}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected {expected}, got {type(data).__name__}")
+    return path, data
+
+
 def load_template(template: str | Path | JudgeTemplate, kind: str | None = None) -> JudgeTemplate:
     """A template from a YAML file path, or a built-in template's name; `kind` checks it is a score/compare one."""
     if isinstance(template, JudgeTemplate):
         loaded = template
     else:
-        path = Path(template).expanduser()
-        if not path.is_file():
-            builtin = TEMPLATE_DIR / f"{template}.yaml"
-            if not builtin.is_file():
-                raise TemplateError(
-                    f"judge template {str(template)!r}: no such file, and no built-in template of that name "
-                    f"(built-in: {', '.join(builtin_templates())})"
-                )
-            path = builtin
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise TemplateError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(data, dict):
-            raise TemplateError(f"{path}: expected a mapping of template fields, got {type(data).__name__}")
+        path, data = read_yaml_mapping(template, TEMPLATE_DIR, TemplateError, what="judge template", builtin="template",
+                                       expected="a mapping of template fields")
         loaded = _validated(data, str(path))
     if kind is not None and loaded.kind != kind:
         raise TemplateError(f"{loaded.source}: a {kind} judge needs a template of kind '{kind}', this one is '{loaded.kind}'")

@@ -141,19 +141,25 @@ def write_report(config: AgentLMConfig, runs: list[dict], command: str, started:
     return report
 
 
+def train_arms(config: AgentLMConfig, make_env: Callable[[], gym.Env],
+               arms: list[tuple[str, Callable[[], gym.Env], Any]]) -> list[dict]:
+    """One DQN run per arm (label, env factory it trains on, LM guiding exploration or None), each evaluated on
+    `make_env`'s plain env, so the arms differ only in what the arm names."""
+    dqn = dqn_config(config)
+    return [run_summary(label, train_dqn(dqn, same_step_vector_env(make_train_env, dqn.n_envs), make_env(),
+                                         backend=guide, progress=config.progress))
+            for label, make_train_env, guide in arms]
+
+
 def run_explore(config: ExploreConfig) -> dict:
     """DQN on --env with LLM-guided exploration (`tandem.lm_inside_agents.dqn`), and without it when --baseline."""
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     make_env = task_env_factory(config.env)
-    backend = build_backend(config)
-    dqn = dqn_config(config)
-    runs = [run_summary(f"DQN + {config.lm} LM (eq. 11)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
-                                                                  backend=backend, progress=config.progress))]
+    arms = [(f"DQN + {config.lm} LM (eq. 11)", make_env, build_backend(config))]
     if config.baseline:
-        runs.append(run_summary("DQN (epsilon-greedy)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
-                                                              progress=config.progress)))
-    return write_report(config, runs, "explore", started)
+        arms.append(("DQN (epsilon-greedy)", make_env, None))
+    return write_report(config, train_arms(config, make_env, arms), "explore", started)
 
 
 def run_shape(config: ShapeConfig) -> dict:
@@ -167,11 +173,8 @@ def run_shape(config: ShapeConfig) -> dict:
     def shaped() -> gym.Env:
         return PotentialShaping(make_env(), potential, gamma=config.gamma, scale=config.shaping_scale)
 
-    dqn = dqn_config(config)
     guide = backend if config.p_explore_start > 0 else None
-    runs = [run_summary(f"DQN + {config.lm} LM shaping (eq. 12)", train_dqn(dqn, same_step_vector_env(shaped, dqn.n_envs), make_env(),
-                                                                         backend=guide, progress=config.progress))]
+    arms = [(f"DQN + {config.lm} LM shaping (eq. 12)", shaped, guide)]
     if config.baseline:
-        runs.append(run_summary("DQN (unshaped)", train_dqn(dqn, same_step_vector_env(make_env, dqn.n_envs), make_env(),
-                                                         backend=guide, progress=config.progress)))
-    return write_report(config, runs, "shape", started)
+        arms.append(("DQN (unshaped)", make_env, guide))
+    return write_report(config, train_arms(config, make_env, arms), "shape", started)
