@@ -31,7 +31,7 @@ InputPath = Annotated[Path, AfterValidator(_exists)]
 class TrainConfig(BaseModel):
     """Options every training command shares (the one training loop reads these)."""
 
-    # NaN and infinity are never valid option values (`--lr inf` trained NaN weights before)
+    # NaN and infinity are never valid option values (`--lr inf` would train NaN weights)
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     out: Path = Field(Path("runs/run"), description="Run directory: config, metrics, checkpoints and the final model.")

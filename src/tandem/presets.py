@@ -6,13 +6,15 @@ sits below all of them. The bottom layer: it imports nothing from tandem.
 
 from __future__ import annotations
 
-# Stage settings per preset: "default" is the README's main job (2 min 20 s to 3 min 35 s on 2 idle cores), "full" the
-# longer run it was before (pre-training loss 1.01 instead of 1.04, RM accuracy 0.995 instead of 0.96, about
-# 5 minutes), "smoke" the seconds-long CI run. Pre-training's loss is flat after ~150 of 300 steps, and its
-# gold reward (of a model that has not seen the answer format) needs few prompts.
-# PPO's KL coefficient is 0.2. The policy finds what the reward model over-rewards (shorter completions, KL
-# 4-8 nats): ended at or below SFT's gold reward (0.45) at 0.05 in 3 of 5 runs (0.41-0.53), spread 0.485-0.60
-# over 7 runs at 0.1, and ended at 0.556-0.575 (KL 1.2-1.9) in 4 of 4 at 0.2 (three seeds, two pipelines).
+# Stage settings per preset: "default" is the README's main job (2 min 20 s to 3 min 35 s on 2 idle cores); "full"
+# trains pre-training and the reward model longer for a slightly better base (pre-training loss 1.01 against 1.04,
+# RM accuracy 0.995 against 0.96, about 5 minutes); "smoke" is the seconds-long CI run. Default pre-trains 150
+# steps because the loss is flat after ~150 of 300, and its gold reward (of a model that has not seen the answer
+# format) needs few prompts.
+# PPO's KL coefficient is 0.2 because with a weaker KL the policy finds what the reward model over-rewards
+# (shorter completions, KL 4-8 nats): its gold reward lands at 0.41-0.53 at 0.05, mostly at or below SFT's 0.45,
+# and anywhere in 0.485-0.60 at 0.1, while at 0.2 it ends at 0.556-0.575 (KL 1.2-1.9) on every seed measured
+# (three seeds, two pipelines).
 _PPO = {"max_steps": 30, "batch_size": 32, "micro_batch_size": 32, "update_epochs": 2, "minibatches": 2, "lr": 2e-5,
         "kl_coef": 0.2, "log_every": 1}
 PRESETS: dict[str, dict[str, dict]] = {

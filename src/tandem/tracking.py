@@ -53,7 +53,7 @@ def _image_array(path: Path):
 def _tensorboard(run: RunInfo):
     from accelerate.tracking import TensorBoardTracker
 
-    return TensorBoardTracker("tensorboard", run.out)  # logs in out/tensorboard, as before trackers
+    return TensorBoardTracker("tensorboard", run.out)  # logs in out/tensorboard, where the docs say they are
 
 
 def _tensorboard_image(tracker, key: str, path: Path, step: int) -> None:

@@ -4,7 +4,7 @@ truncated importance sampling (TIS) to correct the policy gradient for it.
 The engine that samples (vLLM, or `generate` in bf16) and the forward that trains compute the same policy with
 different kernels and precisions, so the tokens are drawn from pi_sampler, not from the pi_old the loss
 assumes. Yao et al. 2025 ("Your efficient RL framework secretly brings you off-policy RL training") weight each
-token's policy-gradient term by the truncated ratio min(pi_old / pi_sampler, C), as verl and TRL now do.
+token's policy-gradient term by the truncated ratio min(pi_old / pi_sampler, C), as verl and TRL do.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 from tandem.data.errors import DataError, type_name
 
 # The largest record: a JSONL/CSV line in bytes, or the text of any record in characters. A record far over
-# this is almost surely a broken file (a 30 MB line took minutes to reject when it reached the tokenizer).
+# this is almost surely a broken file (a 30 MB line takes minutes to reject once it reaches the tokenizer).
 MAX_RECORD_BYTES = 10 * 2**20
 MAX_RECORD_BYTES_VARIABLE = "TANDEM_MAX_RECORD_BYTES"
 # Deeper nesting than this is no training data, and it overflows the stack of recursive code downstream.
