@@ -1,9 +1,10 @@
 """The language model as the agent: the studies behind `tandem agent-rl`'s results (benchmarks/RESULTS.md).
 
-    python benchmarks/agentrl_results.py frozenlake      # SmolLM2-135M-Instruct on FrozenLake 4x4 (random maps), GRPO
-    python benchmarks/agentrl_results.py babyai-lm       # SmolLM2 on BabyAI-GoToObj rendered as text
-    python benchmarks/agentrl_results.py babyai-film     # tandem's FiLM PPO agent on the same level
-    python benchmarks/agentrl_results.py tools           # arithmetic with and without the calculator tool
+    python benchmarks/agentrl_results.py frozenlake --steps 12 --eval-every 6  # SmolLM2-135M-Instruct, FrozenLake 4x4
+    python benchmarks/agentrl_results.py babyai-lm --steps 12 --eval-every 6   # SmolLM2 on BabyAI-GoToObj as text
+    python benchmarks/agentrl_results.py tools --steps 8 --eval-every 4        # 3-digit products with the calculator
+    python benchmarks/agentrl_results.py guess --steps 8 --eval-every 4        # TextArena GuessTheNumber
+    python benchmarks/agentrl_results.py babyai-film     # tandem's FiLM PPO agent on BabyAI-GoToObj
     python benchmarks/agentrl_results.py worldmodel      # train in the LM world model vs in the real env (tiny models)
 
 Each study runs the CLI (so what is measured is what users run), reads the run's report.json, and writes
@@ -38,26 +39,43 @@ def tandem(*args: str) -> float:
 def agent_rl(out: Path, *args: str) -> dict:
     seconds = tandem("agent-rl", "--out", str(out), *args)
     report = json.loads((out / "report.json").read_text())
-    keep = ("eval/success_rate", "eval/return", "eval/invalid_rate", "eval/turns", "eval/tool_calls")
+    keep = ("eval/success_rate", "eval/success_low", "eval/success_high", "eval/return", "eval/invalid_rate",
+            "eval/turns", "eval/tool_call_rate")
     return {"wall_seconds": round(seconds, 1), "env_steps": report["env_steps"], "steps": report["steps"],
             "before": {k: report["before"].get(k) for k in keep}, "after": {k: report["after"].get(k) for k in keep},
             "evaluations": [{k: e.get(k) for k in ("step", *keep)} for e in report["evaluations"]]}
 
 
-SMOL_RL = ["--history", "none", "--max-new-tokens", "8", "--temperature", "0.8", "--batch-size", "2",
-           "--episodes-per-start", "4", "--threads", "1", "--lr", "1e-5"]
+# One protocol for every table row (SmolLM2-135M-Instruct, one thread, greedy evaluation on 100 held-out start
+# states): "RL only" starts from the model as it is (its first evaluation is the zero-shot figure); "warm start + RL"
+# first clones the environment's epsilon-0.1 expert (--demonstrations expert), its first evaluation is the warm
+# start's figure. GRPO over groups of 4 episodes per start state, the half of the groups whose returns vary most kept.
+RL = ["--batch-size", "4", "--episodes-per-start", "4", "--filter-ratio", "0.5", "--threads", "1",
+      "--n-eval", "100", "--eval-temperature", "0"]
+WARM = ["--demonstrations", "expert", "--demo-epsilon", "0.1", "--warm-start-lr", "5e-5", "--lr", "2e-6"]
+ENVS = {  # study: (env spec, the env's own options, demonstration episodes, warm-start steps)
+    "frozenlake": ("frozenlake:size=4", ["--history", "none", "--max-new-tokens", "8", "--max-turns", "8"], 300, 150),
+    "babyai-lm": ("babyai:GoToObj", ["--history", "none", "--max-new-tokens", "8", "--max-turns", "16"], 300, 150),
+    "tools": ("tools:arithmetic:digits=3:operations=*:multiplier_digits=3:tools=calculator:max_calls=2",
+              ["--history", "full", "--max-new-tokens", "40", "--max-turns", "3"], 200, 25),
+    "guess": ("textarena:GuessTheNumber-v0", ["--history", "full", "--max-new-tokens", "8", "--max-turns", "10"], 200, 60),
+}
 
 
-def frozenlake(args) -> dict:
-    return agent_rl(args.out / "frozenlake", "--model", smollm2(), "--env", "frozenlake:size=4", "--max-turns", "8",
-                    "--max-steps", str(args.steps), "--n-eval", "32", "--eval-every", str(args.eval_every),
-                    "--eval-temperature", "0", *SMOL_RL)
-
-
-def babyai_lm(args) -> dict:
-    return agent_rl(args.out / "babyai-lm", "--model", smollm2(), "--env", "babyai:GoToObj", "--max-turns", "8",
-                    "--max-steps", str(args.steps), "--n-eval", "16", "--eval-every", str(args.eval_every),
-                    "--eval-temperature", "0", *SMOL_RL)
+def table_row(study: str, args) -> dict:
+    env, options, episodes, warm_steps = ENVS[study]
+    schedule = ["--max-steps", str(args.steps), "--eval-every", str(args.eval_every)]
+    base = ["--model", smollm2(), "--env", env, *options, *RL, *schedule]
+    row = {"rl_only": agent_rl(args.out / study / "rl-only", *base, "--lr", "1e-5"),
+           "warm_start_then_rl": agent_rl(args.out / study / "warm", *base, *WARM, "--demo-episodes", str(episodes),
+                                          "--warm-start-steps", str(warm_steps))}
+    if study == "tools":  # the same problems with no tool, warm-started on the task's worked answers
+        row["no_tool_warm_start"] = agent_rl(
+            args.out / study / "no-tool", "--model", smollm2(), "--env", env.split(":tools=")[0].replace("tools:", "task:", 1),
+            "--history", "full", "--max-new-tokens", "40", "--max-turns", "1", *RL, "--max-steps", "1",
+            "--demonstrations", "expert", "--demo-epsilon", "0", "--demo-episodes", str(episodes),
+            "--warm-start-steps", str(warm_steps), "--warm-start-lr", "5e-5")
+    return row
 
 
 def babyai_film(args) -> dict:
@@ -66,15 +84,6 @@ def babyai_film(args) -> dict:
                      "--ppo-steps", str(args.ppo_steps), "--eval-episodes", "100")
     metrics = json.loads((out / "metrics.json").read_text())
     return {"wall_seconds": round(seconds, 1), **{k: v for k, v in metrics.items() if k in ("ppo", "random_policy", "env")}}
-
-
-def tools(args) -> dict:
-    task = "arithmetic:digits=2:operations=+-*"
-    common = ["--model", smollm2(), "--max-steps", str(args.steps), "--n-eval", "32", "--eval-every",
-              str(args.eval_every), "--eval-temperature", "0", "--max-new-tokens", "48", "--history", "full",
-              "--batch-size", "2", "--episodes-per-start", "4", "--threads", "1", "--lr", "1e-5"]
-    return {"without_tool": agent_rl(args.out / "tools-none", "--env", f"task:{task}", *common),
-            "with_calculator": agent_rl(args.out / "tools-calculator", "--env", f"tools:{task}:tools=calculator", *common)}
 
 
 def worldmodel(args) -> dict:
@@ -99,8 +108,8 @@ def worldmodel(args) -> dict:
             "note": "imagined env_steps are world-model steps (no real steps beyond the world model's data)"}
 
 
-STUDIES = {"frozenlake": frozenlake, "babyai-lm": babyai_lm, "babyai-film": babyai_film, "tools": tools,
-           "worldmodel": worldmodel}
+STUDIES = {**{name: (lambda args, name=name: table_row(name, args)) for name in ENVS},
+           "babyai-film": babyai_film, "worldmodel": worldmodel}
 
 
 def main() -> None:
