@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# SFT, DPO and GRPO throughput and MFU on a Qwen2-0.5B-shaped random bf16 model: one JSON file in $OUT
-# (else benchmarks/results/). About 3-4 minutes on an H200; `--tiny` checks the script on CPU in seconds.
+# The GPU check: SFT, DPO, GRPO with and without the micro-batch memory budget, PPO with a reward model on the
+# device, one agent-RL step, LoRA with gradient checkpointing, a save and resume, and bf16 loss parity with the
+# committed CPU losses; throughput and MFU where a phase trains the Qwen2-0.5B-shaped model. One JSON file in
+# $OUT (else benchmarks/results/), rewritten after every phase. `--tiny` runs every phase on CPU in seconds.
 #
 #   benchmarks/gpu_check.sh [--tiny] [gpu_check.py options]
 #
-# A machine without tandem's pure-Python dependencies (the device image has torch, transformers, accelerate,
-# peft, tokenizers, safetensors, typer, pyyaml, matplotlib but not pydantic): put their wheels in .whl/ and they
-# are installed from there first (see benchmarks/README.md for the download command).
+# The device image lacks some of tandem's pure-Python dependencies (pydantic; gymnasium and minigrid for the
+# agent phase): put their wheels in .whl/ and they are installed from there first (benchmarks/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$(command -v python3 || command -v python)}"
@@ -15,5 +16,5 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-# 7 minutes at most, inside the 8 a lent GPU session gives this check
+# 7 minutes at most, inside the 8 a lent GPU session gives this check; SIGTERM marks the phase it cuts timed_out
 exec timeout 420 "$PYTHON" benchmarks/gpu_check.py "$@"
