@@ -2,8 +2,10 @@
 with and without the language model's suggestions, over several seeds, on a sparse-reward task.
 
 Language models compared: ``oracle`` (NOT an LM: an optimal tabular policy answering at random with probability
---noise, a stand-in for a competent LM) and ``demo`` (a tiny tandem model fine-tuned on expert demonstrations rendered
-as text, `tandem.lm_inside_agents.backends.train_demo_backend`). Runs that never reach the target count as censored at
+--noise, a stand-in for a competent LM), ``demo`` (a tiny tandem model fine-tuned on expert demonstrations rendered
+as text, `tandem.lm_inside_agents.backends.train_demo_backend`), ``pretrained`` (--lm-model, e.g. SmolLM2, zero-shot:
+the prompt as written) and ``pretrained-demo`` (that model warm-started on the same demonstrations). Each LM's own
+greedy action agreement with the expert on 50 fresh episodes is reported. Runs that never reach the target count as censored at
 --max-steps. Writes results.json and steps_to_target.png / learning_curves.png under --out.
 
     python benchmarks/agents_exploration.py --out runs/bench-exploration
@@ -23,7 +25,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from tandem.lm_inside_agents.backends import action_agreement, expert_episodes, oracle_backend, train_demo_backend  # noqa: E402
+from tandem.lm_inside_agents.backends import (  # noqa: E402
+    HFBackend,
+    action_agreement,
+    expert_episodes,
+    oracle_backend,
+    train_demo_backend,
+)
 from tandem.lm_inside_agents.experiments.explore import plot_curves, run_summary, task_env_factory  # noqa: E402
 from tandem.lm_inside_agents.dqn import DQNConfig, same_step_vector_env, train_dqn  # noqa: E402
 
@@ -76,6 +84,28 @@ def write_results(out: Path, conditions: list[dict], extra: dict, cap: int, titl
               f"{c['env_steps_per_s']:.0f} | {c['updates_per_s']:.0f} |")
 
 
+def language_model(lm: str, args, make_env, extra: dict):
+    """The backend of `lm` (demo, pretrained, pretrained-demo), its training time and its agreement with the expert."""
+    t0 = time.perf_counter()
+    if lm == "demo":
+        backend = train_demo_backend(make_env(), args.out / "demo_lm", n_episodes=args.demo_episodes,
+                                     steps=args.demo_steps, progress_bar=False)
+        label = "DQN + demo tiny LM"
+    elif args.lm_model is None:
+        raise SystemExit(f"--lms {lm} needs --lm-model")
+    elif lm == "pretrained":
+        backend, label = HFBackend(args.lm_model), f"DQN + {args.lm_model.name} zero-shot"
+    else:
+        backend = train_demo_backend(make_env(), args.out / "pretrained_demo_lm", n_episodes=args.demo_episodes,
+                                     steps=args.pretrained_demo_steps, lr=args.pretrained_demo_lr, batch_size=16,
+                                     progress_bar=False, base_model=args.lm_model)
+        label = f"DQN + {args.lm_model.name} warm-started"
+    agreement = action_agreement(backend, make_env(), expert_episodes(make_env(), 50, seed=10_000))
+    extra[f"{lm}_lm"] = {"train_seconds": time.perf_counter() - t0, "expert_agreement": agreement}
+    print(f"  {label}: ready in {extra[f'{lm}_lm']['train_seconds']:.0f}s, agrees with the expert on {agreement:.2f}")
+    return backend, label
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-exploration"))
@@ -83,7 +113,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=30_000)
     parser.add_argument("--noise", type=float, default=0.2, help="oracle stand-in: probability of a random answer")
-    parser.add_argument("--lms", nargs="+", default=["none", "oracle", "demo"], choices=["none", "oracle", "demo"])
+    parser.add_argument("--lms", nargs="+", default=["none", "oracle", "demo"],
+                        choices=["none", "oracle", "demo", "pretrained", "pretrained-demo"])
+    parser.add_argument("--lm-model", type=Path, help="pretrained / pretrained-demo: a HF directory, .gguf or LoRA folder")
+    parser.add_argument("--pretrained-demo-steps", type=int, default=100)
+    parser.add_argument("--pretrained-demo-lr", type=float, default=5e-5)
     parser.add_argument("--demo-episodes", type=int, default=200)
     parser.add_argument("--demo-steps", type=int, default=300)
     args = parser.parse_args()
@@ -102,13 +136,8 @@ def main() -> None:
             conditions.append(run_condition(label, make_env, make_env,
                                             lambda seed: oracle_backend(make_env(), args.noise, config.gamma, seed), seeds, config))
         else:
-            t0 = time.perf_counter()
-            demo = train_demo_backend(make_env(), args.out / "demo_lm", n_episodes=args.demo_episodes,
-                                      steps=args.demo_steps, progress_bar=False)
-            agreement = action_agreement(demo, make_env(), expert_episodes(make_env(), 50, seed=10_000))
-            extra["demo_lm"] = {"train_seconds": time.perf_counter() - t0, "expert_agreement": agreement}
-            print(f"  demo LM: trained in {extra['demo_lm']['train_seconds']:.0f}s, agrees with the expert on {agreement:.2f}")
-            conditions.append(run_condition("DQN + demo tiny LM", make_env, make_env, lambda seed: demo, seeds, config))
+            backend, label = language_model(lm, args, make_env, extra)
+            conditions.append(run_condition(label, make_env, make_env, lambda seed: backend, seeds, config))
     extra["seconds"] = time.perf_counter() - started
     write_results(args.out, conditions, extra, args.max_steps, f"eq. 11 exploration, {args.env}")
     print(f"\nwall time {extra['seconds']:.0f}s; results in {args.out}")

@@ -219,3 +219,32 @@ def test_tiny_model_learns_expert_actions(lake, tmp_path):
     fresh = expert_episodes(lake, 20, seed=1000)  # new episodes (the 4x4 lake has only 11 live states)
     assert action_agreement(backend, lake, fresh) > 0.6
     assert (tmp_path / "demo" / "demos.jsonl").exists() and (tmp_path / "demo" / "sft" / "model" / "config.json").exists()
+
+
+@pytest.mark.e2e
+def test_a_pretrained_checkpoint_is_warm_started_on_the_same_demonstrations(lake, tmp_path):
+    """With base_model, the demonstrations fine-tune that checkpoint (with its own tokenizer), not a new tiny model."""
+    from transformers import AutoTokenizer
+
+    from tandem.lm_inside_agents.backends import demonstration_examples
+    from tandem.lm_inside_agents.render import action_names
+    from tandem.models.factory import MODEL_SIZES, build_model
+    from tandem.models.tokenizer import train_tokenizer
+
+    # a stand-in for a pretrained checkpoint: a tiny model whose tokenizer knows grid text, saved as a HF folder
+    rows = demonstration_examples(expert_episodes(lake, 20, seed=5000), action_names(lake), True)
+    tokenizer = train_tokenizer((r["prompt"] + r["completion"] for r in rows), vocab_size=MODEL_SIZES["tiny"].vocab_size)
+    base = tmp_path / "base"
+    build_model(MODEL_SIZES["tiny"], tokenizer, seed=1).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        backend = train_demo_backend(lake, tmp_path / "demo", n_episodes=40, steps=60, progress_bar=False,
+                                     base_model=base)
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "demo" / "init").exists()
+    assert backend.tokenizer.get_vocab() == AutoTokenizer.from_pretrained(base).get_vocab()
+    fresh = expert_episodes(lake, 20, seed=1000)
+    assert action_agreement(backend, lake, fresh) > max(0.6, action_agreement(HFBackend(base), lake, fresh))

@@ -346,17 +346,19 @@ def train_demo_backend(
     seed: int = 0,
     with_progress: bool = True,
     progress_bar: bool = True,
+    base_model: Path | None = None,
 ) -> HFBackend:
-    """Fine-tune a new tiny tandem model on expert demonstrations rendered as text; return it as an `HFBackend`.
+    """Fine-tune a model on expert demonstrations rendered as text; return it as an `HFBackend`.
 
-    Writes `out/demos.jsonl` (prompt/completion rows), `out/init` (the untrained model and its tokenizer, trained
-    on the demonstrations' text) and `out/sft/model` (the fine-tuned model), using `tandem.trainers.sft`.
+    Without `base_model`, a new tiny tandem model (tokenizer trained on the demonstrations' text, `out/init`); with
+    it, that pretrained checkpoint (a HF directory, .gguf or LoRA folder, with its own tokenizer): the same
+    demonstrations warm-start a model that already knows language. Writes `out/demos.jsonl` (prompt/completion rows)
+    and `out/sft/model` (the fine-tuned model), using `tandem.trainers.sft`.
     """
     from tandem.models.factory import MODEL_SIZES, build_model
     from tandem.models.loading import save_model
     from tandem.models.tokenizer import train_tokenizer
     from tandem.files import atomic_write_text
-    from tandem.trainers.sft import SFTConfig, run_sft
 
     out = Path(out)
     episodes = expert_episodes(env, n_episodes, seed=seed)
@@ -366,18 +368,29 @@ def train_demo_backend(
     out.mkdir(parents=True, exist_ok=True)
     data_path = out / "demos.jsonl"
     atomic_write_text(data_path, "".join(json.dumps(r) + "\n" for r in rows))
+    if base_model is not None:
+        from tandem.models.loading import load_tokenizer
+
+        longest = max(len(load_tokenizer(base_model)(r["prompt"] + r["completion"])["input_ids"]) for r in rows) + 1
+        return _demo_sft(out, base_model, data_path, rows, steps, batch_size, lr, seed, longest, progress_bar)
     model_size = MODEL_SIZES[size]
     tokenizer = train_tokenizer((r["prompt"] + r["completion"] for r in rows), vocab_size=model_size.vocab_size)
     longest = max(len(tokenizer(r["prompt"] + r["completion"])["input_ids"]) for r in rows) + 1
     model = build_model(model_size, tokenizer, seed=seed)
     save_model(model, tokenizer, out / "init")
+    return _demo_sft(out, out / "init", data_path, rows, steps, batch_size, lr, seed, longest, progress_bar)
+
+
+def _demo_sft(out: Path, model: Path, data: Path, rows: list, steps: int, batch_size: int, lr: float, seed: int,
+              longest: int, progress_bar: bool) -> HFBackend:
+    from tandem.trainers.sft import SFTConfig, run_sft
+
     config = SFTConfig(
-        out=out / "sft", model=out / "init", data=data_path, eval_fraction=0.0, max_steps=steps,
+        out=out / "sft", model=model, data=data, eval_fraction=0.0, max_steps=steps, chat_template="off",
         batch_size=min(batch_size, len(rows)), micro_batch_size=min(batch_size, len(rows)), lr=lr, seed=seed,
         max_length=max(longest, 8), progress=progress_bar, log_every=max(1, steps // 10),
     )
-    result = run_sft(config)
-    return HFBackend(result.model_dir)
+    return HFBackend(run_sft(config).model_dir)
 
 
 def action_agreement(backend: AgentLM, env: gym.Env, episodes: Sequence[Sequence[tuple[str, int]]]) -> float:
