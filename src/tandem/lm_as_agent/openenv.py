@@ -89,6 +89,7 @@ class OpenEnvTextEnv(TextEnv):
     def __init__(self, env: Any, action: type | None = None, field: str | None = None, observation: str | None = None,
                  success: float | None = None, instructions: str | None = None, seed_offset: int = 0):
         self.env, self.observation_field, self.success, self.seed_offset = env, observation, success, seed_offset
+        self._reset_takes_seed = "seed" in inspect.signature(env.reset).parameters
         self.action = action or action_class(env)
         self.field = text_field(self.action, field) if self.action is not None else None
         name = type(env).__name__
@@ -103,8 +104,7 @@ class OpenEnvTextEnv(TextEnv):
 
     def reset(self, seed: int | None = None) -> str:
         seed = None if seed is None else seed + self.seed_offset
-        accepts_seed = "seed" in inspect.signature(self.env.reset).parameters
-        result = self.env.reset(seed=seed) if accepts_seed else self.env.reset()
+        result = self.env.reset(seed=seed) if self._reset_takes_seed else self.env.reset()
         return self._read(result)[0]
 
     def step(self, action: str) -> StepResult:
