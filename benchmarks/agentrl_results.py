@@ -66,10 +66,13 @@ def table_row(study: str, args) -> dict:
     env, options, episodes, warm_steps = ENVS[study]
     schedule = ["--max-steps", str(args.steps), "--eval-every", str(args.eval_every)]
     base = ["--model", smollm2(), "--env", env, *options, *RL, *schedule]
-    row = {"rl_only": agent_rl(args.out / study / "rl-only", *base, "--lr", "1e-5"),
-           "warm_start_then_rl": agent_rl(args.out / study / "warm", *base, *WARM, "--demo-episodes", str(episodes),
-                                          "--warm-start-steps", str(warm_steps))}
-    if study == "tools":  # the same problems with no tool, warm-started on the task's worked answers
+    row = {}
+    if "rl-only" in args.rows:
+        row["rl_only"] = agent_rl(args.out / study / "rl-only", *base, "--lr", "1e-5")
+    if "warm" in args.rows:
+        row["warm_start_then_rl"] = agent_rl(args.out / study / "warm", *base, *WARM, "--demo-episodes", str(episodes),
+                                             "--warm-start-steps", str(warm_steps))
+    if study == "tools" and "no-tool" in args.rows:  # the same problems with no tool, warm-started on the task's worked answers
         row["no_tool_warm_start"] = agent_rl(
             args.out / study / "no-tool", "--model", smollm2(), "--env", env.split(":tools=")[0].replace("tools:", "task:", 1),
             "--history", "full", "--max-new-tokens", "40", "--max-turns", "1", *RL, "--max-steps", "1",
@@ -116,6 +119,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=list(STUDIES))
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rows", nargs="+", default=["rl-only", "warm", "no-tool"], choices=["rl-only", "warm", "no-tool"],
+                        help="which runs of a table row to make (no-tool: the tools study's no-tool baseline)")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--ppo-steps", type=int, default=60_000)
     parser.add_argument("--wm-episodes", type=int, default=300)
@@ -123,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"study": args.study, "settings": {k: str(v) for k, v in vars(args).items()}, **STUDIES[args.study](args)}
-    path = args.out / f"{args.study}.json"
+    path = args.out / f"{args.study}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written: {path}")

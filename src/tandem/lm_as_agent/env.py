@@ -5,7 +5,9 @@ observation text`, `step(action text) -> StepResult` and `close()`. Adapters reg
 worlds into one (`make_env_suite("kind:key=value:...")`):
 
 - ``frozenlake:size=4`` (random solvable maps, one per seed, so held-out maps test generalisation; ``maps=fixed``
-  for Gymnasium's own), ``corridor:length=3`` (a trivial walk to the right end, for tests), ``babyai:GoToObj``;
+  for Gymnasium's own), ``corridor:length=3`` (a trivial walk to the right end, for tests), ``babyai:GoToObj``
+  (each object placed relative to the agent, "2 steps ahead and 1 step to your left"; ``view=grid`` for the whole
+  grid as characters);
 - any registered Gymnasium id (``CliffWalking-v1``, ``Taxi-v4``, ``BabyAI-GoToLocal-v0``, or ``gym:ID``) through
   `GymTextEnv`: hand-written renderers where they read better (`tandem.lm_inside_agents.render`), the env's own ``ansi``
   rendering otherwise, and a generic rendering of Discrete / Box / Tuple / Dict observations as a last resort;
@@ -30,8 +32,10 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
+from minigrid.minigrid_env import MiniGridEnv
 
-from tandem.lm_inside_agents.render import action_names, has_renderer, parse_action_name, render_state
+from tandem.lm_inside_agents.render import (MINIGRID_LEGEND, action_names, has_renderer, parse_action_name, render_minigrid_relative,
+                                            render_state)
 from tandem.registry import registrar
 from tandem.specs import parse_options
 
@@ -138,7 +142,10 @@ class GymTextEnv(TextEnv):
     """
 
     def __init__(self, env: gym.Env, task: str | None = None, names: list[str] | None = None,
-                 invalid: InvalidAction = "penalty", invalid_penalty: float = -0.1, seed_offset: int = 0):
+                 invalid: InvalidAction = "penalty", invalid_penalty: float = -0.1, seed_offset: int = 0,
+                 view: Literal["grid", "relative"] = "grid"):
+        if view not in ("grid", "relative"):
+            raise ValueError(f"view must be grid or relative, not {view!r}")
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ValueError(f"{_family(env)}: a language agent needs a Discrete action space, not {env.action_space}")
         if invalid not in ("penalty", "retry", "end"):
@@ -149,22 +156,25 @@ class GymTextEnv(TextEnv):
         if len(self.names) != int(env.action_space.n):
             raise ValueError(f"{family}: {len(self.names)} action names for {int(env.action_space.n)} actions")
         self._custom = has_renderer(env.unwrapped)
+        self.view = view
         self.task = task
         self.obs: Any = None
         self.instructions = self._instructions(family)
         self.ask = action_ask(self.names)
 
     def _instructions(self, family: str) -> str:
-        from tandem.lm_inside_agents.render import MINIGRID_LEGEND
-        from minigrid.minigrid_env import MiniGridEnv
-
         minigrid = isinstance(self.env.unwrapped, MiniGridEnv)
         task = self.task or ("carry out the mission" if minigrid else f"act in the {family} environment to reach its goal")
-        legend = f" The grid {MINIGRID_LEGEND}." if minigrid else ""
+        if minigrid and self.view == "relative":
+            legend = " You see where each object is from where you stand, and how far you can walk ahead."
+        else:
+            legend = f" The grid {MINIGRID_LEGEND}." if minigrid else ""
         return (f"You are an agent in a text game. Your task: {task}.{legend} Each turn you see the state; reply "
                 f"with exactly one action from: {', '.join(self.names)}.")
 
     def render(self) -> str:
+        if self.view == "relative" and isinstance(self.env.unwrapped, MiniGridEnv):
+            return render_minigrid_relative(self.env.unwrapped)
         if self._custom:
             return render_state(self.env, self.obs if not isinstance(self.obs, dict) else None)
         if getattr(self.env, "render_mode", None) == "ansi":
@@ -331,14 +341,14 @@ def _load_plugins() -> None:
 
 
 def _gym_suite(spec: str, env_id: str, invalid: InvalidAction, invalid_penalty: float, max_turns: int | None = None,
-               **make_options) -> EnvSuite:
+               view: Literal["grid", "relative"] = "grid", **make_options) -> EnvSuite:
     _load_plugins()
     make_gym_env(env_id, **make_options).close()  # fail now, with the reason, rather than in the first episode
     limit = gym.registry[env_id].max_episode_steps
 
     def make(split: str) -> TextEnv:
         return GymTextEnv(make_gym_env(env_id, **make_options), invalid=invalid, invalid_penalty=invalid_penalty,
-                          seed_offset=EVAL_SEED_OFFSET if split == "eval" else 0)
+                          seed_offset=EVAL_SEED_OFFSET if split == "eval" else 0, view=view)
 
     return EnvSuite(spec, make, max_turns or min(limit or 32, 32))
 
@@ -395,6 +405,7 @@ def _babyai_kind(spec: str, level: str | None, invalid: InvalidAction, invalid_p
                  max_turns: int | None = None, **make_options) -> EnvSuite:
     level = level or "GoToObj"
     env_id = level if level.startswith("BabyAI-") else f"BabyAI-{level}-v0"
+    make_options.setdefault("view", "relative")
     return _gym_suite(spec, env_id, invalid=invalid, invalid_penalty=invalid_penalty, max_turns=max_turns or 16,
                       **make_options)
 

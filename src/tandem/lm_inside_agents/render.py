@@ -94,6 +94,62 @@ def render_minigrid(env: MiniGridEnv) -> str:
     return "\n".join(header + rows)
 
 
+def _steps(n: int, word: str) -> str:
+    return f"{n} step{'s' if n != 1 else ''} {word}"
+
+
+def relative_position(env: MiniGridEnv, i: int, j: int) -> tuple[int, int]:
+    """Cell (i, j) in the agent's frame: (steps forward, steps to the right); negative is behind / to the left."""
+    x, y = (int(v) for v in env.agent_pos)
+    d = int(env.agent_dir)
+    fx, fy = _DIRECTION_VEC[d]
+    rx, ry = _DIRECTION_VEC[(d + 1) % 4]  # y grows downward, so turning right is the next direction
+    return (i - x) * fx + (j - y) * fy, (i - x) * rx + (j - y) * ry
+
+
+def _where(forward: int, right: int) -> str:
+    parts = []
+    if forward:
+        parts.append(_steps(abs(forward), "ahead" if forward > 0 else "behind"))
+    if right:
+        parts.append(_steps(abs(right), "to your right" if right > 0 else "to your left"))
+    return " and ".join(parts) or "here"
+
+
+def render_minigrid_relative(env: MiniGridEnv) -> str:
+    """The MiniGrid/BabyAI state in the agent's own frame, as a sentence per object.
+
+    Every object that is not a wall (whole grid: full observability) is placed by steps ahead/behind and to the
+    left/right of the agent, nearest first, and the walls are given as the free steps before the wall ahead. The
+    egocentric text of BabyAI-Text (Carta et al., 2023, "Grounding Large Language Models in Interactive
+    Environments with Online RL") over the full grid: a small model reads "2 steps ahead and 1 step to your
+    left" far more easily than it finds itself and the target in a character grid.
+    """
+    if env.agent_pos is None or env.grid is None:
+        raise ValueError("the MiniGrid env has not been reset, so it has no state to render")
+    x, y = (int(v) for v in env.agent_pos)
+    dx, dy = _DIRECTION_VEC[int(env.agent_dir)]
+    free = 0
+    while free < max(env.width, env.height):
+        i, j = x + dx * (free + 1), y + dy * (free + 1)
+        cell = env.grid.get(i, j) if 0 <= i < env.width and 0 <= j < env.height else None
+        if not (0 <= i < env.width and 0 <= j < env.height) or (cell is not None and not cell.can_overlap()):
+            break
+        free += 1
+    front = env.grid.get(x + dx, y + dy)
+    seen = []
+    for j in range(env.height):
+        for i in range(env.width):
+            obj = env.grid.get(i, j)
+            if obj is not None and obj.type != "wall" and (i, j) != (x, y):
+                forward, right = relative_position(env, i, j)
+                seen.append((abs(forward) + abs(right), forward, right, _describe(obj)))
+    lines = [f"mission: {env.mission}", f"carrying: {_describe(env.carrying)}",
+             f"in front of you: {_describe(front)}", f"free steps ahead before a wall or object: {free}"]
+    lines += [f"{name}: {_where(forward, right)}" for _, forward, right, name in sorted(seen)]
+    return "\n".join(lines)
+
+
 def render_minigrid_view(obs: dict) -> str:
     """The agent's egocentric partial view (``obs["image"]``, agent at the bottom centre facing up) as text."""
     image = np.asarray(obs["image"])
