@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from tandem.algorithms.policy_losses import POLICY_LOSSES, policy_loss
 from tandem.trainers.grpo import GRPOConfig, overlong_penalty, run_grpo
 from tandem.trainers.online import OnlineRLConfig
 
@@ -139,3 +140,36 @@ def test_a_proxy_reward_run_logs_the_reward_hacking_monitor(tmp_path, tiny_model
     for key in ("gold", "monitor/proxy", "monitor/gold", "monitor/sqrt_kl", "monitor/divergence"):
         assert f"train/{key}" in record, key
     assert (tmp_path / "run" / "monitor" / "monitor.json").exists()
+
+
+def test_rows_with_no_advantage_are_left_out_of_the_update_and_the_step_is_the_same(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch):
+    """A group whose samples all score alike has advantage 0 everywhere: its rows train nothing, so the update
+    skips them and takes the step the full update takes."""
+    from checks import assert_same_weights
+    from tandem.trainers.online import OnlineTrainer
+
+    module = tmp_path / "half_flat_reward.py"
+    module.write_text("def score(prompts, completions, **kw):\n"
+                      "    return [len(c) / 10 if p == prompts[0] else 1.0 for p, c in zip(prompts, completions)]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    options = dict(model=tiny_model_dir, task="sentiment", reward="half_flat_reward:score", batch_size=2,
+                   samples_per_prompt=4, max_new_tokens=6, n_eval=0, progress=False, mixed_precision="no",
+                   max_steps=2, lr=1e-3, log_every=1, micro_batch_size=2)
+    skipping = run_grpo(GRPOConfig(out=tmp_path / "skip", **options))
+    records = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/trained_row_fraction"] for r in records if "train/trained_row_fraction" in r] == [0.5, 0.5]
+    monkeypatch.setattr(OnlineTrainer, "skips_idle_rows", property(lambda self: False))
+    run_grpo(GRPOConfig(out=tmp_path / "all", **options))
+    assert_same_weights(tmp_path / "all" / "model", skipping.model_dir, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_LOSSES))
+def test_every_policy_loss_is_zero_with_zero_gradient_at_zero_advantage(name):
+    """What lets the update skip rows without advantage (`OnlineTrainer.skips_idle_rows`)."""
+    torch.manual_seed(0)
+    logp = torch.randn(3, 5, requires_grad=True)
+    old = logp.detach() + 0.3 * torch.randn(3, 5)
+    out = policy_loss(name, logp, old, torch.zeros(3, 5), torch.ones(3, 5))
+    out.loss.sum().backward()
+    assert float(out.loss.detach().abs().sum()) == 0.0 and float(logp.grad.abs().sum()) == 0.0

@@ -324,6 +324,14 @@ class OnlineTrainer(GenerativeTrainer):
                 and self.optimizer_steps_per_step() == 1 and SCORE_ONLY[cfg.advantage]
                 and not self.needs_values)
 
+    @property
+    def skips_idle_rows(self) -> bool:
+        """Whether the update leaves out rows whose advantage is 0 on every token: every registered policy loss
+        is linear in the advantage, so such a row's loss and gradient are exactly 0, unless an entropy bonus, a
+        KL term in the loss or a value loss adds to it. A group whose samples all scored alike (the "echo trap"
+        of multi-turn RL, an RLVR prompt every sample solves) then costs no forward or backward pass."""
+        return not self.config.entropy_coef and self.kl_controller.value == 0 and not self.needs_values
+
     def extra_state(self) -> dict:
         return {"kl_coef": self.kl_controller.value, **self.rollouts.state()}
 
@@ -472,6 +480,7 @@ class OnlineTrainer(GenerativeTrainer):
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
         rows = self._micro_batch_rows(self.forward_model, batch, labels)
+        live = ((data.advantages != 0) & mask).any(-1).cpu() if self.skips_idle_rows else torch.ones(n, dtype=torch.bool)
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
@@ -480,6 +489,7 @@ class OnlineTrainer(GenerativeTrainer):
                 minibatch = (global_rows[(global_rows // n) == self.rank] - self.rank * n).sort().values
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
+                minibatch = minibatch[live[minibatch]]  # after the normaliser: idle rows still count in the mean
 
                 def loss_of(rows):
                     nonlocal gap
@@ -515,6 +525,7 @@ class OnlineTrainer(GenerativeTrainer):
             total, tokens = self._all_reduce_sum(gap)
             averaged["logprob_mismatch"] = total / max(tokens, 1.0)
         averaged["micro_batch_rows"] = float(rows)
+        averaged["trained_row_fraction"] = float(live.float().mean())
         return averaged
 
     def _mean_gap(self, train_logp: torch.Tensor, batch: RolloutBatch, mask: torch.Tensor) -> float:
