@@ -92,7 +92,8 @@ class ServeConfig(BaseModel):
                                 description="Seconds a client has to send a request's body before it gets 408.")
     engine: str = Field("hf", description="Decode engine: hf (tandem's continuous batching on the Hugging Face model) or vllm (vLLM's in-process engine; pip install 'tandem[vllm]').")
     device: str | None = Field(None, description="Device to run on (cpu, cuda, cuda:1); default cuda when available, else cpu. --engine vllm runs where its build runs.")
-    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto: bfloat16 on a GPU that has it (float16 on older ones), float32 on CPU.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level.")
     vllm_max_model_len: int | None = Field(None, ge=16, description="--engine vllm: longest prompt + completion the engine holds (default: the model's own; smaller saves KV-cache memory).")
     vllm_enforce_eager: bool = Field(False, description="--engine vllm: run without compiled graphs (starts faster, no stalls while its compile cache is cold; decodes slower).")
@@ -198,8 +199,20 @@ def load_hf_engine(config: ServeConfig) -> Engine:
     from tandem.models.loading import load_causal_lm, load_tokenizer
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_causal_lm(config.model, dtype=getattr(torch, config.dtype)).to(device)
+    model = load_causal_lm(config.model, dtype=serving_dtype(config.dtype, device)).to(device)
     return Engine(model, load_tokenizer(config.model))
+
+
+def serving_dtype(requested: str, device: str):
+    """The weights' dtype: `requested`, or for auto the half precision a CUDA device computes fastest in (bf16
+    where supported, as vLLM's own "auto" picks for bf16 checkpoints) and float32 elsewhere."""
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if torch.device(device).type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
 
 
 @register_serve_engine("vllm")
@@ -212,8 +225,9 @@ def load_vllm_engine(config: ServeConfig, **options):
     from tandem.serve.vllm_engine import VLLMServeEngine, vllm_model_folder
 
     import_vllm()  # a missing vLLM fails before any conversion
-    folder = vllm_model_folder(config.model, getattr(torch, config.dtype))
-    return VLLMServeEngine(folder, load_tokenizer(config.model), dtype=config.dtype, max_rows=config.max_batch_rows,
+    dtype = serving_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
+    folder = vllm_model_folder(config.model, dtype)
+    return VLLMServeEngine(folder, load_tokenizer(config.model), dtype=str(dtype).removeprefix("torch."), max_rows=config.max_batch_rows,
                            **{**config.vllm_options(), **options})
 
 
