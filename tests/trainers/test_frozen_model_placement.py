@@ -52,3 +52,28 @@ def test_dpo_samples_its_pairs_with_the_policy_on_its_device(tmp_path, tiny_mode
         dpo.run_dpo(dpo.DPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", pairs="sampled",
                                   mixed_precision="bf16", max_steps=1, progress=False))
     assert seen == {"device": torch.device("meta"), "autocast": ("meta", torch.bfloat16, True)}
+
+
+def test_the_reference_is_half_precision_on_a_gpu_and_float32_on_cpu():
+    from tandem.trainers.loop import reference_dtype
+
+    assert reference_dtype("bf16", torch.device("cuda", 0)) == torch.bfloat16
+    assert reference_dtype("no", torch.device("cuda", 0)) == torch.float32
+    assert reference_dtype("bf16", torch.device("cpu")) == torch.float32  # exact KL 0 at step 0 on CPU
+
+
+def test_grpo_loads_its_reference_in_the_precision_of_its_device(tmp_path, tiny_model_dir, monkeypatch):
+    seen = []
+    original = online.load_causal_lm
+
+    def load(path, dtype=torch.float32, **kw):
+        seen.append(dtype)
+        if len(seen) == 2:  # the policy, then the reference
+            raise Placed
+        return original(path, dtype=dtype, **kw)
+    monkeypatch.setattr(online, "load_causal_lm", load)
+    monkeypatch.setattr(online, "process_device", lambda: torch.device("cuda", 0))
+    with pytest.raises(Placed):
+        run_grpo(GRPOConfig(model=tiny_model_dir, out=tmp_path / "run", task="sentiment", kl_coef=0.1, max_steps=1,
+                            mixed_precision="bf16", progress=False))
+    assert seen == [torch.float32, torch.bfloat16]

@@ -25,7 +25,7 @@ from tandem.data import (
 from tandem.policy_eval import gold_eval
 from tandem.generation import completion_log_probs
 from tandem.models.loading import add_lora, evaluating, load_causal_lm, process_device, reference_and_context, save_model
-from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, resolve_precision
+from tandem.trainers.loop import GenerativeTrainer, LossOutput, TrainResult, reference_dtype, resolve_precision
 from tandem.trainers.sft import FinetuneSourceConfig
 from tandem.trainers.setup import RunSetup
 from tandem.trainers.sources import prepare_finetune
@@ -206,12 +206,13 @@ def load_policy_and_reference(config: DPOConfig, needs_reference: bool, has_task
     """The policy (with LoRA if asked) and the frozen reference (None when LoRA's disabled adapter serves)."""
     model = load_causal_lm(config.model)
     reference = None
+    dtype = reference_dtype(config.mixed_precision, process_device())
     if config.lora_rank:
         model = add_lora(model, config.lora_rank, config.lora_alpha)
         if config.ref_model is not None:
-            reference = load_causal_lm(config.ref_model)
+            reference = load_causal_lm(config.ref_model, dtype=dtype)
     elif needs_reference or has_task:  # with a task, the reference also measures KL at evaluation
-        reference = load_causal_lm(config.ref_model or config.model)
+        reference = load_causal_lm(config.ref_model or config.model, dtype=dtype)
     return model, reference
 
 

@@ -89,6 +89,13 @@ def frozen_model_dtype(choice: str) -> torch.dtype:
     return torch.bfloat16 if resolve_precision(choice) == "bf16" else torch.float32
 
 
+def reference_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """The frozen reference's precision: as a frozen model beside the policy on a GPU (bf16 runs hold it in bf16,
+    half the memory, where autocast would round its matmul weights to bf16 anyway); float32 on CPU, where memory is
+    plentiful and the reference then equals the policy exactly at step 0 (KL 0, not ~1e-3)."""
+    return frozen_model_dtype(choice) if torch.device(device).type == "cuda" else torch.float32
+
+
 def too_few_examples_message(config: TrainConfig, count: int) -> str:
     """Which data is too small for one batch, and the ways out."""
     source = getattr(config, "data", None) or f"task '{getattr(config, 'task', None)}'"

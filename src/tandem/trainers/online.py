@@ -45,7 +45,7 @@ from tandem.generation.scoring import completion_logits, free_device_bytes, rows
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
-from tandem.trainers.loop import GenerativeTrainer, TrainResult, frozen_model_dtype, resolve_precision
+from tandem.trainers.loop import GenerativeTrainer, TrainResult, frozen_model_dtype, reference_dtype, resolve_precision
 from tandem.trainers.rollout_kinds import PromptRollouts
 from tandem.trainers.setup import RunSetup, prepare_run
 from tandem.trainers.sft import LoRAOptions
@@ -660,7 +660,9 @@ def run_online(config: OnlineRLConfig, trainer_class: type[OnlineTrainer], promp
     callbacks = [*trainer_options.get("callbacks", ()), *([monitor] if monitor is not None else [])]
     kl_read = bool(config.kl_metrics) or reads_kl(config, callbacks) or config.n_eval > 0
     needs_reference = config.ref_model is not None or (not config.lora_rank and kl_read)
-    reference = load_causal_lm(config.ref_model or config.model) if needs_reference else None
+    reference = (load_causal_lm(config.ref_model or config.model,
+                                dtype=reference_dtype(config.mixed_precision, process_device()))
+                 if needs_reference else None)
     if reward is None:
         # a reward model or local judge runs beside the policy: on its device, in its precision
         reward = build_reward(f"task:{config.task}" if config.reward == "task" else config.reward, tokenizer,
