@@ -4,6 +4,12 @@ and Dyna (imagined transitions) vs plain Q-learning, on deterministic FrozenLake
 Runs `tandem world-model` (`run_world_model`) with the settings below on one thread and records the wall time:
 
     python benchmarks/agents_world_model.py --out runs/bench-world-model
+
+Data efficiency of a pretrained LM against the tiny one from scratch (one run per LM and episode count, planning
+and Dyna off unless asked; a pretrained LM trains --pretrained-epochs passes over its transitions):
+
+    python benchmarks/agents_world_model.py --lms tiny pretrained --lm-model SmolLM2-135M-Instruct.Q4_1.gguf \
+        --episodes 50 100 300 --plan-episodes 0 --dyna-real-steps 0 --out runs/bench-world-model-smollm2
 """
 
 from __future__ import annotations
@@ -26,7 +32,12 @@ def main() -> None:
     parser.add_argument("--env", default="FrozenLake-v1", help="FrozenLake-v1 or Taxi-v4")
     parser.add_argument("--map-size", type=int, default=4)
     parser.add_argument("--n-maps", type=int, default=40)
-    parser.add_argument("--episodes", type=int, default=400)
+    parser.add_argument("--episodes", type=int, nargs="+", default=[400], help="random episodes collected (several: a sweep)")
+    parser.add_argument("--lms", nargs="+", default=["tiny"], choices=["tiny", "pretrained"],
+                        help="tiny: a tandem LM from scratch; pretrained: fine-tune --lm-model")
+    parser.add_argument("--lm-model", type=Path, help="pretrained: a HF directory, .gguf or LoRA folder")
+    parser.add_argument("--lora-rank", type=int, default=0, help="pretrained: LoRA rank (0: full fine-tuning)")
+    parser.add_argument("--pretrained-epochs", type=float, default=3.0)
     parser.add_argument("--max-steps", type=int, default=600, help="SFT optimizer steps of the world model")
     parser.add_argument("--max-length", type=int, default=192)
     parser.add_argument("--planner", default="tree", choices=["tree", "shooting"])
@@ -39,27 +50,52 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    if "pretrained" in args.lms and args.lm_model is None:
+        parser.error("--lms pretrained needs --lm-model")
+    runs = [(lm, episodes) for lm in args.lms for episodes in args.episodes]
+    summaries = []
+    for lm, episodes in runs:
+        out = args.out if len(runs) == 1 else args.out / f"{lm}-{episodes}"
+        summaries.append(run_one(args, lm, episodes, out))
+    if len(runs) > 1:
+        rows = [{"lm": s["lm"], "episodes": s["config"]["episodes"], "n_train": s["n_train"], **{
+            k: s["held_out"][k] for k in ("next_state_accuracy", "reward_accuracy", "done_accuracy", "copy_state_baseline",
+                                          "n_transitions")}, "wall_seconds": s["wall_seconds"]} for s in summaries]
+        (args.out / "sweep.json").write_text(json.dumps(rows, indent=2, default=float) + "\n")
+        print("| LM | episodes | train transitions | held-out | next state | reward | done | copy-state | wall s |")
+        for r in rows:
+            print(f"| {r['lm']} | {r['episodes']} | {r['n_train']} | {int(r['n_transitions'])} | "
+                  f"{r['next_state_accuracy']:.3f} | {r['reward_accuracy']:.3f} | {r['done_accuracy']:.3f} | "
+                  f"{r['copy_state_baseline']:.3f} | {r['wall_seconds']:.0f} |")
+
+
+def run_one(args, lm: str, episodes: int, out: Path) -> dict:
+    model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs} if lm == "pretrained" \
+        else {"max_steps": args.max_steps}
     config = WorldModelConfig(
-        out=args.out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=args.episodes,
-        max_steps=args.max_steps, max_length=args.max_length, planner=args.planner, horizon=args.horizon,
+        out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
+        max_length=args.max_length, planner=args.planner, horizon=args.horizon,
         plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds,
-        seed=args.seed, progress=False,
+        seed=args.seed, progress=False, threads=args.threads, **model,
     )
     started = time.perf_counter()
     report = run_world_model(config)
     summary = {
+        "lm": lm,
         "config": config.model_dump(mode="json"),
         "wall_seconds": time.perf_counter() - started,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "load_average_at_end": os.getloadavg()[0],
+        "n_train": report["n_train"],
         "held_out": report["held_out"],
         "planning": report.get("planning"),
         "dyna": {k: {kk: v[kk] for kk in ("steps_to_solve", "mean_steps_to_solve", "solved_fraction")}
                  for k, v in report.get("dyna", {}).items()},
     }
-    (args.out / "benchmark.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (out / "benchmark.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(json.dumps(summary, indent=2, default=float))
+    return summary
 
 
 if __name__ == "__main__":
