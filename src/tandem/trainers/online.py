@@ -513,14 +513,14 @@ class OnlineTrainer(GenerativeTrainer):
 
                 micro_batches = self._same_count_everywhere(list(minibatch.split(rows)))
                 for micro_stats, loss, weight in self._accumulate(micro_batches, loss_of):
-                    for key, value in micro_stats.items():
-                        sums[key] = sums.get(key, 0.0) + float(value)
-                    sums["loss"] = sums.get("loss", 0.0) + float(loss)
+                    # summed as tensors where they are tensors: one host sync per statistic per update, not per micro-batch
+                    for key, value in {**micro_stats, "loss": loss}.items():
+                        sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else value)
                     count += weight > 0
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
-        averaged = {k: v / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
+        averaged = {k: float(v) / (steps if k in ("loss", "grad_norm") else max(count, 1)) for k, v in sums.items()}
         if data.old_logp is None:
             total, tokens = self._all_reduce_sum(gap)
             averaged["logprob_mismatch"] = total / max(tokens, 1.0)
