@@ -22,15 +22,17 @@ from tandem.lm_inside_agents.offline_data import episodes_to_dataset, returns_to
 
 
 
-def _model(discrete=True, condition_on_return=True, backbone=None, **kw):
-    """A small DT; with `backbone` (a checkpoint folder) its transformer is that causal LM's decoder."""
+def _model(discrete=True, condition_on_return=True, backbone=None, layers_kept=None, **kw):
+    """A small DT; with `backbone` (a checkpoint folder) its transformer is that causal LM's decoder (its first
+    `layers_kept` layers)."""
     torch.manual_seed(0)
     shape = DTShape(state_dim=3, action_dim=4 if discrete else 2, discrete=discrete, context=5, hidden=16,
                     layers=2, heads=2, dropout=0.0, max_timestep=50, condition_on_return=condition_on_return,
                     return_scale=10.0, action_low=None if discrete else [-2.0, -2.0],
                     action_high=None if discrete else [2.0, 2.0], **kw)
-    model = DecisionTransformer(shape) if backbone is None else pretrained_decision_transformer(shape, backbone)
-    return model.eval()
+    if backbone is None:
+        return DecisionTransformer(shape).eval()
+    return pretrained_decision_transformer(shape, backbone, layers=layers_kept).eval()
 
 
 @pytest.fixture(params=["own", "pretrained"])
@@ -168,6 +170,59 @@ def test_pretrained_backbone_starts_as_the_checkpoint_and_saves_with_its_shape(p
     torch.testing.assert_close(_predict(reloaded, _inputs()), _predict(model, _inputs()))
 
 
+def test_keeping_the_first_layers_of_a_checkpoint_keeps_their_weights(tmp_path, sentiment_tokenizer):
+    """--model-layers N: the DT's transformer is the checkpoint's first N decoder layers and final norm, unchanged at
+    step 0; the later layers are gone, from the module and from the saved shape."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=len(sentiment_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    torch.manual_seed(1)
+    checkpoint = LlamaForCausalLM(config)
+    checkpoint.save_pretrained(tmp_path / "llama3")
+    sentiment_tokenizer.save_pretrained(tmp_path / "llama3")
+    weights = checkpoint.model.state_dict()
+
+    model = _model(backbone=tmp_path / "llama3", layers_kept=2)
+    assert (model.shape.layers, model.shape.backbone["num_hidden_layers"], len(model.transformer.layers)) == (2, 2, 2)
+    backbone = model.transformer.state_dict()
+    kept = {name for name in weights if not name.startswith("layers.2.") and name != "embed_tokens.weight"}
+    assert set(backbone) == kept | {"embed_tokens.weight"}
+    for name in kept:
+        torch.testing.assert_close(backbone[name], weights[name], rtol=0, atol=0, msg=name)
+    model.save(tmp_path / "dt")
+    reloaded = DecisionTransformer.load(tmp_path / "dt")
+    assert len(reloaded.transformer.layers) == 2
+    torch.testing.assert_close(_predict(reloaded, _inputs()), _predict(model, _inputs()))
+    for impossible in (0, 4):
+        with pytest.raises(ValueError, match="checkpoint has 3"):
+            _model(backbone=tmp_path / "llama3", layers_kept=impossible)
+
+
+def test_model_layers_option_needs_a_model_and_a_positive_count(tmp_path):
+    from pydantic import ValidationError
+
+    from tandem.lm_inside_agents.experiments.dt import DTConfig
+
+    assert DTConfig(model=tmp_path, model_layers=2).model_layers == 2
+    assert DTConfig().model_layers is None  # default: every layer
+    with pytest.raises(ValidationError, match="give --model"):
+        DTConfig(model_layers=2)
+    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+        DTConfig(model=tmp_path, model_layers=0)
+
+
+def test_training_calls_the_checkpoint_hook_every_n_steps_in_eval_mode():
+    envs = vector_env_by_id("CartPole-v1", 2)
+    episodes = run_episodes(envs, random_actor(envs, 0), 4, seed=0, progress=False)
+    dataset = _dataset_from(episodes, [0] * 4, envs, [{"name": "random", "mean_return": 0.0}])
+    model = DecisionTransformer(shape_for(dataset, context=4, hidden=16, layers=1))
+    seen = []
+    losses = train_decision_transformer(model, dataset, steps=7, batch_size=4, progress=False, checkpoint_every=3,
+                                        at_checkpoint=lambda step: seen.append((step, model.training)))
+    assert seen == [(3, False), (6, False)] and len(losses) == 7
+
+
 def _dataset_from(episodes, policy_index, envs, policies):
     metadata = space_metadata(envs, "CartPole-v1")
     metadata["policies"] = policies
@@ -277,13 +332,14 @@ def test_cli_dt_with_a_pretrained_model_trains_the_checkpoints_layers(tmp_path, 
     _dataset_from(episodes, [0] * 8, envs, [{"name": "random", "mean_return": mean_return}]).save(tmp_path / "data")
     out = tmp_path / "dt"
     result = CliRunner().invoke(cli_app, ["dt", "--data", str(tmp_path / "data"), "--model", str(pretrained_llama_dir),
-                                          "--out", str(out), "--steps", "5", "--context", "4", "--eval-episodes", "2",
-                                          "--num-envs", "2", "--targets", "20", "--no-progress"])
+                                          "--model-layers", "1", "--out", str(out), "--steps", "5", "--context", "4",
+                                          "--eval-episodes", "2", "--num-envs", "2", "--targets", "20", "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 1e-4  # the pretrained default
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["lr"] == 1e-4 and saved["model_layers"] == 1  # the pretrained default; the layers kept
     checkpoint = load_causal_lm(pretrained_llama_dir).model.state_dict()
     for name in ("decision_transformer", "behaviour_cloning"):  # BC is the same network: the same pretrained layers
         model = DecisionTransformer.load(out / "model", name=name)
-        assert (model.shape.hidden, model.shape.layers, model.shape.backbone["model_type"]) == (32, 2, "llama")
+        assert (model.shape.hidden, model.shape.layers, model.shape.backbone["model_type"]) == (32, 1, "llama")
         trained = model.transformer.state_dict()
         assert not torch.equal(trained["layers.0.self_attn.q_proj.weight"], checkpoint["layers.0.self_attn.q_proj.weight"])

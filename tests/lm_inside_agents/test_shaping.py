@@ -7,7 +7,15 @@ import pytest
 from tandem.lm_inside_agents.backends import FunctionBackend, oracle_backend
 from tandem.lm_inside_agents.dqn import DQNConfig, same_step_vector_env, train_dqn
 from tandem.lm_inside_agents.render import render_state
-from tandem.lm_inside_agents.shaping import PotentialShaping, progress_potential, q_value_iteration, shaped_model, shaping_reward
+from tandem.lm_inside_agents.shaping import (
+    PotentialShaping,
+    optimal_action_sets,
+    policy_invariance,
+    progress_potential,
+    q_value_iteration,
+    shaped_model,
+    shaping_reward,
+)
 
 
 
@@ -52,6 +60,23 @@ def test_ng_harada_russell_on_frozen_lake():
     assert np.allclose(q_shaped, q - phi[:, None], atol=1e-8)
 
 
+def test_optimal_action_sets_keep_ties_up_to_rounding():
+    q = np.array([[1.0, 1.0 - 1e-13, 0.0], [0.0, 2.0, 1.0]])
+    assert optimal_action_sets(q) == [frozenset({0, 1}), frozenset({1})]
+    assert optimal_action_sets(q + np.array([[0.0, -1e-3, 0.0], [0.0, 0.0, 0.0]])) == [frozenset({0}), frozenset({1})]
+
+
+def test_policy_invariance_on_the_deterministic_8x8_lake_with_many_ties():
+    """Every shortest path to G is optimal (ties); an arbitrary Phi keeps each state's set of optimal actions."""
+    model = gym.make("FrozenLake-v1", map_name="8x8", is_slippery=False).unwrapped.P
+    phi = np.random.default_rng(0).uniform(0, 1, size=len(model))
+    report = policy_invariance(model, phi, gamma=0.95)
+    assert report["states"] == 64 - 10 - 1  # 10 holes and the goal are terminal
+    assert report["same_optimal_actions"] == report["states"] and report["max_q_error"] < 1e-8
+    ties = optimal_action_sets(q_value_iteration(model, 0.95))
+    assert any(len(actions) > 1 for actions in ties)  # the tolerance matters here
+
+
 def test_telescoping_sum_and_cache():
     gamma = 0.9
     calls = []
@@ -90,6 +115,43 @@ def test_progress_potential_uses_backend_and_goal():
     assert phi(render_state(env)) == 0.5
     assert seen == ["walk from S to the goal G without stepping into a hole H"]
     assert progress_potential(backend, goal="reach G")(render_state(env)) == 0.5 and seen[-1] == "reach G"
+
+
+def test_hf_rater_is_asked_the_documented_prompt_once_per_state(pretrained_llama_dir):
+    """A tiny HF checkpoint as the rater: wrappers sharing one cache ask it about each distinct non-terminal state
+    once, with `progress_prompt` as documented, and Phi is its probability-weighted digit."""
+    from tandem.lm_inside_agents.backends import HFBackend, expected_digit_progress
+
+    backend = HFBackend(pretrained_llama_dir)
+    score, asked = backend.completion_log_probs, []
+
+    def spy(prompt, completions):
+        asked.append((prompt, tuple(completions)))
+        return score(prompt, completions)
+
+    backend.completion_log_probs = spy
+    cache: dict = {}
+    lake = lambda: gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False)  # noqa: E731
+    envs = [PotentialShaping(lake(), progress_potential(backend), gamma=0.9, cache=cache) for _ in range(2)]
+    rng, visited = np.random.default_rng(0), set()
+    for env in envs:  # the second wrapper finds most of its states in the shared cache already
+        for episode in range(6):
+            obs, _ = env.reset(seed=episode)
+            visited.add(render_state(env, obs))
+            for _ in range(30):
+                obs, _, terminated, truncated, _ = env.step(int(rng.integers(4)))
+                if terminated or truncated:
+                    break
+                visited.add(render_state(env, obs))
+    goal = "walk from S to the goal G without stepping into a hole H"
+    digits = tuple(f" {d}" for d in range(10))
+    assert len(visited) > 3 and set(cache) == visited
+    assert sorted(prompt for prompt, _ in asked) == sorted(f"{text}\ngoal: {goal}\nprogress from 0 to 9:" for text in visited)
+    assert all(completions == digits for _, completions in asked)
+    for text, phi in cache.items():
+        assert phi == pytest.approx(expected_digit_progress(score(f"{text}\ngoal: {goal}\nprogress from 0 to 9:", digits)))
+        assert 0.0 <= phi <= 1.0
+    assert len(set(cache.values())) > 1  # the rating depends on the state
 
 
 @pytest.mark.e2e

@@ -36,7 +36,7 @@ from tandem.lm_inside_agents.prompts import (
     transition_prompt,
 )
 from tandem.lm_inside_agents.render import action_names, goal_text, parse_action_name, render_state
-from tandem.lm_inside_agents.shaping import q_value_iteration
+from tandem.lm_inside_agents.shaping import non_terminal_states, q_value_iteration
 
 class AgentLM(Protocol):
     """What an agent asks of a language model."""
@@ -273,11 +273,6 @@ def oracle_backend(env: gym.Env, noise: float = 0.2, gamma: float = 0.99, seed: 
 
 
 # ---- (d) a tiny tandem model trained on demonstrations --------------------------------------------------------
-def _non_terminal_states(model) -> list[int]:
-    """States of a toy-text model that are not absorbing terminals (FrozenLake's holes and goal)."""
-    return [s for s in model if not all(done and s2 == s for a in model[s] for _, s2, _, done in model[s][a])]
-
-
 def expert_episodes(env: gym.Env, n_episodes: int, seed: int = 0, max_steps: int = 500) -> list[list[tuple[str, int]]]:
     """Expert (state text, action id) episodes: BabyAIBot on MiniGrid/BabyAI, the optimal policy on toy-text envs.
 
@@ -287,7 +282,7 @@ def expert_episodes(env: gym.Env, n_episodes: int, seed: int = 0, max_steps: int
     base = env.unwrapped
     toy_text = hasattr(base, "P")
     policy = tabular_expert(env)[0] if toy_text else None
-    starts = _non_terminal_states(base.P) if toy_text else []
+    starts = non_terminal_states(base.P) if toy_text else []
     rng = random.Random(seed)
     episodes = []
     for index in range(n_episodes):

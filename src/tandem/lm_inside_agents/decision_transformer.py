@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -196,11 +197,26 @@ def shape_for(dataset: OfflineDataset, condition_on_return: bool = True, **sizes
     )
 
 
-def pretrained_decision_transformer(shape: DTShape, model: str | Path) -> DecisionTransformer:
+def keep_first_layers(decoder: nn.Module, layers: int) -> nn.Module:
+    """The Hugging Face decoder cut to its first `layers` blocks (its final norm kept), config updated to match."""
+    config = decoder.config
+    if not 1 <= layers <= config.num_hidden_layers:
+        raise ValueError(f"cannot keep {layers} decoder layers: the checkpoint has {config.num_hidden_layers}")
+    decoder.layers = decoder.layers[:layers]
+    config.num_hidden_layers = layers
+    if getattr(config, "layer_types", None) is not None:  # per-layer attention kinds (sliding / full) in some configs
+        config.layer_types = config.layer_types[:layers]
+    return decoder
+
+
+def pretrained_decision_transformer(shape: DTShape, model: str | Path, layers: int | None = None) -> DecisionTransformer:
     """A Decision Transformer whose transformer is the decoder of the causal LM at `model` (a model directory, a
     .gguf file or a LoRA folder, merged), initialised from its weights (Reid et al. 2022, arXiv:2201.12122);
-    `shape`'s hidden, layers and heads are replaced by the checkpoint's, its embeddings and head stay the DT's."""
+    `shape`'s hidden, layers and heads are replaced by the checkpoint's, its embeddings and head stay the DT's.
+    With `layers`, only the checkpoint's first `layers` decoder blocks are kept (and its final norm)."""
     decoder = load_causal_lm(model).base_model  # the layers and final norm, without the LM head
+    if layers is not None:
+        decoder = keep_first_layers(decoder, layers)
     config = decoder.config
     shape = replace(shape, hidden=config.hidden_size, layers=config.num_hidden_layers, heads=config.num_attention_heads,
                     backbone=json.loads(config.to_json_string(use_diff=False)))  # as saved and loaded again
@@ -264,8 +280,12 @@ def action_loss(model: DecisionTransformer, batch: dict[str, Tensor]) -> Tensor:
 def train_decision_transformer(
     model: DecisionTransformer, dataset: OfflineDataset, steps: int = 2000, batch_size: int = 64,
     lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 100, seed: int = 0, progress: bool = True,
+    checkpoint_every: int = 0, at_checkpoint: Callable[[int], None] | None = None,
 ) -> list[float]:
-    """AdamW on `action_loss` over random windows, linear warm-up then cosine decay; returns the losses."""
+    """AdamW on `action_loss` over random windows, linear warm-up then cosine decay; returns the losses.
+
+    With `checkpoint_every` > 0, `at_checkpoint(step)` is called (the model in eval mode) after every
+    `checkpoint_every` steps, e.g. to evaluate the model part-way through training."""
     torch.manual_seed(seed)
     observations = dataset.observations.reshape(len(dataset), -1)
     model.set_state_statistics(observations.mean(0), observations.std(0))
@@ -276,7 +296,7 @@ def train_decision_transformer(
     model.train()
     losses = []
     bar = tqdm(range(steps), desc="dt" if model.shape.condition_on_return else "bc", disable=not progress)
-    for _ in bar:
+    for step in bar:
         loss = action_loss(model, sampler.sample(batch_size))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -285,6 +305,10 @@ def train_decision_transformer(
         schedule.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if at_checkpoint is not None and checkpoint_every > 0 and (step + 1) % checkpoint_every == 0:
+            model.eval()
+            at_checkpoint(step + 1)
+            model.train()
     model.eval()
     return losses
 

@@ -55,12 +55,37 @@ def q_value_iteration(model: TabularModel, gamma: float, tol: float = 1e-12, max
     return q
 
 
+def non_terminal_states(model: TabularModel) -> list[int]:
+    """States of a tabular model that are not absorbing terminals (FrozenLake's holes and goal)."""
+    return [s for s in model if not all(done and s2 == s for a in model[s] for _, s2, _, done in model[s][a])]
+
+
+def optimal_action_sets(q: np.ndarray, tol: float = 1e-9) -> list[frozenset[int]]:
+    """{a : Q(s, a) >= max_a' Q(s, a') - tol} for every state: the greedy policy with its ties, so that two Q
+    functions whose equally good actions differ only by rounding give the same sets."""
+    return [frozenset(np.flatnonzero(row >= row.max() - tol).tolist()) for row in q]
+
+
+def policy_invariance(model: TabularModel, potential: Sequence[float], gamma: float, tol: float = 1e-9) -> dict:
+    """Ng et al.'s guarantee checked on a tabular model: Q* by value iteration with and without shaping by
+    `potential`; how many non-terminal states keep their set of optimal actions, and max |Q*_shaped - (Q* - Phi)|
+    over them (0 up to the iteration's tolerance)."""
+    q = q_value_iteration(model, gamma)
+    q_shaped = q_value_iteration(shaped_model(model, potential, gamma), gamma)
+    live = non_terminal_states(model)
+    phi = np.asarray(potential, dtype=np.float64)
+    same = [s for s, a, b in zip(live, optimal_action_sets(q[live], tol), optimal_action_sets(q_shaped[live], tol)) if a == b]
+    return {"states": len(live), "same_optimal_actions": len(same),
+            "max_q_error": float(np.max(np.abs(q_shaped[live] - (q[live] - phi[live, None]))))}
+
+
 class PotentialShaping(gym.Wrapper):
     """Adds F = gamma * Phi(s') - Phi(s) to every reward (Ng et al. 1999), Phi cached per state key, Phi(terminal) = 0.
 
     `potential` maps a state key (by default the text rendering `render_state(env, obs)`) to Phi; it may be a
     backend's ``rate_progress`` bound to a goal (see `progress_potential`). Each step's ``info`` carries the
-    environment reward (``env_reward``), ``shaping`` (F) and ``potential`` (Phi(s')).
+    environment reward (``env_reward``), ``shaping`` (F) and ``potential`` (Phi(s')). Wrappers given the same
+    `cache` dict (the vector envs of a run, or several runs) share it: each distinct state is rated once in all.
     """
 
     def __init__(
@@ -70,6 +95,7 @@ class PotentialShaping(gym.Wrapper):
         gamma: float,
         scale: float = 1.0,
         state_key: Callable[[gym.Env, Any], Any] = render_state,
+        cache: dict[Any, float] | None = None,
     ):
         super().__init__(env)
         if not 0 <= gamma <= 1:
@@ -78,7 +104,7 @@ class PotentialShaping(gym.Wrapper):
         self.gamma = gamma
         self.scale = scale
         self.state_key = state_key
-        self.cache: dict[Any, float] = {}
+        self.cache: dict[Any, float] = {} if cache is None else cache
         self._phi = 0.0
 
     def potential(self, obs: Any) -> float:

@@ -5,7 +5,7 @@ Decision Transformer and a behaviour-cloning twin (the same network without retu
 several target returns, and writes OUT/metrics.json and OUT/returns.png (achieved return against target).
 Scores are D4RL-normalised: 100 (R - R_random) / (R_best_behaviour - R_random). With `--model` both networks'
 transformers start from a pretrained causal LM's decoder layers (Reid et al. 2022, "Can Wikipedia help offline
-reinforcement learning?"; `pretrained_decision_transformer`).
+reinforcement learning?"; `pretrained_decision_transformer`), all of them or, with `--model-layers N`, the first N.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class DTConfig(BaseModel):
     mix: str = Field("random=1,medium=1,expert=1", description="Behaviour mixture to collect when --data is not given.")
     ppo_steps: int = Field(100_000, ge=1, description="PPO steps for the behaviour policies when collecting.")
     model: Path | None = Field(None, description="Pretrained causal LM whose decoder layers become the transformer (Reid et al. 2022): a model directory, a .gguf file or a LoRA adapter folder (merged); --hidden, --layers and --heads then come from it.")
+    model_layers: int | None = Field(None, ge=1, description="With --model: keep only the first N decoder layers of the checkpoint (and its final norm); none: all of them.")
     context: int = Field(20, ge=1, description="K: steps of (return-to-go, state, action) the transformer reads.")
     hidden: int = Field(64, ge=8, description="Width of the token embeddings and the transformer (without --model).")
     layers: int = Field(3, ge=1, description="Transformer layers (without --model).")
@@ -75,6 +76,12 @@ class DTConfig(BaseModel):
     def _heads_divide_hidden(self) -> DTConfig:
         if self.hidden % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        return self
+
+    @model_validator(mode="after")
+    def _model_layers_need_a_model(self) -> DTConfig:
+        if self.model_layers is not None and self.model is None:
+            raise ValueError("--model-layers keeps layers of a pretrained --model; give --model too")
         return self
 
 
@@ -108,7 +115,9 @@ def new_model(config: DTConfig, dataset: OfflineDataset, condition_on_return: bo
     """The untrained DT (or its behaviour-cloning twin), seeded: its own transformer, or `config.model`'s layers."""
     torch.manual_seed(config.seed)
     shape = shape_for(dataset, condition_on_return=condition_on_return, **sizes)
-    return DecisionTransformer(shape) if config.model is None else pretrained_decision_transformer(shape, config.model)
+    if config.model is None:
+        return DecisionTransformer(shape)
+    return pretrained_decision_transformer(shape, config.model, layers=config.model_layers)
 
 
 def run_dt(config: DTConfig) -> dict:
