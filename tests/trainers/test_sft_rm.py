@@ -8,7 +8,10 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from checks import assert_same_weights, max_weight_change
 from tandem.data import DataError
-from tandem.trainers.rm import RMConfig, pair_rewards, run_rm
+from tandem.algorithms.losses import bradley_terry_loss
+from tandem.generation.packed import pack_groups, packable
+from tandem.models.loading import enable_gradient_checkpointing
+from tandem.trainers.rm import RMConfig, pack_pairs, pair_rewards, reward_length, run_rm
 from tandem.trainers.sft import SFTConfig, padding_free_batch, run_sft
 
 FAST = {"mixed_precision": "no", "progress": False, "n_eval": 8, "lr": 1e-3}
@@ -120,3 +123,83 @@ def test_pair_rewards_ignore_right_padding(tiny_model_dir):
     chosen, _ = pair_rewards(model, batch)
     alone = model(input_ids=torch.tensor([[10, 11, 12, 0]])).logits.squeeze()
     assert torch.allclose(chosen[0], alone, atol=1e-5)
+
+
+def test_pack_groups_lays_the_shared_prefix_once():
+    batch = pack_groups([[[5, 6, 7], [5, 6, 8, 9]], [[3], [3, 4]], [[1, 2, 3], [1, 2]]])
+    # pair 1: the rejected lays down only [8, 9], at positions 2, 3 after the shared [5, 6]
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 3, 4, 1, 2, 3]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 2, 3, 0, 1, 0, 1, 2]]
+    # a sequence wholly inside the first of its group ([1, 2] in [1, 2, 3]) ends there
+    assert batch["last_columns"].tolist() == [2, 4, 5, 6, 9, 8]
+    columns, slots = batch["block_columns"], batch["column_slots"]
+    real = [sorted(set(row)) for row in columns.tolist()]
+    assert real == [[0, 1, 2], [0, 1, 3, 4], [5], [5, 6], [7, 8, 9]]
+    # every column's output comes from the block that lays it down
+    width = columns.shape[1]
+    assert [columns.flatten()[s] for s in slots.tolist()] == list(range(10))
+    assert [s // width for s in slots.tolist()] == [0, 0, 0, 1, 1, 2, 3, 4, 4, 4]
+    with pytest.raises(ValueError):
+        pack_groups([[[1, 2], []]])
+
+
+def test_packed_forward_only_where_the_switch_holds(tiny_model_dir):
+    from tandem.models.loading import load_reward_model
+
+    model = load_reward_model(tiny_model_dir)
+    assert packable(model)
+    assert not packable(torch.compile(model))  # each batch's blocks would recompile
+    enable_gradient_checkpointing(model)  # the recomputed forward would run without the packed attention
+    assert not packable(model)
+
+
+def test_reward_length_stops_where_transformers_pools():
+    assert reward_length([4, 5, 2, 2], pad_id=2) == 2
+    assert reward_length([2, 5, 2, 6], pad_id=2) == 4
+    assert reward_length([2, 2], pad_id=2) == 1
+    assert reward_length([4, 2], pad_id=None) == 2
+
+
+def _rewards_loss_and_gradients(model, batch):
+    model.zero_grad(set_to_none=True)
+    chosen, rejected = pair_rewards(model, batch)
+    loss = bradley_terry_loss(chosen, rejected, torch.zeros_like(chosen), 0.0).sum()
+    loss.backward()
+    return chosen.detach(), rejected.detach(), loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_packed_forward_equals_the_padded_forward(tiny_model_dir):
+    from tandem.data import pad_preference_batch
+    from tandem.models.loading import load_reward_model
+
+    torch.manual_seed(0)
+    model = load_reward_model(tiny_model_dir).train()
+    with torch.no_grad():
+        model.score.weight.normal_()  # a fresh head outputs ~0: random weights make the rewards differ
+    pad = model.config.pad_token_id
+    examples = [  # prompts and answers of different lengths; answers ending in the pad token (pad = EOS)
+        {"prompt_ids": [10, 11, 12, 13, 14, 15, 16], "chosen_ids": [20, 21, pad], "rejected_ids": [30, 31, 32, 33, 34, 35]},
+        {"prompt_ids": [40], "chosen_ids": [41, 42, 43, 44, 45, 46, 47, 48, 49], "rejected_ids": [50, pad]},
+        {"prompt_ids": [60, 61, 62], "chosen_ids": [70, 71, 72, 73], "rejected_ids": [70, 71, 80]},  # shares 70, 71
+        {"prompt_ids": [90, 91], "chosen_ids": [92, 93, 94], "rejected_ids": [92]},  # inside the chosen one
+    ]
+    padded = _rewards_loss_and_gradients(model, pad_preference_batch(examples, pad))
+    packed_batch = pack_pairs(examples, pad)
+    # the prompts once, the shared answer tokens once, nothing after a reward token, no padding
+    assert packed_batch["input_ids"].shape == (1, (9 + 6) + (10 + 1) + (7 + 1) + 5)
+    packed = _rewards_loss_and_gradients(model, packed_batch)
+    for mine, theirs in zip(packed[:3], padded[:3]):
+        assert torch.allclose(mine, theirs, atol=1e-5, rtol=0), (mine, theirs)
+    assert float((padded[0] - padded[1]).abs().min()) > 1e-2  # rewards that differ: the test can tell pairs apart
+    for name, gradient in padded[3].items():
+        scale = float(gradient.abs().max())
+        assert torch.allclose(packed[3][name], gradient, atol=1e-5 * max(scale, 1.0), rtol=0), name
+    assert max(float(g.abs().max()) for g in padded[3].values()) > 1e-3
+
+
+def test_packed_and_padded_training_give_the_same_weights(tmp_path, tiny_model_dir):
+    options = {"n_train": 64, "n_eval": 0, "batch_size": 8, "micro_batch_size": 8, "max_steps": 3, "epochs": 1}
+    packed = run_rm(rm_config(tmp_path, tiny_model_dir, "packed", padding_free=True, **options))
+    padded = run_rm(rm_config(tmp_path, tiny_model_dir, "padded", padding_free=False, **options))
+    assert max_weight_change(tiny_model_dir, padded.model_dir) > 1e-3
+    assert_same_weights(packed.model_dir, padded.model_dir, atol=5e-5)
