@@ -106,3 +106,14 @@ def test_explore_and_shape_take_any_discrete_gymnasium_id():
         task_env_factory("CliffWalkin-v9")
     with pytest.raises(ValueError, match="Discrete action space"):
         task_env_factory("Pendulum-v1")
+
+
+def test_babyai_reads_in_the_agents_frame_by_default_and_as_a_grid_when_asked():
+    relative = make_env_suite("babyai:GoToObj").make("train")
+    grid = make_env_suite("babyai:GoToObj:view=grid").make("train")
+    text, grid_text = relative.reset(seed=3), grid.reset(seed=3)
+    assert "step" in text and "##" not in text and "legend" not in relative.instructions
+    assert "##" in grid_text and "legend" in grid.instructions
+    assert text.splitlines()[0] == grid_text.splitlines()[0]  # the same mission
+    with pytest.raises(ValueError, match="view"):
+        make_env_suite("babyai:GoToObj:view=sideways").make("train")

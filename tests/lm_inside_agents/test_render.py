@@ -128,3 +128,44 @@ def test_goal_text_and_parse_by_names(lake):
     assert goal_text(render_state(babyai)) == obs["mission"]
     assert goal_text("observation: 1 2") == ""
     assert parse_action_name("then go north", ["south", "north"]) == 1
+
+
+def _forward_and_right_by_walking(env, i, j):
+    """Brute force: the agent's forward and right unit vectors from its direction, the offset projected on them."""
+    x, y = env.agent_pos
+    forward = env.dir_vec
+    right = (-forward[1], forward[0])
+    return (i - x) * forward[0] + (j - y) * forward[1], (i - x) * right[0] + (j - y) * right[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_minigrid_relative_view_places_every_object_in_the_agents_frame(seed):
+    from tandem.lm_inside_agents.render import relative_position, render_minigrid_relative
+
+    env = gym.make("BabyAI-GoToLocal-v0")
+    env.reset(seed=seed)
+    base = env.unwrapped
+    for action in (Actions.left, Actions.forward, Actions.right, Actions.forward):  # a few poses, all directions seen
+        text = render_minigrid_relative(base)
+        assert text.splitlines()[0] == f"mission: {base.mission}"
+        objects = [(i, j) for i in range(base.width) for j in range(base.height)
+                   if (o := base.grid.get(i, j)) is not None and o.type != "wall"]
+        assert len(text.splitlines()) == 4 + len(objects)
+        for i, j in objects:
+            assert relative_position(base, i, j) == _forward_and_right_by_walking(base, i, j)
+        # the free steps ahead: walking that many steps forward stays on open floor, one more is blocked
+        free = int(text.splitlines()[3].rsplit(" ", 1)[1])
+        fx, fy = base.dir_vec
+        x, y = base.agent_pos
+        assert all(base.grid.get(x + fx * k, y + fy * k) is None for k in range(1, free + 1))
+        assert base.grid.get(x + fx * (free + 1), y + fy * (free + 1)) is not None
+        env.step(action)
+    env.close()
+
+
+def test_minigrid_relative_view_words_the_offsets():
+    from tandem.lm_inside_agents.render import _where
+
+    assert _where(2, -1) == "2 steps ahead and 1 step to your left"
+    assert _where(-1, 3) == "1 step behind and 3 steps to your right"
+    assert _where(1, 0) == "1 step ahead"
