@@ -32,7 +32,8 @@ def engines(policy, tmp_path_factory):
     vllm_engine = make_engine("vllm", model, tokenizer, folder=tmp_path_factory.mktemp("engine"), dtype="float32",
                               enforce_eager=True, max_model_len=256)
     vllm_engine.threads_after_start = torch.get_num_threads()
-    return make_engine("hf", model, tokenizer), vllm_engine
+    yield make_engine("hf", model, tokenizer), vllm_engine
+    vllm_engine.close()
 
 
 def test_the_trainer_keeps_its_torch_threads_after_the_engine_starts(engines):

@@ -26,7 +26,8 @@ def agent(corridor_model_dir, tmp_path_factory):
     model, tokenizer = load_causal_lm(corridor_model_dir), load_tokenizer(corridor_model_dir)
     engine = make_engine("vllm", model, tokenizer, folder=tmp_path_factory.mktemp("engine"), dtype="float32",
                          enforce_eager=True, max_model_len=256)
-    return model, tokenizer, engine
+    yield model, tokenizer, engine
+    engine.close()
 
 
 def _play(agent, history: str, temperature: float, on_engine: bool):

@@ -45,7 +45,9 @@ def serve_config(folder, **options):
 @pytest.fixture(scope="module")
 def vllm_engine(model_dir):
     """One vLLM engine for the module (start-up is the slow part); fp32, as `hf`."""
-    return load_engine(serve_config(model_dir, engine="vllm", vllm_enforce_eager=True, vllm_max_model_len=512))
+    engine = load_engine(serve_config(model_dir, engine="vllm", vllm_enforce_eager=True, vllm_max_model_len=512))
+    yield engine
+    engine.close()
 
 
 @pytest.fixture(scope="module")

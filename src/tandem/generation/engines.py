@@ -13,6 +13,7 @@ trainer measures every step and can correct for (`tandem.algorithms.importance`)
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -57,6 +58,9 @@ class RolloutEngine(Protocol):
 
     def sleep(self) -> None:
         """Free the device memory the engine holds until the next `sync` or generation (the update needs it)."""
+
+    def close(self) -> None:
+        """Stop the engine and free what it holds; it cannot generate afterwards."""
 
 
 ROLLOUT_ENGINES: dict[str, type] = {}
@@ -158,6 +162,9 @@ class HFEngine:
     def sleep(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 def import_vllm():
     """The `vllm` module, or EngineUnavailable with the pip command. In-process engine: its weights can be pushed."""
@@ -167,6 +174,15 @@ def import_vllm():
     except ImportError as error:
         raise EngineUnavailable(f"{VLLM_MISSING} ({error})") from error
     return vllm
+
+
+def shutdown_llm(llm) -> None:
+    """Stop an in-process `vllm.LLM` now. Its engine otherwise stops when the garbage collector reaches it, and
+    stopping tears down vLLM's process-wide distributed groups: a later engine in the same process, already
+    running by then, fails its next step ("pipeline model parallel group is not initialized")."""
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()
+    gc.collect()
 
 
 def cpu_llm_options(folder: Path, max_model_len: int | None, options: dict) -> dict:
@@ -250,6 +266,7 @@ class VLLMEngine:
             llm_options = gpu_llm_options(memory, reserve_bytes, llm_options)
         self.sleeps, self.asleep = bool(llm_options.get("enable_sleep_mode")), False
         set_num_threads, threads = torch.set_num_threads, torch.get_num_threads()
+        gc.collect()  # an engine no longer referenced stops now, not once this one runs (`shutdown_llm`)
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, seed=seed,
                                 max_model_len=max_model_len, enforce_eager=enforce_eager,
@@ -344,6 +361,10 @@ class VLLMEngine:
             torch.cuda.empty_cache()  # what the update's activations held goes back to the device for vLLM
             self.llm.wake_up()
             self.asleep = False
+
+    def close(self) -> None:
+        """Stop the engine (see `shutdown_llm`); it cannot sample afterwards."""
+        shutdown_llm(self.__dict__.pop("llm", None))
 
     def load_weights(self, weights: list[tuple[str, torch.Tensor]]) -> None:
         """Load (name, tensor) pairs, in Hugging Face names, into the engine's model (vLLM stacks q/k/v itself)."""

@@ -14,6 +14,7 @@ One scheduler drives an engine at a time: a step returns the outputs of every re
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from types import SimpleNamespace
 
 import torch
 
-from tandem.generation.engines import cpu_llm_options, import_vllm, write_engine_copy
+from tandem.generation.engines import cpu_llm_options, import_vllm, shutdown_llm, write_engine_copy
 from tandem.generation.sampling import _stop_ids, end_of_turn_ids
 from tandem.serve.engine import ChoiceEvent, Engine, Job, TokenLogprob, _show, first_stop, held_back
 
@@ -128,6 +129,7 @@ class VLLMServeEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB on CPU (its default, 4, is a lot on 24 GB)
         self.vllm, self.tokenizer = vllm, tokenizer
         set_num_threads = torch.set_num_threads
+        gc.collect()  # an engine no longer referenced stops now, not once this one runs (`shutdown_llm`)
         try:
             self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype, max_num_seqs=max_rows,
                                 **cpu_llm_options(folder, options.get("max_model_len"), options))
@@ -140,6 +142,11 @@ class VLLMServeEngine:
         self.eos_ids = _stop_ids(SimpleNamespace(generation_config=_generation_config(folder)), tokenizer,
                                  end_of_turn=False)
         self.end_of_turn_ids = end_of_turn_ids(tokenizer)
+
+    def close(self) -> None:
+        """Stop the engine (see `shutdown_llm`); it cannot serve afterwards."""
+        self.llm_engine = None
+        shutdown_llm(self.__dict__.pop("llm", None))
 
     # prompts, chat templates and token texts exactly as `hf` makes them
     chat_prompt_ids = Engine.chat_prompt_ids
