@@ -29,12 +29,13 @@ def test_sft_on_arithmetic_raises_exact_match(tmp_path):
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.sft import SFTConfig, run_sft
 
-    common = {"task": "arithmetic", "progress": False, "n_eval": 128}
+    common = {"task": "arithmetic", "progress": False, "n_eval": 512}
     pre = run_pretrain(PretrainConfig(out=tmp_path / "pre", size="tiny", n_documents=6000, max_steps=400,
                                       max_length=64, **common))
     sft = run_sft(SFTConfig(model=pre.model_dir, out=tmp_path / "sft", n_train=4000, max_steps=500, batch_size=32,
                             lr=2e-3, **common))
     # the pre-trained model has never seen the question/answer format; a ~1M model learns it and some sums
     assert pre.metrics["eval/gold_reward"] < 0.03
-    # 128 held-out sums: 6 and 8 right (0.047, 0.062) for the same math rounded two ways; 1 right before SFT
+    # 512 held-out sums (128 left the gain within a few sums of the bar): seed 0 0.010 -> 0.078, seed 1
+    # 0.004 -> 0.096
     assert sft.metrics["eval/gold_reward"] > pre.metrics["eval/gold_reward"] + 0.03
