@@ -6,7 +6,7 @@ sits below all of them. The bottom layer: it imports nothing from tandem.
 
 from __future__ import annotations
 
-# Stage settings per preset: "default" is the README's main job (2 min 20 s to 3 min 35 s on 2 idle cores); "full"
+# Stage settings per preset: "default" is the README's main job (3.5-5 min on 2 idle cores, by CPU); "full"
 # trains pre-training and the reward model longer for a slightly better base (pre-training loss 1.01 against 1.04,
 # RM accuracy 0.995 against 0.96, about 5 minutes); "smoke" is the seconds-long CI run. Default pre-trains 150
 # steps because the loss is flat after ~150 of 300, and its gold reward (of a model that has not seen the answer
