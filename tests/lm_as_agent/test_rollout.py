@@ -126,3 +126,53 @@ def test_shaping_adds_the_potential_difference(corridor):
             nxt = 0.0 if terminal else float(turn.observation.split("\n")[-1].index("@"))
             assert turn.reward == pytest.approx(turn.env_reward + 0.9 * nxt - phi)
             phi = nxt
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_turn_cache_samples_what_a_fresh_prefill_samples(corridor, chat, monkeypatch):
+    """History full: the KV cache kept across turns computes only each turn's new tokens, and the episodes are
+    the ones a fresh prefill of the whole conversation gives (same keyed draws, same log-probs to rounding)."""
+    from tandem.generation.turn_cache import TurnCache
+    from tandem.lm_as_agent.rollout import episode_sampling, model_sampler
+
+    tokenizer, model = corridor
+    fmt = chat_format(tokenizer, chat)
+    config = episode_sampling(SamplingConfig(max_new_tokens=6, temperature=1.0), fmt)
+    served = []
+    encode = TurnCache.encode
+
+    def counting(self, prompt_ids, owners, device):
+        out = encode(self, prompt_ids, owners, device)
+        served.append(out is not None)
+        return out
+    monkeypatch.setattr(TurnCache, "encode", counting)
+
+    def play(keep_cache):
+        envs = [Corridor(3) for _ in range(6)]  # short: episodes end at different turns, rows leave the cache
+        sampler = model_sampler(model, tokenizer, config, key_base=12345, keep_cache=keep_cache)
+        return play_text_episodes(model, tokenizer, fmt, envs, list(range(6)), [0, 0, 0, 1, 1, 1], config,
+                                  RolloutOptions(max_turns=5, history="full"), sampler=sampler)
+
+    fresh = play(False)
+    assert not served
+    cached = play(True)
+    assert served and all(served[1:]) and not served[0]  # every turn after the first continued the cache
+    if not chat:  # the model answers plain prompts validly: episodes end at different turns
+        assert len({len(e.turns) for e in cached}) > 1, "episodes of different lengths exercise rows leaving the cache"
+    for a, b in zip(fresh, cached):
+        assert a.ids == b.ids and a.assistant_mask == b.assistant_mask
+        assert [t.action for t in a.turns] == [t.action for t in b.turns]
+        assert b.sampled_log_probs == pytest.approx(a.sampled_log_probs, abs=1e-4)
+
+
+def test_turn_cache_declines_prompts_that_do_not_continue_their_conversation(corridor):
+    from tandem.generation.rollout import sample_ids
+    from tandem.generation.turn_cache import TurnCache
+
+    tokenizer, model = corridor
+    turns = TurnCache(model, tokenizer.pad_token_id)
+    prompt = tokenizer("left right", add_special_tokens=False)["input_ids"]
+    sample_ids(model, tokenizer, [prompt, prompt + prompt], SamplingConfig(max_new_tokens=3), turns=turns, owners=[0, 1])
+    assert turns.encode([prompt + [5]], [0], "cpu") is None or turns.held[0] == prompt[:len(turns.held[0])]
+    assert turns.encode([list(reversed(prompt))], [0], "cpu") is None   # not a continuation
+    assert turns.encode([prompt], [7], "cpu") is None                   # a conversation it never saw

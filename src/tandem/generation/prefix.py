@@ -75,7 +75,7 @@ def split_prompts(prompts: list) -> tuple[list[int], list[list[int]], list[int]]
     return list(prompts[0][:common]), [list(m) for m in distinct], which
 
 
-def _padded(rows: list[list[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
+def padded_rows(rows: list[list[int]], pad: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -123,7 +123,7 @@ def takes_cache(model_class: type) -> bool:
 SHARED_PREFIX_MOST = 0.75
 
 
-def _forward(model, ids, segment_mask, past_mask, cache, keep):
+def segment_forward(model, ids, segment_mask, past_mask, cache, keep):
     """One segment's forward over `cache` (None: the first segment); positions continue each row's real tokens.
     Returns the output, the cache after the segment and the attention mask so far."""
     full = torch.cat([past_mask, segment_mask], dim=1) if past_mask is not None else segment_mask
@@ -133,7 +133,7 @@ def _forward(model, ids, segment_mask, past_mask, cache, keep):
     return out, getattr(out, name, None) or out.past_key_values, full
 
 
-def _expand(cache, index: torch.Tensor):
+def expand_cache(cache, index: torch.Tensor):
     cache.reorder_cache(index)  # index_select of every layer's keys and values: differentiable
     return cache
 
@@ -145,13 +145,13 @@ def prefill(model, common: list[int], middles: list[list[int]], device, pad_toke
     cache, past_mask = None, None
     if common:
         ids = torch.tensor([common], device=device)
-        _, cache, past_mask = _forward(model, ids, torch.ones_like(ids), None, None, one)
+        _, cache, past_mask = segment_forward(model, ids, torch.ones_like(ids), None, None, one)
     first = torch.zeros(len(middles), dtype=torch.long, device=device)
     if cache is not None:
-        cache, past_mask = _expand(cache, first), past_mask[first]
+        cache, past_mask = expand_cache(cache, first), past_mask[first]
     if any(middles):
-        ids, segment_mask = _padded(middles, pad_token_id, True, device)
-        _, cache, past_mask = _forward(model, ids, segment_mask, past_mask, cache, one)
+        ids, segment_mask = padded_rows(middles, pad_token_id, True, device)
+        _, cache, past_mask = segment_forward(model, ids, segment_mask, past_mask, cache, one)
     return cache, past_mask
 
 
@@ -165,9 +165,9 @@ def shared_prefix_logits(model, plan: PrefixPlan, keep: int, pad_token_id: int =
     cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits)
     if cache is not None:
         which = torch.tensor(plan.which, device=device)
-        cache, past_mask = _expand(cache, which), past_mask[which]
-    ids, segment_mask = _padded(plan.suffixes, pad_token_id, False, device)
-    out, _, _ = _forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
+        cache, past_mask = expand_cache(cache, which), past_mask[which]
+    ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
+    out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
     logits = out.logits[:, -ids.shape[1]:]
     # back to the batch's layout: column c of the last `keep` is suffix token c - start of its row
     columns = torch.arange(plan.width - keep, plan.width, device=device)
@@ -195,8 +195,8 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
         return _left_padded(prompt_ids, pad_token_id, device), None
     cache, past_mask = prefill(model, common, middles, device, pad_token_id)
     index = torch.tensor(which, device=device)
-    cache, past_mask = _expand(cache, index), past_mask[index]
-    middle_ids = _padded(middles, pad_token_id, True, device)[0] if any(middles) else torch.zeros(len(middles), 0, dtype=torch.long, device=device)
+    cache, past_mask = expand_cache(cache, index), past_mask[index]
+    middle_ids = padded_rows(middles, pad_token_id, True, device)[0] if any(middles) else torch.zeros(len(middles), 0, dtype=torch.long, device=device)
     input_ids = torch.cat([torch.tensor([common], dtype=torch.long, device=device).expand(len(prompt_ids), -1),
                            middle_ids[index], torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
     attention_mask = torch.cat([past_mask, torch.ones(len(prompt_ids), 1, dtype=past_mask.dtype, device=device)], dim=1)
@@ -204,7 +204,7 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
 
 
 def _left_padded(prompt_ids, pad_token_id, device) -> dict[str, torch.Tensor]:
-    ids, mask = _padded(prompt_ids, pad_token_id, True, device)
+    ids, mask = padded_rows(prompt_ids, pad_token_id, True, device)
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -25,6 +25,7 @@ from transformers import (
 
 from tandem.data import pad_prompt_response_batch
 from tandem.generation.prefix import cache_argument, prompts_over_cache
+from tandem.generation.turn_cache import TurnCache
 from tandem.generation.sampling import _stop_ids
 
 
@@ -234,13 +235,15 @@ class SampledRow:
 
 @torch.no_grad()
 def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: SamplingConfig,
-                sample_keys: torch.Tensor | None = None, cache=None) -> list[SampledRow]:
+                sample_keys: torch.Tensor | None = None, cache=None, turns: TurnCache | None = None,
+                owners: list[int] | None = None) -> list[SampledRow]:
     """One continuation of each row of a left-padded batch, in one `generate` call, with sampling log-probs.
     `cache`: the KV cache of all but the last column (`tandem.generation.prefix.prompts_over_cache`: shared prompt tokens computed once).
 
     Rows stop at EOS, the chat template's end-of-turn token or a stop string; the token ids are exactly those
     sampled (a multi-turn rollout appends them as they are, never re-tokenising the decoded text).
-    `sample_keys` (one per row): keyed draws, independent of the batch (module docstring).
+    `sample_keys` (one per row): keyed draws, independent of the batch (module docstring). `turns` keeps the KV
+    cache `generate` leaves, for the next turn of the conversations `owners`.
     """
     was_training = model.training
     model.eval()
@@ -256,13 +259,14 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
     criteria = StoppingCriteriaList([_StopOnStrings(tokenizer, config.stop_strings, width)]) if config.stop_strings else None
     stops = _stop_ids(model, tokenizer)
     try:
-        sequences = model.generate(
+        out = model.generate(
             **encoded, max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=criteria, eos_token_id=sorted(stops), logits_processor=LogitsProcessorList([recorder]),
-            **sampling, **({cache_argument(model): cache} if cache is not None else {}),
+            return_dict_in_generate=True, **sampling, **({cache_argument(model): cache} if cache is not None else {}),
         )
     finally:
         model.train(was_training)
+    sequences = out.sequences
     generated = sequences[:, width:]
     token_log_probs = recorder.finish(sequences)
     rows = []
@@ -278,24 +282,30 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
         ended = cut is not None
         cut = cut or len(tokens)
         rows.append(SampledRow(tokens[:cut], token_log_probs[row, :cut].tolist(), ended, text))
+    if turns is not None:
+        turns.keep(owners, encoded, sequences, getattr(out, cache_argument(model), None), [len(r.tokens) for r in rows])
     return rows
 
 
 @torch.no_grad()
 def sample_ids(model, tokenizer, prompt_ids: list[list[int]], config: SamplingConfig,
-               sample_keys: torch.Tensor | None = None) -> list[SampledRow]:
+               sample_keys: torch.Tensor | None = None, turns: TurnCache | None = None,
+               owners: list[int] | None = None) -> list[SampledRow]:
     """One continuation of each token-id prompt in one `generate` call, the tokens prompts share (a group's prompt,
-    an agent's instructions) computed once (`tandem.generation.prefix.prompts_over_cache`)."""
+    an agent's instructions) computed once (`tandem.generation.prefix.prompts_over_cache`). With `turns` (a
+    multi-turn rollout's `TurnCache`) and the conversation of each prompt (`owners`), a prompt that continues its
+    conversation computes only its new tokens over the cache the last turn left."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         # the KV cache is built on the module `generate` runs on (a value-head wrapper generates with its policy)
-        encoded, cache = prompts_over_cache(getattr(model, "generation_model", model), prompt_ids,
-                                                   tokenizer.pad_token_id, device)
+        generating = getattr(model, "generation_model", model)
+        prepared = turns.encode(prompt_ids, owners, device) if turns is not None else None
+        encoded, cache = prepared or prompts_over_cache(generating, prompt_ids, tokenizer.pad_token_id, device)
     finally:
         model.train(was_training)
-    return sample_rows(model, tokenizer, encoded, config, sample_keys, cache=cache)
+    return sample_rows(model, tokenizer, encoded, config, sample_keys, cache=cache, turns=turns, owners=owners)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ import torch
 
 from tandem.lm_as_agent.env import EnvError, StepResult, TextEnv
 from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, sample_ids
+from tandem.generation.turn_cache import TurnCache, can_keep
 from tandem.generation.sampling import end_of_turn_ids
 
 # answers the active episodes' prompts (token ids) given each one's (episode index, turn index), one reply each
@@ -231,15 +232,22 @@ def episode_sampling(sampling: SamplingConfig, fmt: ChatFormat) -> SamplingConfi
                           top_p=sampling.top_p, top_k=sampling.top_k, stop_strings=stop_strings)
 
 
-def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_base: int | None = None) -> Sampler:
+def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_base: int | None = None,
+                  keep_cache: bool = False) -> Sampler:
     """The policy as a `Sampler`: every active episode's next turn in one call, of `engine` (`sample_ids`) when
     given, else `generate` on `model`. With `key_base`, each turn's draws are keyed by (episode, turn): an
-    episode's replies depend on its place in the batch alone, not on the torch RNG or the other episodes."""
+    episode's replies depend on its place in the batch alone, not on the torch RNG or the other episodes.
+    `keep_cache` (for prompts that are whole conversations, history full): `generate` keeps each episode's KV
+    cache from one turn to the next (`tandem.generation.turn_cache`); make one sampler per rollout."""
+    turns = TurnCache(getattr(model, "generation_model", model), tokenizer.pad_token_id) \
+        if keep_cache and engine is None and can_keep(getattr(model, "generation_model", model)) else None
+
     def sample(prompts: list[list[int]], places: list[tuple[int, int]]) -> list[SampledRow]:
         keys = None if key_base is None else torch.tensor([key_base + 4099 * e + t for e, t in places])
         if engine is not None:
             return engine.sample_ids(prompts, config, keys)
-        return sample_ids(model, tokenizer, prompts, config, keys)
+        return sample_ids(model, tokenizer, prompts, config, keys, turns=turns, owners=[e for e, _ in places])
+    sample.turns = turns  # what the kept cache saved shows in `turns.computed_tokens`
     return sample
 
 
@@ -262,7 +270,7 @@ def play_text_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], s
     the optimal policy is unchanged while the model's rating of progress guides it.
     """
     config = episode_sampling(sampling, fmt)
-    sampler = sampler or model_sampler(model, tokenizer, config)
+    sampler = sampler or model_sampler(model, tokenizer, config, keep_cache=options.history == "full")
     episodes = []
     for env, seed, group in zip(envs, seeds, groups):
         tools = fmt.prepare(env)

@@ -158,7 +158,8 @@ class EpisodeRollouts(RolloutKind):
         config = episode_sampling(sampling, self.format)
         if trainer.engine.owns_weights:
             return model_sampler(None, trainer.tokenizer, config, engine=trainer.engine, key_base=key_base)
-        sample = model_sampler(model, trainer.tokenizer, config, key_base=key_base)
+        sample = model_sampler(model, trainer.tokenizer, config, key_base=key_base,
+                               keep_cache=trainer.config.history == "full")
 
         def in_precision(prompts, places):
             with trainer.accelerator.autocast():
