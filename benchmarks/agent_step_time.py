@@ -3,10 +3,10 @@
     python benchmarks/agent_step_time.py --steps 2 --old ca1de36 [--engines hf vllm] [--out runs/bench-agent-step]
 
 The earlier commit is checked out once into a `git worktree` and run with its `src` first on PYTHONPATH; both run
-the same command (SmolLM2-135M-Instruct on FrozenLake 4x4, history none, 8 tokens a turn, 8 turns, 2 start
-states x 4 episodes, one torch thread, no evaluation), alternating old and new for each repeat so a busy machine
-disturbs both alike. Each run's `train/time/step` (rollout + update) is read from its metrics.jsonl, the first
-step left out when there are more than one. Writes OUT/step_time.json with the medians and their ratio.
+the same command (SmolLM2-135M-Instruct on FrozenLake 4x4, history none or `--history full`, 8 tokens a turn, 8
+turns, 2 start states x 4 episodes, one torch thread, no evaluation), alternating old and new for each repeat so a
+busy machine disturbs both alike. Each run's `train/time/step` (rollout + update) is read from its metrics.jsonl,
+the first step left out when there are more than one. Writes OUT/step_time.json with the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from agentrl_results import smollm2
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def command(model: str, out: Path, steps: int, engine: str | None) -> list[str]:
+def command(model: str, out: Path, steps: int, engine: str | None, history: str = "none") -> list[str]:
     args = [sys.executable, "-m", "tandem.cli", "agent-rl", "--model", model, "--env", "frozenlake:size=4",
-            "--history", "none", "--max-new-tokens", "8", "--max-turns", "8", "--batch-size", "2",
+            "--history", history, "--max-new-tokens", "8", "--max-turns", "8", "--batch-size", "2",
             "--episodes-per-start", "4", "--n-eval", "0", "--threads", "1", "--max-steps", str(steps),
             "--no-progress", "--out", str(out)]
     return args + (["--engine", engine] if engine else [])
@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--engines", nargs="+", default=["hf"], help="Engines of the new code (hf, vllm).")
+    parser.add_argument("--history", default="none", choices=["none", "full"],
+                        help="The issue's command uses none; full (the default of agent-rl) shows the KV cache kept across turns.")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-agent-step"))
     args = parser.parse_args()
     model = smollm2()
@@ -55,14 +57,14 @@ def main() -> None:
     for repeat in range(args.repeats):
         out = args.out / f"old-{repeat}"
         env = {**os.environ, "PYTHONPATH": str((worktree / "src").resolve())}
-        subprocess.run(command(model, out, args.steps, None), check=True, env=env)
+        subprocess.run(command(model, out, args.steps, None, args.history), check=True, env=env)
         results["old"] += step_times(out)
         for engine in args.engines:
             out = args.out / f"new-{engine}-{repeat}"
-            subprocess.run(command(model, out, args.steps, engine), check=True)
+            subprocess.run(command(model, out, args.steps, engine, args.history), check=True)
             results.setdefault(engine, []).extend(step_times(out))
     medians = {name: statistics.median(times) for name, times in results.items()}
-    summary = {"old_commit": args.old, "steps": args.steps, "repeats": args.repeats, "step_seconds": results,
+    summary = {"old_commit": args.old, "history": args.history, "steps": args.steps, "repeats": args.repeats, "step_seconds": results,
                "median_step_seconds": medians,
                "speedup": {name: medians["old"] / m for name, m in medians.items() if name != "old"}}
     (args.out / "step_time.json").write_text(json.dumps(summary, indent=2))
