@@ -130,7 +130,8 @@ def segment_forward(model, ids, segment_mask, past_mask, cache, keep):
     positions = (full.cumsum(-1) - 1).clamp(min=0)[:, full.shape[1] - ids.shape[1]:]
     name = _cache_argument(type(innermost(model)))
     out = model(input_ids=ids, attention_mask=full, position_ids=positions, use_cache=True, **{name: cache}, **keep)
-    return out, getattr(out, name, None) or out.past_key_values, full
+    cache = getattr(out, name, None)
+    return out, cache if cache is not None else out.past_key_values, full
 
 
 def expand_cache(cache, index: torch.Tensor):
