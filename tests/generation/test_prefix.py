@@ -121,3 +121,23 @@ def test_generation_over_the_shared_cache_samples_what_plain_generation_samples(
     assert [r.tokens for r in shared] == [r.tokens for r in plain]
     for a, b in zip(shared, plain):
         assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_prompt_order_puts_equal_prompts_side_by_side(left):
+    """An agent's turns: the start state's prompt in episodes 0 and 1 is far apart in row order. Ordered by prompt,
+    micro-batches of two hold equal prompts together and the shared-prefix forward computes fewer tokens."""
+    from tandem.generation.prefix import prompt_order
+
+    a, b, c = SYSTEM + [20, 21], SYSTEM + [40, 41, 42], SYSTEM + [20, 22]
+    rows = [(a, [30, 2]), (b, [31, 2]), (c, [32, 2]), (a, [33, 2]), (b, [34, 2]), (c, [35, 2])]
+    ids, mask, labels = _rows(rows, left=left)
+    place = prompt_order(ids, mask, labels)
+    order = place.argsort()
+    assert sorted(place.tolist()) == list(range(6))
+    prompts = [rows[k][0] for k in order.tolist()]
+    assert prompts == sorted(prompts) and order.tolist() == [0, 3, 2, 5, 1, 4]  # ties in row order
+
+    def cost(sequence):
+        return sum(plan_prefix(ids[chunk], mask[chunk], labels[chunk]).cost() for chunk in torch.tensor(sequence).split(2))
+    assert cost(order.tolist()) < cost(list(range(6)))

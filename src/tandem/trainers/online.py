@@ -41,6 +41,7 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, proc
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.generation.engines import ENGINE_MEMORY_HELP, ROLLOUT_ENGINES, make_engine
+from tandem.generation.prefix import prompt_order
 from tandem.generation.scoring import completion_logits, free_device_bytes, rows_within_memory, shared_prefix_plan
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
@@ -481,12 +482,14 @@ class OnlineTrainer(GenerativeTrainer):
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
         rows = self._micro_batch_rows(self.forward_model, batch, labels)
         live = ((data.advantages != 0) & mask).any(-1).cpu() if self.skips_idle_rows else torch.ones(n, dtype=torch.bool)
+        place = prompt_order(batch.input_ids.cpu(), batch.attention_mask.cpu(), labels.cpu())
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
             for global_rows in order.chunk(cfg.minibatches):
-                # in row order within the minibatch: rows sharing a prompt meet in one micro-batch (shared-prefix forward)
-                minibatch = (global_rows[(global_rows // n) == self.rank] - self.rank * n).sort().values
+                # in prompt order within the minibatch: rows sharing a prompt meet in one micro-batch (shared-prefix forward)
+                minibatch = global_rows[(global_rows // n) == self.rank] - self.rank * n
+                minibatch = minibatch[place[minibatch].argsort()]
                 normaliser = global_normaliser(cfg.loss_agg, mask[minibatch], self.max_new_tokens)
                 normaliser = self._all_reduce_sum([float(normaliser)])[0]
                 minibatch = minibatch[live[minibatch]]  # after the normaliser: idle rows still count in the mean
