@@ -482,7 +482,7 @@ class OnlineTrainer(GenerativeTrainer):
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
         rows = self._micro_batch_rows(self.forward_model, batch, labels)
         live = ((data.advantages != 0) & mask).any(-1).cpu() if self.skips_idle_rows else torch.ones(n, dtype=torch.bool)
-        place = prompt_order(batch.input_ids.cpu(), batch.attention_mask.cpu(), labels.cpu())
+        place = prompt_order(batch.input_ids, batch.attention_mask, labels)  # on the host (read by .tolist())
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
