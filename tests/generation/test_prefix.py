@@ -129,7 +129,7 @@ def test_prompt_order_puts_equal_prompts_side_by_side(left):
     micro-batches of two hold equal prompts together and the shared-prefix forward computes fewer tokens."""
     from tandem.generation.prefix import prompt_order
 
-    a, b, c = SYSTEM + [20, 21], SYSTEM + [40, 41, 42], SYSTEM + [20, 22]
+    a, b, c = SYSTEM + [20, 21], SYSTEM + [40, 41, 42], SYSTEM + [25, 22]
     rows = [(a, [30, 2]), (b, [31, 2]), (c, [32, 2]), (a, [33, 2]), (b, [34, 2]), (c, [35, 2])]
     ids, mask, labels = _rows(rows, left=left)
     place = prompt_order(ids, mask, labels)

@@ -47,17 +47,26 @@ class PrefixPlan:
         return len(self.common) + len(self.middles) * middle + len(self.suffixes) * suffix
 
 
-def plan_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PrefixPlan | None:
-    """The split of a batch whose real tokens are contiguous in each row; None when a row has no label."""
+def row_spans(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> list[tuple | None]:
+    """Per row, (its ids, the column of its first real token, the column of the token whose logits score its first
+    label, one past its last real token); None for a row with no real token or no label (read on the host)."""
     ids, mask, scored = input_ids.tolist(), attention_mask.tolist(), (labels[:, 1:] != IGNORE_INDEX).tolist()
-    prompts, suffixes, starts = [], [], []
+    spans = []
     for row_ids, row_mask, row_scored in zip(ids, mask, scored):
         real = [c for c, m in enumerate(row_mask) if m]
-        first = next((c + 1 for c, s in enumerate(row_scored) if s), None)
-        if not real or first is None or first - 1 < real[0]:
+        split = next((c for c, s in enumerate(row_scored) if s), None)  # label split + 1 is scored by token split
+        spans.append(None if not real or split is None else (row_ids, real[0], split, real[-1] + 1))
+    return spans
+
+
+def plan_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> PrefixPlan | None:
+    """The split of a batch whose real tokens are contiguous in each row; None when a row has no label."""
+    prompts, suffixes, starts = [], [], []
+    for span in row_spans(input_ids, attention_mask, labels):
+        if span is None or span[2] < span[1]:
             return None
-        split, end = first - 1, real[-1] + 1  # the token at `first - 1` gives the logits that score label `first`
-        prompts.append(tuple(row_ids[real[0]:split]))
+        row_ids, begin, split, end = span
+        prompts.append(tuple(row_ids[begin:split]))
         suffixes.append(row_ids[split:end])
         starts.append(split)
     common, middles, which = split_prompts(prompts)
@@ -65,16 +74,12 @@ def plan_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: t
 
 
 def prompt_order(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each row's place when rows are sorted by their prompt (the real tokens before the first scored label), ties
-    kept in row order. Micro-batches cut from rows in this order hold equal prompts together, and prompts that share
-    a beginning side by side: the shared-prefix forward computes each distinct prompt once per micro-batch, so it
-    computes fewer tokens than over micro-batches cut in row order (an agent's turns from one start state sit
+    """Each row's place when rows are sorted by their prompt (the tokens before the one that scores the first label),
+    ties kept in row order. Micro-batches cut from rows in this order hold equal prompts together, and prompts that
+    share a beginning side by side: the shared-prefix forward computes each distinct prompt once per micro-batch, so
+    it computes fewer tokens than over micro-batches cut in row order (an agent's turns from one start state sit
     in different episodes, hence far apart in row order)."""
-    ids, mask, scored = input_ids.tolist(), attention_mask.tolist(), (labels != IGNORE_INDEX).tolist()
-    keys = []
-    for row_ids, row_mask, row_scored in zip(ids, mask, scored):
-        first = next((c for c, s in enumerate(row_scored) if s), len(row_ids))
-        keys.append([t for t, m in zip(row_ids[:first], row_mask[:first]) if m])
+    keys = [() if span is None else tuple(span[0][span[1]:span[2]]) for span in row_spans(input_ids, attention_mask, labels)]
     order = sorted(range(len(keys)), key=lambda k: (keys[k], k))
     place = torch.empty(len(keys), dtype=torch.long)
     place[order] = torch.arange(len(keys))

@@ -482,7 +482,8 @@ class OnlineTrainer(GenerativeTrainer):
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
         rows = self._micro_batch_rows(self.forward_model, batch, labels)
         live = ((data.advantages != 0) & mask).any(-1).cpu() if self.skips_idle_rows else torch.ones(n, dtype=torch.bool)
-        place = prompt_order(batch.input_ids, batch.attention_mask, labels)  # on the host (read by .tolist())
+        # the shared-prefix forward computes each distinct prompt once per micro-batch (the value head's plain one does not)
+        place = torch.arange(n) if self.needs_values else prompt_order(batch.input_ids, batch.attention_mask, labels)
         for _ in range(cfg.update_epochs):
             # minibatches of the global rows (every process holds n of them), each process training on its own
             order = torch.randperm(n * self.world, generator=generator)
