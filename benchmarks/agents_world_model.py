@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=0, help="pretrained: LoRA rank (0: full fine-tuning)")
     parser.add_argument("--pretrained-epochs", type=float, default=3.0)
     parser.add_argument("--max-steps", type=int, default=600, help="SFT optimizer steps of the world model")
-    parser.add_argument("--max-length", type=int, default=192)
+    parser.add_argument("--max-length", type=int, help="longest transition in tokens (default: the data's longest)")
     parser.add_argument("--planner", default="tree", choices=["tree", "shooting"])
     parser.add_argument("--horizon", type=int, default=8)
     parser.add_argument("--plan-episodes", type=int, default=40)

@@ -25,6 +25,25 @@ def test_smoke_quickstart_improves_gold_reward_and_learns_preferences(smoke_pipe
 
 
 @pytest.mark.e2e
+def test_the_readme_main_job_raises_gold_reward_at_every_stage(tmp_path):
+    """`tandem quickstart` as a newcomer runs it (the default preset, through the CLI): SFT learns the review
+    format, the reward model ranks held-out pairs, and PPO raises the gold reward over SFT's. Seeds 0-2 on an idle
+    2-core machine: SFT 0.477/0.465/0.468 -> PPO 0.617/0.586/0.532 (500 prompts each; the difference's standard
+    error is ~0.02), so the bar, +0.025 at seed 0, sits five standard errors under its gain."""
+    from typer.testing import CliRunner
+
+    from tandem.cli import app
+
+    result = CliRunner().invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), "--no-progress", "--report-to", "none"])
+    assert result.exit_code == 0, result.output
+    stages = {s["name"]: s for s in json.loads((tmp_path / "qs" / "report.json").read_text())["stages"]}
+    assert stages["sft"]["gold_reward"] > stages["pretrain"]["gold_reward"] + 0.2
+    assert stages["rm"]["rm_accuracy"] > 0.9
+    assert stages["ppo"]["gold_reward"] > stages["sft"]["gold_reward"] + 0.025
+    assert 0.2 < stages["ppo"]["kl_to_sft"] < 5  # the KL controller kept it near its 1-nat target
+
+
+@pytest.mark.e2e
 def test_sft_on_arithmetic_raises_exact_match(tmp_path):
     from tandem.trainers.pretrain import PretrainConfig, run_pretrain
     from tandem.trainers.sft import SFTConfig, run_sft

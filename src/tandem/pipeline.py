@@ -33,7 +33,7 @@ class QuickstartConfig(BaseModel):
     out: Path = Field(Path("runs/quickstart"), description="Run directory; each stage writes a sub-directory.")
     task: str = Field("sentiment", description="Built-in task to run the pipeline on.")
     preset: Literal["default", "full", "smoke"] = Field(
-        "default", description="Stage sizes: default (about 3 minutes), full (longer pre-training and reward model) or smoke (seconds, for CI)."
+        "default", description="Stage sizes: default (the ~1M model, about 2.5 minutes on 2 cores), full (the ~5M model, 3.5-5 minutes) or smoke (seconds, for CI)."
     )
     seed: int = Field(0, description="Seed for every stage.")
     mixed_precision: Literal["auto", "bf16", "no"] = Field("auto", description="Autocast precision for every stage.")

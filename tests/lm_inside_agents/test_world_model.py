@@ -137,6 +137,24 @@ def test_untrained_lm_output_is_counted_as_parse_errors(tiny_model_dir):
     assert terminated and reward == 0.0 and "error" in info
 
 
+def test_the_sequence_length_holds_every_transition_or_the_run_stops(tmp_path):
+    """An 8x8 map's transition is ~233 tokens: unset, --max-length fits the longest (the SFT run trains on every
+    token of every completion, reward and end included); given shorter, the run stops before training, naming both."""
+    make_env = map_env_factory("FrozenLake-v1", frozen_lake_maps(2, 8, seed=0))
+    train, held_out = split_transitions(collect_transitions(make_env, 6, seed=0), 0.25, seed=0)
+    config = WorldModelTrainConfig(out=tmp_path / "short", max_length=64, max_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"--max-length 64 cuts the longest transition \((\d+) tokens"):
+        train_world_model(config, train, held_out, action_names(make_env(0)))
+    assert not (tmp_path / "short" / "lm").exists()
+    config = WorldModelTrainConfig(out=tmp_path / "fit", max_steps=1, batch_size=4, progress=False)
+    world_model, _ = train_world_model(config, train, held_out, action_names(make_env(0)))
+    tokenizer = world_model.tokenizer
+    longest = max(len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"])
+                  for r in sft_rows([*train, *held_out])) + 1
+    import yaml
+    assert yaml.safe_load((tmp_path / "fit" / "lm" / "config.yaml").read_text())["max_length"] == longest > 192
+
+
 @pytest.mark.e2e
 def test_world_model_learns_held_out_transitions_and_plans(tmp_path):
     """End to end: a tiny LM trained on FrozenLake text transitions predicts held-out next states exactly far more

@@ -261,7 +261,7 @@ class WorldModelTrainConfig(TrainConfig, LoRAOptions):
     vocab_size: int = Field(400, ge=300, description="BPE vocabulary (byte alphabet + merges) trained on the transitions (without --model).")
     epochs: float = Field(20.0, gt=0, description="Passes over the training transitions (when --max-steps is not set).")
     lr: float = Field(2e-3, gt=0, description="Peak learning rate of AdamW (a pretrained --model: 1e-4).")
-    max_length: int = Field(192, ge=8, description="Longest prompt + completion in tokens.")
+    max_length: int | None = Field(None, ge=8, description="Longest prompt + completion in tokens (default: the longest transition's; a shorter one is an error: a truncated transition teaches a state without its reward and end).")
     log_every: int = Field(25, ge=1, description="Write metrics every N steps.")
     chat_template: Literal["off"] = Field("off", description="Transitions are plain text (the module's format), never chat-rendered, for any model.")
 
@@ -275,15 +275,30 @@ class WorldModelTrainConfig(TrainConfig, LoRAOptions):
         return self
 
 
-def _scratch_model(config: WorldModelTrainConfig, rows: Sequence[dict[str, str]], folder: Path) -> Path:
-    """A new tiny LM and a BPE tokenizer learnt from the transitions' words, saved in `folder`."""
-    tokenizer = train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in rows), vocab_size=config.vocab_size)
+def _scratch_tokenizer(config: WorldModelTrainConfig, rows: Sequence[dict[str, str]]):
+    """A BPE tokenizer learnt from the transitions' words."""
+    return train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in rows), vocab_size=config.vocab_size)
+
+
+def _scratch_model(config: WorldModelTrainConfig, tokenizer, max_length: int, folder: Path) -> Path:
+    """A new tiny LM reading `tokenizer`'s ids, saved with it in `folder`."""
     size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
                      num_kv_heads=config.num_heads, intermediate_size=3 * config.hidden_size,
-                     vocab_size=len(tokenizer), max_positions=max(512, config.max_length))
+                     vocab_size=len(tokenizer), max_positions=max(512, max_length))
     build_model(size, tokenizer, arch="llama", seed=config.seed).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def transition_length(config: WorldModelTrainConfig, tokenizer, rows: Sequence[dict[str, str]]) -> int:
+    """The tokens the longest transition takes (prompt, completion, EOS): `config.max_length` when given, which must
+    hold it (the SFT data path cuts a completion to fit, and a world model that never sees a transition's reward and
+    end cannot predict them)."""
+    longest = max(len(tokenizer(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows) + 1
+    if config.max_length is not None and config.max_length < longest:
+        raise ValueError(f"--max-length {config.max_length} cuts the longest transition ({longest} tokens with its EOS); "
+                         f"give at least {longest}, or leave it unset")
+    return config.max_length or longest
 
 
 def train_world_model(
@@ -303,15 +318,20 @@ def train_world_model(
     train_rows, held_out_rows = sft_rows(train), sft_rows(held_out)
     for name, rows in (("train.jsonl", train_rows), ("held_out.jsonl", held_out_rows)):
         atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
+    rows = [*train_rows, *held_out_rows]
     if config.model is None:
-        init = _scratch_model(config, train_rows, out / "init")
+        tokenizer = _scratch_tokenizer(config, train_rows)
+        max_length = transition_length(config, tokenizer, rows)
+        init = _scratch_model(config, tokenizer, max_length, out / "init")
     else:
         init = config.model
         if changed := apply_model_defaults(config, model_origin(init)):  # the defaults the user left unset
             print(f"[tandem] pretrained model {init}: {changed} (set them to override)", flush=True)
-    shared = config.model_dump(include=set(TrainConfig.model_fields) - {"out"})
+        max_length = transition_length(config, load_tokenizer(init), rows)
+    shared = config.model_dump(include=set(TrainConfig.model_fields) - {"out", "max_length"})
     sft = SFTConfig(**shared, model=init, data=out / "train.jsonl", eval_data=out / "held_out.jsonl", out=out / "lm",
-                    n_eval=0, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha, merge_lora=True)
+                    max_length=max_length, n_eval=0, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                    merge_lora=True)
     result = run_sft(sft)
     model, tokenizer = load_causal_lm(result.model_dir), load_tokenizer(result.model_dir)
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
