@@ -25,8 +25,8 @@ PRESETS: dict[str, dict[str, dict]] = {
                      "n_eval": 50},
         "sft": {"n_train": 3000, "max_steps": 150, "batch_size": 32, "n_eval": 500},
         "rm": {"n_train": 3000, "max_steps": 200, "batch_size": 32},
-        "ppo": {"max_steps": 60, "n_eval": 500, "batch_size": 64, "micro_batch_size": 64, "update_epochs": 2, "minibatches": 2,
-                "lr": 5e-5, "kl_coef": 0.2, "target_kl": 1.0, "kl_horizon": 640, "log_every": 1},
+        "ppo": {**_PPO_FULL, "max_steps": 60, "n_eval": 500, "batch_size": 64, "micro_batch_size": 64, "lr": 5e-5,
+                "target_kl": 1.0, "kl_horizon": 640},
     },
     "full": {
         "pretrain": {"size": "small", "n_documents": 16_000, "max_steps": 150, "batch_size": 32, "max_length": 128,

@@ -63,9 +63,11 @@ def plan_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: t
     """The split of a batch whose real tokens are contiguous in each row; None when a row has no label."""
     prompts, suffixes, starts = [], [], []
     for span in row_spans(input_ids, attention_mask, labels):
-        if span is None or span[2] < span[1]:
+        if span is None:
             return None
         row_ids, begin, split, end = span
+        if split < begin:  # a label scored by padding: the tokens are not contiguous
+            return None
         prompts.append(tuple(row_ids[begin:split]))
         suffixes.append(row_ids[split:end])
         starts.append(split)

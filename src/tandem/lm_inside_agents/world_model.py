@@ -275,11 +275,6 @@ class WorldModelTrainConfig(TrainConfig, LoRAOptions):
         return self
 
 
-def _scratch_tokenizer(config: WorldModelTrainConfig, rows: Sequence[dict[str, str]]):
-    """A BPE tokenizer learnt from the transitions' words."""
-    return train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in rows), vocab_size=config.vocab_size)
-
-
 def _scratch_model(config: WorldModelTrainConfig, tokenizer, max_length: int, folder: Path) -> Path:
     """A new tiny LM reading `tokenizer`'s ids, saved with it in `folder`."""
     size = ModelSize(hidden_size=config.hidden_size, num_layers=config.num_layers, num_heads=config.num_heads,
@@ -320,7 +315,8 @@ def train_world_model(
         atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
     rows = [*train_rows, *held_out_rows]
     if config.model is None:
-        tokenizer = _scratch_tokenizer(config, train_rows)
+        tokenizer = train_tokenizer(tokenizer_corpus(r["prompt"] + r["completion"] for r in train_rows),
+                                    vocab_size=config.vocab_size)  # BPE learnt from the transitions' words
         max_length = transition_length(config, tokenizer, rows)
         init = _scratch_model(config, tokenizer, max_length, out / "init")
     else:
