@@ -32,3 +32,18 @@ def test_imagined_steps_come_from_the_world_model():
     env.reset(seed=5)
     broken = env.step("up")
     assert broken.terminated and broken.reward == 0 and broken.info["world_model_error"] == "not understood"
+
+
+def test_a_saved_world_model_is_loaded_in_the_text_format_it_was_trained_on(tmp_path, tiny_model_dir):
+    """`agent-rl --env worldmodel:DIR` asks the model in its training format: spaced map cells when its run wrote
+    them (`tandem_world_model.json` beside the weights), plain cells for a model saved without that record."""
+    import shutil
+
+    from tandem.lm_as_agent.imagined import load_world_model
+    from tandem.lm_inside_agents.world_model import FORMAT_FILE
+
+    assert not load_world_model(tiny_model_dir, ["left", "right"]).spaced
+    folder = tmp_path / "run" / "lm" / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / FORMAT_FILE).write_text('{"spaced_cells": true}\n')
+    assert load_world_model(tmp_path / "run", ["left", "right"]).spaced

@@ -18,8 +18,11 @@ from tandem.lm_inside_agents.world_model import (
     copy_state_accuracy,
     evaluate_world_model,
     frozen_lake_maps,
+    joined_cells,
     map_env_factory,
+    saved_format,
     sft_rows,
+    spaced_cells,
     split_transitions,
     tokenizer_corpus,
     train_world_model,
@@ -48,6 +51,36 @@ def test_completion_round_trip(reward, done):
 def test_malformed_text_is_rejected_with_reason(text, problem):
     with pytest.raises(TransitionParseError, match=problem):
         parse_transition(text)
+
+
+def test_spaced_cells_put_one_map_cell_per_token_and_read_back_exactly():
+    state = "task: walk from S to the goal G without stepping into a hole H\nyou: row 0, column 1\nS@FF\nFHFH"
+    spaced = spaced_cells(state)
+    assert spaced.split("\n")[:2] == state.split("\n")[:2] and spaced.split("\n")[2:] == ["S @ F F", "F H F H"]
+    assert joined_cells(spaced) == state
+    minigrid = "mission: go to the red ball\n## .. @>"  # already-spaced two-character cells survive the round trip
+    assert joined_cells(spaced_cells(minigrid)) == minigrid
+    assert joined_cells("task: x\nS@ FF") == "task: x\nS@ FF"  # a row the model wrote unspaced is not "repaired"
+
+
+def test_a_spaced_world_model_writes_spaced_prompts_and_reads_plain_states():
+    from tandem.generation.sampling import Samples
+
+    class Echo:  # an engine that answers the spaced next state, as a model trained on spaced rows would
+        def __init__(self):
+            self.prompts = []
+
+        def sample(self, prompts, **_):
+            self.prompts += prompts
+            return Samples([], [], ["task: x\nF @\nreward: 0\ndone: no" for _ in prompts])
+
+    engine = Echo()
+    world_model = LMWorldModel(torch.nn.Linear(1, 1), None, ["left", "right"], engine=engine, spaced=True)
+    prediction = world_model.predict(["task: x\n@F"], [1])[0]
+    assert prediction.valid and prediction.next_state == "task: x\nF@"
+    assert "task: x\n@ F\naction: right" in engine.prompts[0]
+    row = sft_rows([TextTransition("task: x\n@F", "right", "task: x\nF@", 0.0, False)], spaced=True)[0]
+    assert row["prompt"] == engine.prompts[0] and row["completion"].startswith("task: x\nF @\n")
 
 
 def deterministic_lake():
@@ -227,7 +260,9 @@ def test_fine_tuning_a_pretrained_lm_lowers_its_held_out_loss_and_plans(tmp_path
     config = WorldModelTrainConfig(out=tmp_path / "wm", model=pretrained_llama_dir, max_steps=40, batch_size=16,
                                    lr=3e-3, progress=False, seed=0)
     world_model, metrics = train_world_model(config, train, held_out, action_names(make_env(0)))
-    rows = sft_rows(held_out)
+    rows = sft_rows(held_out, spaced=True)  # a pretrained tokenizer reads map rows one cell per token
+    assert world_model.spaced and saved_format(tmp_path / "wm" / "lm" / "model") == {"spaced_cells": True}
+    assert json.loads((tmp_path / "wm" / "held_out.jsonl").read_text().splitlines()[0]) == rows[0]
     before, after = held_out_nll(pretrained_llama_dir, rows), held_out_nll(tmp_path / "wm" / "lm" / "model", rows)
     assert after < 0.8 * before, (before, after)
     assert metrics["eval/loss"] == pytest.approx(after, rel=0.05)  # the SFT run's own held-out figure agrees

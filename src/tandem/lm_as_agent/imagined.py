@@ -51,14 +51,15 @@ class ImaginedEnv(TextEnv):
 
 def load_world_model(path: str | Path, names: list[str]):
     """The `LMWorldModel` of a `tandem world-model` run directory (its ``lm/model``) or of a model directory."""
-    from tandem.lm_inside_agents.world_model import LMWorldModel
+    from tandem.lm_inside_agents.world_model import LMWorldModel, saved_format
     from tandem.models.loading import load_causal_lm, load_tokenizer
 
     path = Path(path)
     folder = path / "lm" / "model" if (path / "lm" / "model").is_dir() else path
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no world model in {path}: give a `tandem world-model` run directory or a model directory")
-    return LMWorldModel(load_causal_lm(folder), load_tokenizer(folder), names, max_new_tokens=96)
+    return LMWorldModel(load_causal_lm(folder), load_tokenizer(folder), names, max_new_tokens=96,
+                        spaced=saved_format(folder)["spaced_cells"])
 
 
 @register_env_kind("worldmodel")

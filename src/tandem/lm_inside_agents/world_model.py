@@ -65,6 +65,8 @@ from tandem.trainers.sft import LoRAOptions, SFTConfig, run_sft
 logger = logging.getLogger(__name__)
 
 _WORDS = re.compile(r"[a-z]+")
+_HEADER = re.compile(r"[a-z][a-z ]*: ")  # "task: ...", "you: row 0, column 1": a line that names what it holds
+FORMAT_FILE = "tandem_world_model.json"  # beside a trained world model's weights: the text format it reads and writes
 
 
 @dataclass(frozen=True)
@@ -100,11 +102,12 @@ def tokenizer_corpus(texts: Iterable[str]) -> Iterator[str]:
         yield " ".join(_WORDS.findall(text))
 
 
-def sft_rows(transitions: Sequence[TextTransition]) -> list[dict[str, str]]:
-    """Prompt/completion records for the SFT trainer."""
+def sft_rows(transitions: Sequence[TextTransition], spaced: bool = False) -> list[dict[str, str]]:
+    """Prompt/completion records for the SFT trainer; `spaced`: map rows written by `spaced_cells`."""
+    write = spaced_cells if spaced else str
     return [
-        {"prompt": transition_prompt(t.state, t.action),
-         "completion": transition_completion(t.next_state, t.reward, t.done)}
+        {"prompt": transition_prompt(write(t.state), t.action),
+         "completion": transition_completion(write(t.next_state), t.reward, t.done)}
         for t in transitions
     ]
 
@@ -185,16 +188,34 @@ def map_env_factory(env_id: str, maps: Sequence[Sequence[str]] | None = None) ->
     return lambda i: gym.make(env_id)
 
 
+def spaced_cells(state: str) -> str:
+    """`state` with each map row's characters separated by spaces (``S@FF`` -> ``S @ F F``); named lines such as
+    ``you: row 0, column 1`` are kept. A pretrained BPE merges runs of map cells unevenly (SmolLM2: ``SFFF`` ->
+    ``S``, ``FF``, ``F``), so one move reshapes the row's tokens; spaced, every cell is one token and a move changes
+    one token, as the tiny model's character-level map tokens do."""
+    return "\n".join(line if _HEADER.match(line) else " ".join(line) for line in state.split("\n"))
+
+
+def joined_cells(state: str) -> str:
+    """The inverse of `spaced_cells`: map rows read back to one character per cell; a row the model did not write
+    spaced is left as it is (and then matches no real state)."""
+    def join(line: str) -> str:
+        spaced = not _HEADER.match(line) and len(line) % 2 == 1 and set(line[1::2]) <= {" "}
+        return line[::2] if spaced else line
+    return "\n".join(join(line) for line in state.split("\n"))
+
+
 # ---- the model -------------------------------------------------------------------------------------
 class LMWorldModel:
     """f_LLM(s_t, a_t) behind the `TransitionModel` interface: batched greedy decoding, cached per (state, action).
 
     States are the renderer's text; an output that does not parse comes back as an invalid `Prediction`
-    (and is counted in `n_parse_errors`) rather than a guess.
+    (and is counted in `n_parse_errors`) rather than a guess. `spaced`: the model was trained on `spaced_cells`
+    text, so prompts are written that way and predicted states read back with `joined_cells`.
     """
 
     def __init__(self, model, tokenizer, action_names: Sequence[str], max_new_tokens: int = 128, batch_size: int = 64,
-                 engine=None):
+                 engine=None, spaced: bool = False):
         self.model = model.eval()
         self.engine = engine  # a generation engine made from `model` decodes instead (`tandem.generation.engines`)
         self.tokenizer = tokenizer
@@ -202,6 +223,7 @@ class LMWorldModel:
         self.n_actions = len(self.action_names)
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.spaced = spaced
         self.cache: dict[tuple[str, int], Prediction] = {}
         self.n_queries = 0
         self.n_parse_errors = 0
@@ -213,7 +235,7 @@ class LMWorldModel:
         keys = list(zip(states, (int(a) for a in actions)))
         missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
         if missing:
-            prompts = [transition_prompt(s, self.action_names[a]) for s, a in missing]
+            prompts = [transition_prompt(spaced_cells(s) if self.spaced else s, self.action_names[a]) for s, a in missing]
             texts = generate_completions(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
                                          temperature=0.0, batch_size=self.batch_size, engine=self.engine)
             for key, text in zip(missing, texts):
@@ -228,7 +250,7 @@ class LMWorldModel:
             self.n_parse_errors += 1
             logger.warning("world model output not understood: %s", error)
             return Prediction(None, 0.0, True, error=str(error))
-        return Prediction(next_state, reward, done)
+        return Prediction(joined_cells(next_state) if self.spaced else next_state, reward, done)
 
 
 def evaluate_world_model(world_model, transitions: Sequence[TextTransition]) -> dict[str, float]:
@@ -264,6 +286,7 @@ class WorldModelTrainConfig(TrainConfig, LoRAOptions):
     max_length: int | None = Field(None, ge=8, description="Longest prompt + completion in tokens (default: the longest transition's; a shorter one is an error: a truncated transition teaches a state without its reward and end).")
     log_every: int = Field(25, ge=1, description="Write metrics every N steps.")
     chat_template: Literal["off"] = Field("off", description="Transitions are plain text (the module's format), never chat-rendered, for any model.")
+    spaced_cells: bool | None = Field(None, description="Write map rows with their cells separated by spaces (one token per cell for a pretrained BPE, which merges runs of cells unevenly). Default: on with --model, off for the tiny model (its BPE never merges map symbols).")
 
     # a pretrained LM already reads text: a gentler step, and fewer passes than a model learning from nothing
     pretrained_defaults: ClassVar[dict[str, Any]] = {"lr": 1e-4, "epochs": 3.0}
@@ -310,7 +333,8 @@ def train_world_model(
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    train_rows, held_out_rows = sft_rows(train), sft_rows(held_out)
+    spaced = config.model is not None if config.spaced_cells is None else config.spaced_cells
+    train_rows, held_out_rows = sft_rows(train, spaced), sft_rows(held_out, spaced)
     for name, rows in (("train.jsonl", train_rows), ("held_out.jsonl", held_out_rows)):
         atomic_write_text(out / name, "".join(json.dumps(r) + "\n" for r in rows))
     rows = [*train_rows, *held_out_rows]
@@ -329,11 +353,18 @@ def train_world_model(
                     max_length=max_length, n_eval=0, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                     merge_lora=True)
     result = run_sft(sft)
+    atomic_write_text(Path(result.model_dir) / FORMAT_FILE, json.dumps({"spaced_cells": spaced}) + "\n")
     model, tokenizer = load_causal_lm(result.model_dir), load_tokenizer(result.model_dir)
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
     world_model = LMWorldModel(model, tokenizer, action_list, max_new_tokens=longest + 8,
-                               engine=engine_for(engine, model, tokenizer, result.model_dir))
-    return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, **result.metrics}
+                               engine=engine_for(engine, model, tokenizer, result.model_dir), spaced=spaced)
+    return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, "spaced_cells": spaced, **result.metrics}
+
+
+def saved_format(folder: str | Path) -> dict[str, Any]:
+    """The text format a world model saved by `train_world_model` reads and writes (plain cells when not recorded)."""
+    path = Path(folder) / FORMAT_FILE
+    return json.loads(path.read_text()) if path.exists() else {"spaced_cells": False}
 
 
 # ---- a Gymnasium face on any transition model ----------------------------------------------------------
