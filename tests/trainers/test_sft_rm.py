@@ -95,6 +95,24 @@ def test_bad_record_fails_before_training_with_file_line_and_field(tmp_path, tin
     assert not (tmp_path / "bad" / "checkpoints").exists()
 
 
+def test_completions_cut_to_fit_are_counted_and_reported(tmp_path, tiny_model_dir, capsys):
+    """SFT cuts a completion (never the prompt) to fit --max-length, as TRL does, but says how many it cut."""
+    from tandem.models.loading import load_tokenizer
+    from tandem.trainers.sft import n_cut
+    from tandem.data import tokenize_sft
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rows = [{"prompt": "say", "completion": " good" * n} for n in (1, 3, 30, 60)]
+    full = [len(tokenize_sft(r, tokenizer)["input_ids"]) for r in rows]
+    limit = full[1]  # the second fits exactly: filling the length is not being cut
+    assert n_cut(rows, [tokenize_sft(r, tokenizer, limit) for r in rows], tokenizer, limit) == 2
+    assert n_cut(rows, [tokenize_sft(r, tokenizer) for r in rows], tokenizer, None) == 0
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(rows[i % 4]) + "\n" for i in range(40)))
+    run_sft(sft_config(tmp_path, tiny_model_dir, "cut", data=data, eval_fraction=0.2, max_length=limit, max_steps=1))
+    assert "16 of 32 training completions cut to fit --max-length" in capsys.readouterr().out
+
+
 def rm_config(tmp_path, model, name, **overrides):
     values = {"model": model, "out": tmp_path / name, "n_train": 256, "n_eval": 64, "batch_size": 16,
               "micro_batch_size": 16, "epochs": 3, "lr": 3e-3, "mixed_precision": "no", "progress": False}

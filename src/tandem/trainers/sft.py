@@ -120,6 +120,15 @@ class SFTTrainer(GenerativeTrainer):
         save_model(model, self.tokenizer, folder, merge_lora=self.config.merge_lora)
 
 
+def n_cut(rows: list[dict], ids: list[dict], tokenizer, max_length: int | None) -> int:
+    """How many of `rows` `tokenize_sft` cut to `max_length` (`ids`: its output for them): only a row that fills
+    the length exactly can have been cut, and only those are tokenized again, uncut."""
+    if max_length is None:
+        return 0
+    return sum(len(x["input_ids"]) == max_length and len(tokenize_sft(r, tokenizer)["input_ids"]) > max_length
+               for r, x in zip(rows, ids))
+
+
 def run_sft(config: SFTConfig) -> TrainResult:
     run = prepare_finetune(config)
     model = load_causal_lm(config.model)
@@ -128,6 +137,10 @@ def run_sft(config: SFTConfig) -> TrainResult:
     train, held_out = run.examples("sft")
     train_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in train]
     eval_ids = [tokenize_sft(r, run.tokenizer, config.max_length) for r in held_out]
+    for name, rows, ids in (("training", train, train_ids), ("held-out", held_out, eval_ids)):
+        if cut := n_cut(rows, ids, run.tokenizer, config.max_length):
+            print(f"[tandem] {cut} of {len(rows)} {name} completions cut to fit --max-length {config.max_length}: "
+                  "their ends are not trained on or scored (raise --max-length to keep them)", flush=True)
     return SFTTrainer(config, model, run.tokenizer, train_ids, eval_ids, **run.evaluation()).train()
 
 
