@@ -41,20 +41,3 @@ def test_the_readme_main_job_raises_gold_reward_at_every_stage(tmp_path):
     assert stages["rm"]["rm_accuracy"] > 0.9
     assert stages["ppo"]["gold_reward"] > stages["sft"]["gold_reward"] + 0.025
     assert 0.2 < stages["ppo"]["kl_to_sft"] < 5  # the KL controller kept it near its 1-nat target
-
-
-@pytest.mark.e2e
-def test_sft_on_arithmetic_raises_exact_match(tmp_path):
-    from tandem.trainers.pretrain import PretrainConfig, run_pretrain
-    from tandem.trainers.sft import SFTConfig, run_sft
-
-    common = {"task": "arithmetic", "progress": False, "n_eval": 512}
-    pre = run_pretrain(PretrainConfig(out=tmp_path / "pre", size="tiny", n_documents=6000, max_steps=400,
-                                      max_length=64, **common))
-    sft = run_sft(SFTConfig(model=pre.model_dir, out=tmp_path / "sft", n_train=4000, max_steps=500, batch_size=32,
-                            lr=2e-3, **common))
-    # the pre-trained model has never seen the question/answer format; a ~1M model learns it and some sums
-    assert pre.metrics["eval/gold_reward"] < 0.03
-    # 512 held-out sums (128 left the gain within a few sums of the bar): seed 0 0.010 -> 0.078, seed 1
-    # 0.004 -> 0.096
-    assert sft.metrics["eval/gold_reward"] > pre.metrics["eval/gold_reward"] + 0.03
