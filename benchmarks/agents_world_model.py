@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--lm-model", type=Path, help="pretrained: a HF directory, .gguf or LoRA folder")
     parser.add_argument("--lora-rank", type=int, default=0, help="pretrained: LoRA rank (0: full fine-tuning)")
     parser.add_argument("--pretrained-epochs", type=float, default=3.0)
+    parser.add_argument("--spaced-cells", action="store_true", help="pretrained: map rows one cell per token")
     parser.add_argument("--max-steps", type=int, default=600, help="SFT optimizer steps of the world model")
     parser.add_argument("--max-length", type=int, help="longest transition in tokens (default: the data's longest)")
     parser.add_argument("--planner", default="tree", choices=["tree", "shooting"])
@@ -70,7 +71,8 @@ def main() -> None:
 
 
 def run_one(args, lm: str, episodes: int, out: Path) -> dict:
-    model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs} if lm == "pretrained" \
+    model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs,
+             "spaced_cells": args.spaced_cells} if lm == "pretrained" \
         else {"max_steps": args.max_steps}
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,

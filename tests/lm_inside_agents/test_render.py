@@ -29,6 +29,15 @@ def test_frozen_lake_marks_agent_from_state(lake):
     assert render_state(lake).splitlines()[-4][0] == "@"
 
 
+def test_frozen_lake_shows_a_fall_into_a_hole(lake):
+    lake.reset(seed=0)
+    obs, _, terminated, *_ = lake.step(1)  # down from the start: the 4x4 map's hole at row 1, column 1 is not hit
+    obs, _, terminated, *_ = lake.step(2)  # right, into the hole at row 1, column 1
+    assert terminated
+    grid = render_state(lake, obs).splitlines()[-4:]
+    assert grid[1][1] == "X" and "@" not in "".join(grid)
+
+
 def test_frozen_lake_follows_steps(lake):
     lake.reset(seed=0)
     obs, *_ = lake.step(2)  # right
