@@ -39,7 +39,8 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=0, help="pretrained: LoRA rank (0: full fine-tuning)")
     parser.add_argument("--pretrained-epochs", type=float, default=3.0)
     parser.add_argument("--spaced-cells", action="store_true", help="pretrained: map rows one cell per token")
-    parser.add_argument("--max-steps", type=int, default=600, help="SFT optimizer steps of the world model")
+    parser.add_argument("--max-steps", type=int, default=1500, help="SFT optimizer steps of the tiny world model")
+    parser.add_argument("--batch-size", type=int, default=16, help="transitions per SFT step of the tiny world model")
     parser.add_argument("--max-length", type=int, help="longest transition in tokens (default: the data's longest)")
     parser.add_argument("--planner", default="tree", choices=["tree", "shooting"])
     parser.add_argument("--horizon", type=int, default=8)
@@ -73,7 +74,7 @@ def main() -> None:
 def run_one(args, lm: str, episodes: int, out: Path) -> dict:
     model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs,
              "spaced_cells": args.spaced_cells} if lm == "pretrained" \
-        else {"max_steps": args.max_steps}
+        else {"max_steps": args.max_steps, "batch_size": args.batch_size}
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
         max_length=args.max_length, planner=args.planner, horizon=args.horizon,

@@ -177,9 +177,7 @@ def _toy_text_state(env: Any, obs: Any) -> int:
 
 def render_frozen_lake(env: FrozenLakeEnv, obs: Any = None) -> str:
     """FrozenLake map with the agent as ``@`` (S start, F frozen, H hole, G goal), or ``X`` once it has fallen into a
-    hole: the text then tells a lost state from a live one on the same square. (With ``@`` there, the hole under the
-    agent vanished from the text; an LM world model, asked for the next state and whether it ends, predicted "done:
-    no" for every step into a hole, at the data's base rate, and its planner walked into holes.)"""
+    hole: with ``@`` there the hole under the agent vanished from the text, so a lost state read like a live one."""
     state = _toy_text_state(env, obs)
     row, col = divmod(state, env.ncol)
     grid = [[c.decode() for c in line] for line in env.desc]
