@@ -38,12 +38,15 @@ def main() -> None:
     parser.add_argument("--lm-model", type=Path, help="pretrained: a HF directory, .gguf or LoRA folder")
     parser.add_argument("--lora-rank", type=int, default=0, help="pretrained: LoRA rank (0: full fine-tuning)")
     parser.add_argument("--pretrained-epochs", type=float, default=3.0)
+    parser.add_argument("--pretrained-batch-size", type=int, default=32, help="pretrained: transitions per SFT step")
+    parser.add_argument("--pretrained-lr", type=float, default=1e-4, help="pretrained: peak learning rate")
     parser.add_argument("--spaced-cells", action="store_true", help="pretrained: map rows one cell per token")
     parser.add_argument("--max-steps", type=int, default=1500, help="SFT optimizer steps of the tiny world model")
     parser.add_argument("--batch-size", type=int, default=16, help="transitions per SFT step of the tiny world model")
     parser.add_argument("--max-length", type=int, help="longest transition in tokens (default: the data's longest)")
     parser.add_argument("--planner", default="tree", choices=["tree", "shooting"])
     parser.add_argument("--horizon", type=int, default=8)
+    parser.add_argument("--max-nodes", type=int, default=2000, help="tree planner: most states expanded per decision")
     parser.add_argument("--plan-episodes", type=int, default=40)
     parser.add_argument("--dyna-real-steps", type=int, default=2000)
     parser.add_argument("--dyna-seeds", type=int, default=5)
@@ -73,11 +76,11 @@ def main() -> None:
 
 def run_one(args, lm: str, episodes: int, out: Path) -> dict:
     model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs,
-             "spaced_cells": args.spaced_cells} if lm == "pretrained" \
+             "batch_size": args.pretrained_batch_size, "lr": args.pretrained_lr, "spaced_cells": args.spaced_cells} if lm == "pretrained" \
         else {"max_steps": args.max_steps, "batch_size": args.batch_size}
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
-        max_length=args.max_length, planner=args.planner, horizon=args.horizon,
+        max_length=args.max_length, planner=args.planner, horizon=args.horizon, max_nodes=args.max_nodes,
         plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds,
         seed=args.seed, progress=False, threads=args.threads, **model,
     )

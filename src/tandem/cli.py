@@ -199,6 +199,7 @@ _register()
 COMMAND_MODULES = (
     "tandem.lm_inside_agents.commands",
     "tandem.lm_as_agent.trainer",
+    "tandem.lm_as_agent.imagined",
     "tandem.judges.commands",
     "tandem.serve.commands",
     "tandem.models.commands",

@@ -214,7 +214,7 @@ def test_world_model_learns_held_out_transitions_and_plans(tmp_path):
 def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     """The whole `tandem world-model` run on a few steps: an almost untrained LM mostly writes unreadable text,
     which must be counted and survived (planning and Dyna still finish), and the report and plot written."""
-    from tandem.lm_inside_agents.commands import register
+    from tandem.lm_as_agent.imagined import register
     from tandem.cli import add_command, app
     from typer.testing import CliRunner
 
@@ -263,7 +263,8 @@ def test_fine_tuning_a_pretrained_lm_lowers_its_held_out_loss_and_plans(tmp_path
                                    lr=3e-3, progress=False, seed=0, spaced_cells=True)
     world_model, metrics = train_world_model(config, train, held_out, action_names(make_env(0)))
     rows = sft_rows(held_out, spaced=True)  # --spaced-cells: map rows one cell per token
-    assert world_model.spaced and saved_format(tmp_path / "wm" / "lm" / "model") == {"spaced_cells": True}
+    saved = saved_format(tmp_path / "wm" / "lm" / "model")
+    assert world_model.spaced and saved["spaced_cells"] and saved["max_new_tokens"] == world_model.max_new_tokens
     assert json.loads((tmp_path / "wm" / "held_out.jsonl").read_text().splitlines()[0]) == rows[0]
     before, after = held_out_nll(pretrained_llama_dir, rows), held_out_nll(tmp_path / "wm" / "lm" / "model", rows)
     assert after < 0.8 * before, (before, after)
@@ -278,7 +279,7 @@ def test_world_model_command_on_a_gguf_file_with_lora(tmp_path, tiny_gguf_file):
     import yaml
     from typer.testing import CliRunner
 
-    from tandem.lm_inside_agents.commands import register
+    from tandem.lm_as_agent.imagined import register
     from tandem.cli import add_command, app
 
     if "world-model" not in {c.name for c in app.registered_commands}:

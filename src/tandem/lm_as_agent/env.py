@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from tandem.lm_inside_agents.render import (MINIGRID_LEGEND, action_names, has_r
 from tandem.registry import registrar
 from tandem.specs import parse_options
 
+logger = logging.getLogger(__name__)
 EVAL_SEED_OFFSET = 1_000_000  # held-out start states are drawn from seeds this far from the training ones
 InvalidAction = Literal["penalty", "retry", "end"]
 
@@ -72,6 +74,22 @@ class TextEnv(ABC):
 
     def close(self) -> None:
         """Release what the env holds."""
+
+
+def prefetch_steps(envs: list[TextEnv], actions: list[str]) -> None:
+    """Before one turn's steps: envs whose class computes many steps at once (``prefetch(envs, actions)``, as an
+    LM world model decodes a batch) get theirs together; `step` then answers each from what was computed."""
+    by_class: dict[type, tuple[list, list]] = {}
+    for env, action in zip(envs, actions):
+        if callable(getattr(type(env), "prefetch", None)):
+            group = by_class.setdefault(type(env), ([], []))
+            group[0].append(env)
+            group[1].append(action)
+    for cls, (group_envs, group_actions) in by_class.items():
+        try:
+            cls.prefetch(group_envs, group_actions)
+        except Exception as error:  # each env's own step raises it again, naming its episode and turn
+            logger.warning("%s.prefetch failed (%s); stepping each env alone", cls.__name__, error)
 
 
 class EnvError(RuntimeError):

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from tandem.lm_as_agent.env import EnvError, StepResult, TextEnv
+from tandem.lm_as_agent.env import EnvError, StepResult, TextEnv, prefetch_steps
 from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, sample_ids
 from tandem.generation.turn_cache import TurnCache, can_keep
 from tandem.generation.sampling import end_of_turn_ids
@@ -296,6 +296,7 @@ def play_text_episodes(model, tokenizer, fmt: ChatFormat, envs: list[TextEnv], s
         rows = sampler(prompts, [(i, len(episodes[i].turns)) for i in active])
         timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t0
         t0 = time.perf_counter()
+        prefetch_steps([envs[i] for i in active], [row.text for row in rows])
         for i, prompt, row in zip(active, prompts, rows):
             episode, env = episodes[i], envs[i]
             result: StepResult = _safe(lambda: env.step(row.text), "step", episode)

@@ -1,4 +1,5 @@
-"""The agents' CLI commands: `tandem explore`, `shape`, `collect`, `dt`, `world-model` and `babyai`.
+"""The agents' CLI commands: `tandem explore`, `shape`, `collect`, `dt` and `babyai` (`world-model`, which also
+learns agent text envs, is registered by `tandem.lm_as_agent.imagined`).
 
 Each command runs one experiment of `tandem.lm_inside_agents.experiments` (or `offline_collect`) and prints its headline
 numbers; the runs themselves, and their reports, are the same from Python.
@@ -11,7 +12,6 @@ import typer
 from tandem.lm_inside_agents.experiments.babyai import BabyAIConfig, run_babyai
 from tandem.lm_inside_agents.experiments.dt import DTConfig, run_dt
 from tandem.lm_inside_agents.experiments.explore import AgentLMConfig, ExploreConfig, ShapeConfig, run_explore, run_shape
-from tandem.lm_inside_agents.experiments.world_model import WorldModelConfig, run_world_model
 from tandem.lm_inside_agents.offline_collect import CollectConfig, collect_offline_dataset
 
 
@@ -47,13 +47,6 @@ def show_dt(config: DTConfig) -> None:
     typer.echo(f"metrics and plot in {config.out} ({metrics['seconds']:.0f}s)")
 
 
-def show_world_model(config: WorldModelConfig) -> None:
-    report = run_world_model(config)
-    held = report["held_out"]
-    print(f"held-out next-state exact match {held['next_state_accuracy']:.3f} "
-          f"(copy-state baseline {held['copy_state_baseline']:.3f}); metrics in {config.out}/metrics.json")
-
-
 def show_babyai(config: BabyAIConfig) -> None:
     report = run_babyai(config)
     for method in ("random_policy", "imitation", "ppo"):
@@ -73,9 +66,6 @@ def register(add_command) -> None:
                 "Collect an offline RL dataset on a Gymnasium task: random, medium and expert (PPO) episode mixtures.")
     add_command("dt", DTConfig, show_dt,
                 "Train a Decision Transformer and a behaviour-cloning baseline on an offline dataset; plot return vs target.")
-    add_command("world-model", WorldModelConfig, show_world_model,
-                "Train a tiny LM world model on text transitions (or fine-tune a pretrained --model), report held-out "
-                "exact match, plan and run Dyna in it.")
     add_command("babyai", BabyAIConfig, show_babyai,
                 "Language-conditioned BabyAI policy pi(a | s, l) by BabyAIBot imitation and/or PPO; "
                 "held-out mission success.")

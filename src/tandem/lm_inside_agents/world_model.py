@@ -147,6 +147,39 @@ def collect_transitions(
     return list(seen.values())
 
 
+def collect_text_transitions(
+    env, n_episodes: int, seed: int = 0, max_episode_steps: int = 100, progress: bool = False,
+    counts: dict | None = None,
+) -> list[TextTransition]:
+    """Distinct transitions of uniformly random episodes in an agent's text env (`tandem.lm_as_agent.env`, e.g.
+    ``babyai:GoToObj``): the states are exactly the observations a language agent reads there, the actions its
+    action names. Episode i starts from seed ``seed * 100_003 + i`` of `env`'s split (take the training split,
+    so the agent's held-out start states stay unseen). A repeated (state, action) is kept once, its first outcome:
+    where the text does not hold the whole state (BabyAI's relative view shows no walls beside or behind) the
+    same text and action can lead to different texts, and the world model's exact match is bounded by that.
+    """
+    names = getattr(env, "names", None)
+    if not names:
+        raise ValueError(f"{type(env).__name__}: a world model of a text env needs its fixed action names (a Gymnasium "
+                         "env with a Discrete action space, e.g. babyai:GoToObj)")
+    rng = random.Random(seed)
+    seen: dict[tuple[str, str], TextTransition] = {}
+    for episode in tqdm(range(n_episodes), desc="collect transitions", disable=not progress):
+        state = env.reset(seed=seed * 100_003 + episode)
+        for _ in range(max_episode_steps):
+            action = names[rng.randrange(len(names))]
+            result = env.step(action)
+            if counts is not None:
+                counts["steps"] = counts.get("steps", 0) + 1
+            seen.setdefault((state, action), TextTransition(state, action, result.observation, float(result.reward),
+                                                            bool(result.terminated)))
+            if result.terminated or result.truncated:
+                break
+            state = result.observation
+    env.close()
+    return list(seen.values())
+
+
 def split_transitions(
     transitions: Sequence[TextTransition], eval_fraction: float, seed: int = 0
 ) -> tuple[list[TextTransition], list[TextTransition]]:
@@ -325,7 +358,7 @@ def transition_length(config: WorldModelTrainConfig, tokenizer, rows: Sequence[d
 
 def train_world_model(
     config: WorldModelTrainConfig, train: Sequence[TextTransition], held_out: Sequence[TextTransition], action_list: Sequence[str],
-    engine: str = "hf",
+    engine: str = "hf", env_spec: str | None = None,
 ) -> tuple[LMWorldModel, dict]:
     """Fine-tune a new tiny LM, or `config.model`, on `train` transitions with the SFT trainer; returns the world
     model (decoding on the generation `engine`: hf, or vllm started from the trained model's directory) and SFT
@@ -333,7 +366,9 @@ def train_world_model(
 
     Writes `train.jsonl` / `held_out.jsonl` (prompt/completion), the initial tiny model `init/` (without
     `config.model`) and the SFT run `lm/` (its `lm/model` is an ordinary Hugging Face directory, LoRA adapters
-    merged, as `agent-rl --env worldmodel:` reads it) under `config.out`.
+    merged, as `agent-rl --env worldmodel:` reads it) under `config.out`; beside its weights `FORMAT_FILE` records the
+    text format, the longest completion to decode and `env_spec`, the agent env whose world this is (read back by
+    `agent-rl --env worldmodel:RUN`).
     """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -357,18 +392,20 @@ def train_world_model(
                     max_length=max_length, n_eval=0, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
                     merge_lora=True)
     result = run_sft(sft)
-    atomic_write_text(Path(result.model_dir) / FORMAT_FILE, json.dumps({"spaced_cells": spaced}) + "\n")
     model, tokenizer = load_causal_lm(result.model_dir), load_tokenizer(result.model_dir)
     longest = max(len(tokenizer(r["completion"], add_special_tokens=False)["input_ids"]) for r in train_rows)
+    saved = {"spaced_cells": spaced, "max_new_tokens": longest + 8, **({"env": env_spec} if env_spec else {})}
+    atomic_write_text(Path(result.model_dir) / FORMAT_FILE, json.dumps(saved) + "\n")
     world_model = LMWorldModel(model, tokenizer, action_list, max_new_tokens=longest + 8,
                                engine=engine_for(engine, model, tokenizer, result.model_dir), spaced=spaced)
     return world_model, {"sft_steps": result.steps, "sft_seconds": result.seconds, "spaced_cells": spaced, **result.metrics}
 
 
 def saved_format(folder: str | Path) -> dict[str, Any]:
-    """The text format a world model saved by `train_world_model` reads and writes (plain cells when not recorded)."""
+    """The text format a world model saved by `train_world_model` reads and writes (plain cells when not recorded),
+    the tokens its completions take (`max_new_tokens`) and, when recorded, the agent env it models (`env`)."""
     path = Path(folder) / FORMAT_FILE
-    return json.loads(path.read_text()) if path.exists() else {"spaced_cells": False}
+    return {"spaced_cells": False, "max_new_tokens": 96, **(json.loads(path.read_text()) if path.exists() else {})}
 
 
 # ---- a Gymnasium face on any transition model ----------------------------------------------------------

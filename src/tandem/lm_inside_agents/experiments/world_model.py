@@ -1,11 +1,18 @@
 """The run behind `tandem world-model`: collect text transitions, train a tiny LM world model (or fine-tune a
 pretrained one, `--model`), measure it, then plan and learn Dyna-style in it (Hao et al. 2023; Dyna, Sutton 1990).
 Writes `metrics.json` and `world_model.png`.
+
+Two kinds of world: a Gymnasium toy-text env (FrozenLake on random maps, Taxi), whose true simulator can be reset
+to any state, so planning and Dyna in the LM are compared with the same on the true model; or an agent's text env
+(``babyai:GoToObj``: the observations a language agent reads), where the world model is measured and a policy is
+then trained inside it with ``tandem agent-rl --env worldmodel:RUN``.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +26,7 @@ from tandem.lm_inside_agents.planning import EnvModel, plan_episode, q_learning
 from tandem.lm_inside_agents.render import action_names
 from tandem.lm_inside_agents.world_model import (
     WorldModelTrainConfig,
+    TextTransition,
     collect_transitions,
     evaluate_world_model,
     frozen_lake_maps,
@@ -34,7 +42,7 @@ class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
     """Collect text transitions, train a tiny LM world model or fine-tune `--model`, measure it, then plan and learn
     (Dyna) in it."""
 
-    env: str = Field("FrozenLake-v1", description="Gymnasium toy-text env: FrozenLake-v1 (deterministic) or Taxi-v4.")
+    env: str = Field("FrozenLake-v1", description="Gymnasium toy-text env: FrozenLake-v1 (deterministic) or Taxi-v4; or an agent text env such as babyai:GoToObj (its world as the language agent reads it; no planning or Dyna there: its true simulator cannot be reset to a text state).")
     map_size: int = Field(4, ge=3, le=12, description="FrozenLake: side of the random maps.")
     n_maps: int = Field(40, ge=1, description="FrozenLake: distinct random maps the transitions come from.")
     episodes: int = Field(400, ge=1, description="Uniformly random episodes collected for transitions.")
@@ -42,6 +50,7 @@ class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
     planner: Literal["tree", "shooting"] = Field("tree", description="Planner: breadth-limited tree search or random-shooting MPC.")
     horizon: int = Field(8, ge=1, description="Planning horizon in steps.")
     n_sequences: int = Field(64, ge=1, description="Random-shooting: action sequences per decision.")
+    max_nodes: int = Field(2000, ge=1, description="Tree search: most states expanded per decision (a world model that writes states no map has makes the tree grow with every mistake; this bounds its decoding).")
     plan_episodes: int = Field(20, ge=0, description="Real episodes acted by planning in each model (true simulator, LM).")
     dyna_real_steps: int = Field(2000, ge=0, description="Real steps of Q-learning / Dyna per seed (0: skip Dyna).")
     dyna_planning_steps: int = Field(10, ge=1, description="Imagined updates per real step in Dyna.")
@@ -49,17 +58,35 @@ class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
 
     @field_validator("env")
     @classmethod
-    def _toy_text(cls, value: str) -> str:
-        # planning on the true simulator resets a toy-text env to any state (EnvModel)
-        if not (value.startswith("FrozenLake") or value.startswith("Taxi")) or value not in gym.registry:
-            raise ValueError(f"{value!r}: the world-model command runs on a registered FrozenLake or Taxi version")
-        return value
+    def _known_world(cls, value: str) -> str:
+        if is_toy_text(value):
+            return value
+        kind = value.partition(":")[0]
+        gym_id = kind in gym.registry or re.search(r"-v\d+$", kind)  # another Gymnasium id: no text renderer fits
+        if gym_id or not re.fullmatch(r"[a-z][\w.-]*", kind) or kind in ("gym", "worldmodel", "task", "tools"):
+            raise ValueError(f"{value!r}: a world model learns a registered FrozenLake or Taxi version, or an agent env "
+                             "with named actions (e.g. babyai:GoToObj)")
+        return value  # an agent env spec: built (and its kind checked) by the collector that reads it
+
+
+def is_toy_text(env: str) -> bool:
+    """A registered FrozenLake or Taxi id: planning on the true simulator resets it to any state (`EnvModel`)."""
+    return (env.startswith("FrozenLake") or env.startswith("Taxi")) and env in gym.registry
+
+
+def agent_env_spec(config: WorldModelConfig) -> str:
+    """The `tandem agent-rl` env whose observations this world model writes (a toy-text run: the same world)."""
+    if not is_toy_text(config.env):
+        return config.env
+    return f"frozenlake:size={config.map_size}" if config.env.startswith("FrozenLake") else config.env
 
 
 def _plan_comparison(config: WorldModelConfig, make_env, world_model) -> dict:
     options = {"horizon": config.horizon}
     if config.planner == "shooting":
         options["n_sequences"] = config.n_sequences
+    else:
+        options["max_nodes"] = config.max_nodes
     results = {"true_simulator": [], "lm_world_model": []}
     for episode in range(config.plan_episodes):
         env = make_env(episode)  # the maps the transitions came from, including their held-out transitions
@@ -96,16 +123,34 @@ def _dyna_comparison(config: WorldModelConfig, make_env, world_model) -> dict:
     return out
 
 
-def run_world_model(config: WorldModelConfig) -> dict:
-    """The whole `tandem world-model` run; returns the report written to `out/metrics.json`."""
+# collect(config, counts) -> (transitions, action names): an agent text env's random-play transitions (the
+# language-agent layer above this one reads specs such as babyai:GoToObj: `tandem.lm_as_agent.imagined`)
+TextCollector = Callable[[WorldModelConfig, dict], tuple[list[TextTransition], list[str]]]
+
+
+def run_world_model(config: WorldModelConfig, collect_text: TextCollector | None = None) -> dict:
+    """The whole `tandem world-model` run; returns the report written to `out/metrics.json`. An agent env
+    (``babyai:GoToObj``) needs `collect_text`: `tandem.lm_as_agent.imagined.run_agent_world_model` passes it."""
     started = time.perf_counter()
     torch.manual_seed(config.seed)
-    maps = frozen_lake_maps(config.n_maps, config.map_size, config.seed) if config.env.startswith("FrozenLake") else None
-    make_env = map_env_factory(config.env, maps)
     counts: dict = {}
-    transitions = collect_transitions(make_env, config.episodes, seed=config.seed, progress=config.progress, counts=counts)
+    if is_toy_text(config.env):
+        maps = frozen_lake_maps(config.n_maps, config.map_size, config.seed) if config.env.startswith("FrozenLake") else None
+        make_env = map_env_factory(config.env, maps)
+        names = action_names(make_env(0))
+        transitions = collect_transitions(make_env, config.episodes, seed=config.seed, progress=config.progress, counts=counts)
+    else:
+        if collect_text is None:
+            raise ValueError(f"{config.env!r} is an agent env: run it with tandem.lm_as_agent.imagined.run_agent_world_model "
+                             "(as `tandem world-model --env` does)")
+        transitions, names = collect_text(config, counts)
+        if config.plan_episodes or config.dyna_real_steps:
+            print(f"[tandem] {config.env}: no planning or Dyna comparison (its true simulator cannot be reset to a "
+                  "text state); train a policy inside the world model with `tandem agent-rl --env worldmodel:"
+                  f"{config.out}`", flush=True)
     train, held_out = split_transitions(transitions, config.eval_fraction, config.seed)
-    world_model, sft_metrics = train_world_model(config, train, held_out, action_names(make_env(0)), config.engine)
+    world_model, sft_metrics = train_world_model(config, train, held_out, names, config.engine,
+                                                 env_spec=agent_env_spec(config))
     report: dict = {
         "env": config.env, "model": str(config.model) if config.model else "tiny, from scratch",
         "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
@@ -113,10 +158,10 @@ def run_world_model(config: WorldModelConfig) -> dict:
         "held_out": evaluate_world_model(world_model, held_out),
         "train_sample": evaluate_world_model(world_model, train[: len(held_out)]),
     }
-    if config.plan_episodes:
+    if config.plan_episodes and is_toy_text(config.env):
         report["planning"] = {"planner": config.planner, "horizon": config.horizon,
                               **_plan_comparison(config, make_env, world_model)}
-    if config.dyna_real_steps:
+    if config.dyna_real_steps and is_toy_text(config.env):
         report["dyna"] = _dyna_comparison(config, make_env, world_model)
     report["lm_queries"], report["lm_parse_errors"] = world_model.n_queries, world_model.n_parse_errors
     report["seconds"] = time.perf_counter() - started
