@@ -6,6 +6,8 @@
     python benchmarks/agentrl_results.py guess --steps 8 --eval-every 4        # TextArena GuessTheNumber
     python benchmarks/agentrl_results.py babyai-film     # tandem's FiLM PPO agent on BabyAI-GoToObj
     python benchmarks/agentrl_results.py worldmodel      # train in the LM world model vs in the real env (tiny models)
+    python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 200 --wm-steps 3000 \
+        --max-turns 16 --steps 40                        # the same on BabyAI-GoToObj as the language agent reads it
 
 Each study runs the CLI (so what is measured is what users run), reads the run's report.json, and writes
 `--out/STUDY.json`. Held-out start states (maps, missions, problems) are never trained on. Wall times are
@@ -95,18 +97,22 @@ def worldmodel(args) -> dict:
     The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as
     take about the same number of real steps.
     """
-    out = args.out / "worldmodel"
-    wm_seconds = tandem("world-model", "--out", str(out / "wm"), "--env", "FrozenLake-v1", "--episodes",
-                        str(args.wm_episodes), "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", "400",
-                        "--threads", "1")
-    wm = json.loads((out / "wm" / "metrics.json").read_text())
+    out = args.out / ("worldmodel" if args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}")
+    wm_dir = out / "wm"
+    if not (wm_dir / "metrics.json").exists():  # a world model already trained there is reused
+        tandem("world-model", "--out", str(wm_dir), "--env", args.wm_env, "--episodes", str(args.wm_episodes),
+               "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", str(args.wm_steps), "--threads", "1")
+    wm = json.loads((wm_dir / "metrics.json").read_text())
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
-    tiny = ["--threads", "1", "--n-eval", "64", "--max-turns", "8", "--batch-size", "4", "--episodes-per-start", "8"]
-    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{out / 'wm'}", "--max-steps", str(args.steps), *tiny)
+    real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
+    tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
+            "--episodes-per-start", "8", "--eval-every", str(args.eval_every)]
+    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *tiny)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     real_rl_steps = max(1, round(real_steps / per_step))
-    real = agent_rl(out / "real", "--env", "frozenlake:size=4", "--max-steps", str(real_rl_steps), *tiny)
-    return {"world_model": {"seconds": round(wm_seconds, 1), "real_steps": real_steps, "held_out": wm["held_out"]},
+    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *tiny)
+    return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
+                            "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},
             "trained_in_world_model": imagined, "trained_in_real_env": real,
             "note": "imagined env_steps are world-model steps (no real steps beyond the world model's data)"}
 
@@ -124,6 +130,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--ppo-steps", type=int, default=60_000)
     parser.add_argument("--wm-episodes", type=int, default=300)
+    parser.add_argument("--wm-env", default="FrozenLake-v1", help="worldmodel: FrozenLake-v1 or an agent env (babyai:GoToObj)")
+    parser.add_argument("--wm-steps", type=int, default=400, help="worldmodel: SFT steps of the tiny world model")
+    parser.add_argument("--max-turns", type=int, default=8, help="worldmodel: turns an episode of the tiny policy")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/agentrl"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
