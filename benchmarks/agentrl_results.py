@@ -5,7 +5,7 @@
     python benchmarks/agentrl_results.py tools --steps 8 --eval-every 4        # 3-digit products with the calculator
     python benchmarks/agentrl_results.py guess --steps 8 --eval-every 4        # TextArena GuessTheNumber
     python benchmarks/agentrl_results.py babyai-film     # tandem's FiLM PPO agent on BabyAI-GoToObj
-    python benchmarks/agentrl_results.py worldmodel      # train in the LM world model vs in the real env (tiny models)
+    python benchmarks/agentrl_results.py worldmodel --wm-steps 1500  # train in the LM world model vs in the real env (tiny models)
     python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 200 --wm-steps 3000 \
         --max-turns 16 --steps 40                        # the same on BabyAI-GoToObj as the language agent reads it
 
@@ -137,7 +137,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"study": args.study, "settings": {k: str(v) for k, v in vars(args).items()}, **STUDIES[args.study](args)}
-    path = args.out / f"{args.study}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
+    name = args.study if args.study != "worldmodel" or args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}"
+    path = args.out / f"{name}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(f"written: {path}")
