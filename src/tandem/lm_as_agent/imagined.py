@@ -73,7 +73,6 @@ class ImaginedEnv(TextEnv):
 
 def load_world_model(path: str | Path, names: list[str]):
     """The `LMWorldModel` of a `tandem world-model` run directory (its ``lm/model``) or of a model directory."""
-
     folder = world_model_folder(path)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no world model in {path}: give a `tandem world-model` run directory or a model directory")
