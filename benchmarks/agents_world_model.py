@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--pretrained-batch-size", type=int, default=32, help="pretrained: transitions per SFT step")
     parser.add_argument("--pretrained-lr", type=float, default=1e-4, help="pretrained: peak learning rate")
     parser.add_argument("--spaced-cells", action="store_true", help="pretrained: map rows one cell per token")
+    parser.add_argument("--pretrained-max-steps", type=int, help="pretrained: SFT steps (instead of --pretrained-epochs)")
+    parser.add_argument("--end-repeats", type=int, default=1, help="pretrained: each transition that ends an episode trained this many times")
     parser.add_argument("--max-steps", type=int, default=1500, help="SFT optimizer steps of the tiny world model")
     parser.add_argument("--batch-size", type=int, default=16, help="transitions per SFT step of the tiny world model")
     parser.add_argument("--max-length", type=int, help="longest transition in tokens (default: the data's longest)")
@@ -76,7 +78,8 @@ def main() -> None:
 
 def run_one(args, lm: str, episodes: int, out: Path) -> dict:
     model = {"model": args.lm_model, "lora_rank": args.lora_rank, "epochs": args.pretrained_epochs,
-             "batch_size": args.pretrained_batch_size, "lr": args.pretrained_lr, "spaced_cells": args.spaced_cells} if lm == "pretrained" \
+             "batch_size": args.pretrained_batch_size, "lr": args.pretrained_lr, "spaced_cells": args.spaced_cells,
+             "max_steps": args.pretrained_max_steps, "end_repeats": args.end_repeats} if lm == "pretrained" \
         else {"max_steps": args.max_steps, "batch_size": args.batch_size}
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,

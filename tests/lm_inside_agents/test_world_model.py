@@ -83,6 +83,14 @@ def test_a_spaced_world_model_writes_spaced_prompts_and_reads_plain_states():
     assert row["prompt"] == engine.prompts[0] and row["completion"].startswith("task: x\nF @\n")
 
 
+def test_end_repeats_write_each_ending_transition_that_many_times_in_place():
+    goes_on = TextTransition("s0", "right", "s1", 0.0, False)
+    ends = TextTransition("s1", "right", "s2", 1.0, True)
+    rows = sft_rows([goes_on, ends, goes_on], end_repeats=3)
+    assert [r["completion"].endswith("yes") for r in rows] == [False, True, True, True, False]
+    assert rows[1:4] == sft_rows([ends]) * 3 and sft_rows([goes_on, ends]) == [rows[0], rows[1]]
+
+
 def deterministic_lake():
     return gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False)
 
@@ -224,11 +232,14 @@ def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     result = CliRunner().invoke(app, [
         "world-model", "--out", str(out), "--n-maps", "2", "--episodes", "6", "--max-steps", "2", "--batch-size", "4",
         "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--horizon", "1", "--plan-episodes", "1",
-        "--dyna-real-steps", "10", "--dyna-planning-steps", "1", "--dyna-seeds", "1", "--no-progress",
+        "--dyna-real-steps", "10", "--dyna-planning-steps", "1", "--dyna-seeds", "1", "--no-progress", "--end-repeats", "3",
     ])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_train"] + report["n_held_out"] == report["n_transitions"]
+    ends = [json.loads(line)["completion"].endswith("yes") for line in (out / "train.jsonl").read_text().splitlines()]
+    held_out = (out / "held_out.jsonl").read_text().splitlines()
+    assert len(ends) == report["n_train"] + 2 * sum(ends) // 3 and len(held_out) == report["n_held_out"]
     assert 0 <= report["held_out"]["next_state_accuracy"] <= 1
     assert report["lm_parse_errors"] <= report["lm_queries"]
     assert set(report["dyna"]) == {"q_learning", "dyna_true_model", "dyna_lm_world_model"}
