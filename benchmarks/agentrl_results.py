@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -95,10 +96,13 @@ def worldmodel(args) -> dict:
     """A tiny random-action policy trained by GRPO in the LM world model vs in the real env, both scored in the real env.
 
     The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as
-    take about the same number of real steps.
+    take about the same number of real steps. With --warm-episodes both runs start from one warm start of the
+    tiny policy on the environment's expert (made once in the real env, its folder copied into both runs).
     """
     out = args.out / ("worldmodel" if args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}")
-    wm_dir = out / "wm"
+    wm_dir = out / "wm"  # one world model for the runs with and without a warm start
+    if args.warm_episodes:
+        out = out.with_name(out.name + f"-warm{args.warm_episodes}")
     if not (wm_dir / "metrics.json").exists():  # a world model already trained there is reused
         tandem("world-model", "--out", str(wm_dir), "--env", args.wm_env, "--episodes", str(args.wm_episodes),
                "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", str(args.wm_steps), "--threads", "1")
@@ -106,14 +110,24 @@ def worldmodel(args) -> dict:
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
     real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
     tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
-            "--episodes-per-start", "8", "--eval-every", str(args.eval_every)]
+            "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens", str(args.max_new_tokens)]
+    warm = {}
+    if args.warm_episodes:  # one warm start, reused by both runs (agent-rl reuses OUT/warm-start/model)
+        tiny += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
+                 "--warm-start-steps", str(args.warm_steps)]
+        if not (out / "warm" / "warm-start" / "model" / "config.json").exists():
+            tandem("agent-rl", "--out", str(out / "warm"), "--env", real_env, *tiny, "--max-steps", "1", "--n-eval", "0")
+        for run in ("imagined", "real"):
+            if not (out / run / "warm-start").exists():
+                shutil.copytree(out / "warm" / "warm-start", out / run / "warm-start")
+        warm = {"demo_episodes": args.warm_episodes, "warm_start_steps": args.warm_steps}
     imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *tiny)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     real_rl_steps = max(1, round(real_steps / per_step))
     real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *tiny)
     return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
                             "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},
-            "trained_in_world_model": imagined, "trained_in_real_env": real,
+            "trained_in_world_model": imagined, "trained_in_real_env": real, "warm_start": warm,
             "note": "imagined env_steps are world-model steps (no real steps beyond the world model's data)"}
 
 
@@ -133,11 +147,16 @@ def main() -> None:
     parser.add_argument("--wm-env", default="FrozenLake-v1", help="worldmodel: FrozenLake-v1 or an agent env (babyai:GoToObj)")
     parser.add_argument("--wm-steps", type=int, default=400, help="worldmodel: SFT steps of the tiny world model")
     parser.add_argument("--max-turns", type=int, default=8, help="worldmodel: turns an episode of the tiny policy")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="worldmodel: longest reply of the tiny policy")
+    parser.add_argument("--warm-episodes", type=int, default=0,
+                        help="worldmodel: warm-start the tiny policy on this many expert episodes first (0: none)")
+    parser.add_argument("--warm-steps", type=int, default=40, help="worldmodel: optimizer steps of that warm start")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/agentrl"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"study": args.study, "settings": {k: str(v) for k, v in vars(args).items()}, **STUDIES[args.study](args)}
     name = args.study if args.study != "worldmodel" or args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}"
+    name += f"-warm{args.warm_episodes}" if args.study == "worldmodel" and args.warm_episodes else ""
     path = args.out / f"{name}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

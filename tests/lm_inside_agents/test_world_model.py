@@ -242,7 +242,7 @@ def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     assert len(ends) == report["n_train"] + 2 * sum(ends) // 3 and len(held_out) == report["n_held_out"]
     assert 0 <= report["held_out"]["next_state_accuracy"] <= 1
     assert report["lm_parse_errors"] <= report["lm_queries"]
-    assert set(report["dyna"]) == {"q_learning", "dyna_true_model", "dyna_lm_world_model"}
+    assert set(report["dyna"]) == {"q_learning", "dyna_true_model", "dyna_lm_world_model"} and report["finished"] == "all"
     assert (out / "world_model.png").exists() and (out / "lm" / "model" / "model.safetensors").exists()
     bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--env", "CartPole-v1"])
     assert bad.exit_code == 2 and "FrozenLake or Taxi" in bad.output

@@ -158,14 +158,24 @@ def run_world_model(config: WorldModelConfig, collect_text: TextCollector | None
         "held_out": evaluate_world_model(world_model, held_out),
         "train_sample": evaluate_world_model(world_model, train[: len(held_out)]),
     }
+    held = report["held_out"]
+    print(f"[tandem] world model, held out: next state {held['next_state_accuracy']:.3f} (copying "
+          f"{held['copy_state_baseline']:.3f}), reward {held['reward_accuracy']:.3f}, done {held['done_accuracy']:.3f}",
+          flush=True)
+
+    def save(phase: str) -> None:  # after each phase: a run stopped during planning or Dyna keeps what finished
+        report["lm_queries"], report["lm_parse_errors"] = world_model.n_queries, world_model.n_parse_errors
+        report["seconds"], report["finished"] = time.perf_counter() - started, phase
+        write_json(Path(config.out) / "metrics.json", report)
+
+    save("evaluation")
     if config.plan_episodes and is_toy_text(config.env):
         report["planning"] = {"planner": config.planner, "horizon": config.horizon,
                               **_plan_comparison(config, make_env, world_model)}
+        save("planning")
     if config.dyna_real_steps and is_toy_text(config.env):
         report["dyna"] = _dyna_comparison(config, make_env, world_model)
-    report["lm_queries"], report["lm_parse_errors"] = world_model.n_queries, world_model.n_parse_errors
-    report["seconds"] = time.perf_counter() - started
-    write_json(Path(config.out) / "metrics.json", report)
+    save("all")
     plot_world_model(report, Path(config.out) / "world_model.png")
     return report
 
