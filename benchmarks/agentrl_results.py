@@ -110,7 +110,8 @@ def worldmodel(args) -> dict:
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
     real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
     tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
-            "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens", str(args.max_new_tokens)]
+            "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens", str(args.max_new_tokens),
+            *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
     warm = {}
     if args.warm_episodes:  # one warm start, reused by both runs (agent-rl reuses OUT/warm-start/model)
         tiny += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
@@ -151,6 +152,7 @@ def main() -> None:
     parser.add_argument("--warm-episodes", type=int, default=0,
                         help="worldmodel: warm-start the tiny policy on this many expert episodes first (0: none)")
     parser.add_argument("--warm-steps", type=int, default=40, help="worldmodel: optimizer steps of that warm start")
+    parser.add_argument("--rl-lr", type=float, help="worldmodel: the tiny policy's RL learning rate (default: agent-rl's)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/agentrl"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
