@@ -305,7 +305,9 @@ def test_world_model_command_on_a_gguf_file_with_lora(tmp_path, tiny_gguf_file):
     report = json.loads((out / "metrics.json").read_text())
     assert report["model"] == str(tiny_gguf_file) and 0 <= report["held_out"]["next_state_accuracy"] <= 1
     sft = yaml.safe_load((out / "lm" / "config.yaml").read_text())
-    assert (sft["lr"], sft["epochs"], sft["lora_rank"], sft["chat_template"]) == (1e-4, 3.0, 2, "off")
+    assert (sft["lr"], sft["epochs"], sft["lora_rank"], sft["chat_template"]) == (1e-4, 4.5, 2, "off")
+    ends = [json.loads(line)["completion"].endswith("yes") for line in (out / "train.jsonl").read_text().splitlines()]
+    assert sum(ends) > 0 and len(ends) == report["n_train"] + 3 * sum(ends) // 4  # ends written 4 times by default
     assert (out / "lm" / "model" / "config.json").exists() and not (out / "lm" / "model" / "adapter_config.json").exists()
     bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--lora-rank", "2"])
     assert bad.exit_code == 2 and "--model" in bad.output
