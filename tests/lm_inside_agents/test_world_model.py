@@ -91,6 +91,11 @@ def test_end_repeats_write_each_ending_transition_that_many_times_in_place():
     assert rows[1:4] == sft_rows([ends]) * 3 and sft_rows([goes_on, ends]) == [rows[0], rows[1]]
 
 
+def written_ends(run) -> list[bool]:
+    """For each row of a world-model run's train.jsonl: whether its transition ends the episode."""
+    return [json.loads(line)["completion"].endswith("yes") for line in (run / "train.jsonl").read_text().splitlines()]
+
+
 def deterministic_lake():
     return gym.make("FrozenLake-v1", map_name="4x4", is_slippery=False)
 
@@ -237,7 +242,7 @@ def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "metrics.json").read_text())
     assert report["n_train"] + report["n_held_out"] == report["n_transitions"]
-    ends = [json.loads(line)["completion"].endswith("yes") for line in (out / "train.jsonl").read_text().splitlines()]
+    ends = written_ends(out)
     held_out = (out / "held_out.jsonl").read_text().splitlines()
     assert len(ends) == report["n_train"] + 2 * sum(ends) // 3 and len(held_out) == report["n_held_out"]
     assert 0 <= report["held_out"]["next_state_accuracy"] <= 1
@@ -306,7 +311,7 @@ def test_world_model_command_on_a_gguf_file_with_lora(tmp_path, tiny_gguf_file):
     assert report["model"] == str(tiny_gguf_file) and 0 <= report["held_out"]["next_state_accuracy"] <= 1
     sft = yaml.safe_load((out / "lm" / "config.yaml").read_text())
     assert (sft["lr"], sft["epochs"], sft["lora_rank"], sft["chat_template"]) == (1e-4, 4.5, 2, "off")
-    ends = [json.loads(line)["completion"].endswith("yes") for line in (out / "train.jsonl").read_text().splitlines()]
+    ends = written_ends(out)
     assert sum(ends) > 0 and len(ends) == report["n_train"] + 3 * sum(ends) // 4  # ends written 4 times by default
     assert (out / "lm" / "model" / "config.json").exists() and not (out / "lm" / "model" / "adapter_config.json").exists()
     bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--lora-rank", "2"])

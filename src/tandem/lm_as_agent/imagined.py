@@ -121,10 +121,8 @@ def run_agent_world_model(config: WorldModelConfig) -> dict:
 
 def register(add_command) -> None:
     def show(config: WorldModelConfig) -> None:
-        report = run_agent_world_model(config)
-        held = report["held_out"]
-        print(f"held-out next-state exact match {held['next_state_accuracy']:.3f} "
-              f"(copy-state baseline {held['copy_state_baseline']:.3f}); metrics in {config.out}/metrics.json")
+        run_agent_world_model(config)  # prints the held-out figures itself, before planning
+        print(f"metrics in {config.out}/metrics.json")
         if not is_toy_text(config.env):
             print(f"train a policy in it: tandem agent-rl --env worldmodel:{config.out}")
 
