@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--dyna-real-steps", type=int, default=2000)
     parser.add_argument("--dyna-seeds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trained", type=Path, help="a world model an earlier run trained (its --out): measured, planned and "
+                        "run Dyna in without training again (give the same --episodes, --map-size, --seed)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
@@ -85,7 +87,7 @@ def run_one(args, lm: str, episodes: int, out: Path) -> dict:
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
         max_length=args.max_length, planner=args.planner, horizon=args.horizon, max_nodes=args.max_nodes,
         plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds,
-        seed=args.seed, progress=False, threads=args.threads, **model,
+        seed=args.seed, progress=False, threads=args.threads, trained=args.trained, **model,
     )
     started = time.perf_counter()
     report = run_world_model(config)
@@ -101,6 +103,7 @@ def run_one(args, lm: str, episodes: int, out: Path) -> dict:
         "planning": report.get("planning"),
         "dyna": {k: {kk: v[kk] for kk in ("steps_to_solve", "mean_steps_to_solve", "solved_fraction")}
                  for k, v in report.get("dyna", {}).items()},
+        "lm_model_check": report.get("lm_model_check"),
     }
     (out / "benchmark.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     print(json.dumps(summary, indent=2, default=float))

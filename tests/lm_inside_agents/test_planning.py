@@ -12,6 +12,7 @@ from tandem.lm_inside_agents.planning import (
     expand_graph,
     finite_horizon_q,
     get_planner,
+    model_accuracy,
     plan_episode,
     q_learning,
     q_update,
@@ -139,6 +140,84 @@ def test_dyna_with_perfect_model_needs_fewer_real_steps():
     dyna, runs = steps(EnvModel(env), 10)
     assert all(r.imagined_updates > 0 for r in runs)
     assert np.mean(dyna) < 0.7 * np.mean(plain), (dyna, plain)
+
+
+class LyingModel:
+    """The true FrozenLake except that reaching the goal is said to pay nothing and end nothing (the mistake that
+    keeps Dyna from ever valuing the goal); counts the pairs it is asked."""
+
+    def __init__(self, env):
+        self.truth, self.n_actions, self.asked = EnvModel(env), int(env.action_space.n), []
+
+    def observe(self, env, obs):
+        return int(np.asarray(obs).item())
+
+    def predict(self, states, actions):
+        self.asked += list(zip(states, actions))
+        out = []
+        for p in self.truth.predict(states, actions):
+            out.append(Prediction(p.next_state, 0.0, False) if p.reward > 0 else p)
+        return out
+
+
+def test_dyna_q_table_model_replays_tried_pairs_and_beats_q_learning():
+    seeds = range(6)
+    plain = [q_learning(frozen_lake, 3000, seed=s, eval_every=10, eval_episodes=1).steps_to_solve or 3000 for s in seeds]
+    runs = [q_learning(frozen_lake, 3000, None, 10, seed=s, eval_every=10, eval_episodes=1, remember=True) for s in seeds]
+    assert all(r.imagined_updates > 0 for r in runs)
+    assert np.mean([r.steps_to_solve or 3000 for r in runs]) < 0.7 * np.mean(plain)
+
+
+class Logged(gym.Wrapper):
+    """Writes each real (state, action) into a log shared with the model, in the order things happen."""
+
+    def __init__(self, env, log):
+        super().__init__(env)
+        self.log, self.state = log, None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.state = int(obs)
+        return obs, info
+
+    def step(self, action):
+        self.log.append(("tried", self.state, int(action)))
+        obs, *rest = self.env.step(action)
+        self.state = int(obs)
+        return (obs, *rest)
+
+
+def test_remembering_replays_what_happened_and_asks_the_model_only_for_untried_pairs():
+    env = frozen_lake()
+    fooled = q_learning(frozen_lake, 1500, LyingModel(env), 10, seed=0, eval_every=10, eval_episodes=1)
+    # the model's answer for the goal step drowns the real goal reward: the greedy policy almost never holds the goal
+    assert np.mean(fooled.success[len(fooled.success) // 2:]) < 0.1
+    log: list = []
+    lying = LyingModel(env)
+    lying.predict = lambda states, actions, inner=lying.predict: (
+        log.extend(("asked", s, a) for s, a in zip(states, actions)) or inner(states, actions))
+    run = q_learning(lambda: Logged(frozen_lake(), log), 1500, lying, 10, seed=0, eval_every=10, eval_episodes=1,
+                     remember=True)
+    assert np.mean(run.success[len(run.success) // 2:]) > 0.9  # the real goal reward is replayed, not the model's
+    tried, asked = set(), 0
+    for kind, s, a in log:
+        if kind == "tried":
+            tried.add((s, a))
+        else:
+            asked += 1
+            assert (s, a) not in tried, f"the model was asked about {(s, a)}, already tried for real"
+    assert asked > 0 and run.imagined_updates == 1500 * 10
+
+
+def test_model_accuracy_counts_the_goal_steps_a_model_gets_wrong():
+    env = frozen_lake()
+    exact = model_accuracy(EnvModel(env), env)
+    live = 16 - 5  # 4x4: four holes and the goal are terminal
+    assert exact["pairs"] == live * 4 and exact["all_correct"] == 1.0 and exact["false_ends"] == 0
+    assert exact["goal_steps"] == exact["goal_steps_rewarded"] == 1  # from its left (above the goal is a hole)
+    lying = model_accuracy(LyingModel(env), env)
+    assert lying["goal_steps_rewarded"] == 0 and lying["reward"] == pytest.approx(1 - 1 / (live * 4))
+    assert lying["done"] == pytest.approx(1 - 1 / (live * 4)) and lying["next_state"] == 1.0  # said not to end
 
 
 def test_argmax_ties_are_broken_at_random():

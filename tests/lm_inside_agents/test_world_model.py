@@ -247,8 +247,18 @@ def test_world_model_command_smoke_with_an_untrained_model(tmp_path):
     assert len(ends) == report["n_train"] + 2 * sum(ends) // 3 and len(held_out) == report["n_held_out"]
     assert 0 <= report["held_out"]["next_state_accuracy"] <= 1
     assert report["lm_parse_errors"] <= report["lm_queries"]
-    assert set(report["dyna"]) == {"q_learning", "dyna_true_model", "dyna_lm_world_model"} and report["finished"] == "all"
+    assert set(report["dyna"]) == {"q_learning", "dyna_q_table", "dyna_true_model", "dyna_lm_world_model",
+                                   "dyna_lm_world_model_remembering"} and report["finished"] == "all"
+    assert 0 < report["lm_model_check"]["pairs"] <= 16 * 4
     assert (out / "world_model.png").exists() and (out / "lm" / "model" / "model.safetensors").exists()
+    again = tmp_path / "again"  # the trained model measured again, no training: the same held-out figures
+    result = CliRunner().invoke(app, [
+        "world-model", "--out", str(again), "--trained", str(out), "--n-maps", "2", "--episodes", "6",
+        "--plan-episodes", "0", "--dyna-real-steps", "0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    reread = json.loads((again / "metrics.json").read_text())
+    assert reread["held_out"] == report["held_out"] and reread["sft"] == {"trained": str(out)}
+    assert not (again / "lm").exists()
     bad = CliRunner().invoke(app, ["world-model", "--out", str(out), "--env", "CartPole-v1"])
     assert bad.exit_code == 2 and "FrozenLake or Taxi" in bad.output
 

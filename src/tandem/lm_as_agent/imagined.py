@@ -15,15 +15,12 @@ are the observations a language agent reads there (`run_agent_world_model`).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tandem.lm_as_agent.env import (
     EnvSuite, GymTextEnv, StepResult, TextEnv, invalid_reply, make_env_suite, register_env_kind,
 )
 from tandem.lm_inside_agents.experiments.world_model import WorldModelConfig, is_toy_text, run_world_model
 from tandem.lm_inside_agents.render import parse_action_name
-from tandem.lm_inside_agents.world_model import LMWorldModel, collect_text_transitions, saved_format
-from tandem.models.loading import load_causal_lm, load_tokenizer
+from tandem.lm_inside_agents.world_model import collect_text_transitions, load_world_model, saved_format, world_model_folder
 
 REAL_ENVS = {"frozenlake": "frozenlake:size={size}", "taxi": "Taxi-v4"}
 
@@ -69,21 +66,6 @@ class ImaginedEnv(TextEnv):
         if prediction.done:
             info["success"] = prediction.reward > 0
         return StepResult(self.state, float(prediction.reward), bool(prediction.done), False, info)
-
-
-def load_world_model(path: str | Path, names: list[str]):
-    """The `LMWorldModel` of a `tandem world-model` run directory (its ``lm/model``) or of a model directory."""
-    folder = world_model_folder(path)
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"no world model in {path}: give a `tandem world-model` run directory or a model directory")
-    saved = saved_format(folder)
-    return LMWorldModel(load_causal_lm(folder), load_tokenizer(folder), names, max_new_tokens=saved["max_new_tokens"],
-                        spaced=saved["spaced_cells"])
-
-
-def world_model_folder(path: str | Path) -> Path:
-    path = Path(path)
-    return path / "lm" / "model" if (path / "lm" / "model").is_dir() else path
 
 
 @register_env_kind("worldmodel")

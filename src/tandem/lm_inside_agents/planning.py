@@ -14,6 +14,10 @@ same planner runs on both, and the comparison measures only the model.
 * `q_learning`: tabular Q-learning on real steps; with a `model` and `planning_steps > 0` it is Dyna (Sutton
   1990): after each real step, `planning_steps` imagined (s, a) -> (s', r, done) updates from the model, with
   s drawn from states seen for real and a drawn from every action (the model answers for untried actions too).
+  `remember=True` keeps what each pair tried for real did (Dyna-Q's table model) and replays that instead of the
+  model's answer; with no `model` it is Dyna-Q itself (imagined updates replay tried pairs only).
+* `model_accuracy`: a transition model scored against the true simulator on every (state, action) of a toy-text
+  env: where a model's mistakes are, before Dyna repeats them.
 """
 
 from __future__ import annotations
@@ -229,12 +233,18 @@ def q_learning(
     max_episode_steps: int = 100,
     seed: int = 0,
     progress: bool = False,
+    remember: bool = False,
 ) -> LearningCurve:
     """Epsilon-greedy tabular Q-learning for `real_steps` real steps; Dyna when `model` and `planning_steps` are given.
 
     Q is keyed by `model.observe(env, obs)` (text for a language model, the integer state otherwise), so
     imagined next states bootstrap from the same table as real ones. `steps_to_solve` is the first number of
     real steps after which the greedy policy's success rate reaches `solved_at`.
+
+    `remember`: every (s, a) tried for real is kept with what it did (Dyna-Q's table model, Sutton 1990), and an
+    imagined update of a tried pair replays that outcome instead of asking `model`, which then answers only for
+    pairs never tried (the model as a prior over what has not been seen). Without `model` that is Dyna-Q: the
+    imagined updates replay tried pairs, drawn uniformly.
     """
     rng = random.Random(seed)
     env = make_env()
@@ -242,20 +252,30 @@ def q_learning(
     observe = model.observe if model is not None else (lambda e, o: int(np.asarray(o).item()))
     q: dict[Any, np.ndarray] = {}
     seen: dict[Any, None] = {}
+    tried: dict[tuple[Any, int], Prediction] = {}
     curve = LearningCurve()
     obs, _ = env.reset(seed=seed)
     state = observe(env, obs)
-    for step in tqdm(range(1, real_steps + 1), desc="dyna" if planning_steps else "q-learning", disable=not progress):
+    imagine = planning_steps > 0 and (model is not None or remember)
+    for step in tqdm(range(1, real_steps + 1), desc="dyna" if imagine else "q-learning", disable=not progress):
         seen.setdefault(state, None)
         action = rng.randrange(n_actions) if rng.random() < epsilon else greedy_action(q, state, n_actions, rng)
         obs, reward, terminated, truncated, _ = env.step(action)
         next_state = observe(env, obs)
         q_update(q, state, action, float(reward), next_state, bool(terminated), alpha, gamma, n_actions)
-        if model is not None and planning_steps:
-            pool = list(seen)
-            states = [pool[rng.randrange(len(pool))] for _ in range(planning_steps)]
-            actions = [rng.randrange(n_actions) for _ in range(planning_steps)]
-            for s, a, p in zip(states, actions, model.predict(states, actions)):
+        if remember:
+            tried[(state, action)] = Prediction(next_state, float(reward), bool(terminated))
+        if imagine:
+            if model is None:  # Dyna-Q: replay pairs tried for real
+                pairs = list(tried)
+                pairs = [pairs[rng.randrange(len(pairs))] for _ in range(planning_steps)]
+            else:
+                pool = list(seen)
+                pairs = [(pool[rng.randrange(len(pool))], rng.randrange(n_actions)) for _ in range(planning_steps)]
+            asked = [pair for pair in pairs if pair not in tried]
+            answers = dict(zip(asked, model.predict(*zip(*asked)))) if asked else {}
+            for s, a in pairs:
+                p = tried.get((s, a)) or answers[(s, a)]
                 if not p.valid:
                     curve.invalid_predictions += 1
                     continue
@@ -273,3 +293,35 @@ def q_learning(
                 curve.steps_to_solve = step
     env.close()
     return curve
+
+
+def model_accuracy(model: TransitionModel, env: gym.Env, max_pairs: int = 1000, seed: int = 0) -> dict[str, float]:
+    """`model` scored against the true simulator of the toy-text `env` on every (state, action) whose state is not
+    terminal (at most `max_pairs`, drawn at random): the share whose next state, reward and done it gets right,
+    and, of the steps that really end with a positive reward (reaching the goal), those it answers with that
+    reward, and of the steps that go on, those it says end (false ends: Dyna then cuts the value there)."""
+    truth, base = EnvModel(env), env.unwrapped
+    live = [s for s in range(int(base.observation_space.n))
+            if not all(t[1] == s and t[3] for a in base.P[s] for t in base.P[s][a])]
+    pairs = [(s, a) for s in live for a in range(truth.n_actions)]
+    if len(pairs) > max_pairs:
+        pairs = random.Random(seed).sample(pairs, max_pairs)
+    true = truth.predict([s for s, _ in pairs], [a for _, a in pairs])
+    said = model.predict([model.observe(env, s) for s, _ in pairs], [a for _, a in pairs])
+    right_state = [p.valid and p.next_state == model.observe(env, t.next_state) for p, t in zip(said, true)]
+    goal = [(p, t) for p, t in zip(said, true) if t.done and t.reward > 0]
+    going_on = [p for p, t in zip(said, true) if not t.done]
+    n = max(len(pairs), 1)
+    return {
+        "pairs": float(len(pairs)),
+        "next_state": sum(right_state) / n,
+        "reward": sum(p.valid and p.reward == t.reward for p, t in zip(said, true)) / n,
+        "done": sum(p.valid and p.done == t.done for p, t in zip(said, true)) / n,
+        "all_correct": sum(ok and p.reward == t.reward and p.done == t.done
+                           for ok, p, t in zip(right_state, said, true)) / n,
+        "goal_steps": float(len(goal)),
+        "goal_steps_rewarded": float(sum(p.valid and p.reward == t.reward for p, t in goal)),
+        "false_ends": float(sum(p.valid and p.done for p in going_on)),
+        "steps_going_on": float(len(going_on)),
+        "invalid": float(sum(not p.valid for p in said)),
+    }

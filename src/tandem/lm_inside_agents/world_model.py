@@ -414,6 +414,21 @@ def saved_format(folder: str | Path) -> dict[str, Any]:
     return {"spaced_cells": False, "max_new_tokens": 96, **(json.loads(path.read_text()) if path.exists() else {})}
 
 
+def load_world_model(path: str | Path, names: list[str]):
+    """The `LMWorldModel` of a `tandem world-model` run directory (its ``lm/model``) or of a model directory."""
+    folder = world_model_folder(path)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no world model in {path}: give a `tandem world-model` run directory or a model directory")
+    saved = saved_format(folder)
+    return LMWorldModel(load_causal_lm(folder), load_tokenizer(folder), names, max_new_tokens=saved["max_new_tokens"],
+                        spaced=saved["spaced_cells"])
+
+
+def world_model_folder(path: str | Path) -> Path:
+    path = Path(path)
+    return path / "lm" / "model" if (path / "lm" / "model").is_dir() else path
+
+
 # ---- a Gymnasium face on any transition model ----------------------------------------------------------
 class WorldModelEnv(gym.Env):
     """The imagined environment of planning and Dyna: `step` asks the transition model (e.g. an `LMWorldModel`)

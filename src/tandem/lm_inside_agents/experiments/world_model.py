@@ -22,7 +22,7 @@ import torch
 from pydantic import Field, field_validator
 
 from tandem.lm_inside_agents.experiments.reports import write_json
-from tandem.lm_inside_agents.planning import EnvModel, plan_episode, q_learning
+from tandem.lm_inside_agents.planning import EnvModel, model_accuracy, plan_episode, q_learning
 from tandem.lm_inside_agents.render import action_names
 from tandem.lm_inside_agents.world_model import (
     WorldModelTrainConfig,
@@ -30,6 +30,7 @@ from tandem.lm_inside_agents.world_model import (
     collect_transitions,
     evaluate_world_model,
     frozen_lake_maps,
+    load_world_model,
     map_env_factory,
     split_transitions,
     train_world_model,
@@ -55,6 +56,7 @@ class WorldModelConfig(WorldModelTrainConfig, EngineOptions):
     dyna_real_steps: int = Field(2000, ge=0, description="Real steps of Q-learning / Dyna per seed (0: skip Dyna).")
     dyna_planning_steps: int = Field(10, ge=1, description="Imagined updates per real step in Dyna.")
     dyna_seeds: int = Field(3, ge=1, description="Seeds of the Dyna vs Q-learning comparison.")
+    trained: Path | None = Field(None, description="A world model an earlier run trained (its run directory, or the model directory): measured, planned and run Dyna in without training again. The transitions and maps are collected as that run did: give it the same --env, --map-size, --n-maps, --episodes and --seed.")
 
     @field_validator("env")
     @classmethod
@@ -102,12 +104,19 @@ def _plan_comparison(config: WorldModelConfig, make_env, world_model) -> dict:
 
 
 def _dyna_comparison(config: WorldModelConfig, make_env, world_model) -> dict:
+    """Q-learning, Dyna-Q (its table model of tried pairs), Dyna in the true simulator, Dyna in the LM (every
+    imagined step the LM's answer), and Dyna in the LM with tried pairs replayed from what happened (the LM answers
+    only for untried ones), on map 0."""
     env = make_env(0)
-    models = {"q_learning": None, "dyna_true_model": EnvModel(env), "dyna_lm_world_model": world_model}
-    out = {}
-    for name, model in models.items():
-        runs = [q_learning(lambda: make_env(0), config.dyna_real_steps, model, config.dyna_planning_steps if model else 0,
-                           seed=config.seed + s, eval_every=20, eval_episodes=1, progress=config.progress)
+    variants = {  # name: (transition model, replay tried pairs)
+        "q_learning": (None, False), "dyna_q_table": (None, True), "dyna_true_model": (EnvModel(env), False),
+        "dyna_lm_world_model": (world_model, False), "dyna_lm_world_model_remembering": (world_model, True),
+    }
+    out: dict = {}
+    for name, (model, remember) in variants.items():
+        planning = config.dyna_planning_steps if model is not None or remember else 0
+        runs = [q_learning(lambda: make_env(0), config.dyna_real_steps, model, planning, seed=config.seed + s,
+                           eval_every=20, eval_episodes=1, progress=config.progress, remember=remember)
                 for s in range(config.dyna_seeds)]
         solved = [r.steps_to_solve for r in runs]
         out[name] = {
@@ -149,8 +158,11 @@ def run_world_model(config: WorldModelConfig, collect_text: TextCollector | None
                   "text state); train a policy inside the world model with `tandem agent-rl --env worldmodel:"
                   f"{config.out}`", flush=True)
     train, held_out = split_transitions(transitions, config.eval_fraction, config.seed)
-    world_model, sft_metrics = train_world_model(config, train, held_out, names, config.engine,
-                                                 env_spec=agent_env_spec(config))
+    if config.trained is not None:  # measured again, no training: planning and Dyna in a model trained before
+        world_model, sft_metrics = load_world_model(config.trained, names), {"trained": str(config.trained)}
+    else:
+        world_model, sft_metrics = train_world_model(config, train, held_out, names, config.engine,
+                                                     env_spec=agent_env_spec(config))
     report: dict = {
         "env": config.env, "model": str(config.model) if config.model else "tiny, from scratch",
         "n_transitions": len(transitions), "real_steps": counts.get("steps", 0), "n_train": len(train), "n_held_out": len(held_out),
@@ -174,6 +186,8 @@ def run_world_model(config: WorldModelConfig, collect_text: TextCollector | None
                               **_plan_comparison(config, make_env, world_model)}
         save("planning")
     if config.dyna_real_steps and is_toy_text(config.env):
+        # the LM on every step of the map Dyna learns on: where its mistakes are before Dyna replays them
+        report["lm_model_check"] = model_accuracy(world_model, make_env(0), seed=config.seed)
         report["dyna"] = _dyna_comparison(config, make_env, world_model)
     save("all")
     plot_world_model(report, Path(config.out) / "world_model.png")
