@@ -8,6 +8,8 @@
     python benchmarks/agentrl_results.py worldmodel --wm-steps 1500  # train in the LM world model vs in the real env (tiny models)
     python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 200 --wm-steps 3000 \
         --max-turns 16 --steps 40                        # the same on BabyAI-GoToObj as the language agent reads it
+    python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 200 --wm-steps 10000 \
+        --policy smollm2 --warm-episodes 10 --warm-steps 20 --max-turns 16 --max-new-tokens 8 --steps 12 --eval-every 6
 
 Each study runs the CLI (so what is measured is what users run), reads the run's report.json, and writes
 `--out/STUDY.json`. Held-out start states (maps, missions, problems) are never trained on. Wall times are
@@ -96,7 +98,7 @@ def worldmodel(args) -> dict:
     """A tiny random-action policy trained by GRPO in the LM world model vs in the real env, both scored in the real env.
 
     The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as
-    take about the same number of real steps. With --warm-episodes both runs start from one warm start of the
+    take about the same number of real steps (with --policy smollm2: as many RL steps as the imagined run). With --warm-episodes both runs start from one warm start of the
     tiny policy on the environment's expert (made once in the real env, its folder copied into both runs).
     """
     out = args.out / ("worldmodel" if args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}")
@@ -109,11 +111,18 @@ def worldmodel(args) -> dict:
     wm = json.loads((wm_dir / "metrics.json").read_text())
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
     real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
-    tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
-            "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens", str(args.max_new_tokens),
-            *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
+    if args.policy == "smollm2":  # the table rows' protocol and warm start (their lr unless --rl-lr)
+        tiny = ["--model", smollm2(), "--history", "none", "--max-turns", str(args.max_turns), "--max-new-tokens",
+                str(args.max_new_tokens), *RL, "--eval-every", str(args.eval_every), *WARM,
+                *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
+    else:
+        tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
+                "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens",
+                str(args.max_new_tokens), *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
     warm = {}
     if args.warm_episodes:  # one warm start, reused by both runs (agent-rl reuses OUT/warm-start/model)
+        if args.policy == "smollm2":
+            out = out.with_name(out.name + "-smollm2")
         tiny += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
                  "--warm-start-steps", str(args.warm_steps)]
         if not (out / "warm" / "warm-start" / "model" / "config.json").exists():
@@ -124,7 +133,8 @@ def worldmodel(args) -> dict:
         warm = {"demo_episodes": args.warm_episodes, "warm_start_steps": args.warm_steps}
     imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *tiny)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
-    real_rl_steps = max(1, round(real_steps / per_step))
+    # a tiny policy gets the world model's real steps in the real env; SmolLM2 (a minute a step here) the same RL steps
+    real_rl_steps = args.steps if args.policy == "smollm2" else max(1, round(real_steps / per_step))
     real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *tiny)
     return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
                             "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},
@@ -152,13 +162,18 @@ def main() -> None:
     parser.add_argument("--warm-episodes", type=int, default=0,
                         help="worldmodel: warm-start the tiny policy on this many expert episodes first (0: none)")
     parser.add_argument("--warm-steps", type=int, default=40, help="worldmodel: optimizer steps of that warm start")
-    parser.add_argument("--rl-lr", type=float, help="worldmodel: the tiny policy's RL learning rate (default: agent-rl's)")
+    parser.add_argument("--rl-lr", type=float, help="worldmodel: the policy's RL learning rate (default: agent-rl's; SmolLM2: the table rows' 2e-6)")
+    parser.add_argument("--policy", default="tiny", choices=["tiny", "smollm2"],
+                        help="worldmodel: the policy trained: a tiny LM, or SmolLM2 with the table rows' protocol (needs --warm-episodes)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/agentrl"))
     args = parser.parse_args()
+    if args.policy == "smollm2" and not args.warm_episodes:
+        parser.error("--policy smollm2 needs --warm-episodes (zero-shot SmolLM2 scores 0.00 on BabyAI: nothing to compare)")
     args.out.mkdir(parents=True, exist_ok=True)
     report = {"study": args.study, "settings": {k: str(v) for k, v in vars(args).items()}, **STUDIES[args.study](args)}
     name = args.study if args.study != "worldmodel" or args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}"
     name += f"-warm{args.warm_episodes}" if args.study == "worldmodel" and args.warm_episodes else ""
+    name += "-smollm2" if args.study == "worldmodel" and args.policy == "smollm2" else ""
     path = args.out / f"{name}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
