@@ -95,11 +95,13 @@ def babyai_film(args) -> dict:
 
 
 def worldmodel(args) -> dict:
-    """A tiny random-action policy trained by GRPO in the LM world model vs in the real env, both scored in the real env.
+    """A policy (tiny, or SmolLM2 with --policy smollm2) trained by GRPO in the LM world model vs in the real env,
+    both scored in the real env.
 
-    The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as
-    take about the same number of real steps (with --policy smollm2: as many RL steps as the imagined run). With --warm-episodes both runs start from one warm start of the
-    tiny policy on the environment's expert (made once in the real env, its folder copied into both runs).
+    The world model's real steps are its random-play transitions; the real-env run gets as many RL steps as take
+    about the same number of real steps (SmolLM2: as many RL steps as the imagined run). With --warm-episodes both
+    runs start from one warm start of the policy on the environment's expert (made once in the real env, its folder
+    copied into both runs).
     """
     out = args.out / ("worldmodel" if args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}")
     wm_dir = out / "wm"  # one world model for the runs with and without a warm start
@@ -112,30 +114,27 @@ def worldmodel(args) -> dict:
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
     real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
     if args.policy == "smollm2":  # the table rows' protocol and warm start (their lr unless --rl-lr)
-        tiny = ["--model", smollm2(), "--history", "none", "--max-turns", str(args.max_turns), "--max-new-tokens",
-                str(args.max_new_tokens), *RL, "--eval-every", str(args.eval_every), *WARM,
-                *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
+        policy = ["--model", smollm2(), "--history", "none", *RL, *WARM]
+        out = out.with_name(out.name + "-smollm2")
     else:
-        tiny = ["--threads", "1", "--n-eval", "100", "--max-turns", str(args.max_turns), "--batch-size", "4",
-                "--episodes-per-start", "8", "--eval-every", str(args.eval_every), "--max-new-tokens",
-                str(args.max_new_tokens), *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
+        policy = ["--threads", "1", "--n-eval", "100", "--batch-size", "4", "--episodes-per-start", "8"]
+    policy += ["--max-turns", str(args.max_turns), "--max-new-tokens", str(args.max_new_tokens),
+               "--eval-every", str(args.eval_every), *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
     warm = {}
     if args.warm_episodes:  # one warm start, reused by both runs (agent-rl reuses OUT/warm-start/model)
-        if args.policy == "smollm2":
-            out = out.with_name(out.name + "-smollm2")
-        tiny += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
-                 "--warm-start-steps", str(args.warm_steps)]
+        policy += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
+                   "--warm-start-steps", str(args.warm_steps)]
         if not (out / "warm" / "warm-start" / "model" / "config.json").exists():
-            tandem("agent-rl", "--out", str(out / "warm"), "--env", real_env, *tiny, "--max-steps", "1", "--n-eval", "0")
+            tandem("agent-rl", "--out", str(out / "warm"), "--env", real_env, *policy, "--max-steps", "1", "--n-eval", "0")
         for run in ("imagined", "real"):
             if not (out / run / "warm-start").exists():
                 shutil.copytree(out / "warm" / "warm-start", out / run / "warm-start")
         warm = {"demo_episodes": args.warm_episodes, "warm_start_steps": args.warm_steps}
-    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *tiny)
+    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *policy)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     # a tiny policy gets the world model's real steps in the real env; SmolLM2 (a minute a step here) the same RL steps
     real_rl_steps = args.steps if args.policy == "smollm2" else max(1, round(real_steps / per_step))
-    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *tiny)
+    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *policy)
     return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
                             "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},
             "trained_in_world_model": imagined, "trained_in_real_env": real, "warm_start": warm,
@@ -157,10 +156,10 @@ def main() -> None:
     parser.add_argument("--wm-episodes", type=int, default=300)
     parser.add_argument("--wm-env", default="FrozenLake-v1", help="worldmodel: FrozenLake-v1 or an agent env (babyai:GoToObj)")
     parser.add_argument("--wm-steps", type=int, default=400, help="worldmodel: SFT steps of the tiny world model")
-    parser.add_argument("--max-turns", type=int, default=8, help="worldmodel: turns an episode of the tiny policy")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="worldmodel: longest reply of the tiny policy")
+    parser.add_argument("--max-turns", type=int, default=8, help="worldmodel: turns an episode of the policy")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="worldmodel: longest reply of the policy")
     parser.add_argument("--warm-episodes", type=int, default=0,
-                        help="worldmodel: warm-start the tiny policy on this many expert episodes first (0: none)")
+                        help="worldmodel: warm-start the policy on this many expert episodes first (0: none)")
     parser.add_argument("--warm-steps", type=int, default=40, help="worldmodel: optimizer steps of that warm start")
     parser.add_argument("--rl-lr", type=float, help="worldmodel: the policy's RL learning rate (default: agent-rl's; SmolLM2: the table rows' 2e-6)")
     parser.add_argument("--policy", default="tiny", choices=["tiny", "smollm2"],

@@ -39,8 +39,7 @@ def test_a_saved_world_model_is_loaded_in_the_text_format_it_was_trained_on(tmp_
     them (`tandem_world_model.json` beside the weights), plain cells for a model saved without that record."""
     import shutil
 
-    from tandem.lm_inside_agents.world_model import load_world_model
-    from tandem.lm_inside_agents.world_model import FORMAT_FILE
+    from tandem.lm_inside_agents.world_model import FORMAT_FILE, load_world_model
 
     assert not load_world_model(tiny_model_dir, ["left", "right"]).spaced
     folder = tmp_path / "run" / "lm" / "model"

@@ -144,20 +144,18 @@ def test_dyna_with_perfect_model_needs_fewer_real_steps():
 
 class LyingModel:
     """The true FrozenLake except that reaching the goal is said to pay nothing and end nothing (the mistake that
-    keeps Dyna from ever valuing the goal); counts the pairs it is asked."""
+    keeps Dyna from ever valuing the goal); each pair it is asked goes into `log`, when given."""
 
-    def __init__(self, env):
-        self.truth, self.n_actions, self.asked = EnvModel(env), int(env.action_space.n), []
+    def __init__(self, env, log: list | None = None):
+        self.truth, self.n_actions, self.log = EnvModel(env), int(env.action_space.n), log
 
     def observe(self, env, obs):
         return int(np.asarray(obs).item())
 
     def predict(self, states, actions):
-        self.asked += list(zip(states, actions))
-        out = []
-        for p in self.truth.predict(states, actions):
-            out.append(Prediction(p.next_state, 0.0, False) if p.reward > 0 else p)
-        return out
+        if self.log is not None:
+            self.log.extend(("asked", s, a) for s, a in zip(states, actions))
+        return [Prediction(p.next_state, 0.0, False) if p.reward > 0 else p for p in self.truth.predict(states, actions)]
 
 
 def test_dyna_q_table_model_replays_tried_pairs_and_beats_q_learning():
@@ -193,11 +191,8 @@ def test_remembering_replays_what_happened_and_asks_the_model_only_for_untried_p
     # the model's answer for the goal step drowns the real goal reward: the greedy policy almost never holds the goal
     assert np.mean(fooled.success[len(fooled.success) // 2:]) < 0.1
     log: list = []
-    lying = LyingModel(env)
-    lying.predict = lambda states, actions, inner=lying.predict: (
-        log.extend(("asked", s, a) for s, a in zip(states, actions)) or inner(states, actions))
-    run = q_learning(lambda: Logged(frozen_lake(), log), 1500, lying, 10, seed=0, eval_every=10, eval_episodes=1,
-                     remember=True)
+    run = q_learning(lambda: Logged(frozen_lake(), log), 1500, LyingModel(env, log), 10, seed=0, eval_every=10,
+                     eval_episodes=1, remember=True)
     assert np.mean(run.success[len(run.success) // 2:]) > 0.9  # the real goal reward is replayed, not the model's
     tried, asked = set(), 0
     for kind, s, a in log:

@@ -267,15 +267,15 @@ def q_learning(
             tried[(state, action)] = Prediction(next_state, float(reward), bool(terminated))
         if imagine:
             if model is None:  # Dyna-Q: replay pairs tried for real
-                pairs = list(tried)
-                pairs = [pairs[rng.randrange(len(pairs))] for _ in range(planning_steps)]
+                pool = list(tried)
+                pairs = [pool[rng.randrange(len(pool))] for _ in range(planning_steps)]
             else:
                 pool = list(seen)
                 pairs = [(pool[rng.randrange(len(pool))], rng.randrange(n_actions)) for _ in range(planning_steps)]
             asked = [pair for pair in pairs if pair not in tried]
             answers = dict(zip(asked, model.predict(*zip(*asked)))) if asked else {}
             for s, a in pairs:
-                p = tried.get((s, a)) or answers[(s, a)]
+                p = tried[(s, a)] if (s, a) in tried else answers[(s, a)]
                 if not p.valid:
                     curve.invalid_predictions += 1
                     continue

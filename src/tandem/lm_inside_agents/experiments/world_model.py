@@ -114,9 +114,9 @@ def _dyna_comparison(config: WorldModelConfig, make_env, world_model) -> dict:
     }
     out: dict = {}
     for name, (model, remember) in variants.items():
-        planning = config.dyna_planning_steps if model is not None or remember else 0
-        runs = [q_learning(lambda: make_env(0), config.dyna_real_steps, model, planning, seed=config.seed + s,
-                           eval_every=20, eval_episodes=1, progress=config.progress, remember=remember)
+        runs = [q_learning(lambda: make_env(0), config.dyna_real_steps, model, config.dyna_planning_steps,
+                           seed=config.seed + s, eval_every=20, eval_episodes=1, progress=config.progress,
+                           remember=remember)  # no model, nothing remembered: plain Q-learning
                 for s in range(config.dyna_seeds)]
         solved = [r.steps_to_solve for r in runs]
         out[name] = {
