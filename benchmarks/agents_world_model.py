@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--plan-episodes", type=int, default=40)
     parser.add_argument("--dyna-real-steps", type=int, default=2000)
     parser.add_argument("--dyna-seeds", type=int, default=5)
+    parser.add_argument("--dyna-optimism", type=float, default=0.0, help="initial Q value in Dyna (1: optimistic, for 8x8 maps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trained", type=Path, help="a world model an earlier run trained (its --out): measured, planned and "
                         "run Dyna in without training again (give the same --episodes, --map-size, --seed)")
@@ -86,7 +87,7 @@ def run_one(args, lm: str, episodes: int, out: Path) -> dict:
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
         max_length=args.max_length, planner=args.planner, horizon=args.horizon, max_nodes=args.max_nodes,
-        plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds,
+        plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds, dyna_optimism=args.dyna_optimism,
         seed=args.seed, progress=False, threads=args.threads, trained=args.trained, **model,
     )
     started = time.perf_counter()

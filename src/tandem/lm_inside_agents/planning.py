@@ -185,10 +185,10 @@ def plan_episode(
 
 # ---- Dyna ---------------------------------------------------------------------------------------------
 def q_update(q: dict[Any, np.ndarray], state, action: int, reward: float, next_state, done: bool,
-             alpha: float, gamma: float, n_actions: int) -> None:
-    """Q(s, a) += alpha * (r + gamma * (1 - done) * max_a' Q(s', a') - Q(s, a)), unseen states at 0."""
-    row = q.setdefault(state, np.zeros(n_actions))
-    target = reward if done else reward + gamma * float(q.get(next_state, np.zeros(n_actions)).max())
+             alpha: float, gamma: float, n_actions: int, initial: float = 0.0) -> None:
+    """Q(s, a) += alpha * (r + gamma * (1 - done) * max_a' Q(s', a') - Q(s, a)), unseen states at `initial`."""
+    row = q.setdefault(state, np.full(n_actions, initial))
+    target = reward if done else reward + gamma * (float(q[next_state].max()) if next_state in q else initial)
     row[action] += alpha * (target - row[action])
 
 
@@ -234,6 +234,7 @@ def q_learning(
     seed: int = 0,
     progress: bool = False,
     remember: bool = False,
+    optimism: float = 0.0,
 ) -> LearningCurve:
     """Epsilon-greedy tabular Q-learning for `real_steps` real steps; Dyna when `model` and `planning_steps` are given.
 
@@ -245,6 +246,11 @@ def q_learning(
     imagined update of a tried pair replays that outcome instead of asking `model`, which then answers only for
     pairs never tried (the model as a prior over what has not been seen). Without `model` that is Dyna-Q: the
     imagined updates replay tried pairs, drawn uniformly.
+
+    `optimism`: the value of every Q(s, a) before its first update, for states seen and unseen (optimistic initial
+    values, Sutton & Barto 2018 sec. 2.6). At 0 exploration is epsilon-greedy alone; at the largest return (1 on
+    FrozenLake) a pair keeps its promise until tried, and imagined updates carry that promise back from the edge of
+    what is known, so the agent walks to it.
     """
     rng = random.Random(seed)
     env = make_env()
@@ -262,7 +268,7 @@ def q_learning(
         action = rng.randrange(n_actions) if rng.random() < epsilon else greedy_action(q, state, n_actions, rng)
         obs, reward, terminated, truncated, _ = env.step(action)
         next_state = observe(env, obs)
-        q_update(q, state, action, float(reward), next_state, bool(terminated), alpha, gamma, n_actions)
+        q_update(q, state, action, float(reward), next_state, bool(terminated), alpha, gamma, n_actions, optimism)
         if remember:
             tried[(state, action)] = Prediction(next_state, float(reward), bool(terminated))
         if imagine:
@@ -279,7 +285,7 @@ def q_learning(
                 if not p.valid:
                     curve.invalid_predictions += 1
                     continue
-                q_update(q, s, a, p.reward, p.next_state, p.done, alpha, gamma, n_actions)
+                q_update(q, s, a, p.reward, p.next_state, p.done, alpha, gamma, n_actions, optimism)
                 curve.imagined_updates += 1
         if terminated or truncated:
             obs, _ = env.reset()
