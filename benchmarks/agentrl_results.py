@@ -10,6 +10,10 @@
         --max-turns 16 --steps 40                        # the same on BabyAI-GoToObj as the language agent reads it
     python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 200 --wm-steps 10000 \
         --policy smollm2 --warm-episodes 10 --warm-steps 20 --max-turns 16 --max-new-tokens 8 --steps 12 --eval-every 6
+    # the same learner in SmolLM2 fine-tuned as the world model (the real-env run above is reused)
+    python benchmarks/agentrl_results.py worldmodel --wm-env babyai:GoToObj --wm-episodes 100 --wm-steps 300 \
+        --wm-model SmolLM2-135M-Instruct.Q4_1.gguf --policy smollm2 --warm-episodes 10 --warm-steps 20 --max-turns 16 \
+        --max-new-tokens 8 --steps 8 --eval-every 4
 
 Each study runs the CLI (so what is measured is what users run), reads the run's report.json, and writes
 `--out/STUDY.json`. Held-out start states (maps, missions, problems) are never trained on. Wall times are
@@ -41,8 +45,13 @@ def tandem(*args: str) -> float:
     return time.perf_counter() - started
 
 
-def agent_rl(out: Path, *args: str) -> dict:
-    seconds = tandem("agent-rl", "--out", str(out), *args)
+def agent_rl(out: Path, *args: str, reuse: bool = False) -> dict:
+    """`tandem agent-rl --out OUT ARGS`, or with `reuse` the report a finished run left in OUT (said on stdout)."""
+    if reuse and (out / "report.json").exists():
+        print(f"reusing the finished run in {out}", flush=True)
+        seconds = json.loads((out / "report.json").read_text())["seconds"]  # its own run time, without start-up
+    else:
+        seconds = tandem("agent-rl", "--out", str(out), *args)
     report = json.loads((out / "report.json").read_text())
     keep = ("eval/success_rate", "eval/success_low", "eval/success_high", "eval/return", "eval/invalid_rate",
             "eval/turns", "eval/tool_call_rate")
@@ -104,12 +113,14 @@ def worldmodel(args) -> dict:
     copied into both runs).
     """
     out = args.out / ("worldmodel" if args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}")
-    wm_dir = out / "wm"  # one world model for the runs with and without a warm start
+    # one world model for the runs with and without a warm start; a pretrained one (--wm-model) in a folder of its own
+    wm_dir = out / ("wm" if args.wm_model is None else "wm-pretrained")
     if args.warm_episodes:
         out = out.with_name(out.name + f"-warm{args.warm_episodes}")
     if not (wm_dir / "metrics.json").exists():  # a world model already trained there is reused
         tandem("world-model", "--out", str(wm_dir), "--env", args.wm_env, "--episodes", str(args.wm_episodes),
-               "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", str(args.wm_steps), "--threads", "1")
+               "--plan-episodes", "0", "--dyna-real-steps", "0", "--max-steps", str(args.wm_steps), "--threads", "1",
+               *(["--model", str(args.wm_model)] if args.wm_model else []))
     wm = json.loads((wm_dir / "metrics.json").read_text())
     real_steps = int(wm.get("real_steps", wm["n_transitions"]))
     real_env = "frozenlake:size=4" if args.wm_env == "FrozenLake-v1" else args.wm_env
@@ -130,12 +141,15 @@ def worldmodel(args) -> dict:
             if not (out / run / "warm-start").exists():
                 shutil.copytree(out / "warm" / "warm-start", out / run / "warm-start")
         warm = {"demo_episodes": args.warm_episodes, "warm_start_steps": args.warm_steps}
-    imagined = agent_rl(out / "imagined", "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *policy)
+    imagined_dir = out / ("imagined" if args.wm_model is None else "imagined-in-pretrained")
+    imagined = agent_rl(imagined_dir, "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *policy)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     # a tiny policy gets the world model's real steps in the real env; SmolLM2 (a minute a step here) the same RL steps
     real_rl_steps = args.steps if args.policy == "smollm2" else max(1, round(real_steps / per_step))
-    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *policy)
+    # the real-env run does not depend on the world model: one already finished with these settings is reused
+    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *policy, reuse=True)
     return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
+                            "model": wm.get("model"),
                             "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},
             "trained_in_world_model": imagined, "trained_in_real_env": real, "warm_start": warm,
             "note": "imagined env_steps are world-model steps (no real steps beyond the world model's data)"}
@@ -155,7 +169,9 @@ def main() -> None:
     parser.add_argument("--ppo-steps", type=int, default=60_000)
     parser.add_argument("--wm-episodes", type=int, default=300)
     parser.add_argument("--wm-env", default="FrozenLake-v1", help="worldmodel: FrozenLake-v1 or an agent env (babyai:GoToObj)")
-    parser.add_argument("--wm-steps", type=int, default=400, help="worldmodel: SFT steps of the tiny world model")
+    parser.add_argument("--wm-steps", type=int, default=400, help="worldmodel: SFT steps of the world model")
+    parser.add_argument("--wm-model", type=Path, help="worldmodel: fine-tune this pretrained LM as the world model "
+                        "(tandem world-model --model; e.g. SmolLM2's GGUF) instead of a tiny LM from scratch")
     parser.add_argument("--max-turns", type=int, default=8, help="worldmodel: turns an episode of the policy")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="worldmodel: longest reply of the policy")
     parser.add_argument("--warm-episodes", type=int, default=0,
@@ -173,6 +189,7 @@ def main() -> None:
     name = args.study if args.study != "worldmodel" or args.wm_env == "FrozenLake-v1" else f"worldmodel-{args.wm_env.replace(':', '-')}"
     name += f"-warm{args.warm_episodes}" if args.study == "worldmodel" and args.warm_episodes else ""
     name += "-smollm2" if args.study == "worldmodel" and args.policy == "smollm2" else ""
+    name += "-wm-pretrained" if args.study == "worldmodel" and args.wm_model else ""
     path = args.out / f"{name}{'' if len(args.rows) == 3 else '-' + '-'.join(args.rows)}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
