@@ -131,17 +131,17 @@ def worldmodel(args) -> dict:
         policy = ["--threads", "1", "--n-eval", "100", "--batch-size", "4", "--episodes-per-start", "8"]
     policy += ["--max-turns", str(args.max_turns), "--max-new-tokens", str(args.max_new_tokens),
                "--eval-every", str(args.eval_every), *(["--lr", str(args.rl_lr)] if args.rl_lr else [])]
+    imagined_dir = out / ("imagined" if args.wm_model is None else "imagined-in-pretrained")
     warm = {}
     if args.warm_episodes:  # one warm start, reused by both runs (agent-rl reuses OUT/warm-start/model)
         policy += ["--demonstrations", "expert", "--demo-episodes", str(args.warm_episodes), "--demo-epsilon", "0.1",
                    "--warm-start-steps", str(args.warm_steps)]
         if not (out / "warm" / "warm-start" / "model" / "config.json").exists():
             tandem("agent-rl", "--out", str(out / "warm"), "--env", real_env, *policy, "--max-steps", "1", "--n-eval", "0")
-        for run in ("imagined", "real"):
+        for run in (imagined_dir.name, "real"):
             if not (out / run / "warm-start").exists():
                 shutil.copytree(out / "warm" / "warm-start", out / run / "warm-start")
         warm = {"demo_episodes": args.warm_episodes, "warm_start_steps": args.warm_steps}
-    imagined_dir = out / ("imagined" if args.wm_model is None else "imagined-in-pretrained")
     imagined = agent_rl(imagined_dir, "--env", f"worldmodel:{wm_dir}", "--max-steps", str(args.steps), *policy)
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     # a tiny policy gets the world model's real steps in the real env; SmolLM2 (a minute a step here) the same RL steps
