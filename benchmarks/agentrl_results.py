@@ -146,8 +146,10 @@ def worldmodel(args) -> dict:
     per_step = max(imagined["env_steps"] / max(imagined["steps"], 1), 1.0) if imagined["env_steps"] else 32 * 5
     # a tiny policy gets the world model's real steps in the real env; SmolLM2 (a minute a step here) the same RL steps
     real_rl_steps = args.steps if args.policy == "smollm2" else max(1, round(real_steps / per_step))
-    # the real-env run does not depend on the world model: one already finished with these settings is reused
-    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *policy, reuse=True)
+    # SmolLM2's real-env run does not depend on the world model (the same RL steps): one finished in OUT/real is
+    # reused as it is (delete it to run again); a tiny policy's gets the world model's real steps, so it always runs
+    real = agent_rl(out / "real", "--env", real_env, "--max-steps", str(real_rl_steps), *policy,
+                    reuse=args.policy == "smollm2")
     return {"world_model": {"seconds": round(wm["seconds"], 1), "env": args.wm_env, "real_steps": real_steps,
                             "model": wm.get("model"),
                             "n_transitions": wm["n_transitions"], "held_out": wm["held_out"]},

@@ -87,7 +87,8 @@ def run_one(args, lm: str, episodes: int, out: Path) -> dict:
     config = WorldModelConfig(
         out=out, env=args.env, map_size=args.map_size, n_maps=args.n_maps, episodes=episodes,
         max_length=args.max_length, planner=args.planner, horizon=args.horizon, max_nodes=args.max_nodes,
-        plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds, dyna_optimism=args.dyna_optimism,
+        plan_episodes=args.plan_episodes, dyna_real_steps=args.dyna_real_steps, dyna_seeds=args.dyna_seeds,
+        dyna_optimism=args.dyna_optimism,
         seed=args.seed, progress=False, threads=args.threads, trained=args.trained, **model,
     )
     started = time.perf_counter()
