@@ -123,6 +123,31 @@ def test_generation_over_the_shared_cache_samples_what_plain_generation_samples(
         assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
 
 
+def test_a_kept_prefix_serves_later_calls_and_samples_what_a_fresh_prefill_samples(tiny_model_dir):
+    """An agent's turns, one `generate` call each: the instructions are computed at the first call only, and every
+    call samples what it samples without the kept cache (same keyed draws, log-probs to 1e-4)."""
+    from tandem.generation.prefix import KeptPrefix
+    from tandem.generation.rollout import SamplingConfig, sample_ids
+    from tandem.models.loading import load_tokenizer
+
+    model = load_causal_lm(tiny_model_dir).float().eval()
+    tokenizer = load_tokenizer(tiny_model_dir)
+    config = SamplingConfig(max_new_tokens=5, temperature=1.0)
+    kept = KeptPrefix()
+    calls = [[p for p, _ in BATCH], [p for p, _ in BATCH[2:]], [SYSTEM + [60, 61], SYSTEM + [60, 62, 63]],
+             [BATCH[0][0]] * 2, [[7, 8, 70], [7, 8, 71]]]
+    for turn, prompts in enumerate(calls):
+        keys = torch.arange(len(prompts)) + 10 * turn
+        with_kept = sample_ids(model, tokenizer, prompts, config, keys, kept=kept)
+        fresh = sample_ids(model, tokenizer, prompts, config, keys)
+        assert [r.tokens for r in with_kept] == [r.tokens for r in fresh]
+        for a, b in zip(with_kept, fresh):
+            assert a.log_probs == pytest.approx(b.log_probs, abs=1e-4)
+    # the instructions once; each later call only what its common tokens add (one prompt twice: all of it but its
+    # last token, 2 past the instructions); [7, 8, ...] does not start with the kept tokens: computed afresh
+    assert kept.computed_tokens == len(SYSTEM) + 0 + 1 + 2 + 2
+
+
 @pytest.mark.parametrize("left", [False, True])
 def test_prompt_order_puts_equal_prompts_side_by_side(left):
     """An agent's turns: the start state's prompt in episodes 0 and 1 is far apart in row order. Ordered by prompt,

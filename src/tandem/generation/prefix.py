@@ -20,6 +20,7 @@ own, 0, 1, ... over its real tokens). This is the "shared-prefix forward" of pre
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 from dataclasses import dataclass
@@ -163,14 +164,48 @@ def expand_cache(cache, index: torch.Tensor):
     return cache
 
 
-def prefill(model, common: list[int], middles: list[list[int]], device, pad_token_id: int = 0, cut_logits: bool = True):
+class KeptPrefix:
+    """The KV cache of the tokens a rollout's prompts all start with, kept from one `generate` call to the next.
+
+    An agent's turns (``--history none``) are one call each, and every call's prompts start with the same
+    instructions: `prefill` computes them at the first call and starts later calls from a copy of their keys and
+    values, computing only what a call's common tokens add. Valid while the weights stay as they are: make one
+    per rollout (the update changes the weights between rollouts).
+    """
+
+    def __init__(self):
+        self.tokens: list[int] = []
+        self.cache = None
+        self.computed_tokens = 0  # common tokens computed (what keeping saved shows here)
+
+    def start(self, common: list[int]):
+        """(a copy of the kept cache, its length) when the kept tokens begin `common`, else (None, 0)."""
+        n = len(self.tokens)
+        if self.cache is None or n > len(common) or common[:n] != self.tokens:
+            return None, 0
+        return copy.deepcopy(self.cache), n  # `expand_cache` and `generate` change a cache in place
+
+    def keep(self, common: list[int], cache) -> None:
+        self.tokens, self.cache = list(common), copy.deepcopy(cache)
+
+
+def prefill(model, common: list[int], middles: list[list[int]], device, pad_token_id: int = 0, cut_logits: bool = True,
+            kept: KeptPrefix | None = None):
     """The KV cache of the `common` tokens (computed once) followed by each of `middles` (left-padded), one cache
-    row per middle, and its attention mask; (None, None) when both are empty."""
+    row per middle, and its attention mask; (None, None) when both are empty. `kept` (generation only: no
+    gradient flows into a kept cache): the common tokens start from the cache an earlier call kept."""
     one = {"logits_to_keep": 1} if cut_logits else {}
     cache, past_mask = None, None
     if common:
-        ids = torch.tensor([common], device=device)
-        _, cache, past_mask = segment_forward(model, ids, torch.ones_like(ids), None, None, one)
+        cache, done = kept.start(common) if kept is not None else (None, 0)
+        past_mask = torch.ones(1, done, dtype=torch.long, device=device) if done else None
+        if done < len(common):
+            ids = torch.tensor([common[done:]], device=device)
+            _, cache, past_mask = segment_forward(model, ids, torch.ones_like(ids), past_mask, cache, one)
+            if kept is not None:
+                kept.computed_tokens += len(common) - done
+                if not done:
+                    kept.keep(common, cache)
     first = torch.zeros(len(middles), dtype=torch.long, device=device)
     if cache is not None:
         cache, past_mask = expand_cache(cache, first), past_mask[first]
@@ -194,15 +229,19 @@ def shared_prefix_logits(model, plan: PrefixPlan, keep: int, pad_token_id: int =
     ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
     out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
     logits = out.logits[:, -ids.shape[1]:]
-    # back to the batch's layout: column c of the last `keep` is suffix token c - start of its row
-    columns = torch.arange(plan.width - keep, plan.width, device=device)
-    offset = columns.unsqueeze(0) - torch.tensor(plan.suffix_start, device=device).unsqueeze(1)
-    inside = (offset >= 0) & (offset < ids.shape[1])
-    picked = logits.gather(1, offset.clamp(0, ids.shape[1] - 1).unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
-    return picked * inside.unsqueeze(-1).to(picked.dtype)
+    # back to the batch's layout: suffix token s of a row lands in column start + s - (width - keep) of the last
+    # `keep`; written into zeros by index (a gather over every kept column, and a mask multiplying all of them,
+    # cost ~10x more: rows' prompts differ in length, so the kept columns outnumber a row's suffix several times)
+    rows, length = logits.shape[:2]
+    columns = (torch.tensor(plan.suffix_start, device=device).unsqueeze(1) - (plan.width - keep)
+               + torch.arange(length, device=device).unsqueeze(0))
+    inside = (columns >= 0) & (columns < keep)
+    row_index = torch.arange(rows, device=device).unsqueeze(1).expand(-1, length)
+    placed = logits.new_zeros(rows, keep, logits.shape[-1])
+    return placed.index_put((row_index[inside], columns[inside]), logits[inside])
 
 
-def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device):
+def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device, kept: KeptPrefix | None = None):
     """Prompts for `generate` with the tokens they share already computed: ({input_ids, attention_mask}, cache).
 
     The layout is [common tokens | each prompt's rest but its last token, left-padded | its last token]; the cache
@@ -218,7 +257,7 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
     cost = len(common) + len(middles) * max(len(m) for m in middles) + len(prompt_ids)
     if cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
         return _left_padded(prompt_ids, pad_token_id, device), None
-    cache, past_mask = prefill(model, common, middles, device, pad_token_id)
+    cache, past_mask = prefill(model, common, middles, device, pad_token_id, kept=kept)
     index = torch.tensor(which, device=device)
     cache, past_mask = expand_cache(cache, index), past_mask[index]
     middle_ids = padded_rows(middles, pad_token_id, True, device)[0] if any(middles) else torch.zeros(len(middles), 0, dtype=torch.long, device=device)

@@ -26,6 +26,7 @@ import torch
 
 from tandem.lm_as_agent.env import EnvError, StepResult, TextEnv, prefetch_steps
 from tandem.generation.rollout import RolloutBatch, SampledRow, SamplingConfig, sample_ids
+from tandem.generation.prefix import KeptPrefix
 from tandem.generation.turn_cache import TurnCache, can_keep
 from tandem.generation.sampling import end_of_turn_ids
 
@@ -238,16 +239,18 @@ def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_bas
     given, else `generate` on `model`. With `key_base`, each turn's draws are keyed by (episode, turn): an
     episode's replies depend on its place in the batch alone, not on the torch RNG or the other episodes.
     `keep_cache` (for prompts that are whole conversations, history full): `generate` keeps each episode's KV
-    cache from one turn to the next (`tandem.generation.turn_cache`); make one sampler per rollout."""
+    cache from one turn to the next (`tandem.generation.turn_cache`). Make one sampler per rollout: the caches it
+    keeps (that one, and the instructions' keys and values every turn starts from) hold the weights of the moment."""
     turns = TurnCache(getattr(model, "generation_model", model), tokenizer.pad_token_id) \
         if keep_cache and engine is None and can_keep(getattr(model, "generation_model", model)) else None
+    kept = KeptPrefix()  # the instructions every turn starts with, computed once per rollout
 
     def sample(prompts: list[list[int]], places: list[tuple[int, int]]) -> list[SampledRow]:
         keys = None if key_base is None else torch.tensor([key_base + 4099 * e + t for e, t in places])
         if engine is not None:
             return engine.sample_ids(prompts, config, keys)
-        return sample_ids(model, tokenizer, prompts, config, keys, turns=turns, owners=[e for e, _ in places])
-    sample.turns = turns  # what the kept cache saved shows in `turns.computed_tokens`
+        return sample_ids(model, tokenizer, prompts, config, keys, turns=turns, owners=[e for e, _ in places], kept=kept)
+    sample.turns, sample.kept = turns, kept  # what the kept caches saved shows in their `computed_tokens`
     return sample
 
 

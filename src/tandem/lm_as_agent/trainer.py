@@ -66,7 +66,7 @@ class AgentRLConfig(RLOptions, CriticOptions, OverlongOptions):
     batch_size: int = Field(4, ge=1, description="Training start states per step.")
     episodes_per_start: int = Field(8, ge=1, description="Episodes from each start state: the group of trajectory-level GRPO / RLOO.")
     filter_ratio: float = Field(1.0, gt=0, le=1, description="Train on this fraction of each step's groups, those whose returns vary most (RAGEN's rollout filtering; 0.25-0.5 keeps a run out of the 'echo trap' of equal returns; 1: all).")
-    micro_batch_size: int = Field(16, ge=1, description="Training rows per forward pass in the update (fewer when --micro-batch-memory says so).")
+    micro_batch_size: int = Field(64, ge=1, description="Most training rows per forward pass in the update; --micro-batch-memory sets fewer where they would not fit (the instructions every turn shares count once per forward).")
     n_train_starts: int = Field(1000, ge=1, description="Training start states (seeds 0..N-1).")
     n_eval: int = Field(64, ge=0, description="Held-out start states for evaluation (seeds training never uses).")
     eval_temperature: float | None = Field(None, ge=0, description="Sampling temperature of evaluation episodes (default: --temperature, the policy RL trains; 0: greedy).")

@@ -382,21 +382,26 @@ class OnlineTrainer(GenerativeTrainer):
         logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], labels)
         return logits / self.config.temperature, values
 
-    def _tokens_per_row(self, model, batch: RolloutBatch, labels: torch.Tensor) -> int:
-        """The tokens a row's forward computes: the batch's width, or with the shared-prefix forward a row's share
-        of it, plus the common tokens each micro-batch computes once (what --micro-batch-memory budgets)."""
+    def _tokens_per_row(self, model, batch: RolloutBatch, labels: torch.Tensor) -> tuple[int, int]:
+        """The tokens a row's forward computes, and those a micro-batch computes once whatever its rows (what
+        --micro-batch-memory budgets): the batch's width and 0, or with the shared-prefix forward a row's share of
+        the distinct tokens and the common ones."""
         if self.needs_values:  # the value head's forward is the plain one
-            return batch.input_ids.shape[1]
+            return batch.input_ids.shape[1], 0
         plan = shared_prefix_plan(model, labels, batch.input_ids, batch.attention_mask)
-        return batch.input_ids.shape[1] if plan is None else -(-plan.cost() // len(labels)) + len(plan.common)
+        if plan is None:
+            return batch.input_ids.shape[1], 0
+        return -(-(plan.cost() - len(plan.common)) // len(labels)), len(plan.common)
 
     def _micro_batch_rows(self, model, batch: RolloutBatch, labels: torch.Tensor) -> int:
         """--micro-batch-size, fewer where long rows would pass the budget: --micro-batch-memory, or on a GPU (unless
         it is given) the device memory free now."""
         cfg = self.config
         free = None if "micro_batch_memory" in cfg.model_fields_set else free_device_bytes(self.accelerator.device)
-        return rows_within_memory(model, self._tokens_per_row(model, batch, labels), cfg.micro_batch_size,
-                                  cfg.micro_batch_memory, free)
+        per_row, shared = self._tokens_per_row(model, batch, labels)
+        full_precision = self.accelerator.mixed_precision == "no" and next(model.parameters()).dtype == torch.float32
+        return rows_within_memory(model, per_row, cfg.micro_batch_size, cfg.micro_batch_memory, free, shared=shared,
+                                  full_precision=full_precision)
 
     @torch.no_grad()
     def _old_and_reference(self, batch: RolloutBatch):
