@@ -55,25 +55,30 @@ def main() -> None:
         sampler = model_sampler(model, tokenizer, config, key_base=2027, keep_cache=keep and full,
                                 keep_instructions=keep or full)
         timings: dict[str, float] = {}
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         episodes = play_text_episodes(model, tokenizer, fmt, envs, seeds, seeds, config, options, timings=timings,
                                       sampler=sampler)
         computed = (sampler.turns if full else sampler.kept).computed_tokens if keep else None
-        return time.perf_counter() - started, episodes, computed
+        return time.perf_counter() - started, time.process_time() - cpu, episodes, computed
 
     seconds: dict[str, list[float]] = {"fresh": [], "kept": []}
+    cpu_seconds: dict[str, list[float]] = {"fresh": [], "kept": []}  # the process's CPU time: steadier on a shared machine
     identical = []
     for _ in range(args.repeats):
-        fresh_s, fresh, _ = rollout(False)
-        kept_s, kept, computed = rollout(True)
+        fresh_s, fresh_cpu, fresh, _ = rollout(False)
+        kept_s, kept_cpu, kept, computed = rollout(True)
         seconds["fresh"].append(fresh_s)
         seconds["kept"].append(kept_s)
+        cpu_seconds["fresh"].append(fresh_cpu)
+        cpu_seconds["kept"].append(kept_cpu)
         identical.append(sum(a.ids == b.ids for a, b in zip(fresh, kept)))
     turns = [len(e.turns) for e in kept]
     medians = {k: statistics.median(v) for k, v in seconds.items()}
     summary = {"model": model_path, "history": args.history, "episodes": args.episodes, "max_turns": args.turns,
                "turns_played": turns, "max_new_tokens": args.max_new_tokens, "threads": args.threads,
                "seconds": seconds, "median_seconds": medians, "speedup": medians["fresh"] / medians["kept"],
+               "cpu_seconds": cpu_seconds,
+               "cpu_speedup": statistics.median(cpu_seconds["fresh"]) / statistics.median(cpu_seconds["kept"]),
                "identical_episodes": identical}
     if full:
         first_turns = sum(e.turns[0].prompt_length for e in kept)
