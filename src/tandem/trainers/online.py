@@ -66,7 +66,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     ref_model: InputPath | None = Field(None, description="Frozen reference for the KL term (default: --model; with --lora-rank: the policy with its adapters off, no second copy).")
     batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
-    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
+    micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M under bf16 autocast, 1.3x that in fp32; tokens every row shares counted once): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
