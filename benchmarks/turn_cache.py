@@ -52,8 +52,8 @@ def main() -> None:
 
     def rollout(keep: bool):
         envs = [suite.make("train") for _ in seeds]
-        sampler = model_sampler(model, tokenizer, config, key_base=2027, keep_cache=keep and full,
-                                keep_instructions=keep or full)
+        # fresh keeps nothing; kept is what agent-rl does (with full history: the turn cache and the instructions)
+        sampler = model_sampler(model, tokenizer, config, key_base=2027, keep_cache=keep and full, keep_instructions=keep)
         timings: dict[str, float] = {}
         started, cpu = time.perf_counter(), time.process_time()
         episodes = play_text_episodes(model, tokenizer, fmt, envs, seeds, seeds, config, options, timings=timings,
