@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tandem.algorithms.losses import IGNORE_INDEX, token_log_probs
+from tandem.algorithms.losses import IGNORE_INDEX, scored_logits, token_log_probs
 from tandem.generation.prefix import plan_prefix, shared_prefix_logits
 from tandem.generation.scoring import completion_logits
 from tandem.models.loading import load_causal_lm
@@ -60,17 +60,33 @@ def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, lef
         logp, token_mask = token_log_probs(logits, labels)
         model.zero_grad()
         # the log-probs and a term of the raw logits (as the entropy bonus reads them), where labels are read
-        loss = -(logp * token_mask).sum() + logits[read].float().pow(2).mean()
+        loss = -(logp * token_mask).sum() + scored_logits(logits, token_mask).float().pow(2).mean()
         loss.backward()
         return logp.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    plain_logp, plain_grads = loss_and_grads(model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits)
-    shared = shared_prefix_logits(model, plan_prefix(ids, mask, labels), keep)
-    assert shared.shape[:2] == (len(BATCH), keep)
-    shared_logp, shared_grads = loss_and_grads(shared)
-    assert torch.allclose(shared_logp, plain_logp, atol=1e-5)
-    for name, grad in plain_grads.items():
-        assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
+    plain = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    assert torch.equal(scored_logits(plain, labels[:, 1:] != IGNORE_INDEX), plain[read])
+    plain_logp, plain_grads = loss_and_grads(plain)
+    # the suffixes' logits as they are (what the loss reads), and placed in the batch's last `keep` columns
+    for shared in (shared_prefix_logits(model, plan_prefix(ids, mask, labels)),
+                   shared_prefix_logits(model, plan_prefix(ids, mask, labels)).dense(keep)):
+        if torch.is_tensor(shared):
+            assert shared.shape[:2] == (len(BATCH), keep)
+        shared_logp, shared_grads = loss_and_grads(shared)
+        assert torch.allclose(shared_logp, plain_logp, atol=1e-5)
+        for name, grad in plain_grads.items():
+            assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_suffix_logits_refuse_a_position_no_suffix_scores(tiny_model_dir):
+    model = load_causal_lm(tiny_model_dir).float().eval()
+    ids, mask, labels = _rows(BATCH)
+    with torch.no_grad():
+        shared = shared_prefix_logits(model, plan_prefix(ids, mask, labels))
+    asked = labels[:, 1:] != IGNORE_INDEX
+    asked[0, 0] = True  # a prompt position: the forward computed no logits there
+    with pytest.raises(ValueError, match="score"):
+        shared.scored(asked)
 
 
 def test_no_shared_tokens_and_no_common_tokens_still_match(tiny_model_dir):
@@ -79,7 +95,7 @@ def test_no_shared_tokens_and_no_common_tokens_still_match(tiny_model_dir):
     plan = plan_prefix(ids, mask, labels)
     assert plan.common == [] and plan.which == [0, 1, 1]
     with torch.no_grad():
-        shared = shared_prefix_logits(model, plan, ids.shape[1])
+        shared = shared_prefix_logits(model, plan).dense()
         plain = model(input_ids=ids, attention_mask=mask).logits
     read = _read(labels, ids.shape[1])
     assert torch.isfinite(shared).all()

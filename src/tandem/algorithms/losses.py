@@ -60,22 +60,31 @@ def scored_positions(labels: torch.Tensor) -> int:
     return labels.shape[1] - int(labelled[0]) if len(labelled) else 1
 
 
-def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scored_logits(logits, mask: torch.Tensor) -> torch.Tensor:
+    """(N, V): the logits at the positions `mask` (B, T-1) marks, in its row-major order. `logits`: (B, T, V), the
+    last K positions of them (B, K, V) as a `logits_to_keep` forward returns them, or rows' suffixes with their
+    columns (`tandem.generation.prefix.SuffixLogits`, read by its `scored`)."""
+    if not torch.is_tensor(logits):
+        return logits.scored(mask)
+    kept = logits.shape[1] - 1  # the last position predicts nothing
+    if kept < mask.shape[1] and mask[:, : mask.shape[1] - kept].any():
+        raise ValueError(f"logits of the last {kept + 1} positions cannot score labels before them")
+    return logits[:, :-1][mask[:, mask.shape[1] - kept :]]
+
+
+def token_log_probs(logits, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(label_t | tokens < t) for each position, with the usual one-token shift.
 
     logits: (B, T, V) for inputs x_0..x_{T-1}, or only the last K positions (B, K, V), as a forward with
-    `logits_to_keep=K` returns them (K >= `scored_positions(labels)`); labels: (B, T) aligned with the inputs,
-    IGNORE_INDEX where no loss. Returns (log_probs, mask), both (B, T-1): log_probs[b, t] scores labels[b, t+1]
-    from the logits at position t, 0 where there is no label. Only the labelled positions are computed.
+    `logits_to_keep=K` returns them (K >= `scored_positions(labels)`), or a shared-prefix forward's `SuffixLogits`
+    (`scored_logits`); labels: (B, T) aligned with the inputs, IGNORE_INDEX where no loss. Returns (log_probs,
+    mask), both (B, T-1): log_probs[b, t] scores labels[b, t+1] from the logits at position t, 0 where there is no
+    label. Only the labelled positions are computed.
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    kept = logits.shape[1] - 1  # the last position predicts nothing
-    if kept < targets.shape[1] and mask[:, : targets.shape[1] - kept].any():
-        raise ValueError(f"logits of the last {kept + 1} positions cannot score labels before them")
-    tail = mask[:, targets.shape[1] - kept :]
-    picked = selective_log_softmax(logits[:, :-1][tail], targets[:, targets.shape[1] - kept :][tail])
-    return torch.zeros(targets.shape, dtype=torch.float32, device=logits.device).masked_scatter(mask, picked), mask
+    picked = selective_log_softmax(scored_logits(logits, mask), targets[mask])
+    return torch.zeros(targets.shape, dtype=torch.float32, device=labels.device).masked_scatter(mask, picked), mask
 
 
 def sft_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tandem.algorithms.advantages import masked_mean
 from tandem.algorithms.kl import kl_k3
+from tandem.algorithms.losses import scored_logits
 from tandem.registry import lookup, registrar
 
 
@@ -165,14 +166,13 @@ def entropy_from_logits(logits: Tensor) -> Tensor:
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
 
 
-def token_entropy(logits: Tensor, mask: Tensor) -> Tensor:
+def token_entropy(logits, mask: Tensor) -> Tensor:
     """`entropy_from_logits` at the scored positions only: mask (B, T-1) as `token_log_probs` returns it, logits
-    (B, T, V) or the last K positions of them (a `logits_to_keep` forward). -> (B, T-1), 0 off the mask."""
-    kept = logits.shape[1] - 1
-    tail = mask[:, mask.shape[1] - kept :]
-    rows = logits[:, :-1][tail]
+    (B, T, V), the last K positions of them (a `logits_to_keep` forward) or `SuffixLogits` (`scored_logits`).
+    -> (B, T-1), 0 off the mask."""
+    rows = scored_logits(logits, mask)
     entropy = torch.cat([entropy_from_logits(block) for block in rows.split(64)]) if len(rows) else rows.new_zeros(0)
-    return torch.zeros(mask.shape, dtype=torch.float32, device=logits.device).masked_scatter(mask, entropy.float())
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, entropy.float())
 
 
 @torch.no_grad()

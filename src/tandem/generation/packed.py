@@ -33,6 +33,7 @@ except ImportError:  # transformers < 4.48 has no attention registry: the padded
     AttentionInterface = None
 
 from tandem.generation.prefix import innermost
+from tandem.models.attention import GROUPED_ATTENTION
 
 ATTENTION_NAME = "tandem_packed"
 
@@ -136,7 +137,7 @@ def packable(model) -> bool:
     if ("sliding_attention" in (getattr(text, "layer_types", None) or [])
             or (getattr(text, "sliding_window", None) and getattr(text, "use_sliding_window", True))):
         return False
-    return (getattr(config, "_attn_implementation", None) in ("sdpa", "eager")
+    return (getattr(config, "_attn_implementation", None) in ("sdpa", "eager", GROUPED_ATTENTION)
             and "position_ids" in inspect.signature(type(inner).forward).parameters)
 
 

@@ -215,12 +215,51 @@ def prefill(model, common: list[int], middles: list[list[int]], device, pad_toke
     return cache, past_mask
 
 
-def shared_prefix_logits(model, plan: PrefixPlan, keep: int, pad_token_id: int = 0, device=None,
-                         cut_logits: bool = True) -> torch.Tensor:
-    """The logits of the batch's last `keep` positions, as `model(input_ids, attention_mask,
-    logits_to_keep=keep).logits` gives them (zeros before and after each row's suffix), computed by the
-    shared-prefix forward of `plan`. `cut_logits`: the model takes `logits_to_keep` (its head runs at the kept
-    positions only)."""
+@dataclass
+class SuffixLogits:
+    """Logits of each row's suffix as the shared-prefix forward computes them, before any batch layout:
+    `values` (rows, length, vocabulary), and `columns` (rows, length), the batch column each position's logits
+    belong to (-1 past a row's suffix), in a batch `width` columns wide.
+
+    Rows' prompts differ in length, so the batch's last K columns that hold every row's suffix outnumber a row's
+    suffix several times (an agent's turn: 39 columns for a 9-token reply); the loss reads the scored positions
+    straight from `values` (`scored`), never from zeros the width of the batch times the vocabulary."""
+
+    values: torch.Tensor
+    columns: torch.Tensor
+    width: int
+
+    def __truediv__(self, divisor: float) -> SuffixLogits:
+        return SuffixLogits(self.values / divisor, self.columns, self.width)
+
+    def scored(self, mask: torch.Tensor) -> torch.Tensor:
+        """(N, vocabulary): the logits at the positions `mask` (rows, width - 1) marks, in its row-major order, as
+        `logits[:, :-1][mask]` reads them from the placed logits."""
+        rows = torch.arange(len(self.columns), device=self.columns.device).unsqueeze(1).expand_as(self.columns)
+        inside = (self.columns >= 0) & (self.columns < mask.shape[1])
+        hit = torch.zeros_like(inside)
+        hit[inside] = mask[rows[inside], self.columns[inside]]
+        if int(hit.sum()) != int(mask.sum()):
+            raise ValueError(f"the rows' suffixes score {int(hit.sum())} of the {int(mask.sum())} positions asked for")
+        return self.values[hit]  # row by row, each row's positions in column order: `mask`'s order
+
+    def dense(self, keep: int | None = None) -> torch.Tensor:
+        """The logits of the batch's last `keep` columns (all by default), as `model(input_ids, attention_mask,
+        logits_to_keep=keep).logits` gives them, zeros outside each row's suffix."""
+        keep = keep or self.width
+        rows, length = self.columns.shape
+        columns = self.columns - (self.width - keep)
+        inside = (self.columns >= 0) & (columns >= 0)
+        row_index = torch.arange(rows, device=columns.device).unsqueeze(1).expand(-1, length)
+        placed = self.values.new_zeros(rows, keep, self.values.shape[-1])
+        return placed.index_put((row_index[inside], columns[inside]), self.values[inside])
+
+
+def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=None,
+                         cut_logits: bool = True) -> SuffixLogits:
+    """The logits of each row's suffix (`SuffixLogits`: `.dense(keep)` places them as `model(input_ids,
+    attention_mask, logits_to_keep=keep).logits` gives them), computed by the shared-prefix forward of `plan`.
+    `cut_logits`: the model takes `logits_to_keep` (its head runs at the suffix positions only)."""
     device = device or next(model.parameters()).device
     cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits)
     if cache is not None:
@@ -228,17 +267,9 @@ def shared_prefix_logits(model, plan: PrefixPlan, keep: int, pad_token_id: int =
         cache, past_mask = expand_cache(cache, which), past_mask[which]
     ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
     out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
-    logits = out.logits[:, -ids.shape[1]:]
-    # back to the batch's layout: suffix token s of a row lands in column start + s - (width - keep) of the last
-    # `keep`; written into zeros by index (a gather over every kept column, and a mask multiplying all of them,
-    # cost ~10x more: rows' prompts differ in length, so the kept columns outnumber a row's suffix several times)
-    rows, length = logits.shape[:2]
-    columns = (torch.tensor(plan.suffix_start, device=device).unsqueeze(1) - (plan.width - keep)
-               + torch.arange(length, device=device).unsqueeze(0))
-    inside = (columns >= 0) & (columns < keep)
-    row_index = torch.arange(rows, device=device).unsqueeze(1).expand(-1, length)
-    placed = logits.new_zeros(rows, keep, logits.shape[-1])
-    return placed.index_put((row_index[inside], columns[inside]), logits[inside])
+    # suffix token s of a row is the batch's column start + s; padding past a row's suffix belongs nowhere
+    columns = torch.tensor(plan.suffix_start, device=device).unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+    return SuffixLogits(out.logits[:, -ids.shape[1]:], columns.masked_fill(segment_mask == 0, -1), plan.width)
 
 
 def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device, kept: KeptPrefix | None = None):

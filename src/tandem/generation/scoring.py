@@ -91,17 +91,17 @@ def shared_prefix_plan(model, labels: torch.Tensor, input_ids: torch.Tensor, att
     return plan if plan is not None and plan.cost() <= SHARED_PREFIX_MOST * input_ids.numel() else None
 
 
-def completion_logits(model, labels: torch.Tensor, **inputs) -> torch.Tensor:
-    """The model's logits at the positions that score `labels` (all positions when it cannot cut them); the tokens
-    rows share (a group's prompt, an agent's instructions) computed once when that saves work
-    (`tandem.generation.prefix`)."""
+def completion_logits(model, labels: torch.Tensor, **inputs):
+    """The model's logits at the positions that score `labels` (all positions when it cannot cut them), for
+    `token_log_probs` and `token_entropy`; the tokens rows share (a group's prompt, an agent's instructions)
+    computed once when that saves work (`tandem.generation.prefix`), the logits then each row's suffix's only
+    (`SuffixLogits`; `.dense()` lays them out as the plain forward's)."""
     keep = logits_to_keep(model, labels)
     # packed rows (position_ids) hold several sequences each: nothing to share across rows
     shareable = "attention_mask" in inputs and "position_ids" not in inputs
     plan = shared_prefix_plan(model, labels, inputs["input_ids"], inputs["attention_mask"]) if shareable else None
     if plan is not None:
-        return shared_prefix_logits(model, plan, keep.get("logits_to_keep", labels.shape[1]),
-                                           cut_logits=bool(keep) or _takes_logits_to_keep(type(_innermost(model))))
+        return shared_prefix_logits(model, plan, cut_logits=bool(keep) or _takes_logits_to_keep(type(_innermost(model))))
     return model(**inputs, use_cache=False, **keep).logits
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
+from tandem.models.attention import use_grouped_attention
 from tandem.models.origin import mark_scratch
 from tandem.models.tokenizer import IM_END
 
@@ -73,7 +74,7 @@ def build_model(
     model.generation_config.eos_token_id = stop_ids
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     mark_scratch(model)
-    return model
+    return use_grouped_attention(model)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

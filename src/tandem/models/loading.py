@@ -20,6 +20,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tandem.models.attention import use_grouped_attention
+
 # Saving a tiny checkpoint every few hundred steps should not print a progress bar each time.
 hf_logging.disable_progress_bar()
 
@@ -145,6 +147,7 @@ def _load(source: ModelSource, auto_class, merge: bool, **options):
         if merge:  # peft froze the base for the adapter; merged, it is an ordinary model to train again
             model = model.merge_and_unload().requires_grad_(True)
     _set_pad_token_id(model.config)
+    use_grouped_attention(model)
     if not isinstance(model, PeftModel):
         model.name_or_path = str(source.path)  # what a LoRA saved on top records as its base
     return model

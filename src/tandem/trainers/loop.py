@@ -35,6 +35,7 @@ from transformers import get_scheduler
 
 from tandem.config import TrainConfig, save_config
 from tandem.policy_eval import gold_eval
+from tandem.models.attention import use_grouped_attention
 from tandem.models.loading import enable_gradient_checkpointing, load_weights, save_model
 from tandem.tracking import RunInfo, Trackers, make_trackers
 from tandem.trainers.callbacks import fire
@@ -112,6 +113,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, model, tokenizer, train_data: Sequence, eval_data: Sequence = (),
                  callbacks: Sequence = ()):
         self.config = config
+        use_grouped_attention(model)  # a model given as it is loaded, not by tandem's loaders
         self.callbacks = list(callbacks)  # on_step, on_evaluate, on_train_end (`tandem.trainers.callbacks`)
         set_threads(config)
         self.tokenizer = tokenizer
