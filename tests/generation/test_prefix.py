@@ -78,6 +78,21 @@ def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, lef
             assert torch.allclose(shared_grads[name], grad, atol=1e-5, rtol=1e-4), name
 
 
+def test_the_training_forward_looks_its_tokens_up_once(tiny_model_dir):
+    """Three segments, one embedding call: one dense gradient of the embedding table in the backward."""
+    model = load_causal_lm(tiny_model_dir).float().train()
+    ids, mask, labels = _rows(BATCH)
+    calls = []
+    model.get_input_embeddings().register_forward_hook(lambda module, args, out: calls.append(args[0].numel()))
+    plan = plan_prefix(ids, mask, labels)
+    logp, token_mask = token_log_probs(shared_prefix_logits(model, plan), labels)
+    logp.sum().backward()
+    assert len(calls) == 1 and calls[0] == len(plan.common) + 3 * 4 + len(BATCH) * max(map(len, plan.suffixes))
+    with torch.no_grad():  # scoring without a backward: nothing to gain, each segment its own lookup
+        shared_prefix_logits(model, plan)
+    assert len(calls) == 4
+
+
 def test_suffix_logits_refuse_a_position_no_suffix_scores(tiny_model_dir):
     model = load_causal_lm(tiny_model_dir).float().eval()
     ids, mask, labels = _rows(BATCH)

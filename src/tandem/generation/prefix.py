@@ -148,13 +148,15 @@ def takes_cache(model_class: type) -> bool:
 SHARED_PREFIX_MOST = 0.75
 
 
-def segment_forward(model, ids, segment_mask, past_mask, cache, keep):
+def segment_forward(model, ids, segment_mask, past_mask, cache, keep, embeds=None):
     """One segment's forward over `cache` (None: the first segment); positions continue each row's real tokens.
-    Returns the output, the cache after the segment and the attention mask so far."""
+    `embeds`: the ids' input embeddings, already looked up (`embedded`). Returns the output, the cache after the
+    segment and the attention mask so far."""
     full = torch.cat([past_mask, segment_mask], dim=1) if past_mask is not None else segment_mask
     positions = (full.cumsum(-1) - 1).clamp(min=0)[:, full.shape[1] - ids.shape[1]:]
     name = _cache_argument(type(innermost(model)))
-    out = model(input_ids=ids, attention_mask=full, position_ids=positions, use_cache=True, **{name: cache}, **keep)
+    tokens = {"input_ids": ids} if embeds is None else {"inputs_embeds": embeds}
+    out = model(**tokens, attention_mask=full, position_ids=positions, use_cache=True, **{name: cache}, **keep)
     cache = getattr(out, name, None)
     return out, cache if cache is not None else out.past_key_values, full
 
@@ -189,11 +191,30 @@ class KeptPrefix:
         self.tokens, self.cache = list(common), copy.deepcopy(cache)
 
 
+def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:
+    """The input embeddings of a forward's token segments, looked up in one call (None: the model has no
+    embedding module to call). With a segment a forward, each lookup's backward is a dense gradient of the whole
+    embedding table (49k x 576 for SmolLM2: zeroed, filled, added to the others); one lookup makes one."""
+    try:
+        table = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if not isinstance(table, torch.nn.Embedding):  # not a lookup table: each forward looks its tokens up
+        return None
+    given = [ids for ids in segments if ids is not None]
+    if not given:
+        return [None] * len(segments)
+    vectors = iter(table(torch.cat([ids.flatten() for ids in given])).split([ids.numel() for ids in given]))
+    return [None if ids is None else next(vectors).view(*ids.shape, -1) for ids in segments]
+
+
 def prefill(model, common: list[int], middles: list[list[int]], device, pad_token_id: int = 0, cut_logits: bool = True,
-            kept: KeptPrefix | None = None):
+            kept: KeptPrefix | None = None, embeds: tuple | None = None):
     """The KV cache of the `common` tokens (computed once) followed by each of `middles` (left-padded), one cache
     row per middle, and its attention mask; (None, None) when both are empty. `kept` (generation only: no
-    gradient flows into a kept cache): the common tokens start from the cache an earlier call kept."""
+    gradient flows into a kept cache): the common tokens start from the cache an earlier call kept. `embeds`: the
+    input embeddings of the common tokens and of the padded middles, already looked up (`embedded`)."""
+    embeds = embeds or (None, None)
     one = {"logits_to_keep": 1} if cut_logits else {}
     cache, past_mask = None, None
     if common:
@@ -201,7 +222,8 @@ def prefill(model, common: list[int], middles: list[list[int]], device, pad_toke
         past_mask = torch.ones(1, done, dtype=torch.long, device=device) if done else None
         if done < len(common):
             ids = torch.tensor([common[done:]], device=device)
-            _, cache, past_mask = segment_forward(model, ids, torch.ones_like(ids), past_mask, cache, one)
+            _, cache, past_mask = segment_forward(model, ids, torch.ones_like(ids), past_mask, cache, one,
+                                                  embeds[0] if not done else None)
             if kept is not None:
                 kept.computed_tokens += len(common) - done
                 if not done:
@@ -211,7 +233,7 @@ def prefill(model, common: list[int], middles: list[list[int]], device, pad_toke
         cache, past_mask = expand_cache(cache, first), past_mask[first]
     if any(middles):
         ids, segment_mask = padded_rows(middles, pad_token_id, True, device)
-        _, cache, past_mask = segment_forward(model, ids, segment_mask, past_mask, cache, one)
+        _, cache, past_mask = segment_forward(model, ids, segment_mask, past_mask, cache, one, embeds[1])
     return cache, past_mask
 
 
@@ -261,12 +283,18 @@ def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=
     attention_mask, logits_to_keep=keep).logits` gives them), computed by the shared-prefix forward of `plan`.
     `cut_logits`: the model takes `logits_to_keep` (its head runs at the suffix positions only)."""
     device = device or next(model.parameters()).device
-    cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits)
+    ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
+    common = torch.tensor([plan.common], device=device) if plan.common else None
+    middles = padded_rows(plan.middles, pad_token_id, True, device)[0] if any(plan.middles) else None
+    # one embedding lookup for the three segments: one dense gradient of the embedding table, not three
+    embeds = embedded(model, [common, middles, ids]) if torch.is_grad_enabled() else None
+    embeds = embeds or [None, None, None]
+    cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits, embeds=embeds[:2])
     if cache is not None:
         which = torch.tensor(plan.which, device=device)
         cache, past_mask = expand_cache(cache, which), past_mask[which]
-    ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
-    out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache, {"logits_to_keep": ids.shape[1]} if cut_logits else {})
+    out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache,
+                                {"logits_to_keep": ids.shape[1]} if cut_logits else {}, embeds[2])
     # suffix token s of a row is the batch's column start + s; padding past a row's suffix belongs nowhere
     columns = torch.tensor(plan.suffix_start, device=device).unsqueeze(1) + torch.arange(ids.shape[1], device=device)
     return SuffixLogits(out.logits[:, -ids.shape[1]:], columns.masked_fill(segment_mask == 0, -1), plan.width)
