@@ -80,6 +80,7 @@ class Tool:
 # ---- the calculator -----------------------------------------------------------------------------------------
 MAX_RESULT_BITS = 3400  # about 1000 decimal digits: the largest integer the calculator will build
 MAX_EXPRESSION_CHARS = 1000
+MAX_NESTING = 200  # operators and parentheses inside one another (not the interpreter's recursion limit, which varies)
 
 _OPERATORS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
@@ -98,16 +99,18 @@ def _too_large(operation: type, left: int | float, right: int | float) -> bool:
     return False
 
 
-def _evaluate(node: ast.AST) -> int | float:
+def _evaluate(node: ast.AST, depth: int = 0) -> int | float:
+    if depth > MAX_NESTING:
+        raise RecursionError
     if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
+        return _evaluate(node.body, depth + 1)
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        value = _evaluate(node.operand)
+        value = _evaluate(node.operand, depth + 1)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        left, right = _evaluate(node.left), _evaluate(node.right)
+        left, right = _evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1)
         if _too_large(type(node.op), left, right):
             raise ToolError("the result is too large")
         if isinstance(node.op, ast.Pow) and isinstance(right, int) and abs(right) > 10_000 and abs(left) not in (0, 1):
