@@ -88,6 +88,20 @@ def test_deep_but_reasonable_nesting_is_fine():
     assert evaluate_arithmetic("-" * 900 + "1") == 1 and evaluate_arithmetic("(" * 200 + "1" + ")" * 200) == 1
 
 
+def test_the_nesting_bound_holds_whatever_the_recursion_limit():
+    """torch's compiler raises the interpreter's recursion limit to 2000: the calculator's bound is its own."""
+    import sys
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(5000)
+    try:
+        with pytest.raises(ToolError, match="nested too deeply"):
+            evaluate_arithmetic("-" * 998 + "1")
+        assert evaluate_arithmetic("-" * 900 + "1") == 1
+    finally:
+        sys.setrecursionlimit(limit)
+
+
 # ---- tools and their arguments ---------------------------------------------------------------------------------
 def test_bad_arguments_and_tool_exceptions_come_back_as_text():
     calculator = calculator_tool()

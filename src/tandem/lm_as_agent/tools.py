@@ -80,7 +80,7 @@ class Tool:
 # ---- the calculator -----------------------------------------------------------------------------------------
 MAX_RESULT_BITS = 3400  # about 1000 decimal digits: the largest integer the calculator will build
 MAX_EXPRESSION_CHARS = 1000
-MAX_NESTING = 200  # operators and parentheses inside one another (not the interpreter's recursion limit, which varies)
+MAX_NESTING = 950  # operators and parentheses inside one another (not the interpreter's recursion limit, which varies)
 
 _OPERATORS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
