@@ -192,8 +192,8 @@ class KeptPrefix:
 
 
 def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:
-    """The input embeddings of a forward's token segments, looked up in one call (None: the model has no
-    embedding module to call). With a segment a forward, each lookup's backward is a dense gradient of the whole
+    """The input embeddings of a forward's token segments (None where a segment is None; at least one is given),
+    looked up in one call (None: the model has no embedding module to call). With a segment a forward, each lookup's backward is a dense gradient of the whole
     embedding table (49k x 576 for SmolLM2: zeroed, filled, added to the others); one lookup makes one."""
     try:
         table = model.get_input_embeddings()
@@ -202,8 +202,6 @@ def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | 
     if not isinstance(table, torch.nn.Embedding):  # not a lookup table: each forward looks its tokens up
         return None
     given = [ids for ids in segments if ids is not None]
-    if not given:
-        return [None] * len(segments)
     vectors = iter(table(torch.cat([ids.flatten() for ids in given])).split([ids.numel() for ids in given]))
     return [None if ids is None else next(vectors).view(*ids.shape, -1) for ids in segments]
 
@@ -261,7 +259,7 @@ class SuffixLogits:
         inside = (self.columns >= 0) & (self.columns < mask.shape[1])
         hit = torch.zeros_like(inside)
         hit[inside] = mask[rows[inside], self.columns[inside]]
-        if int(hit.sum()) != int(mask.sum()):
+        if bool(hit.sum() != mask.sum()):  # one host sync
             raise ValueError(f"the rows' suffixes score {int(hit.sum())} of the {int(mask.sum())} positions asked for")
         return self.values[hit]  # row by row, each row's positions in column order: `mask`'s order
 
