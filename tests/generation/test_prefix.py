@@ -31,6 +31,10 @@ BATCH = [  # a GRPO group (same prompt twice), a second prompt, a third prompt o
     (SYSTEM + [40, 41], [34, 35, 36, 37, 38]),
     (SYSTEM + [50, 51, 52, 53, 54], [39]),
 ]
+# an agent's turns: two states (heads 20-25 and 40-45), each with the echoes of different last replies after it
+STATE_A, STATE_B = [20, 21, 22, 23, 24, 25], [40, 41, 42, 43, 44, 45]
+TREE = [(SYSTEM + state + echo + [90, 91], reply) for state in (STATE_A, STATE_B)
+        for echo, reply in (([60], [30, 2]), ([61, 62], [31, 32, 2]), ([63, 64, 65], [33, 2]))]
 
 
 def test_plan_finds_the_common_tokens_and_the_distinct_prompts():
@@ -49,10 +53,31 @@ def _read(labels, keep):
     return torch.cat([labels[:, -keep + 1:] != IGNORE_INDEX, torch.zeros(len(labels), 1, dtype=torch.bool)], 1)
 
 
+def test_rests_that_begin_alike_share_their_head_in_a_level_of_their_own():
+    from tandem.generation.prefix import stack_levels
+
+    ids, mask, labels = _rows(TREE)
+    plan = plan_prefix(ids, mask, labels)
+    assert plan.common == SYSTEM and len(plan.middles) == 6
+    heads, tails = plan.levels
+    assert heads.segments == [STATE_A, STATE_B] and heads.parent == [0, 0]
+    assert tails.segments[:3] == [[60, 90], [61, 62, 90], [63, 64, 65, 90]] and tails.parent == [0, 0, 0, 1, 1, 1]
+    assert plan.row_leaf() == [0, 1, 2, 3, 4, 5]
+    assert plan.cost() == len(SYSTEM) + 2 * 6 + 6 * 4 + 6 * 4  # not 6 x 10 for the middles whole
+    # prompts that differ from their first token on (a GRPO batch): one level, as before
+    levels, leaf = stack_levels([[1, 2, 3], [4, 5, 6, 7], [8, 9]])
+    assert len(levels) == 1 and leaf == [0, 1, 2] and levels[0].parent == [0, 0, 0]
+    # each row's path through the levels spells its prompt rest
+    for row, middle in enumerate(plan.middles):
+        tail = plan.leaf[row]
+        assert heads.segments[tails.parent[tail]] + tails.segments[tail] == middle
+
+
 @pytest.mark.parametrize("left", [False, True])
-def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, left):
+@pytest.mark.parametrize("rows", [BATCH, TREE], ids=["two-levels", "tree"])
+def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, left, rows):
     model = load_causal_lm(tiny_model_dir).float().train()
-    ids, mask, labels = _rows(BATCH, left=left)
+    ids, mask, labels = _rows(rows, left=left)
     keep = ids.shape[1] - int((labels[:, 1:] != IGNORE_INDEX).any(0).nonzero()[0])
     read = _read(labels, keep)
 
@@ -71,7 +96,7 @@ def test_shared_forward_gives_the_plain_logits_and_gradients(tiny_model_dir, lef
     for shared in (shared_prefix_logits(model, plan_prefix(ids, mask, labels)),
                    shared_prefix_logits(model, plan_prefix(ids, mask, labels)).dense(keep)):
         if torch.is_tensor(shared):
-            assert shared.shape[:2] == (len(BATCH), keep)
+            assert shared.shape[:2] == (len(rows), keep)
         shared_logp, shared_grads = loss_and_grads(shared)
         assert torch.allclose(shared_logp, plain_logp, atol=1e-5)
         for name, grad in plain_grads.items():
@@ -135,16 +160,18 @@ def test_completion_logits_takes_the_shared_forward_when_it_saves_work(tiny_mode
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_generation_over_the_shared_cache_samples_what_plain_generation_samples(tiny_model_dir, temperature):
+@pytest.mark.parametrize("batch", [BATCH, TREE], ids=["two-levels", "tree"])
+def test_generation_over_the_shared_cache_samples_what_plain_generation_samples(tiny_model_dir, temperature, batch):
     from tandem.generation.prefix import _left_padded, prompts_over_cache
     from tandem.generation.rollout import SamplingConfig, sample_ids, sample_rows
     from tandem.models.loading import load_tokenizer
 
     model = load_causal_lm(tiny_model_dir).float().eval()
     tokenizer = load_tokenizer(tiny_model_dir)
-    prompts = [prompt for prompt, _ in BATCH] * 3
+    prompts = [prompt for prompt, _ in batch] * 3
     encoded, cache = prompts_over_cache(model, prompts, tokenizer.pad_token_id, "cpu")
-    assert cache is not None and encoded["input_ids"].shape[1] == len(SYSTEM) + 4 + 1
+    # the common tokens, the longest rest (tree: a state's head, then its longest tail) and the last prompt token
+    assert cache is not None and encoded["input_ids"].shape[1] == len(SYSTEM) + (4 if batch is BATCH else 6 + 4) + 1
     config = SamplingConfig(max_new_tokens=6, temperature=temperature)
     keys = torch.arange(len(prompts)) * 7 + 1
     shared = sample_ids(model, tokenizer, prompts, config, keys)

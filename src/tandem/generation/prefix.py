@@ -8,7 +8,9 @@ A plain forward computes each row's prompt again. Here a batch of rows is cut in
 - the *common* tokens every row starts with (the system message and whatever else all rows share), computed
   once, as a batch of one;
 - each *distinct* rest of a prompt (the tokens before a row's first scored label), computed once per distinct
-  prompt over the common tokens' cached keys and values;
+  prompt over the common tokens' cached keys and values; rests that begin alike (an agent's turns in one state
+  differ only after the state, in the echo of the last reply) compute their shared head once too, a tree of levels
+  (`stack_levels`), as SGLang's radix cache shares a prompt tree for generation;
 - each row's *suffix* (from the token whose logits score its first label to its end), over its prompt's cache.
 
 The caches are expanded to the rows that share them by an index (`index_select`), so gradients flow back into
@@ -23,11 +25,79 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import torch
 
 from tandem.algorithms.losses import IGNORE_INDEX
+
+# the distinct prompt rests of a batch are computed in at most this many levels (heads the rests share, then their
+# tails over them); a level is one more forward and one more expansion of the cache
+MAX_LEVELS = 3
+# a cut into head and tail levels is taken when it computes at most this share of the tokens of one level
+LEVEL_CUT_MOST = 0.9
+
+
+@dataclass
+class Level:
+    """One level of a prompt tree: its token segments (left-padded when computed) and each one's parent, a segment
+    of the level above (0 for the first level: the common tokens, or nothing)."""
+
+    segments: list[list[int]]
+    parent: list[int]
+
+    def cost(self) -> int:
+        """Tokens its forward computes (padding included)."""
+        return len(self.segments) * max((len(s) for s in self.segments), default=0)
+
+
+def _best_cut(segments: list[tuple], parent: list[int]) -> int | None:
+    """The depth t at which cutting every segment into its first t tokens (one per distinct (parent, head)) and the
+    rest computes fewest tokens, when that is at most LEVEL_CUT_MOST of computing the segments whole; else None.
+
+    In sorted order, equal heads of depth t are contiguous, so their count is 1 + the adjacent pairs whose common
+    beginning is shorter than t (pairs under different parents share nothing)."""
+    longest = max((len(s) for s in segments), default=0)
+    if len(segments) < 2 or longest < 2:
+        return None
+    order = sorted(range(len(segments)), key=lambda k: (parent[k], segments[k]))
+    shared = []
+    for a, b in itertools.pairwise(order):
+        x, y, n = segments[a], segments[b], 0
+        if parent[a] == parent[b]:
+            while n < min(len(x), len(y)) and x[n] == y[n]:
+                n += 1
+        shared.append(n if parent[a] == parent[b] else -1)
+    whole, best = len(segments) * longest, None
+    for t in range(1, longest):
+        heads = 1 + sum(n < t for n in shared)
+        cost = heads * t + len(segments) * (longest - t)
+        if cost <= LEVEL_CUT_MOST * whole and (best is None or cost < best[0]):
+            best = (cost, t)
+    return None if best is None else best[1]
+
+
+def stack_levels(rests: list[list[int]], most: int = MAX_LEVELS) -> tuple[list[Level], list[int]]:
+    """The levels that compute the distinct prompt `rests` (what follows the common tokens), and each rest's
+    segment in the last level. Rests that begin alike share their head: cut at the depth that computes fewest
+    tokens (`_best_cut`), a level of distinct heads and a level of the tails over them; the tails are cut again, up
+    to `most` levels. One level (the rests whole) when no cut saves work: a GRPO batch's distinct prompts."""
+    current, parent, leaf = [tuple(r) for r in rests], [0] * len(rests), list(range(len(rests)))
+    levels = []
+    while len(levels) < most - 1:
+        cut = _best_cut(current, parent)
+        if cut is None:
+            break
+        heads: dict[tuple, int] = {}
+        head_of = [heads.setdefault((parent[k], seg[:cut]), len(heads)) for k, seg in enumerate(current)]
+        levels.append(Level([list(h) for _, h in heads], [p for p, _ in heads]))
+        tails: dict[tuple, int] = {}
+        tail_of = [tails.setdefault((head_of[k], seg[cut:]), len(tails)) for k, seg in enumerate(current)]
+        leaf = [tail_of[k] for k in leaf]
+        current, parent = [t for _, t in tails], [h for h, _ in tails]
+    levels.append(Level([list(s) for s in current], parent))
+    return levels, leaf
 
 
 @dataclass
@@ -40,12 +110,21 @@ class PrefixPlan:
     suffixes: list[list[int]]    # row -> its tokens from the one that scores its first label to its last
     suffix_start: list[int]      # row -> the column of its suffix's first token in the batch's layout
     width: int                   # the batch's width (columns)
+    levels: list[Level] = field(default_factory=list)  # how the middles are computed (`stack_levels`)
+    leaf: list[int] = field(default_factory=list)      # middle -> its segment in the last level
+
+    def __post_init__(self):
+        if not self.levels:
+            self.levels, self.leaf = stack_levels(self.middles)
 
     def cost(self) -> int:
         """Tokens the shared forward computes (padding included)."""
-        middle = max((len(m) for m in self.middles), default=0)
         suffix = max(len(s) for s in self.suffixes)
-        return len(self.common) + len(self.middles) * middle + len(self.suffixes) * suffix
+        return len(self.common) + sum(level.cost() for level in self.levels) + len(self.suffixes) * suffix
+
+    def row_leaf(self) -> list[int]:
+        """Row -> its segment in the last level (the cache row its suffix runs over)."""
+        return [self.leaf[w] for w in self.which]
 
 
 def row_spans(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> list[tuple | None]:
@@ -206,13 +285,19 @@ def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | 
     return [None if ids is None else next(vectors).view(*ids.shape, -1) for ids in segments]
 
 
-def prefill(model, common: list[int], middles: list[list[int]], device, pad_token_id: int = 0, cut_logits: bool = True,
-            kept: KeptPrefix | None = None, embeds: tuple | None = None):
-    """The KV cache of the `common` tokens (computed once) followed by each of `middles` (left-padded), one cache
-    row per middle, and its attention mask; (None, None) when both are empty. `kept` (generation only: no
-    gradient flows into a kept cache): the common tokens start from the cache an earlier call kept. `embeds`: the
-    input embeddings of the common tokens and of the padded middles, already looked up (`embedded`)."""
-    embeds = embeds or (None, None)
+def level_ids(levels: list[Level], pad_token_id: int, device) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Each level's segments left-padded (ids, mask); None for a level of empty segments."""
+    return [padded_rows(level.segments, pad_token_id, True, device) if any(level.segments) else None for level in levels]
+
+
+def prefill(model, common: list[int], levels: list[Level], device, pad_token_id: int = 0, cut_logits: bool = True,
+            kept: KeptPrefix | None = None, embeds: list | None = None):
+    """The KV cache of the `common` tokens (computed once) followed by each level's segments (left-padded, each over
+    its parent's cache: `stack_levels`), one cache row per segment of the last level, and its attention mask;
+    (None, None) when nothing is to compute. `kept` (generation only: no gradient flows into a kept cache): the
+    common tokens start from the cache an earlier call kept. `embeds`: the input embeddings of the common tokens
+    and of each level's padded segments, already looked up (`embedded`)."""
+    embeds = embeds or [None] * (1 + len(levels))
     one = {"logits_to_keep": 1} if cut_logits else {}
     cache, past_mask = None, None
     if common:
@@ -226,13 +311,24 @@ def prefill(model, common: list[int], middles: list[list[int]], device, pad_toke
                 kept.computed_tokens += len(common) - done
                 if not done:
                     kept.keep(common, cache)
-    first = torch.zeros(len(middles), dtype=torch.long, device=device)
-    if cache is not None:
-        cache, past_mask = expand_cache(cache, first), past_mask[first]
-    if any(middles):
-        ids, segment_mask = padded_rows(middles, pad_token_id, True, device)
-        _, cache, past_mask = segment_forward(model, ids, segment_mask, past_mask, cache, one, embeds[1])
+    for level, padded, embeds_of_level in zip(levels, level_ids(levels, pad_token_id, device), embeds[1:]):
+        if cache is not None:
+            parent = torch.tensor(level.parent, device=device)
+            cache, past_mask = expand_cache(cache, parent), past_mask[parent]
+        if padded is not None:
+            _, cache, past_mask = segment_forward(model, *padded, past_mask, cache, one, embeds_of_level)
     return cache, past_mask
+
+
+def tree_ids(common: list[int], levels: list[Level], pad_token_id: int, device) -> torch.Tensor:
+    """(segments of the last level, columns) the token ids `prefill` lays out: the common tokens, then each level's
+    padded segment of the row's ancestors."""
+    ids = torch.tensor([common], dtype=torch.long, device=device)
+    for level, padded in zip(levels, level_ids(levels, pad_token_id, device)):
+        ids = ids[torch.tensor(level.parent, device=device)]
+        if padded is not None:
+            ids = torch.cat([ids, padded[0]], dim=1)
+    return ids
 
 
 @dataclass
@@ -283,16 +379,16 @@ def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=
     device = device or next(model.parameters()).device
     ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
     common = torch.tensor([plan.common], device=device) if plan.common else None
-    middles = padded_rows(plan.middles, pad_token_id, True, device)[0] if any(plan.middles) else None
-    # one embedding lookup for the three segments: one dense gradient of the embedding table, not three
-    embeds = embedded(model, [common, middles, ids]) if torch.is_grad_enabled() else None
-    embeds = embeds or [None, None, None]
-    cache, past_mask = prefill(model, plan.common, plan.middles, device, pad_token_id, cut_logits, embeds=embeds[:2])
+    levels = [None if padded is None else padded[0] for padded in level_ids(plan.levels, pad_token_id, device)]
+    # one embedding lookup for every segment: one dense gradient of the embedding table, not one per segment
+    embeds = embedded(model, [common, *levels, ids]) if torch.is_grad_enabled() else None
+    embeds = embeds or [None] * (len(levels) + 2)
+    cache, past_mask = prefill(model, plan.common, plan.levels, device, pad_token_id, cut_logits, embeds=embeds[:-1])
     if cache is not None:
-        which = torch.tensor(plan.which, device=device)
+        which = torch.tensor(plan.row_leaf(), device=device)
         cache, past_mask = expand_cache(cache, which), past_mask[which]
     out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache,
-                                {"logits_to_keep": ids.shape[1]} if cut_logits else {}, embeds[2])
+                                {"logits_to_keep": ids.shape[1]} if cut_logits else {}, embeds[-1])
     # suffix token s of a row is the batch's column start + s; padding past a row's suffix belongs nowhere
     columns = torch.tensor(plan.suffix_start, device=device).unsqueeze(1) + torch.arange(ids.shape[1], device=device)
     return SuffixLogits(out.logits[:, -ids.shape[1]:], columns.masked_fill(segment_mask == 0, -1), plan.width)
@@ -311,15 +407,15 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
             or min(len(p) for p in prompt_ids) < 2):
         return _left_padded(prompt_ids, pad_token_id, device), None
     common, middles, which = split_prompts([p[:-1] for p in prompt_ids])
-    cost = len(common) + len(middles) * max(len(m) for m in middles) + len(prompt_ids)
+    levels, leaf = stack_levels(middles)
+    cost = len(common) + sum(level.cost() for level in levels) + len(prompt_ids)
     if cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
         return _left_padded(prompt_ids, pad_token_id, device), None
-    cache, past_mask = prefill(model, common, middles, device, pad_token_id, kept=kept)
-    index = torch.tensor(which, device=device)
+    cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept)
+    index = torch.tensor([leaf[w] for w in which], device=device)
     cache, past_mask = expand_cache(cache, index), past_mask[index]
-    middle_ids = padded_rows(middles, pad_token_id, True, device)[0] if any(middles) else torch.zeros(len(middles), 0, dtype=torch.long, device=device)
-    input_ids = torch.cat([torch.tensor([common], dtype=torch.long, device=device).expand(len(prompt_ids), -1),
-                           middle_ids[index], torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
+    past_ids = tree_ids(common, levels, pad_token_id, device)[index]
+    input_ids = torch.cat([past_ids, torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
     attention_mask = torch.cat([past_mask, torch.ones(len(prompt_ids), 1, dtype=past_mask.dtype, device=device)], dim=1)
     return {"input_ids": input_ids, "attention_mask": attention_mask}, cache
 
