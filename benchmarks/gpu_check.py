@@ -17,7 +17,8 @@ weights: hidden 896, 24 layers, vocabulary 151,936, 494M parameters; `--tiny`: a
   with steps 1, 2, 3 logged once each.
 - ppo_reward_model: PPO whose reward is a tiny reward model made on the fly (`reward=model:PATH`); the reward
   model must sit on the policy's device.
-- agent_rl: one step of `tandem.lm_as_agent` on `corridor:length=3` from a tiny random-acting policy.
+- agent_rl: one step of `tandem.lm_as_agent` on `corridor:length=3` from a tiny random-acting policy; then one
+  step with `--history none` recomputing the prompts and one over the rollout's kept prefill (same loss).
 - sft, dpo: the policy model on sentiment data joined into rows of about `--seq-len` tokens (padding-free SFT;
   sigmoid DPO with cached reference log-probs): tokens/s and MFU.
 - grpo, grpo_no_budget: GRPO with the update's micro-batch memory budget (its default, on a GPU 0.8 of the free
@@ -487,6 +488,18 @@ def phase_agent_rl(ctx: Context) -> dict:
     figures = {"final_step": result.steps, "reward": records[-1].get("train/reward"), **losses_of(records)}
     if result.steps != 1:
         raise CheckFailed(f"ran {result.steps} steps, want 1", figures)
+    # the rollout's prompt forward kept for the update (--prefill-memory) against the recomputing update: same loss
+    losses = {}
+    for name, memory in (("recomputed", 0.0), ("kept_prefill", 1.0)):
+        kept = AgentRLConfig(**ctx.options(f"agent_rl_{name}", model=model, env=env, max_turns=3, batch_size=2,
+                                           episodes_per_start=2, n_eval=0, max_new_tokens=4, max_steps=1,
+                                           history="none", prefill_memory=memory))
+        run_agent_rl(kept)
+        record = metrics(kept.out)[-1]
+        losses[name] = record["train/loss"]
+        figures[f"{name}_loss"], figures[f"{name}_reused"] = record["train/loss"], record.get("train/prefill_reused")
+    if figures["kept_prefill_reused"] != 1.0 or abs(losses["kept_prefill"] - losses["recomputed"]) > 1e-3:
+        raise CheckFailed("the kept prefill's update differs from the recomputing one (or was not used)", figures)
     return figures
 
 

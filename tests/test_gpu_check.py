@@ -39,6 +39,9 @@ def test_gpu_check_tiny_runs_every_phase_on_cpu(tmp_path):
     # --tiny's budget is small enough to split the update's micro-batches; without one they hold every row
     no_budget = phases["grpo_no_budget"]
     assert phases["grpo"]["micro_batch_rows"] < no_budget["micro_batch_rows"] == no_budget["micro_batch_size"]
+    agent = phases["agent_rl"]
+    assert agent["kept_prefill_reused"] == 1.0 and agent["recomputed_reused"] == 0.0
+    assert abs(agent["kept_prefill_loss"] - agent["recomputed_loss"]) <= 1e-3
     for name in ("sft", "dpo", "grpo", "lora_checkpointing"):
         assert phases[name]["tokens_per_s"] > 0 and phases[name]["mfu_vs_measured_bf16_peak"] > 0, name
 

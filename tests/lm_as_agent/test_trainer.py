@@ -182,3 +182,31 @@ def test_a_run_with_nothing_to_learn_says_so_and_the_cli_exits_1(corridor_model_
     ran = CliRunner().invoke(app, args)
     assert ran.exit_code == 1 and "nothing was learned" in ran.output, ran.output
     assert "none of the 2 steps had anything to learn from" in capsys.readouterr().out + ran.output
+
+
+@pytest.mark.e2e
+def test_the_kept_prefill_trains_the_weights_the_recomputing_update_trains(corridor_model_dir, tmp_path):
+    """--prefill-memory: the update runs each reply over the rollout's kept prompt forward; the same rows, loss and
+    weights (to rounding) as the update that computes every prompt again, and the metrics say it was used."""
+    import json
+
+    from safetensors.torch import load_file
+
+    common = dict(model=corridor_model_dir, env="corridor:length=3", max_turns=3, batch_size=2, episodes_per_start=2,
+                  n_eval=0, max_new_tokens=4, lr=3e-3, progress=False, threads=1, max_steps=2, micro_batch_size=3,
+                  history="none")
+    run_agent_rl(AgentRLConfig(out=tmp_path / "recomputed", **common))
+    run_agent_rl(AgentRLConfig(out=tmp_path / "kept", prefill_memory=1.0, **common))
+
+    def metrics(run):
+        return [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if "train/loss" in line]
+    recomputed, kept = metrics("recomputed"), metrics("kept")
+    assert [m["train/prefill_reused"] for m in kept] == [1.0, 1.0]
+    assert [m["train/prefill_reused"] for m in recomputed] == [0.0, 0.0]
+    for a, b in zip(recomputed, kept):
+        assert a["train/rows"] == b["train/rows"] and b["train/prefill_kept_tokens"] > 0
+        assert a["train/loss"] == pytest.approx(b["train/loss"], abs=1e-5)
+        assert a["train/grad_norm"] == pytest.approx(b["train/grad_norm"], rel=1e-4)
+    first = load_file(str(tmp_path / "recomputed" / "model" / "model.safetensors"))
+    second = load_file(str(tmp_path / "kept" / "model" / "model.safetensors"))
+    assert all(torch.allclose(first[k], second[k], atol=1e-5) for k in first)

@@ -22,6 +22,7 @@ own, 0, 1, ... over its real tokens). This is the "shared-prefix forward" of pre
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -259,15 +260,30 @@ class KeptPrefix:
         self.cache = None
         self.computed_tokens = 0  # common tokens computed (what keeping saved shows here)
 
+    def covers(self, common: list[int]) -> int:
+        """How many of `common`'s tokens the kept cache holds: all it keeps when they begin `common`, else 0."""
+        n = len(self.tokens)
+        return 0 if self.cache is None or n > len(common) or common[:n] != self.tokens else n
+
     def start(self, common: list[int]):
         """(a copy of the kept cache, its length) when the kept tokens begin `common`, else (None, 0)."""
-        n = len(self.tokens)
-        if self.cache is None or n > len(common) or common[:n] != self.tokens:
-            return None, 0
-        return copy.deepcopy(self.cache), n  # `expand_cache` and `generate` change a cache in place
+        n = self.covers(common)
+        return (copied(self.cache), n) if n else (None, 0)  # `expand_cache` and `generate` change a cache in place
 
     def keep(self, common: list[int], cache) -> None:
-        self.tokens, self.cache = list(common), copy.deepcopy(cache)
+        self.tokens, self.cache = list(common), copied(cache)
+
+
+def copied(cache):
+    """A copy of `cache` that `expand_cache` and `generate` may change without changing `cache`. A cache whose
+    keys carry an autograd graph (`tandem.generation.prefill_graph`) cannot be deep-copied: a DynamicCache's
+    layers replace their tensors, never write into them, so a new cache over the same tensors is a copy."""
+    from tandem.generation.prefill_graph import cache_layers, dynamic_cache
+
+    layers = cache_layers(cache)
+    if layers is not None and layers[0][0].requires_grad:
+        return dynamic_cache(layers)
+    return copy.deepcopy(cache)
 
 
 def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:
@@ -387,20 +403,31 @@ def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=
     if cache is not None:
         which = torch.tensor(plan.row_leaf(), device=device)
         cache, past_mask = expand_cache(cache, which), past_mask[which]
+    return suffix_logits(model, plan, (ids, segment_mask), cache, past_mask, cut_logits, embeds[-1])
+
+
+def suffix_logits(model, plan: PrefixPlan, suffixes: tuple[torch.Tensor, torch.Tensor], cache, past_mask,
+                  cut_logits: bool = True, embeds: torch.Tensor | None = None) -> SuffixLogits:
+    """The forward of each row's suffix (`suffixes`: the right-padded ids and mask of `plan.suffixes`) over the
+    cache of its prompt (one row per row, `past_mask` its attention mask; None: no prompt tokens)."""
+    ids, segment_mask = suffixes
     out, _, _ = segment_forward(model, ids, segment_mask, past_mask, cache,
-                                {"logits_to_keep": ids.shape[1]} if cut_logits else {}, embeds[-1])
+                                {"logits_to_keep": ids.shape[1]} if cut_logits else {}, embeds)
     # suffix token s of a row is the batch's column start + s; padding past a row's suffix belongs nowhere
-    columns = torch.tensor(plan.suffix_start, device=device).unsqueeze(1) + torch.arange(ids.shape[1], device=device)
+    columns = torch.tensor(plan.suffix_start, device=ids.device).unsqueeze(1) + torch.arange(ids.shape[1], device=ids.device)
     return SuffixLogits(out.logits[:, -ids.shape[1]:], columns.masked_fill(segment_mask == 0, -1), plan.width)
 
 
-def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device, kept: KeptPrefix | None = None):
+def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, device, kept: KeptPrefix | None = None,
+                       graph=None):
     """Prompts for `generate` with the tokens they share already computed: ({input_ids, attention_mask}, cache).
 
     The layout is [common tokens | each prompt's rest but its last token, left-padded | its last token]; the cache
     covers all columns but the last, built by `prefill` (the common tokens once, each distinct rest once). `generate`
     derives position ids from the attention mask, so the padding inside a row shifts nothing. (left-padded
-    prompts, None) when nothing is shared enough to pay (or the model takes no cache argument).
+    prompts, None) when nothing is shared enough to pay (or the model takes no cache argument). `graph` (a
+    `tandem.generation.prefill_graph.PrefillGraph`): the prefill runs with autograd on and the graph keeps each
+    prompt's keys and values for the update (always over the cache then, while it has room for them).
     """
     width = max(len(p) for p in prompt_ids)
     if (hasattr(model, "_orig_mod") or not takes_cache(type(innermost(model))) or sharded(model)
@@ -409,11 +436,23 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
     common, middles, which = split_prompts([p[:-1] for p in prompt_ids])
     levels, leaf = stack_levels(middles)
     cost = len(common) + sum(level.cost() for level in levels) + len(prompt_ids)
-    if cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
+    computed = sum(level.cost() for level in levels) + len(common) - (kept.covers(common) if kept is not None else 0)
+    record = graph is not None and graph.room_for(computed)
+    if graph is not None and not record:
+        graph.missed += len(middles)
+    if not record and cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
         return _left_padded(prompt_ids, pad_token_id, device), None
-    cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept)
-    index = torch.tensor([leaf[w] for w in which], device=device)
-    cache, past_mask = expand_cache(cache, index), past_mask[index]
+    with torch.enable_grad() if record else contextlib.nullcontext():
+        embeds = None
+        if record:  # one lookup of the embedding table (one dense gradient of it in the backward)
+            ids = [torch.tensor([common], device=device) if common else None,
+                   *[None if padded is None else padded[0] for padded in level_ids(levels, pad_token_id, device)]]
+            embeds = embedded(model, ids)
+        cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept, embeds=embeds)
+        index = torch.tensor([leaf[w] for w in which], device=device)
+        cache, past_mask = expand_cache(cache, index), past_mask[index]
+        if record:  # each prompt's keys and values cut from the cache, in the graph
+            graph.record([p[:-1] for p in prompt_ids], cache, past_mask, computed)
     past_ids = tree_ids(common, levels, pad_token_id, device)[index]
     input_ids = torch.cat([past_ids, torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
     attention_mask = torch.cat([past_mask, torch.ones(len(prompt_ids), 1, dtype=past_mask.dtype, device=device)], dim=1)

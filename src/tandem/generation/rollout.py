@@ -290,12 +290,14 @@ def sample_rows(model, tokenizer, encoded: dict[str, torch.Tensor], config: Samp
 @torch.no_grad()
 def sample_ids(model, tokenizer, prompt_ids: list[list[int]], config: SamplingConfig,
                sample_keys: torch.Tensor | None = None, turns: TurnCache | None = None,
-               owners: list[int] | None = None, kept: KeptPrefix | None = None) -> list[SampledRow]:
+               owners: list[int] | None = None, kept: KeptPrefix | None = None, graph=None) -> list[SampledRow]:
     """One continuation of each token-id prompt in one `generate` call, the tokens prompts share (a group's prompt,
     an agent's instructions) computed once (`tandem.generation.prefix.prompts_over_cache`). With `turns` (a
     multi-turn rollout's `TurnCache`) and the conversation of each prompt (`owners`), a prompt that continues its
     conversation computes only its new tokens over the cache the last turn left. `kept` (one per rollout): the
-    shared tokens start from the cache an earlier call of the rollout kept (an agent's instructions, once)."""
+    shared tokens start from the cache an earlier call of the rollout kept (an agent's instructions, once). `graph`
+    (a `tandem.generation.prefill_graph.PrefillGraph`): the prompts' prefill keeps its autograd graph there, for
+    the update that follows."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -303,7 +305,7 @@ def sample_ids(model, tokenizer, prompt_ids: list[list[int]], config: SamplingCo
         # the KV cache is built on the module `generate` runs on (a value-head wrapper generates with its policy)
         generating = getattr(model, "generation_model", model)
         prepared = turns.encode(prompt_ids, owners, device) if turns is not None else None
-        encoded, cache = prepared or prompts_over_cache(generating, prompt_ids, tokenizer.pad_token_id, device, kept)
+        encoded, cache = prepared or prompts_over_cache(generating, prompt_ids, tokenizer.pad_token_id, device, kept, graph)
     finally:
         model.train(was_training)
     return sample_rows(model, tokenizer, encoded, config, sample_keys, cache=cache, turns=turns, owners=owners)

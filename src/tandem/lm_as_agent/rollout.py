@@ -234,14 +234,16 @@ def episode_sampling(sampling: SamplingConfig, fmt: ChatFormat) -> SamplingConfi
 
 
 def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_base: int | None = None,
-                  keep_cache: bool = False, keep_instructions: bool = True) -> Sampler:
+                  keep_cache: bool = False, keep_instructions: bool = True, graph=None) -> Sampler:
     """The policy as a `Sampler`: every active episode's next turn in one call, of `engine` (`sample_ids`) when
     given, else `generate` on `model`. With `key_base`, each turn's draws are keyed by (episode, turn): an
     episode's replies depend on its place in the batch alone, not on the torch RNG or the other episodes.
     `keep_cache` (for prompts that are whole conversations, history full): `generate` keeps each episode's KV
     cache from one turn to the next (`tandem.generation.turn_cache`). Make one sampler per rollout: the caches it
     keeps (that one, and with `keep_instructions` the keys and values of the instructions every turn starts with,
-    `tandem.generation.prefix.KeptPrefix`) hold the weights of the moment."""
+    `tandem.generation.prefix.KeptPrefix`) hold the weights of the moment. `graph` (a
+    `tandem.generation.prefill_graph.PrefillGraph`): each prompt's prefill is kept with its autograd graph, for the
+    update that follows on the same weights."""
     turns = TurnCache(getattr(model, "generation_model", model), tokenizer.pad_token_id) \
         if keep_cache and engine is None and can_keep(getattr(model, "generation_model", model)) else None
     kept = KeptPrefix() if keep_instructions else None  # the instructions, computed once per rollout
@@ -250,7 +252,8 @@ def model_sampler(model, tokenizer, config: SamplingConfig, engine=None, key_bas
         keys = None if key_base is None else torch.tensor([key_base + 4099 * e + t for e, t in places])
         if engine is not None:
             return engine.sample_ids(prompts, config, keys)
-        return sample_ids(model, tokenizer, prompts, config, keys, turns=turns, owners=[e for e, _ in places], kept=kept)
+        return sample_ids(model, tokenizer, prompts, config, keys, turns=turns, owners=[e for e, _ in places], kept=kept,
+                          graph=graph)
     sample.turns, sample.kept = turns, kept  # what the kept caches saved shows in their `computed_tokens`
     return sample
 

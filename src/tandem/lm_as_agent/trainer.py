@@ -151,7 +151,7 @@ class EpisodeRollouts(RolloutKind):
         self.real_env_steps = 0
         self.evaluations: list[dict] = []
 
-    def _sampler(self, model, sampling: SamplingConfig, key_base: int):
+    def _sampler(self, model, sampling: SamplingConfig, key_base: int, graph=None):
         """The policy's turns: the engine's when it holds its own copy of the weights (vLLM, synced after every
         update), else `generate` on `model` in the update's precision (bf16 on AMX CPUs and GPUs)."""
         trainer = self.trainer
@@ -159,7 +159,7 @@ class EpisodeRollouts(RolloutKind):
         if trainer.engine.owns_weights:
             return model_sampler(None, trainer.tokenizer, config, engine=trainer.engine, key_base=key_base)
         sample = model_sampler(model, trainer.tokenizer, config, key_base=key_base,
-                               keep_cache=trainer.config.history == "full")
+                               keep_cache=trainer.config.history == "full", graph=graph)
 
         def in_precision(prompts, places):
             with trainer.accelerator.autocast():
@@ -176,7 +176,8 @@ class EpisodeRollouts(RolloutKind):
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         key_base = ((cfg.seed * 1_000_003 + step) * 101 + trainer.rank) * 1_048_583
-        sampler = self._sampler(trainer.accelerator.unwrap_model(trainer.model), self.sampling, key_base)
+        graph = trainer.prefill_graph()  # the prompts' forward, kept for the update when it can use it
+        sampler = self._sampler(trainer.accelerator.unwrap_model(trainer.model), self.sampling, key_base, graph)
         episodes = play_text_episodes(None, trainer.tokenizer, self.format, self.train_envs, seeds, groups, self.sampling,
                                 self.options, shaping=self.shaping, gamma=cfg.gamma, timings=timings, sampler=sampler)
         times["time/generate"] = timings.get("generate", 0.0)
@@ -190,7 +191,9 @@ class EpisodeRollouts(RolloutKind):
         scores = batch.step_rewards.sum(-1)
         stats.update(rows=float(len(scores)), sampled_tokens=float(batch.completion_mask.sum()),
                      row_width=float(batch.input_ids.shape[1]))
-        return Sampled(batch, scores, torch.ones_like(scores, dtype=torch.bool), stats)
+        if graph is not None:
+            stats["prefill_kept_tokens"] = float(graph.tokens)
+        return Sampled(batch, scores, torch.ones_like(scores, dtype=torch.bool), stats, prefill=graph)
 
     def play(self, model, seeds: list[int], temperature: float, split: str = "eval") -> list[Episode]:
         """Episodes of `model` from start states `seeds` of `split`, 32 at a time, with draws keyed by the seed (the

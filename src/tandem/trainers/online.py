@@ -41,8 +41,11 @@ from tandem.models.loading import add_lora, load_causal_lm, load_tokenizer, proc
 from tandem.rewards import build_reward
 from tandem.tasks import check_task_spec, get_task
 from tandem.generation.engines import ENGINE_MEMORY_HELP, ROLLOUT_ENGINES, make_engine
+from tandem.generation.prefill_graph import PrefillGraph, can_keep_prefill, prefill_logits, row_prompts
 from tandem.generation.prefix import prompt_order
-from tandem.generation.scoring import completion_logits, free_device_bytes, rows_within_memory, shared_prefix_plan
+from tandem.generation.scoring import (
+    activation_bytes_per_token, completion_logits, free_device_bytes, rows_within_memory, shared_prefix_plan,
+)
 from tandem.generation.rollout import RolloutBatch
 from tandem.trainers.callbacks import fire, reads_kl as callbacks_read_kl
 from tandem.trainers.distributed import EngineError
@@ -67,6 +70,7 @@ class RLOptions(TrainConfig, LoRAOptions):
     batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
     micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M under bf16 autocast, 1.3x that in fp32; tokens every row shares counted once): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
+    prefill_memory: float = Field(0.0, ge=0, description="GB of activations the rollout's prompt forward may keep for the update (tandem.generation.prefill_graph; 0: off, the default): when one optimizer step follows each rollout on its sampling weights (the single pass), with generate on the trained model and one process, the update computes only each reply over the prompts' kept keys and values, not each prompt again; the gradient is the same. On a 2-core CPU it saves no time (holding the activations costs what recomputing them does: benchmarks/RESULTS.md), hence off.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -229,6 +233,7 @@ class Rollout:
     ref_logp: torch.Tensor | None = None
     values: torch.Tensor | None = None
     stats: dict[str, float] = field(default_factory=dict)
+    prefill: PrefillGraph | None = None    # the rollout's prompt forward, kept for the update (--prefill-memory)
 
 
 def per_sample_advantages(name: str, inputs: AdvantageInputs, sample_ids: torch.Tensor, **options) -> torch.Tensor:
@@ -333,6 +338,33 @@ class OnlineTrainer(GenerativeTrainer):
         of multi-turn RL, an RLVR prompt every sample solves) then costs no forward or backward pass."""
         return not self.config.entropy_coef and self.kl_controller.value == 0 and not self.needs_values
 
+    def prefill_graph(self) -> PrefillGraph | None:
+        """A `PrefillGraph` for the rollout about to start when the update can take its prompts' forward from it
+        (--prefill-memory): one optimizer step on the sampling weights (the single pass), `generate` on the
+        trained model (not an engine's copy of it), one process (DDP reduces gradients in the last micro-batch's
+        backward, before the kept prefill's), no fp16 loss scaling, and a model the shared-prefix forward runs
+        on without dropout (`can_keep_prefill`). None otherwise."""
+        cfg = self.config
+        if (cfg.prefill_memory == 0 or not self.single_pass or self.world > 1 or self.engine.owns_weights
+                or self.accelerator.mixed_precision == "fp16"):
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        full_precision = self.accelerator.mixed_precision == "no" and next(model.parameters()).dtype == torch.float32
+        per_token = activation_bytes_per_token(model, full_precision)
+        if per_token is None or not can_keep_prefill(model):
+            return None
+        return PrefillGraph(most_tokens=int(cfg.prefill_memory * 2**30 // per_token))
+
+    def _kept_prefill(self, data: Rollout, labels: torch.Tensor) -> PrefillGraph | None:
+        """The rollout's kept prefill when it holds every row's prompt (else it is let go: the update recomputes)."""
+        if data.prefill is None:
+            return None
+        prompts = row_prompts(data.batch.input_ids, data.batch.attention_mask, labels)
+        if prompts is None or not data.prefill.covers(prompts):
+            data.prefill.release()
+            return None
+        return data.prefill
+
     def extra_state(self) -> dict:
         return {"kl_coef": self.kl_controller.value, **self.rollouts.state()}
 
@@ -376,9 +408,13 @@ class OnlineTrainer(GenerativeTrainer):
     def _labels(self, batch: RolloutBatch) -> torch.Tensor:
         return batch.input_ids.masked_fill(batch.completion_mask == 0, IGNORE_INDEX)
 
-    def _sampler_forward(self, model, batch: RolloutBatch, rows, labels):
+    def _sampler_forward(self, model, batch: RolloutBatch, rows, labels, prefill: PrefillGraph | None = None):
         """Logits of the policy that sampled (divided by the sampling temperature, as TRL and verl) and values;
-        the logits only at the positions that score the completion, the values everywhere."""
+        the logits only at the positions that score the completion, the values everywhere. `prefill`: the
+        rollout's kept prompt forward, each row's suffix computed over it (no values: the single pass has none)."""
+        if prefill is not None:
+            logits = prefill_logits(model, prefill, labels, batch.input_ids[rows], batch.attention_mask[rows])
+            return logits / self.config.temperature, None
         logits, values = self.policy_forward(model, batch.input_ids[rows], batch.attention_mask[rows], labels)
         return logits / self.config.temperature, values
 
@@ -470,7 +506,7 @@ class OnlineTrainer(GenerativeTrainer):
         stats.update({"kl_coef": float(self.kl_controller.value), **rollout_stats(batch, mask), **sampled.stats,
                       **reward_terms, **signal, **times})
         stats.update(fire(self.callbacks, "on_rollout", self, step, batch, stats))
-        return Rollout(batch, mask, advantages, returns, old_logp, ref_logp, values, stats)
+        return Rollout(batch, mask, advantages, returns, old_logp, ref_logp, values, stats, prefill=sampled.prefill)
 
     def update(self, data: Rollout, step: int = 0) -> dict[str, float]:
         """update_epochs x minibatches optimizer steps over one rollout batch (`step`: the RL step, for errors)."""
@@ -486,6 +522,7 @@ class OnlineTrainer(GenerativeTrainer):
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + int(self.scheduler.last_epoch))
         # rows per micro-batch: --micro-batch-size, fewer when long sequences would exceed --micro-batch-memory
         rows = self._micro_batch_rows(self.forward_model, batch, labels)
+        prefill = self._kept_prefill(data, labels)
         live = ((data.advantages != 0) & mask).any(-1).cpu() if self.skips_idle_rows else torch.ones(n, dtype=torch.bool)
         # the shared-prefix forward computes each distinct prompt once per micro-batch (the value head's plain one does not)
         place = torch.arange(n) if self.needs_values else prompt_order(batch.input_ids, batch.attention_mask, labels)
@@ -505,7 +542,7 @@ class OnlineTrainer(GenerativeTrainer):
                     weight = 1.0 if len(rows) else 0.0  # an empty share: one row's forward, times 0, for the collectives
                     rows = rows if len(rows) else torch.zeros(1, dtype=torch.long)
                     rows = rows.to(labels.device)
-                    logits, values = self._sampler_forward(self.forward_model, batch, rows, labels[rows])
+                    logits, values = self._sampler_forward(self.forward_model, batch, rows, labels[rows], prefill)
                     logp, _ = token_log_probs(logits, labels[rows])
                     micro_mask = mask[rows]
                     old_logp = logp.detach() if data.old_logp is None else data.old_logp[rows]
@@ -526,6 +563,8 @@ class OnlineTrainer(GenerativeTrainer):
                     for key, value in {**micro_stats, "loss": loss}.items():
                         sums[key] = sums.get(key, 0.0) + (value.detach() if torch.is_tensor(value) else value)
                     count += weight > 0
+                if prefill is not None:  # the prompts' share of the gradient, through the rollout's prefill
+                    prefill.backward()
                 grad_norm = self._optimizer_step(step, lambda: f"prompt {batch.prompts[0][-200:]!r}")
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
         steps = cfg.update_epochs * cfg.minibatches
@@ -534,6 +573,7 @@ class OnlineTrainer(GenerativeTrainer):
             total, tokens = self._all_reduce_sum(gap)
             averaged["logprob_mismatch"] = total / max(tokens, 1.0)
         averaged["micro_batch_rows"] = float(rows)
+        averaged["prefill_reused"] = float(prefill is not None)
         averaged["trained_row_fraction"] = float(live.float().mean())
         return averaged
 

@@ -32,6 +32,7 @@ class Sampled:
     scores: torch.Tensor
     valid: torch.Tensor
     stats: dict[str, float] = field(default_factory=dict)
+    prefill: object | None = None  # the prompts' forward the rollout kept (`tandem.generation.prefill_graph`)
 
 
 class RolloutKind:
