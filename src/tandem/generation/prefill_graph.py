@@ -21,26 +21,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """(keys, values) of each layer of a transformers DynamicCache of full-attention layers; None for any other
-    cache (sliding windows, static or quantised caches keep something else than every position's keys)."""
-    layers = getattr(cache, "layers", None)
-    if layers is None or type(cache).__name__ != "DynamicCache":
-        return None
-    if any(type(layer).__name__ != "DynamicLayer" or not getattr(layer, "is_initialized", True) for layer in layers):
-        return None
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def dynamic_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]):
-    """A transformers DynamicCache holding these (keys, values) per layer."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for index, (keys, values) in enumerate(layers):
-        cache.update(keys, values, index)
-    return cache
+from tandem.generation.prefix import (
+    cache_layers,
+    dynamic_cache,
+    innermost,
+    padded_rows,
+    plan_prefix,
+    row_spans,
+    sharded,
+    suffix_logits,
+    takes_cache,
+)
+from tandem.generation.scoring import _takes_logits_to_keep
 
 
 class PrefillGraph:
@@ -133,8 +125,6 @@ class PrefillGraph:
 def row_prompts(input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> list[tuple] | None:
     """Each row's prompt as the rollout's prefill held it (its tokens before the one that scores its first label);
     None when a row has no label or its tokens are not contiguous."""
-    from tandem.generation.prefix import row_spans
-
     prompts = []
     for span in row_spans(input_ids, attention_mask, labels):
         if span is None or span[2] < span[1]:
@@ -147,9 +137,6 @@ def prefill_logits(model, graph: PrefillGraph, labels: torch.Tensor, input_ids: 
                    attention_mask: torch.Tensor, pad_token_id: int = 0):
     """`completion_logits` of a batch whose prompts `graph` holds: only the rows' suffixes are computed, over the
     kept keys and values (`SuffixLogits`)."""
-    from tandem.generation.prefix import innermost, padded_rows, plan_prefix, suffix_logits
-    from tandem.generation.scoring import _takes_logits_to_keep
-
     plan = plan_prefix(input_ids, attention_mask, labels)
     if plan is None:
         raise ValueError("a row without a label or with a gap in its tokens has no kept prompt")
@@ -162,8 +149,6 @@ def can_keep_prefill(model) -> bool:
     """Whether the update's forward of `model` can run over a kept prefill: the shared-prefix forward applies (a KV
     cache argument, not compiled, sharded or checkpointed) and no dropout acts (the rollout samples in eval mode,
     the update trains in train mode: with dropout the two forwards differ)."""
-    from tandem.generation.prefix import innermost, sharded, takes_cache
-
     inner = innermost(model)
     if (hasattr(model, "_orig_mod") or not takes_cache(type(inner)) or sharded(model)
             or getattr(inner, "is_gradient_checkpointing", False)):

@@ -30,6 +30,7 @@ import itertools
 from dataclasses import dataclass, field
 
 import torch
+from transformers import DynamicCache
 
 from tandem.algorithms.losses import IGNORE_INDEX
 
@@ -278,12 +279,29 @@ def copied(cache):
     """A copy of `cache` that `expand_cache` and `generate` may change without changing `cache`. A cache whose
     keys carry an autograd graph (`tandem.generation.prefill_graph`) cannot be deep-copied: a DynamicCache's
     layers replace their tensors, never write into them, so a new cache over the same tensors is a copy."""
-    from tandem.generation.prefill_graph import cache_layers, dynamic_cache
-
     layers = cache_layers(cache)
     if layers is not None and layers[0][0].requires_grad:
         return dynamic_cache(layers)
     return copy.deepcopy(cache)
+
+
+def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """(keys, values) of each layer of a transformers DynamicCache of full-attention layers; None for any other
+    cache (sliding windows, static or quantised caches keep something else than every position's keys)."""
+    layers = getattr(cache, "layers", None)
+    if layers is None or type(cache).__name__ != "DynamicCache":
+        return None
+    if any(type(layer).__name__ != "DynamicLayer" or not getattr(layer, "is_initialized", True) for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def dynamic_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A transformers DynamicCache holding these (keys, values) per layer."""
+    cache = DynamicCache()
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
 
 
 def embedded(model, segments: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:

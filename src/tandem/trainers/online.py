@@ -70,7 +70,6 @@ class RLOptions(TrainConfig, LoRAOptions):
     batch_size: int = Field(16, ge=1, description="Prompts (start states) per rollout step.")
     micro_batch_size: int = Field(16, ge=1, description="Sequences per forward pass in the update.")
     micro_batch_memory: float | None = Field(4.0, gt=0, description="GB of activations one update micro-batch may keep for its backward, estimated from the model's depth and width (about 1.9 MB per token for SmolLM2-135M under bf16 autocast, 1.3x that in fp32; tokens every row shares counted once): long completions of a large model take fewer rows than --micro-batch-size, the result the same (none: always --micro-batch-size; on a GPU, unless given: 0.8 of the device memory free at the update).")
-    prefill_memory: float = Field(0.0, ge=0, description="GB of activations the rollout's prompt forward may keep for the update (tandem.generation.prefill_graph; 0: off, the default): when one optimizer step follows each rollout on its sampling weights (the single pass), with generate on the trained model and one process, the update computes only each reply over the prompts' kept keys and values, not each prompt again; the gradient is the same. On a 2-core CPU it saves no time (holding the activations costs what recomputing them does: benchmarks/RESULTS.md), hence off.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest completion (default: the task's).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
@@ -340,12 +339,13 @@ class OnlineTrainer(GenerativeTrainer):
 
     def prefill_graph(self) -> PrefillGraph | None:
         """A `PrefillGraph` for the rollout about to start when the update can take its prompts' forward from it
-        (--prefill-memory): one optimizer step on the sampling weights (the single pass), `generate` on the
+        (agent-rl's --prefill-memory): one optimizer step on the sampling weights (the single pass), `generate` on the
         trained model (not an engine's copy of it), one process (DDP reduces gradients in the last micro-batch's
         backward, before the kept prefill's), no fp16 loss scaling, and a model the shared-prefix forward runs
         on without dropout (`can_keep_prefill`). None otherwise."""
         cfg = self.config
-        if (cfg.prefill_memory == 0 or not self.single_pass or self.world > 1 or self.engine.owns_weights
+        memory = getattr(cfg, "prefill_memory", 0.0)  # agent-rl's option
+        if (not memory or not self.single_pass or self.world > 1 or self.engine.owns_weights
                 or self.accelerator.mixed_precision == "fp16"):
             return None
         model = self.accelerator.unwrap_model(self.model)
@@ -353,7 +353,7 @@ class OnlineTrainer(GenerativeTrainer):
         per_token = activation_bytes_per_token(model, full_precision)
         if per_token is None or not can_keep_prefill(model):
             return None
-        return PrefillGraph(most_tokens=int(cfg.prefill_memory * 2**30 // per_token))
+        return PrefillGraph(most_tokens=int(memory * 2**30 // per_token))
 
     def _kept_prefill(self, data: Rollout, labels: torch.Tensor) -> PrefillGraph | None:
         """The rollout's kept prefill when it holds every row's prompt (else it is let go: the update recomputes)."""
