@@ -1,6 +1,7 @@
 """Per-step time of `tandem agent-rl` against an earlier commit, side by side in one run (issue: engine speed).
 
     python benchmarks/agent_step_time.py --steps 2 --old ca1de36 [--engines hf vllm] [--out runs/bench-agent-step]
+    python benchmarks/agent_step_time.py --steps 3 --new-args="--prefill-memory 12"   # options of this code only
 
 The earlier commit is checked out once into a `git worktree` and run with its `src` first on PYTHONPATH; both run
 the same command (SmolLM2-135M-Instruct on FrozenLake 4x4, history none or `--history full`, 8 tokens a turn, 8
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["hf"], help="Engines of the new code (hf, vllm).")
     parser.add_argument("--history", default="none", choices=["none", "full"],
                         help="The issue's command uses none; full (the default of agent-rl) shows the KV cache kept across turns.")
+    parser.add_argument("--new-args", default="", help="Options added to this code's command only (e.g. --new-args='--prefill-memory 12').")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-agent-step"))
     args = parser.parse_args()
     model = smollm2()
@@ -61,10 +64,10 @@ def main() -> None:
         results["old"] += step_times(out)
         for engine in args.engines:
             out = args.out / f"new-{engine}-{repeat}"
-            subprocess.run(command(model, out, args.steps, engine, args.history), check=True)
+            subprocess.run(command(model, out, args.steps, engine, args.history) + shlex.split(args.new_args), check=True)
             results.setdefault(engine, []).extend(step_times(out))
     medians = {name: statistics.median(times) for name, times in results.items()}
-    summary = {"old_commit": args.old, "history": args.history, "steps": args.steps, "repeats": args.repeats, "step_seconds": results,
+    summary = {"old_commit": args.old, "history": args.history, "new_args": args.new_args, "steps": args.steps, "repeats": args.repeats, "step_seconds": results,
                "median_step_seconds": medians,
                "speedup": {name: medians["old"] / m for name, m in medians.items() if name != "old"}}
     (args.out / "step_time.json").write_text(json.dumps(summary, indent=2))

@@ -325,12 +325,12 @@ def level_ids(levels: list[Level], pad_token_id: int, device) -> list[tuple[torc
 
 
 def prefill(model, common: list[int], levels: list[Level], device, pad_token_id: int = 0, cut_logits: bool = True,
-            kept: KeptPrefix | None = None, embeds: list | None = None):
+            kept: KeptPrefix | None = None, embeds: list | None = None, padded: list | None = None):
     """The KV cache of the `common` tokens (computed once) followed by each level's segments (left-padded, each over
     its parent's cache: `stack_levels`), one cache row per segment of the last level, and its attention mask;
     (None, None) when nothing is to compute. `kept` (generation only: no gradient flows into a kept cache): the
     common tokens start from the cache an earlier call kept. `embeds`: the input embeddings of the common tokens
-    and of each level's padded segments, already looked up (`embedded`)."""
+    and of each level's padded segments, already looked up (`embedded`); `padded`: those segments (`level_ids`)."""
     embeds = embeds or [None] * (1 + len(levels))
     one = {"logits_to_keep": 1} if cut_logits else {}
     cache, past_mask = None, None
@@ -345,23 +345,24 @@ def prefill(model, common: list[int], levels: list[Level], device, pad_token_id:
                 kept.computed_tokens += len(common) - done
                 if not done:
                     kept.keep(common, cache)
-    for level, padded, embeds_of_level in zip(levels, level_ids(levels, pad_token_id, device), embeds[1:]):
+    padded = padded if padded is not None else level_ids(levels, pad_token_id, device)
+    for level, segments, embeds_of_level in zip(levels, padded, embeds[1:]):
         if cache is not None:
             parent = torch.tensor(level.parent, device=device)
             cache, past_mask = expand_cache(cache, parent), past_mask[parent]
-        if padded is not None:
-            _, cache, past_mask = segment_forward(model, *padded, past_mask, cache, one, embeds_of_level)
+        if segments is not None:
+            _, cache, past_mask = segment_forward(model, *segments, past_mask, cache, one, embeds_of_level)
     return cache, past_mask
 
 
-def tree_ids(common: list[int], levels: list[Level], pad_token_id: int, device) -> torch.Tensor:
+def tree_ids(common: list[int], levels: list[Level], padded: list, device) -> torch.Tensor:
     """(segments of the last level, columns) the token ids `prefill` lays out: the common tokens, then each level's
-    padded segment of the row's ancestors."""
+    padded segment (`padded`: `level_ids`) of the row's ancestors."""
     ids = torch.tensor([common], dtype=torch.long, device=device)
-    for level, padded in zip(levels, level_ids(levels, pad_token_id, device)):
+    for level, segments in zip(levels, padded):
         ids = ids[torch.tensor(level.parent, device=device)]
-        if padded is not None:
-            ids = torch.cat([ids, padded[0]], dim=1)
+        if segments is not None:
+            ids = torch.cat([ids, segments[0]], dim=1)
     return ids
 
 
@@ -413,11 +414,13 @@ def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=
     device = device or next(model.parameters()).device
     ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
     common = torch.tensor([plan.common], device=device) if plan.common else None
-    levels = [None if padded is None else padded[0] for padded in level_ids(plan.levels, pad_token_id, device)]
+    padded = level_ids(plan.levels, pad_token_id, device)
+    levels = [None if segments is None else segments[0] for segments in padded]
     # one embedding lookup for every segment: one dense gradient of the embedding table, not one per segment
     embeds = embedded(model, [common, *levels, ids]) if torch.is_grad_enabled() else None
     embeds = embeds or [None] * (len(levels) + 2)
-    cache, past_mask = prefill(model, plan.common, plan.levels, device, pad_token_id, cut_logits, embeds=embeds[:-1])
+    cache, past_mask = prefill(model, plan.common, plan.levels, device, pad_token_id, cut_logits, embeds=embeds[:-1],
+                               padded=padded)
     if cache is not None:
         which = torch.tensor(plan.row_leaf(), device=device)
         cache, past_mask = expand_cache(cache, which), past_mask[which]
@@ -461,17 +464,17 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
     if not record and cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
         return _left_padded(prompt_ids, pad_token_id, device), None
     with torch.enable_grad() if record else contextlib.nullcontext():
-        embeds = None
+        embeds, padded = None, level_ids(levels, pad_token_id, device)
         if record:  # one lookup of the embedding table (one dense gradient of it in the backward)
             ids = [torch.tensor([common], device=device) if common else None,
-                   *[None if padded is None else padded[0] for padded in level_ids(levels, pad_token_id, device)]]
+                   *[None if segments is None else segments[0] for segments in padded]]
             embeds = embedded(model, ids)
-        cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept, embeds=embeds)
+        cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept, embeds=embeds, padded=padded)
         index = torch.tensor([leaf[w] for w in which], device=device)
         cache, past_mask = expand_cache(cache, index), past_mask[index]
         if record:  # each prompt's keys and values cut from the cache, in the graph
             graph.record([p[:-1] for p in prompt_ids], cache, past_mask, computed)
-    past_ids = tree_ids(common, levels, pad_token_id, device)[index]
+    past_ids = tree_ids(common, levels, padded, device)[index]
     input_ids = torch.cat([past_ids, torch.tensor([[p[-1]] for p in prompt_ids], device=device)], dim=1)
     attention_mask = torch.cat([past_mask, torch.ones(len(prompt_ids), 1, dtype=past_mask.dtype, device=device)], dim=1)
     return {"input_ids": input_ids, "attention_mask": attention_mask}, cache
