@@ -481,8 +481,9 @@ def phase_agent_rl(ctx: Context) -> dict:
 
     env = "corridor:length=3"
     model = build_random_policy(make_env_suite(env), ctx.work / "corridor-model", n_states=60, steps=60)
-    config = AgentRLConfig(**ctx.options("agent_rl", model=model, env=env, max_turns=3, batch_size=2,
-                                         episodes_per_start=2, n_eval=0, max_new_tokens=4, max_steps=1))
+    step = dict(model=model, env=env, max_turns=3, batch_size=2, episodes_per_start=2, n_eval=0, max_new_tokens=4,
+                max_steps=1)
+    config = AgentRLConfig(**ctx.options("agent_rl", **step))
     result = run_agent_rl(config)
     records = metrics(config.out)
     figures = {"final_step": result.steps, "reward": records[-1].get("train/reward"), **losses_of(records)}
@@ -491,9 +492,7 @@ def phase_agent_rl(ctx: Context) -> dict:
     # the rollout's prompt forward kept for the update (--prefill-memory) against the recomputing update: same loss
     losses = {}
     for name, memory in (("recomputed", 0.0), ("kept_prefill", 1.0)):
-        kept = AgentRLConfig(**ctx.options(f"agent_rl_{name}", model=model, env=env, max_turns=3, batch_size=2,
-                                           episodes_per_start=2, n_eval=0, max_new_tokens=4, max_steps=1,
-                                           history="none", prefill_memory=memory))
+        kept = AgentRLConfig(**ctx.options(f"agent_rl_{name}", **step, history="none", prefill_memory=memory))
         run_agent_rl(kept)
         record = metrics(kept.out)[-1]
         losses[name] = record["train/loss"]

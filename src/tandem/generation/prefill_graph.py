@@ -13,7 +13,7 @@ the reply) over them, and one backward through the kept prefill after the last m
 The weight gradient equals the recomputing update's (the chain rule through the keys and values, summed over
 rows; to floating-point rounding), and the prompts' forward (about a third of their forward and backward, most of
 an agent's update: its turns are long prompts and short replies) is gone. It holds the prefill's activations from
-the rollout to the update (`--micro-batch-memory` caps the tokens kept; past it the update recomputes them).
+the rollout to the update (agent-rl's `--prefill-memory` caps the tokens kept; past it the update recomputes them).
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ import torch.nn.functional as F
 
 from tandem.generation.prefix import (
     cache_layers,
+    can_keep,
     dynamic_cache,
     innermost,
     padded_rows,
     plan_prefix,
     row_spans,
-    sharded,
     suffix_logits,
-    takes_cache,
 )
 from tandem.generation.scoring import _takes_logits_to_keep
 
@@ -150,8 +149,7 @@ def can_keep_prefill(model) -> bool:
     cache argument, not compiled, sharded or checkpointed) and no dropout acts (the rollout samples in eval mode,
     the update trains in train mode: with dropout the two forwards differ)."""
     inner = innermost(model)
-    if (hasattr(model, "_orig_mod") or not takes_cache(type(inner)) or sharded(model)
-            or getattr(inner, "is_gradient_checkpointing", False)):
+    if not can_keep(model) or getattr(inner, "is_gradient_checkpointing", False):
         return False
     config = getattr(inner, "config", None)
     rates = [getattr(config, name, 0) for name in dir(config) if name.endswith("dropout")] if config is not None else []

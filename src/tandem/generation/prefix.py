@@ -224,6 +224,12 @@ def takes_cache(model_class: type) -> bool:
     return _cache_argument(model_class) is not None
 
 
+def can_keep(model) -> bool:
+    """Whether `model`'s forward takes a KV cache and position ids (and is neither compiled nor sharded): what the
+    shared-prefix forward, a kept cache and a kept prefill need."""
+    return not hasattr(model, "_orig_mod") and takes_cache(type(innermost(model))) and not sharded(model)
+
+
 # the shared-prefix forward runs three forwards instead of one: worth it when it computes at most this share of the
 # batch's tokens
 SHARED_PREFIX_MOST = 0.75
@@ -324,6 +330,13 @@ def level_ids(levels: list[Level], pad_token_id: int, device) -> list[tuple[torc
     return [padded_rows(level.segments, pad_token_id, True, device) if any(level.segments) else None for level in levels]
 
 
+def prefill_ids(common: list[int], padded: list, device) -> list[torch.Tensor | None]:
+    """The ids `prefill` computes, segment by segment: the common tokens (None: none), then each level's padded
+    segments (`padded`: `level_ids`); what `embedded` looks up in one call."""
+    return [torch.tensor([common], device=device) if common else None,
+            *[None if segments is None else segments[0] for segments in padded]]
+
+
 def prefill(model, common: list[int], levels: list[Level], device, pad_token_id: int = 0, cut_logits: bool = True,
             kept: KeptPrefix | None = None, embeds: list | None = None, padded: list | None = None):
     """The KV cache of the `common` tokens (computed once) followed by each level's segments (left-padded, each over
@@ -413,12 +426,10 @@ def shared_prefix_logits(model, plan: PrefixPlan, pad_token_id: int = 0, device=
     `cut_logits`: the model takes `logits_to_keep` (its head runs at the suffix positions only)."""
     device = device or next(model.parameters()).device
     ids, segment_mask = padded_rows(plan.suffixes, pad_token_id, False, device)
-    common = torch.tensor([plan.common], device=device) if plan.common else None
     padded = level_ids(plan.levels, pad_token_id, device)
-    levels = [None if segments is None else segments[0] for segments in padded]
     # one embedding lookup for every segment: one dense gradient of the embedding table, not one per segment
-    embeds = embedded(model, [common, *levels, ids]) if torch.is_grad_enabled() else None
-    embeds = embeds or [None] * (len(levels) + 2)
+    embeds = embedded(model, [*prefill_ids(plan.common, padded, device), ids]) if torch.is_grad_enabled() else None
+    embeds = embeds or [None] * (len(padded) + 2)
     cache, past_mask = prefill(model, plan.common, plan.levels, device, pad_token_id, cut_logits, embeds=embeds[:-1],
                                padded=padded)
     if cache is not None:
@@ -451,24 +462,22 @@ def prompts_over_cache(model, prompt_ids: list[list[int]], pad_token_id: int, de
     prompt's keys and values for the update (always over the cache then, while it has room for them).
     """
     width = max(len(p) for p in prompt_ids)
-    if (hasattr(model, "_orig_mod") or not takes_cache(type(innermost(model))) or sharded(model)
-            or min(len(p) for p in prompt_ids) < 2):
+    if not can_keep(model) or min(len(p) for p in prompt_ids) < 2:
         return _left_padded(prompt_ids, pad_token_id, device), None
     common, middles, which = split_prompts([p[:-1] for p in prompt_ids])
     levels, leaf = stack_levels(middles)
-    cost = len(common) + sum(level.cost() for level in levels) + len(prompt_ids)
-    computed = sum(level.cost() for level in levels) + len(common) - (kept.covers(common) if kept is not None else 0)
+    level_tokens = sum(level.cost() for level in levels)
+    cost = len(common) + level_tokens + len(prompt_ids)
+    computed = level_tokens + len(common) - (kept.covers(common) if kept is not None else 0)
     record = graph is not None and graph.room_for(computed)
     if graph is not None and not record:
         graph.missed += len(middles)
     if not record and cost > SHARED_PREFIX_MOST * len(prompt_ids) * width:
         return _left_padded(prompt_ids, pad_token_id, device), None
     with torch.enable_grad() if record else contextlib.nullcontext():
-        embeds, padded = None, level_ids(levels, pad_token_id, device)
-        if record:  # one lookup of the embedding table (one dense gradient of it in the backward)
-            ids = [torch.tensor([common], device=device) if common else None,
-                   *[None if segments is None else segments[0] for segments in padded]]
-            embeds = embedded(model, ids)
+        padded = level_ids(levels, pad_token_id, device)
+        # recording: one lookup of the embedding table (one dense gradient of it in the backward)
+        embeds = embedded(model, prefill_ids(common, padded, device)) if record else None
         cache, past_mask = prefill(model, common, levels, device, pad_token_id, kept=kept, embeds=embeds, padded=padded)
         index = torch.tensor([leaf[w] for w in which], device=device)
         cache, past_mask = expand_cache(cache, index), past_mask[index]

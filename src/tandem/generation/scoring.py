@@ -14,7 +14,7 @@ import torch
 
 from tandem.algorithms.losses import IGNORE_INDEX, scored_positions, token_log_probs
 from tandem.generation.prefix import (
-    SHARED_PREFIX_MOST, PrefixPlan, innermost as _innermost, plan_prefix, shared_prefix_logits, sharded, takes_cache,
+    SHARED_PREFIX_MOST, PrefixPlan, can_keep, innermost as _innermost, plan_prefix, shared_prefix_logits,
 )
 
 
@@ -83,9 +83,7 @@ def shared_prefix_plan(model, labels: torch.Tensor, input_ids: torch.Tensor, att
     """The `PrefixPlan` of a batch when its shared-prefix forward saves work, else None (a compiled model, a
     model without a KV cache argument, a sharded model, gradient checkpointing in training, or rows that share too
     little)."""
-    inner = _innermost(model)
-    if (hasattr(model, "_orig_mod") or not takes_cache(type(inner)) or sharded(model)
-            or (model.training and getattr(inner, "is_gradient_checkpointing", False))):
+    if not can_keep(model) or (model.training and getattr(_innermost(model), "is_gradient_checkpointing", False)):
         return None
     plan = plan_prefix(input_ids, attention_mask, labels)
     return plan if plan is not None and plan.cost() <= SHARED_PREFIX_MOST * input_ids.numel() else None

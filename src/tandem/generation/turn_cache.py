@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import torch
 
-from tandem.generation.prefix import expand_cache, innermost, padded_rows, segment_forward, sharded, takes_cache
+from tandem.generation.prefix import can_keep, expand_cache, padded_rows, segment_forward
 
-
-def can_keep(model) -> bool:
-    """Whether `model`'s forward takes a KV cache and position ids (and is neither compiled nor sharded)."""
-    return not hasattr(model, "_orig_mod") and takes_cache(type(innermost(model))) and not sharded(model)
+__all__ = ["TurnCache", "can_keep"]
 
 
 class TurnCache:
